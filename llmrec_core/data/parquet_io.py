@@ -1,0 +1,68 @@
+"""Typed Parquet schemas for every table the data stages write, and a streaming writer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+STR = pa.string()
+ITEMS = pa.schema([
+    ("item_id", STR), ("domain", STR), ("title", STR), ("brand", STR), ("categories", STR),
+    ("description", STR), ("source_file", STR), ("source_line", pa.int64()),
+])
+INTERACTIONS = pa.schema([
+    ("user_id", STR), ("item_id", STR), ("domain", STR), ("timestamp", pa.int64()), ("rating", pa.float64()),
+    ("source_file", STR), ("source_line", pa.int64()),
+])
+QUARANTINE = pa.schema([
+    ("stage", STR), ("table", STR), ("source_file", STR), ("source_line", pa.int64()), ("reason", STR), ("record", STR),
+])
+
+
+class ParquetSink:
+    """Append DataFrames to one Parquet file with a fixed schema; always leaves a valid file."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.schema, self.rows = path, schema, 0
+        self._tmp = path.with_suffix(path.suffix + ".tmp")
+        self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if len(frame):
+            table = pa.Table.from_pandas(frame[self.schema.names], schema=self.schema, preserve_index=False)
+            self._writer.write_table(table)
+            self.rows += len(frame)
+
+    def close(self) -> None:
+        self._writer.close()
+        self._tmp.replace(self.path)  # atomic: a crashed run never leaves a half-written output
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.close()
+        else:
+            self._writer.close()
+            self._tmp.unlink(missing_ok=True)
+
+
+def write_table(frame: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> None:
+    if schema is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
+        tmp.replace(path)
+        return
+    with ParquetSink(path, schema) as sink:
+        sink.write(frame)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; run the previous pipeline stage first")
+    return pq.read_table(path).to_pandas()

@@ -1,0 +1,287 @@
+"""Stage 3: clean, filter and split the validated data into the three data settings (DESIGN §3).
+
+Outputs under `<data.root>/prepared/`:
+- `items.parquet`        item_idx, item_id, domain, title, train_count, group (cold/tail/head)
+- `users.parquet`        user_idx, user_id
+- `events.parquet`       every kept event in time order with its split (train/valid/test)
+- `sequences_mixed.parquet`      per user: training history across all domains (Mixed)
+- `sequences_in_domain.parquet`  per user and domain: in-domain training history (Single Domain, S2PIAO)
+- `eval_mixed.parquet` / `eval_in_domain.parquet`  valid/test targets with the history each setting sees
+- `dropped.parquet`      every event removed here, with the reason (duplicates, k-core, ...)
+- `manifest.json`        counts per domain and per setting
+
+Every setting uses the same valid/test targets (leave-one-out on the mixed history), so numbers
+are comparable across settings and models.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..config import Params
+from .layout import DataLayout
+from .parquet_io import read_table, write_table
+from .sequences import gather_ranges, group_starts, rank_within_groups
+
+SPLITS = np.array(["train", "valid", "test"])
+
+
+class PreparationError(ValueError):
+    """The data cannot be prepared as configured (for example a domain left empty)."""
+
+
+def _drop(frame: pd.DataFrame, mask: np.ndarray, reason: str, dropped: list[pd.DataFrame]) -> pd.DataFrame:
+    if mask.any():
+        dropped.append(frame.loc[mask, ["user_id", "item_id", "domain", "timestamp", "source_file", "source_line"]]
+                       .assign(reason=reason))
+    return frame.loc[~mask]
+
+
+def select_domains(inter: pd.DataFrame, params: Params) -> list[str]:
+    sizes = inter["domain"].value_counts()
+    if params.data.domains:
+        empty = [d for d in params.data.domains if d not in sizes.index]
+        if empty:
+            raise PreparationError(
+                f"domain(s) {empty} have no valid interactions (found: {sorted(sizes.index)}); "
+                "fix data.domains in params.yaml or the sources"
+            )
+        return list(params.data.domains)
+    if params.data.top_domains:
+        return list(sizes.index[: params.data.top_domains])
+    return sorted(sizes.index)
+
+
+def kcore_mask(user_key: np.ndarray, item_key: np.ndarray, min_user: int, min_item: int) -> np.ndarray:
+    """Iterative k-core: keep events whose user group and item both have enough kept events."""
+    alive = np.ones(len(user_key), dtype=bool)
+    while True:
+        u_count = np.bincount(user_key[alive], minlength=user_key.max(initial=-1) + 1)
+        i_count = np.bincount(item_key[alive], minlength=item_key.max(initial=-1) + 1)
+        keep = alive & (u_count[user_key] >= min_user) & (i_count[item_key] >= min_item)
+        if keep.sum() == alive.sum():
+            return keep
+        alive = keep
+
+
+def item_groups(train_count: np.ndarray, tail_fraction: float) -> np.ndarray:
+    """cold: never in training; tail: the least popular `tail_fraction` of items; head: the rest."""
+    order = np.argsort(train_count, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    groups = np.where(rank < int(round(tail_fraction * len(order))), "tail", "head").astype(object)
+    groups[train_count == 0] = "cold"
+    return groups
+
+
+def prepare(params: Params) -> dict:
+    cfg = params.prepare
+    layout = DataLayout(params.data_root)
+    items = read_table(layout.validated / "items.parquet")
+    inter = read_table(layout.validated / "interactions.parquet")
+    rows_in = len(inter)
+    dropped: list[pd.DataFrame] = []
+
+    domains = select_domains(inter, params)
+    inter = _drop(inter, ~inter["domain"].isin(domains).to_numpy(), "domain not selected", dropped)
+
+    # Time order per user; ties keep file order, so the result does not depend on sort internals.
+    user_code, user_ids = pd.factorize(inter["user_id"], sort=True)
+    file_code = pd.factorize(inter["source_file"])[0]
+    order = np.lexsort((inter["source_line"].to_numpy(), file_code, inter["timestamp"].to_numpy(), user_code))
+    inter = inter.iloc[order].reset_index(drop=True)
+
+    inter = _drop(inter, inter.duplicated(["user_id", "item_id", "timestamp"]).to_numpy(), "duplicate event", dropped)
+    if cfg.drop_consecutive_repeats:
+        same_user = inter["user_id"].to_numpy()[1:] == inter["user_id"].to_numpy()[:-1]
+        same_item = inter["item_id"].to_numpy()[1:] == inter["item_id"].to_numpy()[:-1]
+        repeat = np.concatenate([[False], same_user & same_item])
+        inter = _drop(inter, repeat, "consecutive repeat of the same item", dropped)
+
+    if cfg.kcore_scope == "mixed":
+        user_key = pd.factorize(inter["user_id"])[0]
+    else:
+        user_key = pd.factorize(inter["user_id"] + "\x1f" + inter["domain"])[0]
+    item_key = pd.factorize(inter["item_id"])[0]
+    keep = kcore_mask(user_key, item_key, cfg.min_user_interactions, cfg.min_item_interactions)
+    inter = _drop(inter, ~keep, f"k-core ({cfg.kcore_scope}: user>={cfg.min_user_interactions}, "
+                                f"item>={cfg.min_item_interactions})", dropped)
+    per_user = inter.groupby("user_id", sort=False)["user_id"].transform("size").to_numpy()
+    inter = _drop(inter, per_user < 3, "user has fewer than 3 events (no train/valid/test split)", dropped)
+
+    empty = sorted(set(domains) - set(inter["domain"].unique()))
+    if empty:
+        raise PreparationError(
+            f"domain(s) {empty} have no interactions left after filtering (k-core {cfg.kcore_scope}, "
+            f"user>={cfg.min_user_interactions}, item>={cfg.min_item_interactions}); lower prepare.min_* "
+            "or remove the domain(s)"
+        )
+    domains = [d for d in domains if d in set(inter["domain"].unique())]
+
+    dropped_frame = (pd.concat(dropped, ignore_index=True) if dropped
+                     else pd.DataFrame(columns=["user_id", "item_id", "domain", "timestamp", "source_file",
+                                                "source_line", "reason"]))
+    assert len(inter) + len(dropped_frame) == rows_in, "every input event is either kept or dropped with a reason"
+
+    # Indices: items sorted by (domain, item_id) so each domain is a contiguous id range.
+    catalog = items[items["item_id"].isin(inter["item_id"].unique())].copy()
+    catalog["domain"] = pd.Categorical(catalog["domain"], categories=domains)
+    catalog = catalog.sort_values(["domain", "item_id"]).reset_index(drop=True)
+    catalog["domain"] = catalog["domain"].astype("string")
+    catalog["item_idx"] = np.arange(len(catalog), dtype=np.int32)
+    catalog["title"] = catalog["title"].str.slice(0, cfg.title_max_chars)
+    item_idx = pd.Index(catalog["item_id"]).get_indexer(inter["item_id"]).astype(np.int32)
+    user_idx = pd.factorize(inter["user_id"])[0].astype(np.int32)  # events are user-sorted: ids follow
+    domain_code = pd.Categorical(inter["domain"], categories=domains).codes.astype(np.int16)
+
+    starts, lengths = group_starts(user_idx)
+    from_end = np.repeat(starts + lengths - 1, lengths) - np.arange(len(user_idx))
+    split_code = np.minimum(2 - np.minimum(from_end, 2), 2)  # 0 train, 1 valid, 2 test
+    is_train = split_code == 0
+    train_count = np.bincount(item_idx[is_train], minlength=len(catalog))
+    catalog["train_count"] = train_count.astype(np.int64)
+    catalog["group"] = item_groups(train_count, cfg.tail_fraction)
+
+    out = layout.prepared
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(catalog[["item_idx", "item_id", "domain", "title", "train_count", "group"]], out / "items.parquet")
+    write_table(pd.DataFrame({"user_idx": np.arange(len(starts), dtype=np.int32),
+                              "user_id": inter["user_id"].to_numpy()[starts]}), out / "users.parquet")
+    write_table(pd.DataFrame({"user_idx": user_idx, "item_idx": item_idx, "domain": inter["domain"].to_numpy(),
+                              "timestamp": inter["timestamp"].to_numpy(), "split": SPLITS[split_code]}),
+                out / "events.parquet")
+    write_table(dropped_frame, out / "dropped.parquet")
+
+    groups = catalog["group"].to_numpy()
+    domain_names = np.asarray(domains, dtype=object)
+    max_h = cfg.max_history
+
+    # Mixed: one time-ordered history across all domains.
+    train_len = lengths - 2
+    _write_sequences(out / "sequences_mixed.parquet", {"user_idx": np.arange(len(starts), dtype=np.int32)},
+                     gather_ranges(item_idx, starts, train_len))
+    target_pos = np.concatenate([starts + lengths - 2, starts + lengths - 1])
+    full_hist = np.concatenate([train_len, train_len + 1])
+    _write_eval(out / "eval_mixed.parquet", item_idx, user_idx, domain_names[domain_code], groups,
+                target_pos, full_hist, max_h, n_users=len(starts))
+
+    # In-domain: each user's sub-sequence per domain (Single Domain and S2PIAO).
+    position = np.arange(len(user_idx))
+    by_domain = np.lexsort((position, domain_code, user_idx))
+    key = user_idx[by_domain].astype(np.int64) * len(domains) + domain_code[by_domain]
+    g_starts, g_lengths = group_starts(key)
+    rank = rank_within_groups(g_starts, g_lengths)
+    d_items, d_split = item_idx[by_domain], split_code[by_domain]
+    train_sorted = d_split == 0
+    t_key = key[train_sorted]
+    t_starts, t_lengths = group_starts(t_key)
+    _write_sequences(
+        out / "sequences_in_domain.parquet",
+        {"user_idx": (t_key[t_starts] // len(domains)).astype(np.int32),
+         "domain": domain_names[(t_key[t_starts] % len(domains)).astype(int)]},
+        gather_ranges(d_items[train_sorted], t_starts, t_lengths),
+    )
+    targets_sorted = np.flatnonzero(d_split > 0)
+    # Order in-domain eval rows like eval_mixed (valid targets of all users, then test targets).
+    targets_sorted = targets_sorted[np.lexsort((user_idx[by_domain][targets_sorted], d_split[targets_sorted]))]
+    _write_eval(out / "eval_in_domain.parquet", d_items, user_idx[by_domain], domain_names[domain_code[by_domain]],
+                groups, targets_sorted, rank[targets_sorted], max_h, n_users=None,
+                split=d_split[targets_sorted])
+
+    manifest = build_manifest(out, domains, rows_in, dropped_frame, params)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _write_sequences(path: Path, columns: dict, items: pa.ListArray) -> None:
+    table = pa.table({**{k: pa.array(v) for k, v in columns.items()}, "items": items})
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+
+
+def _write_eval(path: Path, items: np.ndarray, users: np.ndarray, domains: np.ndarray, groups: np.ndarray,
+                target_pos: np.ndarray, history_len: np.ndarray, max_history: int, n_users: int | None,
+                split: np.ndarray | None = None) -> None:
+    """One row per target: the target, its domain and group, and the (capped) history before it."""
+    shown = np.minimum(history_len, max_history)
+    if split is None:  # targets given as [valid of every user, test of every user]
+        split = np.repeat([1, 2], n_users)
+    targets = items[target_pos]
+    table = pa.table({
+        "user_idx": pa.array(users[target_pos].astype(np.int32)),
+        "split": pa.array(SPLITS[split]),
+        "target": pa.array(targets.astype(np.int32)),
+        "domain": pa.array(domains[target_pos].astype(str)),
+        "group": pa.array(groups[targets].astype(str)),
+        "history_len": pa.array(history_len.astype(np.int32)),
+        "history": gather_ranges(items, target_pos - shown, shown),
+    })
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+
+
+def _pairs(lengths: pd.Series) -> int:
+    """Training examples from sequences: every prefix of length >= 1 predicts the next item."""
+    return int(np.clip(lengths.to_numpy() - 1, 0, None).sum())
+
+
+def build_manifest(out: Path, domains: list[str], rows_in: int, dropped: pd.DataFrame, params: Params) -> dict:
+    events = pq.read_table(out / "events.parquet", columns=["user_idx", "item_idx", "domain", "split"]).to_pandas()
+    items = pq.read_table(out / "items.parquet", columns=["domain", "group"]).to_pandas()
+    mixed = pq.read_table(out / "sequences_mixed.parquet").to_pandas()
+    in_domain = pq.read_table(out / "sequences_in_domain.parquet").to_pandas()
+    ev_mixed = pq.read_table(out / "eval_mixed.parquet", columns=["split", "domain", "group", "history_len"]).to_pandas()
+    ev_dom = pq.read_table(out / "eval_in_domain.parquet", columns=["split", "domain", "history_len"]).to_pandas()
+    mixed_len = mixed["items"].map(len)
+    dom_len = in_domain["items"].map(len)
+    test_m, test_d = ev_mixed[ev_mixed["split"] == "test"], ev_dom[ev_dom["split"] == "test"]
+
+    per_domain = {}
+    for d in domains:
+        ev = events[events["domain"] == d]
+        per_domain[d] = {
+            "users": int(ev["user_idx"].nunique()),
+            "items": int((items["domain"] == d).sum()),
+            "interactions": int(len(ev)),
+            "test_targets": int((test_m["domain"] == d).sum()),
+            "test_groups": {g: int(n) for g, n in test_m[test_m["domain"] == d]["group"].value_counts().items()},
+        }
+
+    lodo = {}
+    for d in domains:
+        # Leave-one-domain-out: train on the other domains' events, test on the held-out domain.
+        other = events[(events["split"] == "train") & (events["domain"] != d)]
+        seq_len = other.groupby("user_idx").size()
+        lodo[d] = {"train_examples": _pairs(seq_len), "test_targets": int((test_m["domain"] == d).sum())}
+
+    settings = {
+        "mixed": {"models": 1, "train_sequences": int((mixed_len >= 2).sum()), "train_examples": _pairs(mixed_len),
+                  "test_targets": len(test_m), "test_without_history": int((test_m["history_len"] == 0).sum())},
+        "s2piao": {"models": 1, "train_sequences": int((dom_len >= 2).sum()), "train_examples": _pairs(dom_len),
+                   "test_targets": len(test_d), "test_without_history": int((test_d["history_len"] == 0).sum())},
+        "single_domain": {
+            d: {"train_sequences": int(((dom_len >= 2) & (in_domain["domain"] == d)).sum()),
+                "train_examples": _pairs(dom_len[in_domain["domain"] == d]),
+                "test_targets": int((test_d["domain"] == d).sum()),
+                "test_without_history": int(((test_d["domain"] == d) & (test_d["history_len"] == 0)).sum())}
+            for d in domains
+        },
+        "leave_one_domain_out": lodo,
+    }
+    return {
+        "interactions_in": rows_in,
+        "interactions_kept": int(len(events)),
+        "dropped": {str(k): int(v) for k, v in dropped["reason"].value_counts().items()},
+        "users": int(events["user_idx"].nunique()),
+        "items": int(len(items)),
+        "domains": per_domain,
+        "settings": settings,
+        "params": json.loads(params.prepare.model_dump_json()),
+    }

@@ -1,0 +1,190 @@
+"""Stage 2: check both tables with great-expectations (1.x) suites and quarantine failing rows.
+
+Each failing row goes to the quarantine file with every expectation it broke; the GX results
+of the run are kept as JSON. The stage fails only when the share of bad records (ingest and
+validation together) passes `validation.max_bad_fraction`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import Params
+from .layout import DataLayout
+from .parquet_io import INTERACTIONS, ITEMS, QUARANTINE, ParquetSink, read_table
+
+
+class ValidationFailed(RuntimeError):
+    """Too large a share of the input was bad; the quarantine file says which rows and why."""
+
+
+@dataclass
+class TableReport:
+    table: str
+    rows_in: int
+    rows_out: int
+    quarantined: int
+    reasons: dict[str, int]
+    gx_success: bool
+
+
+def _describe(expectation_type: str, kwargs: dict) -> str:
+    column = kwargs.get("column", "")
+    return {
+        "expect_column_values_to_not_be_null": f"{column} is missing",
+        "expect_column_values_to_be_in_set": (
+            "unknown item (not in items)" if column == "item_id" else f"{column} not in configured set"
+        ),
+        "expect_column_value_lengths_to_be_between": (
+            f"{column} length outside [{kwargs.get('min_value')}, {kwargs.get('max_value')}]"
+        ),
+        "expect_column_values_to_be_between": (
+            f"{column} outside [{kwargs.get('min_value')}, {kwargs.get('max_value')}]"
+        ),
+        "expect_column_values_to_be_unique": f"{column} not unique",
+    }.get(expectation_type, f"{expectation_type} on {column}")
+
+
+def _suites(params: Params, valid_item_ids: np.ndarray | None):
+    import great_expectations as gx  # ~5 s import: only in this stage
+
+    v = params.validation
+    max_ts = v.max_timestamp or int(time.time()) + 86_400
+    E = gx.expectations
+    items = [
+        E.ExpectColumnValuesToNotBeNull(column="item_id"),
+        E.ExpectColumnValuesToBeUnique(column="item_id"),
+        E.ExpectColumnValuesToNotBeNull(column="domain"),
+        E.ExpectColumnValuesToNotBeNull(column="title"),
+        E.ExpectColumnValueLengthsToBeBetween(column="title", min_value=1, max_value=v.max_title_chars),
+    ]
+    interactions = [
+        E.ExpectColumnValuesToNotBeNull(column="user_id"),
+        E.ExpectColumnValuesToNotBeNull(column="item_id"),
+        E.ExpectColumnValuesToNotBeNull(column="timestamp"),
+        E.ExpectColumnValuesToBeBetween(column="timestamp", min_value=v.min_timestamp, max_value=max_ts),
+    ]
+    if valid_item_ids is not None:
+        interactions.append(E.ExpectColumnValuesToBeInSet(column="item_id", value_set=valid_item_ids.tolist()))
+    if params.data.domains:
+        items.append(E.ExpectColumnValuesToBeInSet(column="domain", value_set=list(params.data.domains)))
+        interactions.append(E.ExpectColumnValuesToBeInSet(column="domain", value_set=list(params.data.domains)))
+    return {"items": items, "interactions": interactions}
+
+
+def run_suite(name: str, frame: pd.DataFrame, expectations) -> tuple[dict, pd.Series]:
+    """Run one suite; returns (GX result as JSON dict, reason string per failing row index)."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch_def = ctx.data_sources.add_pandas("llmrec").add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
+    suite = ctx.suites.add(gx.ExpectationSuite(name=name, expectations=list(expectations)))
+    definition = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_def, suite=suite))
+    result = definition.run(batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE"})
+    reasons: dict[int, list[str]] = {}
+    for r in result.results:
+        if r.success:
+            continue
+        if r.exception_info and r.exception_info.get("raised_exception"):
+            raise RuntimeError(f"great-expectations failed on {name}: {r.exception_info.get('exception_message')}")
+        why = _describe(r.expectation_config.type, r.expectation_config.kwargs)
+        for idx in r.result.get("unexpected_index_list") or []:
+            reasons.setdefault(int(idx), []).append(why)
+    per_row = pd.Series({i: "; ".join(rs) for i, rs in reasons.items()}, dtype="string")
+    summary = result.to_json_dict()
+    for r in summary.get("results", []):  # full index lists can be huge; the quarantine file has them
+        res = r.get("result") or {}
+        for key in ("unexpected_index_list", "unexpected_list", "unexpected_index_query"):
+            if key in res:
+                res[key] = res[key][:20] if isinstance(res[key], list) else res[key]
+    return summary, per_row
+
+
+def _record_text(rows: pd.DataFrame) -> np.ndarray:
+    if not len(rows):
+        return np.array([], dtype=object)
+    fields = rows.drop(columns=["source_file", "source_line"]).astype("string").fillna("")
+    return fields.agg(" | ".join, axis=1).to_numpy()
+
+
+def _split_bad(frame: pd.DataFrame, reasons: pd.Series, table: str):
+    mask = np.zeros(len(frame), dtype=bool)
+    mask[reasons.index.to_numpy(dtype=np.int64)] = True
+    bad = frame[mask]
+    quarantined = pd.DataFrame(
+        {
+            "stage": "validate",
+            "table": table,
+            "source_file": bad["source_file"].to_numpy(),
+            "source_line": bad["source_line"].to_numpy(),
+            "reason": reasons.reindex(bad.index).to_numpy(),
+            "record": _record_text(bad),
+        }
+    )
+    return frame[~mask].reset_index(drop=True), quarantined
+
+
+def validate(params: Params, run_id: str | None = None) -> list[TableReport]:
+    layout = DataLayout(params.data_root)
+    items = read_table(layout.interim / "items.parquet")
+    interactions = read_table(layout.interim / "interactions.parquet")
+    ingest_bad = read_table(layout.quarantine("interim"))
+    run_id = run_id or time.strftime("%Y%m%dT%H%M%S")
+    results_dir = params.resolve(params.validation.results_dir) / run_id
+    results_dir.mkdir(parents=True, exist_ok=True)
+
+    # Exact duplicate item ids: keep the first, quarantine the rest (GX's uniqueness check flags every copy).
+    dup = items["item_id"].notna() & items.duplicated("item_id", keep="first")
+    dup_reasons = pd.Series("duplicate item_id (first occurrence kept)", index=items.index[dup], dtype="string")
+    items_unique = items[~dup].reset_index(drop=True)
+    _, items_dup_q = _split_bad(items, dup_reasons, "items")
+
+    suites = _suites(params, None)
+    items_result, item_reasons = run_suite("items", items_unique, suites["items"])
+    good_items, items_q = _split_bad(items_unique, item_reasons, "items")
+
+    suites = _suites(params, good_items["item_id"].to_numpy())
+    inter_result, inter_reasons = run_suite("interactions", interactions, suites["interactions"])
+    good_inter, inter_q = _split_bad(interactions, inter_reasons, "interactions")
+
+    for name, res in (("items", items_result), ("interactions", inter_result)):
+        (results_dir / f"{name}.json").write_text(json.dumps(res, indent=1, default=str))
+
+    quarantine = pd.concat([items_dup_q, items_q, inter_q], ignore_index=True)
+    with ParquetSink(layout.quarantine("validated"), QUARANTINE) as sink:
+        sink.write(quarantine)
+    with ParquetSink(layout.validated / "items.parquet", ITEMS) as sink:
+        sink.write(good_items)
+    with ParquetSink(layout.validated / "interactions.parquet", INTERACTIONS) as sink:
+        sink.write(good_inter)
+
+    reports = []
+    for table, total, out, gx_ok in (
+        ("items", len(items), len(good_items), items_result["success"]),
+        ("interactions", len(interactions), len(good_inter), inter_result["success"]),
+    ):
+        prior = ingest_bad[ingest_bad["table"] == table]
+        q = quarantine[quarantine["table"] == table]
+        reasons = pd.concat([prior["reason"], q["reason"]]).str.replace(r": .*$", "", regex=True).value_counts()
+        reports.append(TableReport(table, total + len(prior), out, len(prior) + len(q),
+                                   {str(k): int(v) for k, v in reasons.items()}, bool(gx_ok) and not len(prior)))
+    summary = {"run_id": run_id, "tables": [r.__dict__ for r in reports]}
+    (layout.validated / "validation_report.json").write_text(json.dumps(summary, indent=2))
+    (results_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    limit = params.validation.max_bad_fraction
+    for r in reports:
+        if r.rows_in and r.quarantined / r.rows_in > limit:
+            raise ValidationFailed(
+                f"{r.table}: {r.quarantined} of {r.rows_in} records are bad "
+                f"({r.quarantined / r.rows_in:.1%} > validation.max_bad_fraction={limit:.1%}); "
+                f"see {layout.quarantine('validated')} and {layout.quarantine('interim')}"
+            )
+    return reports
