@@ -1,0 +1,58 @@
+import pytest
+
+from llmrec_core.config import ConfigError, load_params
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "params.yaml"
+    p.write_text(text)
+    return p
+
+
+SOURCE = """
+data:
+  sources:
+    - {name: s, format: amazon2018, domain: Books, interactions: r.csv, items: m.json}
+"""
+
+
+def test_valid_params_resolve_paths_against_the_file(tmp_path):
+    params = load_params(_write(tmp_path, SOURCE))
+    assert params.resolve(params.data.sources[0].items) == (tmp_path / "m.json").resolve()
+    assert params.prepare.min_user_interactions == 5
+
+
+def test_unknown_key_is_rejected_with_its_path(tmp_path):
+    with pytest.raises(ConfigError, match=r"prepare\.min_users: unknown key"):
+        load_params(_write(tmp_path, SOURCE + "prepare:\n  min_users: 3\n"))
+
+
+def test_unknown_nested_key_in_a_list(tmp_path):
+    text = SOURCE.replace("items: m.json}", "items: m.json, colour: red}")
+    with pytest.raises(ConfigError, match=r"data\.sources\.0\.colour: unknown key"):
+        load_params(_write(tmp_path, text))
+
+
+def test_ill_typed_value_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"validation\.max_bad_fraction"):
+        load_params(_write(tmp_path, SOURCE + "validation:\n  max_bad_fraction: lots\n"))
+
+
+def test_out_of_range_value(tmp_path):
+    with pytest.raises(ConfigError, match=r"prepare\.tail_fraction"):
+        load_params(_write(tmp_path, SOURCE + "prepare:\n  tail_fraction: 1.5\n"))
+
+
+def test_fixed_domain_is_required(tmp_path):
+    with pytest.raises(ConfigError, match="domain"):
+        load_params(_write(tmp_path, SOURCE.replace("domain: Books, ", "")))
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_unknown_format(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.sources\.0\.format"):
+        load_params(_write(tmp_path, SOURCE.replace("amazon2018", "amazon1999")))

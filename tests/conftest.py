@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ML100K = REPO.parent / "shared" / "data" / "ml-100k"
+
+
+@pytest.fixture
+def ml100k_dir() -> Path:
+    if not (SHARED_ML100K / "ml-100k.inter").is_file():
+        pytest.skip("../shared/data/ml-100k is not present")
+    return SHARED_ML100K
+
+
+@pytest.fixture
+def write_params(tmp_path):
+    """Write a params file into tmp_path (data root inside it) and load it."""
+    from llmrec_core.config import load_params
+
+    def _write(sources: list[dict], **sections) -> "Params":
+        doc = {"data": {"sources": sources, "root": str(tmp_path / "data"), **sections.pop("data", {})},
+               "validation": {"results_dir": str(tmp_path / "gx"), **sections.pop("validation", {})}, **sections}
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        return load_params(path)
+
+    return _write
