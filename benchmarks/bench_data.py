@@ -1,0 +1,120 @@
+"""Data-stage benchmark at the paper's scale (make bench-data).
+
+Generates ~3M interactions from ~300k users on ~100k items in 5 domains in the Amazon Reviews 2018
+format (ratings CSV + meta JSON per domain), then runs `llmrec ingest`, `validate` and `prepare` as
+separate processes and reports wall time and peak RSS of each. Results go to
+bench/data/results.json and are printed as a table. Target on a 2-core machine: < 90 s in total and
+< 3 GB peak RSS.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import yaml
+
+DOMAINS = ["Scientific", "Pantry", "Instruments", "Arts", "Office"]
+WORDS = np.array("acoustic alloy amber analog archive arrow atlas basic bold bright canvas carbon classic compact "
+                 "copper crystal deluxe digital drift eco edge elite ember fusion glide grand harbor heavy horizon "
+                 "indigo ivory jet kinetic linen lunar matte metro modern nova oak onyx orbit pixel prime pro quartz "
+                 "rapid royal rustic sage sierra silver solar sonic steel stone summit swift terra titan urban velvet "
+                 "vintage vivid wave zen".split())
+NOUNS = np.array("pen notebook stapler binder guitar string amplifier pedal microscope beaker pipette flask brush "
+                 "canvas easel marker paint tea coffee pasta rice sauce spice tape folder desk lamp chair cable "
+                 "tuner drum ukulele violin glue scissors ruler calculator".split())
+
+
+def generate(out: Path, users: int, items: int, interactions: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    per_domain = items // len(DOMAINS)
+    # Each user has 5+ events; activity is long-tailed, popularity Zipf-like within a domain.
+    extra = rng.geometric(1.0 / max(1.0, interactions / users - 4), size=users)
+    counts = 5 + (extra * (interactions - 5 * users) / extra.sum()).astype(np.int64)
+    np.add.at(counts, rng.integers(0, users, size=interactions - counts.sum()), 1)  # exactly `interactions` rows
+    user = np.repeat(np.arange(users), counts)
+    n = len(user)
+    home = rng.integers(0, len(DOMAINS), size=users)
+    domain = np.where(rng.random(n) < 0.6, home[user], rng.integers(0, len(DOMAINS), size=n))
+    rank = (per_domain * rng.random(n) ** 2.5).astype(np.int64)  # popular head, every item reachable
+    item = rng.permutation(per_domain)[rank]
+    t = 1_300_000_000 + rng.integers(0, 250_000_000, size=n)
+    user_ids = np.char.add("A", np.char.zfill(np.arange(users).astype(str), 12))
+    for d, name in enumerate(DOMAINS):
+        asins = np.char.add(f"B{d}", np.char.zfill(np.arange(per_domain).astype(str), 8))
+        m = domain == d
+        table = pa.table({"item": asins[item[m]], "user": user_ids[user[m]],
+                          "rating": rng.integers(1, 6, size=int(m.sum())).astype(float), "time": t[m]})
+        pacsv.write_csv(table, out / f"{name}.csv", pacsv.WriteOptions(include_header=False))
+        titles = [" ".join(w) for w in zip(WORDS[rng.integers(0, len(WORDS), per_domain)],
+                                            WORDS[rng.integers(0, len(WORDS), per_domain)],
+                                            NOUNS[rng.integers(0, len(NOUNS), per_domain)])]
+        with open(out / f"meta_{name}.json", "w") as fh:
+            for a, title in zip(asins.tolist(), titles):
+                fh.write(json.dumps({"asin": a, "title": title.title(), "category": [name]}) + "\n")
+
+
+def run_stage(stage: str, params: Path) -> dict:
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "llmrec_core", stage, "--params", str(params)],
+                            stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{stage} failed")
+    return {"stage": stage, "seconds": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("bench/data"))
+    ap.add_argument("--users", type=int, default=300_000)
+    ap.add_argument("--items", type=int, default=100_000)
+    ap.add_argument("--interactions", type=int, default=3_000_000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    raw = args.out / "raw"
+    if not (raw / f"meta_{DOMAINS[-1]}.json").exists():
+        t0 = time.perf_counter()
+        generate(raw, args.users, args.items, args.interactions, args.seed)
+        print(f"generated raw files in {time.perf_counter() - t0:.1f} s")
+    params = {
+        "data": {"sources": [{"name": d.lower(), "format": "amazon2018", "domain": d,
+                              "interactions": f"raw/{d}.csv", "items": f"raw/meta_{d}.json"} for d in DOMAINS],
+                 "domains": DOMAINS, "root": "work"},
+        "validation": {"results_dir": "work/gx"},
+        "prepare": {"min_user_interactions": 5, "min_item_interactions": 5, "max_history": 20},
+    }
+    params_path = args.out / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params))
+    results = [run_stage(s, params_path) for s in ("ingest", "validate", "prepare")]
+    manifest = json.loads((args.out / "work" / "prepared" / "manifest.json").read_text())
+    total = sum(r["seconds"] for r in results)
+    peak = max(r["peak_rss_mb"] for r in results)
+    summary = {
+        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}",
+        "input": {"interactions": manifest["interactions_in"], "users_kept": manifest["users"],
+                  "items_kept": manifest["items"], "domains": len(manifest["domains"])},
+        "stages": results, "total_seconds": round(total, 1), "peak_rss_mb": peak,
+        "targets": {"total_seconds": 90, "peak_rss_mb": 3072},
+    }
+    (args.out / "results.json").write_text(json.dumps(summary, indent=2))
+    print(f"{'stage':<10}{'seconds':>10}{'peak RSS MB':>14}")
+    for r in results:
+        print(f"{r['stage']:<10}{r['seconds']:>10}{r['peak_rss_mb']:>14}")
+    print(f"{'total':<10}{total:>10.1f}{peak:>14}   (target < 90 s, < 3072 MB)")
+    print(json.dumps(summary["input"]))
+
+
+if __name__ == "__main__":
+    main()
