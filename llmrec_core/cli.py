@@ -104,6 +104,55 @@ def print_manifest(m: dict) -> None:
     _table("data settings", ["setting", "domain", "train examples", "test targets", "test w/o history"], rows)
 
 
+@app.command()
+def train(params: Path = ParamsOption,
+          resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint.")) -> None:
+    """Fine-tune the LM encoder (train.tuning: fpft | lora) on the configured data setting."""
+    from .train.loop import train as run
+
+    p = _load(params)
+    try:
+        summary = run(p, resume=resume)
+    except (FileExistsError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    _table("training", ["epoch", "last loss", "valid NDCG@10", "valid Recall@10"],
+           [[e["epoch"], f"{e['last_loss']:.4f}", f"{e['valid_ndcg@10']:.4f}", f"{e['valid_recall@10']:.4f}"]
+            for e in summary["epochs"]])
+    c = summary["cost"]
+    console.print(f"{c['parameters_trainable']:,} of {c['parameters_total']:,} parameters trained; "
+                  f"{c['samples_per_s']} samples/s on {c['device']}; weights in {p.resolve(p.train.run_dir)}")
+
+
+@app.command()
+def evaluate(params: Path = ParamsOption,
+             models: str = typer.Option("llmrec,zero_shot,popularity", help="Comma-separated: llmrec, zero_shot, popularity."),
+             split: str = typer.Option("test", help="test or valid")) -> None:
+    """Rank every target against its domain's items and report Recall/NDCG@K and MRR."""
+    from .evaluate.run import MODELS, evaluate as run
+
+    p = _load(params)
+    chosen = tuple(m.strip() for m in models.split(",") if m.strip())
+    unknown = set(chosen) - set(MODELS)
+    if unknown or split not in ("test", "valid"):
+        _fail(f"unknown model(s) {sorted(unknown)} or split {split!r}; models: {', '.join(MODELS)}")
+    try:
+        out = run(p, chosen, split)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    print_metrics(out, p.eval.ks)
+
+
+def print_metrics(out: dict, ks: list[int]) -> None:
+    cols = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")] + ["mrr"]
+    rows = []
+    for model, res in out["models"].items():
+        for scope, values in [("overall", res["overall"]), *res["by_domain"].items(), *(
+                (f"group {g}", v) for g, v in res["by_group"].items())]:
+            rows.append([model, scope, values["count"], *(f"{values[c]:.4f}" for c in cols)])
+    _table(f"{out['split']} metrics ({out['protocol']} ranking, setting {out['setting']})",
+           ["model", "scope", "targets", *cols], rows)
+
+
 def main() -> None:  # pragma: no cover
     app(prog_name="llmrec")
 

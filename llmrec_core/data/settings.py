@@ -1,0 +1,67 @@
+"""Load the prepared data as one data setting sees it: training sequences and evaluation rows."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+
+@dataclass
+class SettingData:
+    items: pd.DataFrame  # item_idx, item_id, domain, title, train_count, group
+    domain_ranges: dict[str, tuple[int, int]]  # each domain's contiguous item_idx range [start, end)
+    seq_values: np.ndarray  # training sequences, flattened
+    seq_offsets: np.ndarray  # sequence s is seq_values[seq_offsets[s]:seq_offsets[s + 1]]
+    eval_rows: pd.DataFrame  # user_idx, split, target, domain, group, history_len, history
+
+    def item_domain_codes(self) -> np.ndarray:
+        codes = np.empty(len(self.items), dtype=np.int64)
+        for code, (start, end) in enumerate(self.domain_ranges.values()):
+            codes[start:end] = code
+        return codes
+
+
+def _lists(path: Path, filter_column: str | None = None, value: str | None = None):
+    table = pq.read_table(path)
+    if filter_column is not None:
+        table = table.filter(pc.equal(table.column(filter_column), value))
+    col = table.column("items").combine_chunks()
+    offsets = col.offsets.to_numpy().astype(np.int64)
+    values = col.values.to_numpy().astype(np.int64)
+    return values, offsets - offsets[0]
+
+
+def load_setting(prepared: Path, setting: str, domain: str | None = None) -> SettingData:
+    items = pd.read_parquet(prepared / "items.parquet")
+    domains = list(dict.fromkeys(items["domain"]))
+    starts = items.groupby("domain", sort=False)["item_idx"].agg(["min", "max"])
+    ranges = {d: (int(starts.loc[d, "min"]), int(starts.loc[d, "max"]) + 1) for d in domains}
+    if domain is not None and domain not in ranges:
+        raise ValueError(f"train.domain {domain!r} is not a prepared domain (have: {', '.join(domains)})")
+
+    if setting == "mixed":
+        values, offsets = _lists(prepared / "sequences_mixed.parquet")
+        evals = pd.read_parquet(prepared / "eval_mixed.parquet")
+    elif setting == "s2piao":
+        values, offsets = _lists(prepared / "sequences_in_domain.parquet")
+        evals = pd.read_parquet(prepared / "eval_in_domain.parquet")
+    elif setting == "single_domain":
+        values, offsets = _lists(prepared / "sequences_in_domain.parquet", "domain", domain)
+        evals = pd.read_parquet(prepared / "eval_in_domain.parquet")
+        evals = evals[evals["domain"] == domain].reset_index(drop=True)
+    elif setting == "leave_one_domain_out":
+        values, offsets = _lists(prepared / "sequences_mixed.parquet")
+        start, end = ranges[domain]
+        keep = (values < start) | (values >= end)
+        seq_id = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        values = values[keep]
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(seq_id[keep], minlength=len(offsets) - 1))])
+        evals = pd.read_parquet(prepared / "eval_mixed.parquet")
+        evals = evals[evals["domain"] == domain].reset_index(drop=True)
+    else:
+        raise ValueError(f"unknown setting {setting!r}")
+    return SettingData(items, ranges, values, offsets, evals)

@@ -1,0 +1,77 @@
+"""Rank each target against the items of its domain (full ranking) or against sampled negatives.
+
+Domains are contiguous item-id ranges, so a domain's scores are one matrix product of the
+targets' user vectors with that slice of item vectors, done in row chunks to bound memory.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+ScoreFn = Callable[[np.ndarray, int, int], torch.Tensor]  # (row ids, start, end) -> [rows, end-start]
+
+
+def vector_scores(users: torch.Tensor, items: torch.Tensor) -> ScoreFn:
+    def score(rows: np.ndarray, start: int, end: int) -> torch.Tensor:
+        return users[torch.from_numpy(rows)] @ items[start:end].T
+    return score
+
+
+def _exclude(scores: torch.Tensor, histories: list[np.ndarray], targets: np.ndarray, start: int, end: int) -> None:
+    lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+    if not lengths.sum():
+        return
+    cols = np.concatenate(histories)
+    rows = np.repeat(np.arange(len(histories)), lengths)
+    keep = (cols >= start) & (cols < end) & (cols != np.repeat(targets, lengths))
+    scores[torch.from_numpy(rows[keep]), torch.from_numpy(cols[keep] - start)] = float("-inf")
+
+
+def full_ranks(score: ScoreFn, targets: np.ndarray, histories: list[np.ndarray] | None,
+               domain_ranges: dict[str, tuple[int, int]], chunk_rows: int = 1024) -> np.ndarray:
+    """0-based rank of each target among all items of its domain; ties count against the target.
+    History items other than the target are excluded when `histories` is given."""
+    ranks = np.empty(len(targets), dtype=np.int64)
+    for start, end in domain_ranges.values():
+        in_domain = np.flatnonzero((targets >= start) & (targets < end))
+        for c in range(0, len(in_domain), chunk_rows):
+            rows = in_domain[c: c + chunk_rows]
+            scores = score(rows, start, end).float()
+            if histories is not None:
+                _exclude(scores, [histories[r] for r in rows], targets[rows], start, end)
+            local = torch.from_numpy(targets[rows] - start)
+            target_score = scores.gather(1, local[:, None])
+            ranks[rows] = ((scores >= target_score).sum(1) - 1).numpy()
+    return ranks
+
+
+def sampled_ranks(score: ScoreFn, targets: np.ndarray, domain_ranges: dict[str, tuple[int, int]],
+                  negatives: int, seed: int) -> np.ndarray:
+    """The paper's protocol: rank among `negatives` items drawn uniformly from the target's domain
+    (without the target; a fixed seed makes every model see the same negatives)."""
+    rng = np.random.default_rng(seed)
+    ranks = np.empty(len(targets), dtype=np.int64)
+    for start, end in domain_ranges.values():
+        rows = np.flatnonzero((targets >= start) & (targets < end))
+        if not len(rows):
+            continue
+        size = end - start
+        draw = rng.integers(0, size - 1, size=(len(rows), negatives))
+        local_t = targets[rows] - start
+        draw = draw + (draw >= local_t[:, None])  # skip the target itself
+        scores = score(rows, start, end).float()
+        neg = scores.gather(1, torch.from_numpy(draw))
+        tgt = scores.gather(1, torch.from_numpy(local_t)[:, None])
+        ranks[rows] = (neg >= tgt).sum(1).numpy()
+    return ranks
+
+
+def top_k(score: ScoreFn, rows: np.ndarray, start: int, end: int, k: int,
+          exclude: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    scores = score(rows, start, end).float()
+    if exclude is not None:
+        _exclude(scores, exclude, np.full(len(rows), -1), start, end)
+    values, idx = scores.topk(min(k, end - start), dim=1)
+    return idx.numpy() + start, values.numpy()

@@ -1,0 +1,42 @@
+"""One checkpoint dict that resumes a run: trainable weights, optimizer, scheduler, RNG, data position."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """All weights for full fine-tuning; only the adapter (and projection) weights for LoRA."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in names}
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "model": trainable_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng_torch": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "state": state,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # a kill during the write leaves the previous checkpoint intact
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    missing = set(payload["model"]) - set(model.state_dict())
+    if missing:
+        raise ValueError(f"{path}: checkpoint does not match the model ({len(missing)} unknown tensors)")
+    model.load_state_dict(payload["model"], strict=False)
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    torch.set_rng_state(payload["rng_torch"])
+    if payload["rng_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(payload["rng_cuda"])
+    return payload["state"]

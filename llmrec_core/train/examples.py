@@ -1,0 +1,43 @@
+"""Training examples: every prefix of a training sequence predicts its next item."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Examples:
+    target_pos: np.ndarray  # index into seq_values of each example's target
+    seq_start: np.ndarray  # where the example's sequence starts in seq_values
+
+    def __len__(self) -> int:
+        return len(self.target_pos)
+
+
+def build_examples(offsets: np.ndarray, max_per_sequence: int | None = None) -> Examples:
+    lengths = np.diff(offsets)
+    pos = np.arange(offsets[-1])
+    start = np.repeat(offsets[:-1], lengths)
+    end = np.repeat(offsets[1:], lengths)
+    keep = pos > start  # position 0 has no history
+    if max_per_sequence is not None:
+        keep &= pos >= end - max_per_sequence  # the most recent prefixes
+    return Examples(pos[keep], start[keep])
+
+
+def histories(values: np.ndarray, ex: Examples, idx: np.ndarray, max_history: int) -> list[np.ndarray]:
+    ends = ex.target_pos[idx]
+    starts = np.maximum(ex.seq_start[idx], ends - max_history)
+    return [values[s:e] for s, e in zip(starts, ends)]
+
+
+def sample_domain_negatives(targets: torch.Tensor, domain_start: torch.Tensor, domain_size: torch.Tensor,
+                            k: int, generator: torch.Generator) -> torch.Tensor:
+    """k items per row drawn uniformly from the target's domain, never the target itself."""
+    u = torch.rand(len(targets), k, generator=generator)
+    draw = (u * (domain_size[:, None] - 1).clamp(min=1)).long()
+    local_target = (targets - domain_start)[:, None]
+    draw = draw + (draw >= local_target).long()
+    return domain_start[:, None] + torch.minimum(draw, (domain_size[:, None] - 1).clamp(min=0))

@@ -1,0 +1,167 @@
+"""Contrastive next-item training of the LM encoder (FPFT or LoRA) with accelerate.
+
+A batch is a set of (history, target) prefixes. Candidates are the batch's targets (in-batch
+negatives, deduplicated) plus `domain_negatives` items per row drawn from the target's domain;
+the loss is softmax cross-entropy of the positive against them. The order of examples and the
+negatives depend only on (seed, epoch, batch), and the checkpoint holds the RNG state for dropout,
+so a killed run resumed from its checkpoint ends with the same weights.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..config import Params
+from ..cost import CostMeter
+from ..data.layout import DataLayout
+from ..data.settings import SettingData, load_setting
+from ..evaluate.run import evaluate_encoder
+from ..model.bundle import EncoderBundle, build_bundle, save_weights
+from .checkpoint import load_checkpoint, save_checkpoint
+from .examples import build_examples, histories, sample_domain_negatives
+
+
+def batch_loss(bundle: EncoderBundle, hists: list[np.ndarray], targets: torch.Tensor, negatives: torch.Tensor | None,
+               in_batch: bool, temperature: float, device) -> tuple[torch.Tensor, int]:
+    pool = targets if negatives is None else torch.cat([targets, negatives.flatten()])
+    candidates = torch.unique(pool)  # deduplicated: an item that is two rows' target is one column
+    positive = torch.searchsorted(candidates, targets)
+    u_ids, u_mask = bundle.tokens.users(hists)
+    i_ids, i_mask = bundle.tokens.items(candidates.tolist())
+    users = bundle.encoder(u_ids.to(device), u_mask.to(device))
+    items = bundle.encoder(i_ids.to(device), i_mask.to(device))
+    logits = users @ items.T / temperature
+    if not in_batch:  # each row sees only its own target and its own sampled negatives
+        allowed = torch.zeros_like(logits, dtype=torch.bool)
+        rows = torch.arange(len(targets))
+        allowed[rows, positive] = True
+        allowed[rows[:, None].expand_as(negatives), torch.searchsorted(candidates, negatives)] = True
+        logits = logits.masked_fill(~allowed.to(device), float("-inf"))
+    tokens = int(u_mask.sum() + i_mask.sum())
+    return F.cross_entropy(logits, positive.to(device)), tokens
+
+
+def _domain_tensors(data: SettingData, targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    codes = data.item_domain_codes()[targets]
+    ranges = np.asarray(list(data.domain_ranges.values()), dtype=np.int64)
+    return torch.from_numpy(ranges[codes, 0]), torch.from_numpy(ranges[codes, 1] - ranges[codes, 0])
+
+
+def train(params: Params, resume: bool = False, show_progress: bool = True) -> dict:
+    from accelerate import Accelerator
+    from transformers import get_linear_schedule_with_warmup
+
+    cfg = params.train
+    run_dir = params.resolve(cfg.run_dir)
+    ckpt_path = run_dir / "checkpoint.pt"
+    if ckpt_path.exists() and not resume:
+        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or remove {run_dir} to start over")
+    precision = cfg.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() else "no"
+    acc = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum)
+    torch.manual_seed(cfg.seed)
+    meter = CostMeter(params.cost)
+
+    with meter.phase("load"):
+        data = load_setting(DataLayout(params.data_root).prepared, cfg.setting, cfg.domain)
+        bundle = build_bundle(params, data.items)
+    examples = build_examples(data.seq_offsets, cfg.max_examples_per_user)
+    if not len(examples):
+        raise ValueError(f"setting {cfg.setting} ({cfg.domain or 'all domains'}) has no training examples")
+    world, rank = acc.num_processes, acc.process_index
+    batches_per_epoch = len(examples) // (cfg.batch_size * world) or 1
+    steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    trainable = [p for p in bundle.encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+
+    state = {"epoch": 0, "batch": 0, "global_step": 0, "best_ndcg": -1.0, "bad_epochs": 0, "epochs": [],
+             "done": False}
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, bundle.encoder, optimizer, scheduler)
+        acc.print(f"resuming from {ckpt_path}: epoch {state['epoch']}, batch {state['batch']}")
+    encoder, optimizer, scheduler = acc.prepare(bundle.encoder, optimizer, scheduler)
+    device = acc.device
+    values = data.seq_values
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "params.json").write_text(params.model_dump_json(indent=2))
+
+    samples = tokens = 0
+    train_start = time.perf_counter()
+    while not state["done"] and state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(examples))[rank::world]
+        encoder.train()
+        bar = tqdm(range(state["batch"], batches_per_epoch), disable=not (show_progress and acc.is_main_process),
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}", initial=state["batch"], total=batches_per_epoch)
+        with meter.phase("train"):
+            for b in bar:
+                idx = order[b * cfg.batch_size: (b + 1) * cfg.batch_size]
+                targets_np = values[examples.target_pos[idx]]
+                targets = torch.from_numpy(targets_np)
+                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 100_003 + b)
+                negatives = None
+                if cfg.domain_negatives:
+                    start, size = _domain_tensors(data, targets_np)
+                    negatives = sample_domain_negatives(targets, start, size, cfg.domain_negatives, gen)
+                hists = histories(values, examples, idx, params.prepare.max_history)
+                with acc.accumulate(encoder):
+                    loss, n_tok = batch_loss(bundle, hists, targets, negatives, cfg.in_batch_negatives,
+                                             params.model.temperature, device)
+                    acc.backward(loss)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                samples += len(idx)
+                tokens += n_tok
+                state["batch"] = b + 1
+                if acc.sync_gradients:
+                    state["global_step"] += 1
+                    elapsed = time.perf_counter() - train_start
+                    bar.set_postfix(loss=f"{loss.item():.3f}", samples_s=f"{samples / elapsed:.1f}")
+                    if state["global_step"] % cfg.checkpoint_every == 0 and acc.is_main_process:
+                        save_checkpoint(ckpt_path, acc.unwrap_model(encoder), optimizer, scheduler, state)
+                    if cfg.max_steps and state["global_step"] >= cfg.max_steps:
+                        state["done"] = True
+                        break
+        with meter.phase("validate"):
+            metrics = evaluate_encoder(params, bundle, data, split="valid", max_users=params.eval.max_valid_users)
+        ndcg = metrics["overall"].get("ndcg@10", 0.0)
+        state["epochs"].append({"epoch": epoch + 1, "last_loss": float(loss.item()), "valid_ndcg@10": ndcg,
+                                "valid_recall@10": metrics["overall"].get("recall@10", 0.0)})
+        acc.print(f"epoch {epoch + 1}: loss {loss.item():.4f}  valid NDCG@10 {ndcg:.4f}")
+        if ndcg > state["best_ndcg"]:
+            state["best_ndcg"], state["bad_epochs"] = ndcg, 0
+            if acc.is_main_process:
+                save_weights(acc.unwrap_model(encoder), run_dir / "weights.safetensors")
+        else:
+            state["bad_epochs"] += 1
+            if state["bad_epochs"] >= cfg.patience:
+                state["done"] = True
+        state["epoch"] += 1
+        state["batch"] = 0
+        if acc.is_main_process:
+            save_checkpoint(ckpt_path, acc.unwrap_model(encoder), optimizer, scheduler, state)
+
+    train_seconds = meter.seconds("train")
+    record = meter.record(
+        model=acc.unwrap_model(encoder), kind="train", samples=samples, tokens=tokens, seconds=train_seconds,
+        extra={"setting": cfg.setting, "domain": cfg.domain, "tuning": cfg.tuning, "model": params.model.name_or_path,
+               "examples_per_epoch": len(examples), "global_steps": state["global_step"], "world_size": world},
+    )
+    summary = {"epochs": state["epochs"], "best_valid_ndcg@10": state["best_ndcg"], "cost": record}
+    if acc.is_main_process:
+        (run_dir / "train_metrics.json").write_text(json.dumps(summary, indent=2))
+        (run_dir / "cost_train.json").write_text(json.dumps(record, indent=2))
+    return summary
+
