@@ -29,6 +29,9 @@ demo: $(STAMP)
 	$(BIN)/llmrec ingest --params $(PARAMS)
 	$(BIN)/llmrec validate --params $(PARAMS)
 	$(BIN)/llmrec prepare --params $(PARAMS)
+	rm -rf runs/sample-mixed-fpft
+	$(BIN)/llmrec train --params $(PARAMS)
+	$(BIN)/llmrec evaluate --params $(PARAMS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -43,4 +46,4 @@ sample: $(STAMP)
 	$(BIN)/python scripts/make_sample.py --out data/sample
 
 clean:
-	rm -rf data/interim data/validated data/prepared reports/validation
+	rm -rf data/interim data/validated data/prepared reports/validation runs

@@ -1,0 +1,18 @@
+# CPU image by default. For CUDA: docker build --build-arg BASE=nvidia/cuda:12.4.1-runtime-ubuntu22.04 ...
+# (the base must provide python3.11; torch is pinned in pyproject.toml).
+ARG BASE=python:3.11-slim
+FROM ${BASE}
+ENV PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+RUN apt-get update && apt-get install -y --no-install-recommends make git && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY pyproject.toml README.md Makefile ./
+COPY llmrec_core ./llmrec_core
+COPY tasks ./tasks
+COPY flows ./flows
+COPY scripts ./scripts
+COPY configs ./configs
+COPY params.yaml ./
+COPY data/sample ./data/sample
+# The same install as the README (make venv), so the image runs exactly what was tested.
+RUN make venv
+CMD ["make", "demo"]
