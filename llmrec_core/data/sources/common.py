@@ -46,6 +46,11 @@ def bad_frame(file: Path | str, lines, reasons, records) -> pd.DataFrame:
     )
 
 
+def bad_rows(file: Path | str, rows: list[tuple[int, str, object]]) -> pd.DataFrame:
+    """Quarantine rows from (line, reason, raw record) tuples."""
+    return bad_frame(file, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+
+
 def check_input_file(path: Path, role: str) -> Path:
     if not path.exists():
         raise InputError(f"{path}: {role} file not found")
@@ -81,16 +86,12 @@ def iter_text_lines(
             numbers.append(number)
             texts.append(text)
             if len(numbers) >= chunk_rows:
-                yield numbers, texts, _bad_lines(path, bad)
+                yield numbers, texts, bad_rows(path, bad)
                 numbers, texts, bad = [], [], []
     if not seen_any:
         raise InputError(f"{path}: file is empty")
     if numbers or bad:
-        yield numbers, texts, _bad_lines(path, bad)
-
-
-def _bad_lines(path: Path, bad: list[tuple[int, str, bytes]]) -> pd.DataFrame:
-    return bad_frame(path, [b[0] for b in bad], [b[1] for b in bad], [b[2] for b in bad])
+        yield numbers, texts, bad_rows(path, bad)
 
 
 def parse_json_object(text: str, allow_python_literal: bool = False) -> dict:
@@ -114,19 +115,18 @@ def iter_json_records(
 ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     """Yield (records with the wanted fields + source_line, quarantined lines) per chunk."""
     for numbers, texts, bad in iter_text_lines(path, chunk_rows):
-        records, lines, bad_rows = [], [], []
+        records, lines, unparsed = [], [], []
         for number, text in zip(numbers, texts):
             try:
                 obj = parse_json_object(text, allow_python_literal)
             except ValueError as e:
-                bad_rows.append((number, str(e), text))
+                unparsed.append((number, str(e), text))
                 continue
             records.append([obj.get(f) for f in fields])
             lines.append(number)
         frame = pd.DataFrame(records, columns=fields)
         frame["source_line"] = np.asarray(lines, dtype="int64")
-        parse_bad = bad_frame(path, [b[0] for b in bad_rows], [b[1] for b in bad_rows], [b[2] for b in bad_rows])
-        yield frame, pd.concat([bad, parse_bad], ignore_index=True)
+        yield frame, pd.concat([bad, bad_rows(path, unparsed)], ignore_index=True)
 
 
 def iter_delimited(
@@ -195,15 +195,10 @@ def iter_delimited(
         frame, bad_utf8 = _decode_batch(path, batch, lines, transcode)
         real_skips = [s for s in skipped if s[1]]
         skipped.clear()
-        yield frame, pd.concat(
-            [bad_frame(path, [s[0] for s in real_skips], [s[1] for s in real_skips], [s[2] for s in real_skips]), bad_utf8],
-            ignore_index=True,
-        )
+        yield frame, pd.concat([bad_rows(path, real_skips), bad_utf8], ignore_index=True)
     real_skips = [s for s in skipped if s[1]]
     if real_skips:
-        yield pd.DataFrame(columns=[*header, "source_line"]), bad_frame(
-            path, [s[0] for s in real_skips], [s[1] for s in real_skips], [s[2] for s in real_skips]
-        )
+        yield pd.DataFrame(columns=[*header, "source_line"]), bad_rows(path, real_skips)
     elif not any_rows and column_names is not None:
         raise InputError(f"{path}: file is empty")
 

@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from .common import Batch, bad_frame, iter_delimited, iter_text_lines, typed_interactions
+from .common import Batch, bad_rows, iter_delimited, iter_text_lines, typed_interactions
 
 ML100K_GENRES = [
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -57,7 +57,7 @@ def read_items(path: Path, chunk_rows: int) -> Iterator[Batch]:
             lines.append(number)
         rows = pd.DataFrame(records, columns=["native_item", "title", "genre"], dtype="string")
         rows["source_line"] = pd.Series(lines, dtype="int64")
-        yield Batch(rows, pd.concat([bad, bad_frame(path, *zip(*malformed))] if malformed else [bad], ignore_index=True))
+        yield Batch(rows, pd.concat([bad, bad_rows(path, malformed)], ignore_index=True))
 
 
 def read_interactions(path: Path, chunk_rows: int) -> Iterator[Batch]:
