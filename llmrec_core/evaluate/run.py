@@ -63,6 +63,12 @@ def rank_rows(params: Params, score: ScoreFn, rows: pd.DataFrame, data: SettingD
 
 def evaluate_encoder(params: Params, bundle, data: SettingData, split: str = "test",
                      max_users: int | None = None, meter: CostMeter | None = None) -> dict:
+    return evaluate_encoder_vectors(params, bundle, data, split, max_users, meter)[0]
+
+
+def evaluate_encoder_vectors(params: Params, bundle, data: SettingData, split: str = "test",
+                             max_users: int | None = None, meter: CostMeter | None = None):
+    """Metrics and the item vectors they were computed with (so callers need not encode twice)."""
     was_training = bundle.encoder.training
     bundle.encoder.eval()
     rows = select_rows(data, split, max_users, params.eval.seed)
@@ -74,7 +80,7 @@ def evaluate_encoder(params: Params, bundle, data: SettingData, split: str = "te
     with meter.phase("rank"):
         ranks = rank_rows(params, vector_scores(users, items), rows, data)
     bundle.encoder.train(was_training)
-    return breakdown(rows, ranks, params.eval.ks)
+    return breakdown(rows, ranks, params.eval.ks), items
 
 
 def popularity_scores(data: SettingData) -> ScoreFn:
@@ -120,8 +126,7 @@ def evaluate(params: Params, models: tuple[str, ...] = MODELS, split: str = "tes
             bundle = build_bundle(params, data.items, tuning=None if model == "llmrec" else "fpft")
             if model == "llmrec":
                 load_weights(bundle.encoder, run_dir / "weights.safetensors")
-        results[model] = evaluate_encoder(params, bundle, data, split, meter=meter)
-        items = encode_items(bundle, len(data.items), params.eval.batch_size)
+        results[model], items = evaluate_encoder_vectors(params, bundle, data, split, meter=meter)
         record = meter.record(bundle.encoder, kind="eval", extra={"model": model})
         record["items_encoded_per_s"] = round(len(data.items) / max(meter.seconds("encode_items"), 1e-9), 1)
         record["query_latency"] = query_latency(bundle, items, rows, data)
