@@ -14,11 +14,12 @@ app = typer.Typer(help="LLM-Rec: domain-agnostic sequential recommendation with 
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 console = Console(width=None if sys.stdout.isatty() else 120)
 ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="The params file (one config source).")
+SetOption = typer.Option([], "--set", "-S", help="Override a param: section.key=value (repeatable).")
 
 
-def _load(path: Path) -> Params:
+def _load(path: Path, overrides: list[str] = ()) -> Params:
     try:
-        return load_params(path)
+        return load_params(path, overrides)
     except ConfigError as e:
         _fail(str(e))
 
@@ -38,12 +39,12 @@ def _table(title: str, columns: list[str], rows: list[list]) -> None:
 
 
 @app.command()
-def ingest(params: Path = ParamsOption) -> None:
+def ingest(params: Path = ParamsOption, overrides: list[str] = SetOption) -> None:
     """Read every configured source into contract Parquet (bad records are quarantined)."""
     from .data.ingest import ingest as run
     from .data.sources import InputError
 
-    p = _load(params)
+    p = _load(params, overrides)
     try:
         counts = run(p)
     except InputError as e:
@@ -53,11 +54,11 @@ def ingest(params: Path = ParamsOption) -> None:
 
 
 @app.command()
-def validate(params: Path = ParamsOption) -> None:
+def validate(params: Path = ParamsOption, overrides: list[str] = SetOption) -> None:
     """Check items and interactions with great-expectations; quarantine failing rows."""
     from .data.validate import ValidationFailed, validate as run
 
-    p = _load(params)
+    p = _load(params, overrides)
     try:
         reports = run(p)
     except (ValidationFailed, FileNotFoundError) as e:
@@ -74,11 +75,11 @@ def _print_validation(reports) -> None:
 
 
 @app.command()
-def prepare(params: Path = ParamsOption) -> None:
+def prepare(params: Path = ParamsOption, overrides: list[str] = SetOption) -> None:
     """Filter, split and build the data settings (Single Domain, S2PIAO, Mixed)."""
     from .data.prepare import PreparationError, prepare as run
 
-    p = _load(params)
+    p = _load(params, overrides)
     try:
         manifest = run(p)
     except (PreparationError, FileNotFoundError) as e:
@@ -105,16 +106,27 @@ def print_manifest(m: dict) -> None:
 
 
 @app.command()
-def train(params: Path = ParamsOption,
-          resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint.")) -> None:
-    """Fine-tune the LM encoder (train.tuning: fpft | lora) on the configured data setting."""
-    from .train.loop import train as run
+def train(params: Path = ParamsOption, overrides: list[str] = SetOption,
+          resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
+          model: str = typer.Option("llmrec", help="llmrec (the LM encoder) or sasrec (the ID baseline).")) -> None:
+    """Fine-tune the LM encoder (train.tuning: fpft | lora), or train SASRec, on the configured data setting."""
+    from .baselines.sasrec import train_sasrec
+    from .train.loop import train as train_llmrec
 
-    p = _load(params)
+    if model not in ("llmrec", "sasrec"):
+        _fail(f"unknown model {model!r}: llmrec or sasrec")
+    p = _load(params, overrides)
     try:
-        summary = run(p, resume=resume)
+        summary = (train_llmrec if model == "llmrec" else train_sasrec)(p, resume=resume)
     except (FileExistsError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
+    if model == "sasrec":
+        c = summary["cost"]
+        _table("SASRec training", ["epoch", "loss", "valid NDCG@10"],
+               [[e["epoch"], f"{e['loss']:.4f}", f"{e['valid_ndcg@10']:.4f}"] for e in summary["evals"]])
+        console.print(f"{c['parameters_total']:,} parameters; {c['seconds_per_epoch']} s/epoch on {c['device']}; "
+                      f"weights in {p.resolve(p.sasrec.run_dir)}")
+        return
     _table("training", ["epoch", "last loss", "valid NDCG@10", "valid Recall@10"],
            [[e["epoch"], f"{e['last_loss']:.4f}", f"{e['valid_ndcg@10']:.4f}", f"{e['valid_recall@10']:.4f}"]
             for e in summary["epochs"]])
@@ -124,13 +136,13 @@ def train(params: Path = ParamsOption,
 
 
 @app.command()
-def evaluate(params: Path = ParamsOption,
-             models: str = typer.Option("llmrec,zero_shot,popularity", help="Comma-separated: llmrec, zero_shot, popularity."),
+def evaluate(params: Path = ParamsOption, overrides: list[str] = SetOption,
+             models: str = typer.Option("llmrec,zero_shot,popularity", help="Comma-separated: llmrec, zero_shot, sasrec, popularity."),
              split: str = typer.Option("test", help="test or valid")) -> None:
     """Rank every target against its domain's items and report Recall/NDCG@K and MRR."""
     from .evaluate.run import MODELS, evaluate as run
 
-    p = _load(params)
+    p = _load(params, overrides)
     chosen = tuple(m.strip() for m in models.split(",") if m.strip())
     unknown = set(chosen) - set(MODELS)
     if unknown or split not in ("test", "valid"):
@@ -140,6 +152,42 @@ def evaluate(params: Path = ParamsOption,
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     print_metrics(out, p.eval.ks)
+
+
+@app.command()
+def index(params: Path = ParamsOption, overrides: list[str] = SetOption,
+          zero_shot: bool = typer.Option(False, "--zero-shot", help="Index with the untuned model.")) -> None:
+    """Encode every item with the run's encoder into a faiss index (<run_dir>/index) for serving."""
+    from .serve.recommend import build_index, index_dir
+
+    p = _load(params, overrides)
+    try:
+        built = build_index(p, zero_shot=zero_shot)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    m = built.meta
+    console.print(f"indexed {m['items']:,} items (dim {m['dim']}, {'tuned' if m['tuned'] else 'zero-shot'} "
+                  f"{m['model']}) in {index_dir(p)}: encode {m['encode_seconds']} s "
+                  f"({m['items_encoded_per_s']:,} items/s), index build {m['build_seconds']} s")
+
+
+@app.command()
+def recommend(params: Path = ParamsOption, overrides: list[str] = SetOption,
+              user: str = typer.Option(None, "--user", help="A user id from the prepared data."),
+              history: str = typer.Option(None, "--history", help='Titles, oldest first: "title; title; ..."'),
+              k: int = typer.Option(10, "-k", min=1, max=1000, help="How many items."),
+              domain: str = typer.Option(None, "--domain", help="Only items of this domain.")) -> None:
+    """Print the top-K items for a known user or for a free-text history of titles."""
+    from .serve.recommend import recommend as run
+
+    p = _load(params, overrides)
+    try:
+        hist, recs = run(p, user=user, history=None if history is None else history.split(";"), k=k, domain=domain)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        _fail(str(e.args[0] if isinstance(e, KeyError) else e))
+    _table("history (oldest first)", ["title", "domain"], hist[["title", "domain"]].values.tolist())
+    _table(f"top {k}", ["rank", "title", "domain", "item id", "score", "added"],
+           [[r.rank, r.title, r.domain, r.item_id, f"{r.score:.4f}", r.added] for r in recs.itertuples()])
 
 
 def print_metrics(out: dict, ks: list[int]) -> None:

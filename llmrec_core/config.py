@@ -131,6 +131,28 @@ class TrainConfig(Section):
         return self
 
 
+class SasrecConfig(Section):
+    """The ID-based SASRec baseline (trained on the same setting as `train`); RecBole-like defaults."""
+
+    hidden: int = Field(default=64, ge=8)
+    layers: int = Field(default=2, ge=1)
+    heads: int = Field(default=2, ge=1)
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    lr: float = Field(default=1e-3, gt=0.0)
+    batch_size: int = Field(default=128, ge=1)
+    epochs: int = Field(default=200, ge=1)
+    eval_every: int = Field(default=5, ge=1)
+    patience: int = Field(default=4, ge=1)  # validations without NDCG@10 gain before stopping
+    seed: int = 0
+    run_dir: Path = Path("runs/sasrec")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "SasrecConfig":
+        if self.hidden % self.heads:
+            raise ValueError("`hidden` must be divisible by `heads`")
+        return self
+
+
 class EvalConfig(Section):
     protocol: Literal["full", "sampled"] = "full"
     sampled_negatives: int = Field(default=1000, ge=1)
@@ -152,6 +174,7 @@ class Params(Section):
     prepare: PrepareConfig = PrepareConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    sasrec: SasrecConfig = SasrecConfig()
     eval: EvalConfig = EvalConfig()
     cost: CostConfig = CostConfig()
     # Where the file was read from; relative paths in it are resolved against this directory.
@@ -174,7 +197,30 @@ def _format_errors(path: Path, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """`section.key=value` assignments (value parsed as YAML) on top of the file, like `dvc exp run -S`."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from e
+        node = raw
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+            node = child
+        node[parts[-1]] = parsed
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
@@ -184,6 +230,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = apply_overrides(raw, overrides)
     if "base_dir" in raw:
         raise ConfigError(f"{path}: base_dir: unknown key")
     try:

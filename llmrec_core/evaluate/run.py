@@ -19,7 +19,7 @@ from ..data.settings import SettingData, load_setting
 from .metrics import breakdown
 from .ranking import ScoreFn, full_ranks, sampled_ranks, vector_scores
 
-MODELS = ("llmrec", "zero_shot", "popularity")
+MODELS = ("llmrec", "zero_shot", "sasrec", "popularity")
 
 
 def _device(module: torch.nn.Module) -> torch.device:
@@ -121,6 +121,15 @@ def evaluate(params: Params, models: tuple[str, ...] = MODELS, split: str = "tes
             with meter.phase("rank"):
                 ranks = rank_rows(params, popularity_scores(data), rows, data)
             results[model] = breakdown(rows, ranks, params.eval.ks)
+            continue
+        if model == "sasrec":
+            from ..baselines.sasrec import evaluate_sasrec, load_sasrec
+
+            with meter.phase("load"):
+                sasrec = load_sasrec(params, len(data.items))
+            with meter.phase("rank"):
+                results[model] = evaluate_sasrec(sasrec, rows, data, params)
+            costs[model] = meter.record(sasrec, kind="eval", extra={"model": model})
             continue
         with meter.phase("load"):
             bundle = build_bundle(params, data.items, tuning=None if model == "llmrec" else "fpft")

@@ -37,7 +37,9 @@ def resolve_model_path(name_or_path: str, base_dir: Path | None = None) -> Path:
 
 def load_backbone(path: Path, gradient_checkpointing: bool = False) -> nn.Module:
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one bar per load is noise in pipeline logs
     model = AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()

@@ -50,6 +50,7 @@ def sample_prepared(tmp_path_factory):
     def make(run: str, **train):
         d = dict(doc)
         d["model"] = {**doc["model"], **train.pop("model", {})}
+        d["sasrec"] = {"run_dir": str(base / "runs" / run / "sasrec"), **train.pop("sasrec", {})}
         d["train"] = {**doc["train"], "run_dir": str(base / "runs" / run), **train}
         path = base / f"params-{run}.yaml"
         path.write_text(yaml.safe_dump(d))

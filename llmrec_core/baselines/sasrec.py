@@ -1,0 +1,172 @@
+"""SASRec (Kang & McAuley, 2018): the ID-based sequential baseline, in the same harness and splits.
+
+A causal self-attention encoder over item-id embeddings; the last position's state scores every item
+by dot product with the (shared) item embeddings. Trained with cross-entropy over all items of the
+setting, as RecBole's `loss_type: CE`, on the most recent `max_len + 1` items of each training
+sequence. Sequences are left-padded; padded positions attend only to themselves, so no real position
+ever sees padding and no row of the attention is empty.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..config import Params, SasrecConfig
+from ..cost import CostMeter
+from ..data.layout import DataLayout
+from ..data.settings import SettingData, load_setting
+from ..evaluate.metrics import breakdown
+from ..evaluate.ranking import vector_scores
+from ..train.checkpoint import load_checkpoint, save_checkpoint
+
+
+class SASRec(nn.Module):
+    def __init__(self, n_items: int, cfg: SasrecConfig, max_len: int):
+        super().__init__()
+        self.max_len, self.heads = max_len, cfg.heads
+        self.items = nn.Embedding(n_items + 1, cfg.hidden, padding_idx=0)  # id 0 is padding
+        self.positions = nn.Embedding(max_len, cfg.hidden)
+        layer = nn.TransformerEncoderLayer(cfg.hidden, cfg.heads, cfg.hidden * 4, cfg.dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.hidden)
+        self.dropout = nn.Dropout(cfg.dropout)
+        nn.init.normal_(self.items.weight, std=0.02)
+        nn.init.normal_(self.positions.weight, std=0.02)
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        """seq: [B, L] item ids + 1, left-padded with 0 -> hidden states [B, L, H]."""
+        L = seq.shape[1]
+        pad = seq == 0
+        x = self.items(seq) + self.positions.weight[-L:]
+        x = self.dropout(x).masked_fill(pad[..., None], 0.0)
+        eye = torch.eye(L, dtype=torch.bool, device=seq.device)
+        future = torch.ones(L, L, dtype=torch.bool, device=seq.device).triu(1)
+        blocked = future | (pad[:, None, :] & ~eye)  # True = may not attend
+        h = self.blocks(x, mask=blocked.repeat_interleave(self.heads, dim=0))
+        return self.norm(h)
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.items.weight[1:]
+
+    @torch.no_grad()
+    def user_vectors(self, seqs: np.ndarray, batch_size: int = 1024) -> torch.Tensor:
+        out = [self(torch.from_numpy(seqs[s: s + batch_size]))[:, -1] for s in range(0, len(seqs), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, self.items.embedding_dim)
+
+
+def pad_left(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+    """The last `width` items of each ragged row as ids + 1, left-padded with 0 (vectorised)."""
+    ends = starts + lengths
+    pos = ends[:, None] - width + np.arange(width)[None, :]
+    valid = pos >= starts[:, None]
+    return np.where(valid, values[np.clip(pos, 0, None)] + 1, 0).astype(np.int64)
+
+
+def history_matrix(histories: pd.Series, width: int) -> np.ndarray:
+    arrays = [np.asarray(h, dtype=np.int64) for h in histories]
+    lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+    values = np.concatenate(arrays) if lengths.sum() else np.zeros(1, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return pad_left(values, starts, lengths, width)
+
+
+def training_windows(data: SettingData, max_len: int) -> np.ndarray:
+    offsets = data.seq_offsets
+    lengths = np.diff(offsets)
+    keep = lengths >= 2
+    return pad_left(data.seq_values, offsets[:-1][keep], lengths[keep], max_len + 1)
+
+
+def evaluate_sasrec(model: SASRec, rows: pd.DataFrame, data: SettingData, params: Params) -> dict:
+    from ..evaluate.run import rank_rows
+
+    was_training = model.training
+    model.eval()
+    users = model.user_vectors(history_matrix(rows["history"], model.max_len))
+    with torch.no_grad():
+        ranks = rank_rows(params, vector_scores(users, model.item_vectors().detach()), rows, data)
+    model.train(was_training)
+    return breakdown(rows, ranks, params.eval.ks)
+
+
+def load_sasrec(params: Params, n_items: int) -> SASRec:
+    path = params.resolve(params.sasrec.run_dir) / "weights.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `llmrec train --model sasrec` first")
+    model = SASRec(n_items, params.sasrec, params.prepare.max_history)
+    model.load_state_dict(load_file(path))
+    return model.eval()
+
+
+def train_sasrec(params: Params, resume: bool = False, show_progress: bool = True) -> dict:
+    from ..evaluate.run import select_rows
+
+    cfg, setting = params.sasrec, params.train
+    run_dir = params.resolve(cfg.run_dir)
+    ckpt_path = run_dir / "checkpoint.pt"
+    if ckpt_path.exists() and not resume:
+        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or remove {run_dir} to start over")
+    torch.manual_seed(cfg.seed)
+    meter = CostMeter(params.cost)
+    with meter.phase("load"):
+        data = load_setting(DataLayout(params.data_root).prepared, setting.setting, setting.domain)
+        windows = training_windows(data, params.prepare.max_history)
+        valid_rows = select_rows(data, "valid", params.eval.max_valid_users, params.eval.seed)
+    if not len(windows):
+        raise ValueError(f"setting {setting.setting} has no training sequence of two or more items")
+    model = SASRec(len(data.items), cfg, params.prepare.max_history)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant; kept for the checkpoint
+    state = {"epoch": 0, "best_ndcg": -1.0, "bad_evals": 0, "evals": [], "done": False}
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, model, optimizer, scheduler)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    samples, started = 0, time.perf_counter()
+    while not state["done"] and state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(windows))
+        model.train()
+        with meter.phase("train"):
+            for s in range(0, len(order), cfg.batch_size):
+                batch = torch.from_numpy(windows[order[s: s + cfg.batch_size]])
+                inputs, targets = batch[:, :-1], batch[:, 1:]
+                valid = (inputs > 0) & (targets > 0)
+                hidden = model(inputs)[valid]
+                loss = F.cross_entropy(hidden @ model.item_vectors().T, targets[valid] - 1)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                samples += int(valid.sum())
+        state["epoch"] = epoch + 1
+        if state["epoch"] % cfg.eval_every == 0 or state["epoch"] == cfg.epochs:
+            with meter.phase("validate"):
+                ndcg = evaluate_sasrec(model, valid_rows, data, params)["overall"].get("ndcg@10", 0.0)
+            state["evals"].append({"epoch": state["epoch"], "loss": float(loss.item()), "valid_ndcg@10": ndcg})
+            if show_progress:
+                print(f"sasrec epoch {state['epoch']}: loss {loss.item():.4f}  valid NDCG@10 {ndcg:.4f}", flush=True)
+            if ndcg > state["best_ndcg"]:
+                state["best_ndcg"], state["bad_evals"] = ndcg, 0
+                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, run_dir / "weights.safetensors")
+            else:
+                state["bad_evals"] += 1
+                state["done"] = state["bad_evals"] >= cfg.patience
+        save_checkpoint(ckpt_path, model, optimizer, scheduler, state)
+
+    record = meter.record(model, kind="train", samples=samples, seconds=meter.seconds("train"),
+                          extra={"model": "sasrec", "setting": setting.setting, "domain": setting.domain,
+                                 "epochs_run": state["epoch"], "seconds_per_epoch":
+                                     round(meter.seconds("train") / max(state["epoch"], 1), 3)})
+    summary = {"evals": state["evals"], "best_valid_ndcg@10": state["best_ndcg"], "cost": record,
+               "wall_s": round(time.perf_counter() - started, 2)}
+    (run_dir / "train_metrics.json").write_text(json.dumps(summary, indent=2))
+    (run_dir / "cost_train.json").write_text(json.dumps(record, indent=2))
+    return summary

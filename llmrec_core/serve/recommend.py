@@ -1,0 +1,135 @@
+"""Serving: build the item index from a trained (or untuned) encoder, add new items, answer queries.
+
+A query is a user's recent history (a known user's events, or free-text titles); it is written as a
+sentence and encoded exactly as in training, then searched in the item index. New items need only
+their title: they are embedded with the current encoder and added to the index, so they can be
+recommended before any retraining.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import Params
+from ..data.layout import DataLayout
+from ..evaluate.run import encode_histories, encode_items
+from ..model.bundle import EncoderBundle, build_bundle, load_weights
+from .index import ItemIndex
+
+
+def index_dir(params: Params) -> Path:
+    return params.resolve(params.train.run_dir) / "index"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _encoder_for(params: Params, items: pd.DataFrame, tuned: bool) -> EncoderBundle:
+    bundle = build_bundle(params, items, tuning=None if tuned else "fpft")
+    if tuned:
+        load_weights(bundle.encoder, params.resolve(params.train.run_dir) / "weights.safetensors")
+    bundle.encoder.eval()
+    return bundle
+
+
+def build_index(params: Params, zero_shot: bool = False) -> ItemIndex:
+    """Encode every prepared item with the run's tuned weights (or the untuned model) and index them."""
+    items = pd.read_parquet(DataLayout(params.data_root).prepared / "items.parquet")
+    weights = params.resolve(params.train.run_dir) / "weights.safetensors"
+    if not zero_shot and not weights.is_file():
+        raise FileNotFoundError(f"{weights}: no trained weights; run `llmrec train` first or pass --zero-shot")
+    bundle = _encoder_for(params, items, tuned=not zero_shot)
+    started = time.perf_counter()
+    vectors = encode_items(bundle, len(items), params.eval.batch_size).numpy()
+    encode_s = time.perf_counter() - started
+    catalog = items.assign(added="prepared")
+    meta = {"model": params.model.name_or_path, "tuned": not zero_shot,
+            "weights_sha256": None if zero_shot else _sha256(weights),
+            "built_at": time.strftime("%Y-%m-%d %H:%M:%S"), "encode_seconds": round(encode_s, 3),
+            "items_encoded_per_s": round(len(items) / max(encode_s, 1e-9), 1)}
+    index = ItemIndex.build(vectors, catalog, meta)
+    index.save(index_dir(params))
+    return index
+
+
+def load_index(params: Params) -> ItemIndex:
+    index = ItemIndex.load(index_dir(params))
+    if index.meta["tuned"]:
+        weights = params.resolve(params.train.run_dir) / "weights.safetensors"
+        if not weights.is_file() or _sha256(weights) != index.meta["weights_sha256"]:
+            raise ValueError(f"{index_dir(params)} was built from other weights than {weights}: "
+                             "rebuild it with `llmrec index`")
+    return index
+
+
+def add_items(params: Params, new_items: pd.DataFrame) -> np.ndarray:
+    """Embed new items (item_id, domain, title) with the index's encoder and append them; returns their ids."""
+    index = load_index(params)
+    if new_items.empty:
+        return np.zeros(0, dtype=np.int64)
+    rows = new_items[["item_id", "domain", "title"]].assign(added=time.strftime("%Y-%m-%d %H:%M:%S"))
+    bundle = _encoder_for(params, rows, tuned=index.meta["tuned"])
+    vectors = encode_items(bundle, len(rows), params.eval.batch_size).numpy()
+    ids = index.add(vectors, rows)
+    index.save(index_dir(params))
+    return ids
+
+
+def user_history(params: Params, user_id: str) -> np.ndarray:
+    """A known user's most recent items (catalog ids), oldest first, from the prepared events."""
+    prepared = DataLayout(params.data_root).prepared
+    users = pd.read_parquet(prepared / "users.parquet")
+    match = users.loc[users["user_id"] == str(user_id), "user_idx"]
+    if match.empty:
+        raise KeyError(f"unknown user {user_id!r} (not in {prepared / 'users.parquet'})")
+    events = pd.read_parquet(prepared / "events.parquet", filters=[("user_idx", "==", int(match.iloc[0]))])
+    events = events.sort_values("timestamp", kind="stable")
+    return events["item_idx"].to_numpy(dtype=np.int64)[-params.prepare.max_history:]
+
+
+def recommend(params: Params, user: str | None = None, history: list[str] | None = None, k: int = 10,
+              domain: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Top-k items for a known user or a list of titles; returns (history rows, recommendations)."""
+    if (user is None) == (history is None):
+        raise ValueError("give exactly one of a user id or a history of titles")
+    index = load_index(params)
+    catalog = index.catalog
+    if user is not None:
+        hist_ids = user_history(params, user)
+        hist = catalog.iloc[hist_ids][["title", "domain"]].reset_index(drop=True)
+    else:
+        titles = [t.strip() for t in history if t.strip()]
+        if not titles:
+            raise ValueError("the history has no titles")
+        lookup = pd.Series(np.arange(len(catalog)), index=catalog["title"].str.casefold())
+        lookup = lookup[~lookup.index.duplicated()]
+        known = lookup.reindex([t.casefold() for t in titles])
+        hist_ids = known.dropna().to_numpy(dtype=np.int64)
+        domains = catalog["domain"].to_numpy()[known.fillna(0).to_numpy(dtype=np.int64)]
+        hist = pd.DataFrame({"title": titles, "domain": np.where(known.notna(), domains, "")})
+    allowed = None
+    if domain is not None:
+        allowed = np.flatnonzero(catalog["domain"].to_numpy() == domain)
+        if not len(allowed):
+            raise ValueError(f"no indexed item in domain {domain!r}; domains: {sorted(catalog['domain'].unique())}")
+    bundle = _encoder_for(params, hist, tuned=index.meta["tuned"])
+    with torch.no_grad():
+        vector = encode_histories(bundle, [np.arange(len(hist))], 1).numpy()
+    ids, scores = index.search(vector, k + len(hist_ids), allowed)
+    ids, scores = ids[0], scores[0]
+    keep = (ids >= 0) & ~np.isin(ids, hist_ids)  # -1 pads when fewer items than asked
+    ids, scores = ids[keep][:k], scores[keep][:k]
+    recs = catalog.iloc[ids][["item_id", "domain", "title", "added"]].reset_index(drop=True)
+    recs.insert(0, "rank", np.arange(1, len(recs) + 1))
+    recs["score"] = scores.round(4)
+    return hist, recs
