@@ -29,9 +29,9 @@ demo: $(STAMP)
 	$(BIN)/llmrec ingest --params $(PARAMS)
 	$(BIN)/llmrec validate --params $(PARAMS)
 	$(BIN)/llmrec prepare --params $(PARAMS)
-	rm -rf runs/sample-mixed-fpft
-	$(BIN)/llmrec train --params $(PARAMS)
-	$(BIN)/llmrec evaluate --params $(PARAMS)
+	$(BIN)/llmrec train --params $(PARAMS) --auto-resume
+	$(BIN)/llmrec train --model sasrec --params $(PARAMS) --auto-resume
+	$(BIN)/llmrec evaluate --params $(PARAMS) --models llmrec,zero_shot,sasrec,popularity
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -15,11 +15,12 @@ app = typer.Typer(help="LLM-Rec: domain-agnostic sequential recommendation with 
 console = Console(width=None if sys.stdout.isatty() else 120)
 ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="The params file (one config source).")
 SetOption = typer.Option([], "--set", "-S", help="Override a param: section.key=value (repeatable).")
+ExperimentOption = typer.Option(None, "--experiment", "-e", help="Apply this entry of `experiments` in the params file.")
 
 
-def _load(path: Path, overrides: list[str] = ()) -> Params:
+def _load(path: Path, overrides: list[str] = (), experiment: str | None = None) -> Params:
     try:
-        return load_params(path, overrides)
+        return load_params(path, overrides, experiment)
     except ConfigError as e:
         _fail(str(e))
 
@@ -106,8 +107,11 @@ def print_manifest(m: dict) -> None:
 
 
 @app.command()
-def train(params: Path = ParamsOption, overrides: list[str] = SetOption,
+def train(params: Path = ParamsOption, overrides: list[str] = SetOption, experiment: str = ExperimentOption,
           resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
+          auto_resume: bool = typer.Option(False, "--auto-resume",
+                                           help="Continue a checkpoint made with the same params and data; "
+                                                "start over otherwise (what pipelines use)."),
           model: str = typer.Option("llmrec", help="llmrec (the LM encoder) or sasrec (the ID baseline).")) -> None:
     """Fine-tune the LM encoder (train.tuning: fpft | lora), or train SASRec, on the configured data setting."""
     from .baselines.sasrec import train_sasrec
@@ -115,9 +119,9 @@ def train(params: Path = ParamsOption, overrides: list[str] = SetOption,
 
     if model not in ("llmrec", "sasrec"):
         _fail(f"unknown model {model!r}: llmrec or sasrec")
-    p = _load(params, overrides)
+    p = _load(params, overrides, experiment)
     try:
-        summary = (train_llmrec if model == "llmrec" else train_sasrec)(p, resume=resume)
+        summary = (train_llmrec if model == "llmrec" else train_sasrec)(p, resume="auto" if auto_resume else resume)
     except (FileExistsError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     if model == "sasrec":
@@ -136,13 +140,13 @@ def train(params: Path = ParamsOption, overrides: list[str] = SetOption,
 
 
 @app.command()
-def evaluate(params: Path = ParamsOption, overrides: list[str] = SetOption,
+def evaluate(params: Path = ParamsOption, overrides: list[str] = SetOption, experiment: str = ExperimentOption,
              models: str = typer.Option("llmrec,zero_shot,popularity", help="Comma-separated: llmrec, zero_shot, sasrec, popularity."),
              split: str = typer.Option("test", help="test or valid")) -> None:
     """Rank every target against its domain's items and report Recall/NDCG@K and MRR."""
     from .evaluate.run import MODELS, evaluate as run
 
-    p = _load(params, overrides)
+    p = _load(params, overrides, experiment)
     chosen = tuple(m.strip() for m in models.split(",") if m.strip())
     unknown = set(chosen) - set(MODELS)
     if unknown or split not in ("test", "valid"):
@@ -155,12 +159,12 @@ def evaluate(params: Path = ParamsOption, overrides: list[str] = SetOption,
 
 
 @app.command()
-def index(params: Path = ParamsOption, overrides: list[str] = SetOption,
+def index(params: Path = ParamsOption, overrides: list[str] = SetOption, experiment: str = ExperimentOption,
           zero_shot: bool = typer.Option(False, "--zero-shot", help="Index with the untuned model.")) -> None:
     """Encode every item with the run's encoder into a faiss index (<run_dir>/index) for serving."""
     from .serve.recommend import build_index, index_dir
 
-    p = _load(params, overrides)
+    p = _load(params, overrides, experiment)
     try:
         built = build_index(p, zero_shot=zero_shot)
     except (FileNotFoundError, ValueError) as e:
@@ -172,7 +176,7 @@ def index(params: Path = ParamsOption, overrides: list[str] = SetOption,
 
 
 @app.command()
-def recommend(params: Path = ParamsOption, overrides: list[str] = SetOption,
+def recommend(params: Path = ParamsOption, overrides: list[str] = SetOption, experiment: str = ExperimentOption,
               user: str = typer.Option(None, "--user", help="A user id from the prepared data."),
               history: str = typer.Option(None, "--history", help='Titles, oldest first: "title; title; ..."'),
               k: int = typer.Option(10, "-k", min=1, max=1000, help="How many items."),
@@ -180,7 +184,7 @@ def recommend(params: Path = ParamsOption, overrides: list[str] = SetOption,
     """Print the top-K items for a known user or for a free-text history of titles."""
     from .serve.recommend import recommend as run
 
-    p = _load(params, overrides)
+    p = _load(params, overrides, experiment)
     try:
         hist, recs = run(p, user=user, history=None if history is None else history.split(";"), k=k, domain=domain)
     except (FileNotFoundError, KeyError, ValueError) as e:

@@ -7,7 +7,7 @@ directory of the params file, so commands behave the same from any working direc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -168,6 +168,14 @@ class CostConfig(Section):
     price_per_cpu_hour: float = Field(default=0.05, ge=0.0)
 
 
+class Experiment(Section):
+    """A named variant of the base config: dotted keys to values, e.g. {"train.tuning": "lora"}.
+    Its runs go to a sibling of `train.run_dir` named after it (unless it sets `train.run_dir`)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    set: dict[str, Any] = {}
+
+
 class Params(Section):
     data: DataConfig
     validation: ValidationConfig = ValidationConfig()
@@ -177,6 +185,7 @@ class Params(Section):
     sasrec: SasrecConfig = SasrecConfig()
     eval: EvalConfig = EvalConfig()
     cost: CostConfig = CostConfig()
+    experiments: list[Experiment] = []
     # Where the file was read from; relative paths in it are resolved against this directory.
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -197,30 +206,52 @@ def _format_errors(path: Path, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _assign(raw: dict, key: str, value: Any, item: str) -> None:
+    parts = key.strip().split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"override {item!r}: expected section.key=value")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     """`section.key=value` assignments (value parsed as YAML) on top of the file, like `dvc exp run -S`."""
     for item in overrides:
         key, sep, value = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or not all(parts):
+        if not sep:
             raise ConfigError(f"override {item!r}: expected section.key=value")
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from e
-        node = raw
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part} is not a section")
-            node = child
-        node[parts[-1]] = parsed
+        _assign(raw, key, parsed, item)
     return raw
 
 
-def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
+def apply_experiment(raw: dict, name: str) -> dict:
+    """The named entry of `experiments` applied to the base config, with its own run folders."""
+    entries = {e.get("name"): e for e in raw.get("experiments") or [] if isinstance(e, dict)}
+    if name not in entries:
+        raise ConfigError(f"experiment {name!r} is not in `experiments` (have: {', '.join(map(str, entries)) or 'none'})")
+    train = raw.setdefault("train", {})
+    base_run = Path(str(train.get("run_dir", TrainConfig().run_dir)))
+    settings = dict(entries[name].get("set") or {})
+    settings.setdefault("train.run_dir", str(base_run.parent / name))
+    settings.setdefault("sasrec.run_dir", str(Path(settings["train.run_dir"]) / "sasrec"))
+    for key, value in settings.items():
+        _assign(raw, key, value, f"experiments.{name}.{key}")
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = (),
+                experiment: str | None = None) -> Params:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
@@ -230,6 +261,8 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    if experiment is not None:
+        raw = apply_experiment(raw, experiment)
     raw = apply_overrides(raw, overrides)
     if "base_dir" in raw:
         raise ConfigError(f"{path}: base_dir: unknown key")

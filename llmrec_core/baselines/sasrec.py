@@ -24,7 +24,7 @@ from ..data.layout import DataLayout
 from ..data.settings import SettingData, load_setting
 from ..evaluate.metrics import breakdown
 from ..evaluate.ranking import vector_scores
-from ..train.checkpoint import load_checkpoint, save_checkpoint
+from ..train.checkpoint import decide_resume, fingerprint, load_checkpoint, save_checkpoint
 
 
 class SASRec(nn.Module):
@@ -106,14 +106,16 @@ def load_sasrec(params: Params, n_items: int) -> SASRec:
     return model.eval()
 
 
-def train_sasrec(params: Params, resume: bool = False, show_progress: bool = True) -> dict:
+def train_sasrec(params: Params, resume: bool | str = False, show_progress: bool = True) -> dict:
     from ..evaluate.run import select_rows
 
     cfg, setting = params.sasrec, params.train
     run_dir = params.resolve(cfg.run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
-    if ckpt_path.exists() and not resume:
-        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or remove {run_dir} to start over")
+    config = {"sasrec": cfg.model_dump(exclude={"run_dir"}), "setting": [setting.setting, setting.domain],
+              "prepare": params.prepare.model_dump()}
+    current = fingerprint(config, DataLayout(params.data_root).prepared / "manifest.json")
+    resume = decide_resume(ckpt_path, resume, current, [run_dir / "weights.safetensors"])
     torch.manual_seed(cfg.seed)
     meter = CostMeter(params.cost)
     with meter.phase("load"):
@@ -125,8 +127,8 @@ def train_sasrec(params: Params, resume: bool = False, show_progress: bool = Tru
     model = SASRec(len(data.items), cfg, params.prepare.max_history)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant; kept for the checkpoint
-    state = {"epoch": 0, "best_ndcg": -1.0, "bad_evals": 0, "evals": [], "done": False}
-    if resume and ckpt_path.exists():
+    state = {"epoch": 0, "best_ndcg": -1.0, "bad_evals": 0, "evals": [], "done": False, "fingerprint": current}
+    if resume:
         state = load_checkpoint(ckpt_path, model, optimizer, scheduler)
     run_dir.mkdir(parents=True, exist_ok=True)
 

@@ -105,6 +105,15 @@ def query_latency(bundle, items: torch.Tensor, rows: pd.DataFrame, data: Setting
     return latency_percentiles(times) if times else {}
 
 
+def write_summaries(run_dir, split: str, results: dict) -> None:
+    """Flat files for `dvc metrics` (overall per model) and `dvc plots` (per model and domain)."""
+    summary = {model: {k: v for k, v in res["overall"].items()} for model, res in results.items()}
+    (run_dir / f"summary_{split}.json").write_text(json.dumps(summary, indent=2))
+    rows = [{"model": model, "domain": domain, **values}
+            for model, res in results.items() for domain, values in res["by_domain"].items()]
+    pd.DataFrame(rows).to_csv(run_dir / f"domains_{split}.csv", index=False)
+
+
 def evaluate(params: Params, models: tuple[str, ...] = MODELS, split: str = "test") -> dict:
     from ..model.bundle import build_bundle, load_weights
     from ..model.encoder import parameter_counts
@@ -144,5 +153,6 @@ def evaluate(params: Params, models: tuple[str, ...] = MODELS, split: str = "tes
     out = {"split": split, "protocol": params.eval.protocol, "setting": cfg.setting, "domain": cfg.domain,
            "users": int(len(rows)), "models": results}
     (run_dir / f"metrics_{split}.json").write_text(json.dumps(out, indent=2))
+    write_summaries(run_dir, split, results)
     (run_dir / "cost_eval.json").write_text(json.dumps(costs, indent=2))
     return out

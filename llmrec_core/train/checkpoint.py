@@ -1,6 +1,8 @@
 """One checkpoint dict that resumes a run: trainable weights, optimizer, scheduler, RNG, data position."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -40,3 +42,34 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     if payload["rng_cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(payload["rng_cuda"])
     return payload["state"]
+
+
+def fingerprint(config: dict, data_manifest: Path) -> str:
+    """What a checkpoint was trained on: the training config and the prepared data's manifest."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    digest.update(data_manifest.read_bytes() if data_manifest.is_file() else b"")
+    return digest.hexdigest()[:16]
+
+
+def saved_fingerprint(path: Path) -> str | None:
+    return torch.load(path, map_location="cpu", weights_only=True)["state"].get("fingerprint")
+
+
+def decide_resume(ckpt_path: Path, resume: bool | str, current: str, outputs: list[Path]) -> bool:
+    """Whether to continue `ckpt_path`. resume=True insists (and refuses a checkpoint made with other
+    params or data); resume="auto" continues a matching checkpoint and otherwise starts over,
+    removing the stale checkpoint and `outputs`; resume=False refuses to overwrite a checkpoint."""
+    if not ckpt_path.exists():
+        return False
+    if not resume:
+        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or remove {ckpt_path.parent} "
+                              "to start over")
+    saved = saved_fingerprint(ckpt_path)
+    if saved == current:
+        return True
+    if resume == "auto":
+        for path in [ckpt_path, *outputs]:
+            path.unlink(missing_ok=True)
+        return False
+    raise ValueError(f"{ckpt_path} was trained with other params or data (fingerprint {saved} != {current}); "
+                     "remove it or use --auto-resume to start over")

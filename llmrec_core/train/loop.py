@@ -22,20 +22,22 @@ from ..cost import CostMeter
 from ..data.layout import DataLayout
 from ..data.settings import SettingData, load_setting
 from ..evaluate.run import evaluate_encoder
-from ..model.bundle import EncoderBundle, build_bundle, save_weights
-from .checkpoint import load_checkpoint, save_checkpoint
+from ..model.bundle import build_bundle, save_weights
+from ..model.text import TextTokens
+from .checkpoint import decide_resume, fingerprint, load_checkpoint, save_checkpoint
 from .examples import build_examples, histories, sample_domain_negatives
 
 
-def batch_loss(bundle: EncoderBundle, hists: list[np.ndarray], targets: torch.Tensor, negatives: torch.Tensor | None,
-               in_batch: bool, temperature: float, device) -> tuple[torch.Tensor, int]:
+def batch_loss(encoder: torch.nn.Module, tokens: TextTokens, hists: list[np.ndarray], targets: torch.Tensor,
+               negatives: torch.Tensor | None, in_batch: bool, temperature: float, device) -> tuple[torch.Tensor, int]:
+    """`encoder` is the module accelerate prepared (DDP-wrapped when distributed), so gradients sync."""
     pool = targets if negatives is None else torch.cat([targets, negatives.flatten()])
     candidates = torch.unique(pool)  # deduplicated: an item that is two rows' target is one column
     positive = torch.searchsorted(candidates, targets)
-    u_ids, u_mask = bundle.tokens.users(hists)
-    i_ids, i_mask = bundle.tokens.items(candidates.tolist())
-    users = bundle.encoder(u_ids.to(device), u_mask.to(device))
-    items = bundle.encoder(i_ids.to(device), i_mask.to(device))
+    u_ids, u_mask = tokens.users(hists)
+    i_ids, i_mask = tokens.items(candidates.tolist())
+    users = encoder(u_ids.to(device), u_mask.to(device))
+    items = encoder(i_ids.to(device), i_mask.to(device))
     logits = users @ items.T / temperature
     if not in_batch:  # each row sees only its own target and its own sampled negatives
         allowed = torch.zeros_like(logits, dtype=torch.bool)
@@ -53,19 +55,30 @@ def _domain_tensors(data: SettingData, targets: np.ndarray) -> tuple[torch.Tenso
     return torch.from_numpy(ranges[codes, 0]), torch.from_numpy(ranges[codes, 1] - ranges[codes, 0])
 
 
-def train(params: Params, resume: bool = False, show_progress: bool = True) -> dict:
-    from accelerate import Accelerator
+def train_fingerprint(params: Params) -> str:
+    train_cfg = params.train.model_dump(exclude={"run_dir", "checkpoint_every"})
+    config = {"model": params.model.model_dump(), "train": train_cfg, "prepare": params.prepare.model_dump()}
+    return fingerprint(config, DataLayout(params.data_root).prepared / "manifest.json")
+
+
+def train(params: Params, resume: bool | str = False, show_progress: bool = True) -> dict:
+    """resume: False (refuse an existing checkpoint), True (continue it), "auto" (continue if it matches)."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
     from transformers import get_linear_schedule_with_warmup
 
     cfg = params.train
     run_dir = params.resolve(cfg.run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
-    if ckpt_path.exists() and not resume:
-        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or remove {run_dir} to start over")
+    current = train_fingerprint(params)
+    resume = decide_resume(ckpt_path, resume, current, [run_dir / "weights.safetensors"])
     precision = cfg.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "no"
-    acc = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum)
+    # cpu=True without CUDA lets `accelerate launch --multi_gpu` / torchrun processes form a gloo group.
+    acc = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
+                      cpu=not torch.cuda.is_available(),
+                      # backbones carry heads the pooled vector never uses (e.g. BERT's pooler)
+                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     torch.manual_seed(cfg.seed)
     meter = CostMeter(params.cost)
 
@@ -86,8 +99,8 @@ def train(params: Params, resume: bool = False, show_progress: bool = True) -> d
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
 
     state = {"epoch": 0, "batch": 0, "global_step": 0, "best_ndcg": -1.0, "bad_epochs": 0, "epochs": [],
-             "done": False}
-    if resume and ckpt_path.exists():
+             "done": False, "fingerprint": current, "log": []}
+    if resume:
         state = load_checkpoint(ckpt_path, bundle.encoder, optimizer, scheduler)
         acc.print(f"resuming from {ckpt_path}: epoch {state['epoch']}, batch {state['batch']}")
     encoder, optimizer, scheduler = acc.prepare(bundle.encoder, optimizer, scheduler)
@@ -116,7 +129,7 @@ def train(params: Params, resume: bool = False, show_progress: bool = True) -> d
                     negatives = sample_domain_negatives(targets, start, size, cfg.domain_negatives, gen)
                 hists = histories(values, examples, idx, params.prepare.max_history)
                 with acc.accumulate(encoder):
-                    loss, n_tok = batch_loss(bundle, hists, targets, negatives, cfg.in_batch_negatives,
+                    loss, n_tok = batch_loss(encoder, bundle.tokens, hists, targets, negatives, cfg.in_batch_negatives,
                                              params.model.temperature, device)
                     acc.backward(loss)
                     optimizer.step()
@@ -129,6 +142,7 @@ def train(params: Params, resume: bool = False, show_progress: bool = True) -> d
                     state["global_step"] += 1
                     elapsed = time.perf_counter() - train_start
                     bar.set_postfix(loss=f"{loss.item():.3f}", samples_s=f"{samples / elapsed:.1f}")
+                    state["log"].append((state["global_step"], epoch + 1, round(float(loss.item()), 5)))
                     if state["global_step"] % cfg.checkpoint_every == 0 and acc.is_main_process:
                         save_checkpoint(ckpt_path, acc.unwrap_model(encoder), optimizer, scheduler, state)
                     if cfg.max_steps and state["global_step"] >= cfg.max_steps:
@@ -163,5 +177,7 @@ def train(params: Params, resume: bool = False, show_progress: bool = True) -> d
     if acc.is_main_process:
         (run_dir / "train_metrics.json").write_text(json.dumps(summary, indent=2))
         (run_dir / "cost_train.json").write_text(json.dumps(record, indent=2))
+        lines = ["step,epoch,loss", *(f"{s},{e},{l}" for s, e, l in state["log"])]
+        (run_dir / "train_log.csv").write_text("\n".join(lines) + "\n")
     return summary
 

@@ -56,3 +56,32 @@ def test_missing_params_file(tmp_path):
 def test_unknown_format(tmp_path):
     with pytest.raises(ConfigError, match=r"data\.sources\.0\.format"):
         load_params(_write(tmp_path, SOURCE.replace("amazon2018", "amazon1999")))
+
+
+def test_overrides_are_typed_and_checked(tmp_path):
+    path = _write(tmp_path, SOURCE)
+    params = load_params(path, ["train.tuning=lora", "train.lora.r=4", "eval.ks=[5, 20]"])
+    assert (params.train.tuning, params.train.lora.r, params.eval.ks) == ("lora", 4, [5, 20])
+    with pytest.raises(ConfigError, match=r"train\.tuning"):
+        load_params(path, ["train.tuning=qlora"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_params(path, ["train.tunning=lora"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_params(path, ["train"])
+
+
+def test_experiment_applies_its_settings_and_gets_its_own_run_dirs(tmp_path):
+    text = SOURCE + """
+train: {run_dir: runs/base}
+experiments:
+  - {name: lora-s2, set: {train.tuning: lora, train.setting: s2piao}}
+  - {name: plain}
+"""
+    path = _write(tmp_path, text)
+    params = load_params(path, experiment="lora-s2")
+    assert (params.train.tuning, params.train.setting) == ("lora", "s2piao")
+    assert params.resolve(params.train.run_dir) == (tmp_path / "runs" / "lora-s2").resolve()
+    assert params.resolve(params.sasrec.run_dir) == (tmp_path / "runs" / "lora-s2" / "sasrec").resolve()
+    assert load_params(path, ["train.lr=0.1"], experiment="plain").train.lr == 0.1
+    with pytest.raises(ConfigError, match="not in `experiments`"):
+        load_params(path, experiment="missing")

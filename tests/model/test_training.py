@@ -108,3 +108,17 @@ def test_decoder_model_trains_with_last_pooling(tmp_path, tiny_bert, sample_prep
                              tuning="lora", max_steps=3, **FAST)
     summary = train(params, show_progress=False)
     assert summary["cost"]["parameters_trainable"] < summary["cost"]["parameters_total"]
+
+
+def test_auto_resume_continues_a_matching_run_and_restarts_a_changed_one(tiny_bert, sample_prepared):
+    params = sample_prepared("auto", model=_model(tiny_bert), max_steps=2, **FAST)
+    train(params, show_progress=False)
+    run = params.resolve(params.train.run_dir)
+    mtime = (run / "weights.safetensors").stat().st_mtime_ns
+    again = train(params, resume="auto", show_progress=False)  # finished, same params: nothing to do
+    assert again["cost"]["samples_per_s"] is None and (run / "weights.safetensors").stat().st_mtime_ns == mtime
+    changed = sample_prepared("auto", model=_model(tiny_bert), max_steps=3, **FAST)
+    with pytest.raises(ValueError, match="other params"):
+        train(changed, resume=True, show_progress=False)
+    summary = train(changed, resume="auto", show_progress=False)  # other params: starts over
+    assert summary["cost"]["global_steps"] == 3 and summary["cost"]["samples_per_s"] > 0

@@ -1,0 +1,65 @@
+"""Serving: the faiss index ranks like evaluation, recommendations exclude history, new items are found."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from llmrec_core.serve.index import ItemIndex
+from llmrec_core.serve.recommend import add_items, build_index, load_index, recommend, user_history
+from llmrec_core.train.loop import train
+
+
+def _catalog(n):
+    return pd.DataFrame({"item_id": [f"d:{i}" for i in range(n)], "domain": ["a"] * (n // 2) + ["b"] * (n - n // 2),
+                         "title": [f"t{i}" for i in range(n)], "added": "prepared"})
+
+
+def test_index_search_equals_exact_topk_and_filters_domain(tmp_path):
+    rng = np.random.default_rng(0)
+    items = torch.nn.functional.normalize(torch.from_numpy(rng.standard_normal((500, 16)).astype(np.float32)), dim=1)
+    users = torch.nn.functional.normalize(torch.from_numpy(rng.standard_normal((7, 16)).astype(np.float32)), dim=1)
+    index = ItemIndex.build(items.numpy(), _catalog(500), {"tuned": False})
+    index.save(tmp_path / "idx")
+    index = ItemIndex.load(tmp_path / "idx")
+    ids, _ = index.search(users.numpy(), 10)
+    assert np.array_equal(ids, (users @ items.T).topk(10).indices.numpy())
+    domain_b = np.arange(250, 500)
+    ids_b, _ = index.search(users.numpy(), 10, allowed=domain_b)
+    assert np.array_equal(ids_b, (users @ items[250:].T).topk(10).indices.numpy() + 250)
+    with pytest.raises(ValueError, match="already indexed"):
+        index.add(items[:1].numpy(), _catalog(1))
+
+
+def test_recommend_for_a_known_user_excludes_history_and_detects_stale_index(tiny_bert, sample_prepared):
+    params = sample_prepared("serve", model={"name_or_path": str(tiny_bert), "user_max_tokens": 48},
+                             max_steps=3, batch_size=16, domain_negatives=1, max_examples_per_user=1)
+    train(params, show_progress=False)
+    build_index(params)
+    users = pd.read_parquet(params.data_root / "prepared" / "users.parquet")
+    user = str(users["user_id"].iloc[3])
+    hist_ids = user_history(params, user)
+    hist, recs = recommend(params, user=user, k=15)
+    assert len(hist) == len(hist_ids) and len(recs) == 15
+    catalog = load_index(params).catalog
+    assert not set(recs["item_id"]) & set(catalog["item_id"].iloc[hist_ids])
+    assert recs["score"].is_monotonic_decreasing
+    _, only_books = recommend(params, user=user, k=5, domain="Books")
+    assert (only_books["domain"] == "Books").all()
+    with pytest.raises(KeyError):
+        recommend(params, user="no-such-user")
+    weights = params.resolve(params.train.run_dir) / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ValueError, match="rebuild"):
+        recommend(params, user=user)
+
+
+def test_new_items_are_recommendable_without_retraining(sample_prepared):
+    params = sample_prepared("serve-new", max_steps=1)  # the real MiniLM, untuned
+    build_index(params, zero_shot=True)
+    new = pd.DataFrame({"item_id": ["Books:NEW1", "Books:NEW2"], "domain": ["Books", "Books"],
+                        "title": ["Quantum Teapot Chronicles: Return to the Porcelain Nebula", "Gardening for Cats"]})
+    ids = add_items(params, new)
+    assert len(load_index(params).catalog) == ids[-1] + 1
+    _, recs = recommend(params, history=["Quantum Teapot Chronicles: The Porcelain Nebula"], k=5)
+    assert recs["item_id"].iloc[0] == "Books:NEW1"
+    assert recs["added"].iloc[0] != "prepared"
