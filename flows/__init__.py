@@ -1,0 +1,1 @@
+"""Prefect flows: train-eval, ingest-new-items, retrain (deployments in flows/serve.py)."""

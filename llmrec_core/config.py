@@ -168,6 +168,16 @@ class CostConfig(Section):
     price_per_cpu_hour: float = Field(default=0.05, ge=0.0)
 
 
+class OrchestrationConfig(Section):
+    """How the Prefect flows run the pipeline (flows/)."""
+
+    retrain_cron: str = "0 3 * * 0"  # scheduled retraining (the `retrain/scheduled` deployment)
+    new_items_threshold: int = Field(default=100, ge=1)  # accepted new items since training that start a retrain
+    retrain_mode: Literal["subflow", "deployment"] = "subflow"  # run it inline, or via `retrain/scheduled`
+    train_deployment: str | None = None  # e.g. "train-stage/gpu": run the train stages on that deployment's pool
+    push: bool = True  # `dvc push` after the pipeline (needs the S3 remote; see `make storage`)
+
+
 class Experiment(Section):
     """A named variant of the base config: dotted keys to values, e.g. {"train.tuning": "lora"}.
     Its runs go to a sibling of `train.run_dir` named after it (unless it sets `train.run_dir`)."""
@@ -185,6 +195,7 @@ class Params(Section):
     sasrec: SasrecConfig = SasrecConfig()
     eval: EvalConfig = EvalConfig()
     cost: CostConfig = CostConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
     experiments: list[Experiment] = []
     # Where the file was read from; relative paths in it are resolved against this directory.
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -58,8 +58,21 @@ def build_index(params: Params, zero_shot: bool = False) -> ItemIndex:
             "built_at": time.strftime("%Y-%m-%d %H:%M:%S"), "encode_seconds": round(encode_s, 3),
             "items_encoded_per_s": round(len(items) / max(encode_s, 1e-9), 1)}
     index = ItemIndex.build(vectors, catalog, meta)
+    _readd_new_items(params, index, tuned=not zero_shot)
     index.save(index_dir(params))
     return index
+
+
+def _readd_new_items(params: Params, index: ItemIndex, tuned: bool) -> None:
+    """Items accepted by `ingest-new-items` and not (yet) in the prepared data stay recommendable."""
+    from .new_items import accepted_items
+
+    new = accepted_items(params)
+    new = new[~new["item_id"].isin(set(index.catalog["item_id"]))].drop_duplicates("item_id")
+    if len(new):
+        bundle = _encoder_for(params, new.reset_index(drop=True), tuned=tuned)
+        index.add(encode_items(bundle, len(new), params.eval.batch_size).numpy(),
+                  new.assign(added=new.get("added", "new")).reset_index(drop=True))
 
 
 def load_index(params: Params) -> ItemIndex:

@@ -1,0 +1,15 @@
+"""`retrain`: the train-eval pipeline again (on a cron schedule, or when enough new items arrived)."""
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from flows.train_eval import PROJECT, train_eval
+from tasks.items import reset_count
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(project: str = str(PROJECT), reason: str = "schedule") -> str:
+    get_run_logger().info(f"retraining ({reason})")
+    table = train_eval(project)
+    reset_count(project)
+    return table

@@ -1,0 +1,154 @@
+"""New items between trainings: read, validate (the same GX item checks), quarantine, embed and index.
+
+A new-items file is JSON lines or CSV with `item_id`, `domain` and `title` (`item_id` is the native id;
+it is prefixed with the domain as at ingest). Rows that cannot be read, break an expectation, name a
+domain the index does not have, or are already indexed go to `<data root>/new_items/quarantine.parquet`
+with file, line and reason; the index is touched only when every check has run. Accepted items are
+appended to `<data root>/new_items/accepted.parquet`, which `llmrec index` re-adds after a rebuild, and
+counted towards the retraining threshold.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import Params
+from ..data.sources.common import InputError, bad_frame, check_input_file, clean_titles, iter_delimited, iter_json_records
+
+FIELDS = ["item_id", "domain", "title"]
+
+
+@dataclass
+class NewItemsResult:
+    accepted: pd.DataFrame  # item_id, domain, title, source_file, source_line
+    quarantined: pd.DataFrame  # source_file, source_line, reason, record
+    added_ids: np.ndarray
+    since_training: int  # accepted items since the last training, this file included
+    rejected: bool  # more than validation.max_bad_fraction bad: nothing from the file was indexed
+
+
+def new_items_dir(params: Params) -> Path:
+    return params.data_root / "new_items"
+
+
+def read_new_items(path: Path, chunk_rows: int = 100_000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    check_input_file(path, "new-items")
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz")):
+        chunks = list(iter_json_records(path, chunk_rows, FIELDS))
+    elif name.endswith((".csv", ".csv.gz")):
+        chunks = list(iter_delimited(path, chunk_rows, delimiter=","))
+        for frame, _ in chunks:
+            missing = set(FIELDS) - set(frame.columns)
+            if missing:
+                raise InputError(f"{path}: missing columns {sorted(missing)}")
+    else:
+        raise InputError(f"{path}: new-items files are .jsonl or .csv")
+    rows = pd.concat([c[0] for c in chunks], ignore_index=True) if chunks else pd.DataFrame(columns=FIELDS)
+    bad = pd.concat([c[1] for c in chunks], ignore_index=True) if chunks else bad_frame(path, [], [], [])
+    rows = rows[FIELDS + ["source_line"]].copy()
+    for col in ("item_id", "domain"):
+        rows[col] = rows[col].astype("string").str.strip()
+    rows["title"] = clean_titles(rows["title"]).replace("", pd.NA)
+    rows["item_id"] = (rows["domain"] + ":" + rows["item_id"]).astype("string")
+    rows["source_file"] = str(path)
+    return rows.reset_index(drop=True), bad
+
+
+def check_new_items(params: Params, rows: pd.DataFrame, known_ids: set[str], domains: list[str]) -> pd.Series:
+    """A reason string per failing row index: GX item expectations, plus indexed domains and unseen ids."""
+    import great_expectations as gx
+
+    from ..data.validate import run_suite
+
+    v = params.validation
+    E = gx.expectations
+    suite = [
+        E.ExpectColumnValuesToNotBeNull(column="item_id"),
+        E.ExpectColumnValuesToBeUnique(column="item_id"),
+        E.ExpectColumnValuesToNotBeNull(column="title"),
+        E.ExpectColumnValueLengthsToBeBetween(column="title", min_value=1, max_value=v.max_title_chars),
+        E.ExpectColumnValuesToBeInSet(column="domain", value_set=domains),
+    ]
+    _, reasons = run_suite("new_items", rows.drop(columns=["source_file"]), suite)
+    seen = rows["item_id"].isin(known_ids).to_numpy()
+    for idx in np.flatnonzero(seen):
+        reasons.loc[idx] = "; ".join(filter(None, [reasons.get(idx), "item_id already indexed"]))
+    return reasons
+
+
+def ingest_new_items(params: Params, path: Path) -> NewItemsResult:
+    """Validate a new-items file, embed and index what passes, quarantine the rest (with reasons)."""
+    from ..data.parquet_io import QUARANTINE
+    from .recommend import add_items, load_index
+
+    index = load_index(params)  # fail early (no index, stale index) before anything is written
+    rows, unreadable = read_new_items(path)
+    reasons = check_new_items(params, rows, set(index.catalog["item_id"]), sorted(index.catalog["domain"].unique()))
+    bad_mask = np.zeros(len(rows), dtype=bool)
+    bad_mask[reasons.index.to_numpy(dtype=np.int64)] = True
+    bad = rows[bad_mask]
+    quarantined = pd.concat([unreadable, bad_frame(path, bad["source_line"].tolist(),
+                                                   reasons.reindex(bad.index).tolist(),
+                                                   _records(bad))],
+                            ignore_index=True)
+    accepted = rows[~bad_mask].reset_index(drop=True)
+    total = len(rows) + len(unreadable)
+    rejected = total == 0 or len(quarantined) / total > params.validation.max_bad_fraction
+    if rejected and len(accepted):  # the whole file is suspect: quarantine its good rows too
+        why = f"file rejected: {len(quarantined)} of {total} rows bad (> validation.max_bad_fraction)"
+        quarantined = pd.concat([quarantined, bad_frame(path, accepted["source_line"].tolist(), [why] * len(accepted),
+                                                        _records(accepted))],
+                                ignore_index=True)
+        accepted = accepted.iloc[:0]
+    added = add_items(params, accepted) if len(accepted) else np.zeros(0, dtype=np.int64)
+
+    out = new_items_dir(params)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    if len(accepted):
+        _append(out / "accepted.parquet", accepted.assign(added=stamp))
+    if len(quarantined):
+        q = quarantined.assign(stage="new_items", table="items")[QUARANTINE.names]
+        _append(out / "quarantine.parquet", q)
+    state = _state(out)
+    state["since_training"] += len(accepted)
+    state["files"].append({"file": str(path), "at": stamp, "accepted": len(accepted), "quarantined": len(quarantined)})
+    (out / "state.json").write_text(json.dumps(state, indent=2))
+    return NewItemsResult(accepted, quarantined, added, state["since_training"], rejected)
+
+
+def _records(rows: pd.DataFrame) -> list[str]:
+    return rows[FIELDS].astype("string").fillna("").agg(" | ".join, axis=1).tolist() if len(rows) else []
+
+
+def _state(directory: Path) -> dict:
+    path = directory / "state.json"
+    return json.loads(path.read_text()) if path.is_file() else {"since_training": 0, "files": []}
+
+
+def reset_since_training(params: Params) -> None:
+    """Called after a retraining has consumed the new items."""
+    out = new_items_dir(params)
+    if (out / "state.json").is_file():
+        state = _state(out)
+        state["since_training"] = 0
+        (out / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def accepted_items(params: Params) -> pd.DataFrame:
+    path = new_items_dir(params) / "accepted.parquet"
+    return pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=FIELDS)
+
+
+def _append(path: Path, frame: pd.DataFrame) -> None:
+    if path.is_file():
+        frame = pd.concat([pd.read_parquet(path), frame], ignore_index=True)
+    tmp = path.with_suffix(".tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)

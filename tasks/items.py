@@ -1,0 +1,29 @@
+"""Prefect tasks for new items: validate + embed + index (llmrec_core.serve.new_items), version with DVC."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from llmrec_core.config import load_params
+
+
+@task(name="ingest-new-items-file", retries=0)
+def ingest_file(project: str, file: str) -> dict:
+    from llmrec_core.serve.new_items import ingest_new_items
+
+    params = load_params(Path(project) / "params.yaml")
+    result = ingest_new_items(params, Path(file))
+    logger = get_run_logger()
+    for row in result.quarantined.itertuples():
+        logger.warning(f"quarantined {row.source_file}:{row.source_line}: {row.reason}")
+    logger.info(f"{len(result.accepted)} new items indexed; {result.since_training} since the last training")
+    return {"accepted": len(result.accepted), "quarantined": len(result.quarantined), "rejected": result.rejected,
+            "since_training": result.since_training, "threshold": params.orchestration.new_items_threshold}
+
+
+@task(name="reset-new-item-count")
+def reset_count(project: str) -> None:
+    from llmrec_core.serve.new_items import reset_since_training
+
+    reset_since_training(load_params(Path(project) / "params.yaml"))

@@ -1,0 +1,102 @@
+"""Prefect tasks that run DVC stages, push to the remote and publish results.
+
+The stage graph is defined once, in dvc.yaml; these tasks only ask DVC to reproduce stages by name.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.tasks import exponential_backoff
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+class RemoteError(RuntimeError):
+    pass
+
+
+class MissingCredentials(RemoteError):
+    pass
+
+
+def tool(name: str) -> str:
+    """A console script of the environment Prefect runs in (dvc, llmrec)."""
+    return str(Path(sys.executable).with_name(name))
+
+
+def stage_names(project: Path) -> list[str]:
+    """Top-level stages of dvc.yaml, in file order (which is dependency order)."""
+    return list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+
+
+def _run(cmd: list[str], project: Path, error: type[Exception], what: str) -> str:
+    logger = get_run_logger()
+    proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                                 # dvc.yaml commands call `llmrec`: the one next to this interpreter
+                                 "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])})
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.rstrip())
+        logger.info(line.rstrip())
+    if proc.wait():
+        raise error(f"{what} failed (exit {proc.returncode}):\n" + "\n".join(lines[-25:]))
+    return "\n".join(lines)
+
+
+@task(name="dvc-repro", task_run_name="repro {stage}")
+def repro(stage: str, project: str) -> str:
+    """`dvc repro <stage>`: runs it and what it depends on when changed; a killed training resumes
+    from its checkpoint (the train stages use --auto-resume)."""
+    return _run([tool("dvc"), "repro", stage], Path(project), StageFailed, f"dvc repro {stage}")
+
+
+def remote_endpoint(project: Path) -> str:
+    out = subprocess.run([tool("dvc"), "config", "remote.storage.endpointurl"], cwd=project, capture_output=True,
+                         text=True)
+    return out.stdout.strip() or "the default S3 endpoint"
+
+
+def _retry_unless_credentials(task, task_run, state) -> bool:
+    try:
+        state.result()
+    except MissingCredentials:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(name="dvc-push", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+      retry_jitter_factor=0.2, retry_condition_fn=_retry_unless_credentials)
+def push(project: str) -> str:
+    """Push data and checkpoints to the S3 remote; retried with backoff, then a clear error."""
+    missing = [k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not os.environ.get(k)]
+    if missing:
+        raise MissingCredentials(f"cannot push: {' and '.join(missing)} not set (see README: storage)")
+    endpoint = remote_endpoint(Path(project))
+    return _run([tool("dvc"), "push"], Path(project), RemoteError, f"dvc push to {endpoint}")
+
+
+@task(name="publish-results")
+def publish(project: str) -> str:
+    """Metrics and cost tables as Prefect markdown artifacts, read from the run's metrics files."""
+    from llmrec_core.summary import cost_markdown, metrics_markdown
+
+    runs = Path(project) / "runs"
+    metrics = metrics_markdown(runs)
+    create_markdown_artifact(key="metrics", markdown="# Test metrics (full ranking)\n\n" + metrics,
+                             description="Recall/NDCG@K and MRR per run and model")
+    create_markdown_artifact(key="cost", markdown="# Cost\n\n" + cost_markdown(runs))
+    plots = sorted(str(p.relative_to(project)) for p in runs.glob("*/*.csv"))
+    create_markdown_artifact(key="plots", markdown="# Plot data\n\n`dvc plots show` renders:\n\n" +
+                             "\n".join(f"- `{p}`" for p in plots))
+    return metrics
