@@ -8,10 +8,18 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv demo test test-slow bench-data sample clean
+API    := http://127.0.0.1:4200/api
+# Local-only credentials made by `scripts/storage.py start` (.run/storage.env) unless you export your own.
+WITH_ENV := set -a; [ -n "$$AWS_ACCESS_KEY_ID" ] || [ ! -f .run/storage.env ] || . ./.run/storage.env; set +a;
+
+.PHONY: help venv demo pipeline up down storage storage-stop deployment-run test test-slow bench-data bench-model sample clean
 
 help:
-	@echo "make demo        run the pipeline on the embedded sample"
+	@echo "make demo        local S3 + Prefect server, then the train-eval flow on the embedded sample"
+	@echo "make pipeline    the same stages as plain CLI commands (no Prefect, no S3)"
+	@echo "make up / down   start / stop local S3 (moto) + Prefect server + deployments"
+	@echo "make deployment-run   prefect deployment run 'train-eval/default' against the local server"
+	@echo "make bench-model ranking, FPFT/LoRA throughput benchmarks"
 	@echo "make test        run the test suite (creates .venv first)"
 	@echo "make test-slow   run the slow tests too"
 	@echo "make bench-data  data-stage benchmark at the paper's scale (~3M interactions)"
@@ -25,7 +33,27 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: up
+	$(WITH_ENV) PATH="$(CURDIR)/$(BIN):$$PATH" PREFECT_API_URL=$(API) $(BIN)/python -m flows.train_eval
+
+up: $(STAMP)
+	$(BIN)/python scripts/storage.py start
+	$(WITH_ENV) $(BIN)/python scripts/prefect_local.py start
+
+down:
+	-$(BIN)/python scripts/prefect_local.py stop
+	-$(BIN)/python scripts/storage.py stop
+
+storage: $(STAMP)
+	$(BIN)/python scripts/storage.py start
+
+storage-stop:
+	$(BIN)/python scripts/storage.py stop
+
+deployment-run: up
+	$(WITH_ENV) PREFECT_API_URL=$(API) $(BIN)/prefect deployment run 'train-eval/default' --watch
+
+pipeline: $(STAMP)
 	$(BIN)/llmrec ingest --params $(PARAMS)
 	$(BIN)/llmrec validate --params $(PARAMS)
 	$(BIN)/llmrec prepare --params $(PARAMS)
@@ -41,6 +69,9 @@ test-slow: $(STAMP)
 
 bench-data: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py
+
+bench-model: $(STAMP)
+	$(BIN)/python benchmarks/bench_model.py --sections ranking,throughput
 
 sample: $(STAMP)
 	$(BIN)/python scripts/make_sample.py --out data/sample

@@ -2,8 +2,8 @@
 
   python scripts/results_table.py OUT.md TITLE label=path/to/metrics_test.json:model [...]
 
-Each column source is `label=<metrics_test.json>:<model key>`; cost files next to the metrics file
-(cost_train.json, cost_eval.json) give the machine, date and training cost.
+Each column source is `label=<metrics_test.json>:<model key>[@<cost_train.json>]`; the optional cost
+file of the model's training run gives the machine, date and training cost.
 """
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ def main(out: str, title: str, specs: list[str]) -> None:
     columns = []
     for spec in specs:
         label, _, rest = spec.partition("=")
+        rest, _, cost = rest.partition("@")
         path, _, model = rest.rpartition(":")
         metrics = json.loads(Path(path).read_text())
-        columns.append((label, metrics["models"][model], Path(path).parent, metrics))
+        columns.append((label, metrics["models"][model], Path(cost) if cost else None, metrics))
     first = columns[0][3]
     scopes = [("overall", lambda r: r["overall"])]
     scopes += [(d, (lambda d: lambda r: r["by_domain"].get(d, {}))(d)) for d in columns[0][1]["by_domain"]]
@@ -36,9 +37,9 @@ def main(out: str, title: str, specs: list[str]) -> None:
         lines.append(f"| {scope} | {count} | {cells} |")
     lines += ["", "## Training runs", "", "| column | device | date | params (trainable) | samples/s | train s |",
               "| --- | --- | --- | ---: | ---: | ---: |"]
-    for label, _, run, _ in columns:
-        for cost_path in (run / "cost_train.json",):
-            if cost_path.is_file():
+    for label, _, cost_path, _ in columns:
+        if cost_path is not None:
+            if True:
                 c = json.loads(cost_path.read_text())
                 lines.append(f"| {label} | {c['device']} ({c['device_count']} threads) | {c['date']} | "
                              f"{c['parameters_total']:,} ({c['parameters_trainable']:,}) | {c['samples_per_s']} | "

@@ -7,7 +7,8 @@
 Settings come from the environment, never from committed files:
   LLMREC_S3_ENDPOINT   default http://127.0.0.1:9000 (start only serves 127.0.0.1)
   LLMREC_S3_BUCKET     default llmrec-dvc
-  AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY   required (any values for the local server)
+  AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY   for the local server `start` makes throwaway ones in
+                       .run/storage.env when they are unset (`source .run/storage.env` to use them)
 moto keeps objects in memory: they are gone when the server stops. For a store that survives restarts
 point LLMREC_S3_ENDPOINT at MinIO or a real S3 endpoint and run only `configure`.
 """
@@ -28,6 +29,21 @@ PID_FILE = STATE / "moto.pid"
 
 class StorageError(RuntimeError):
     pass
+
+
+def local_credentials() -> None:
+    """Throwaway keys for the local server only, kept in .run/storage.env (never committed)."""
+    env_file = STATE / "storage.env"
+    if not env_file.is_file():
+        import secrets
+
+        STATE.mkdir(exist_ok=True)
+        env_file.write_text(f"AWS_ACCESS_KEY_ID=local-{secrets.token_hex(4)}\n"
+                            f"AWS_SECRET_ACCESS_KEY={secrets.token_hex(16)}\nAWS_DEFAULT_REGION=us-east-1\n")
+        env_file.chmod(0o600)
+    for line in env_file.read_text().splitlines():
+        key, _, value = line.partition("=")
+        os.environ.setdefault(key, value)
 
 
 def settings() -> dict:
@@ -57,6 +73,8 @@ def _alive(endpoint: str) -> bool:
 
 
 def start() -> None:
+    if not os.environ.get("AWS_ACCESS_KEY_ID"):
+        local_credentials()
     cfg = settings()
     url = urlparse(cfg["endpoint"])
     if url.hostname != "127.0.0.1":
