@@ -5,14 +5,9 @@ FROM ${BASE}
 ENV PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 RUN apt-get update && apt-get install -y --no-install-recommends make git && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY pyproject.toml README.md Makefile ./
-COPY llmrec_core ./llmrec_core
-COPY tasks ./tasks
-COPY flows ./flows
-COPY scripts ./scripts
-COPY configs ./configs
-COPY params.yaml ./
-COPY data/sample ./data/sample
+COPY . .
+# DVC needs a repository around dvc.yaml; the image has no .git (see .dockerignore), so start one.
+RUN git init -q
 # The same install as the README (make venv), so the image runs exactly what was tested.
 RUN make venv
 CMD ["make", "demo"]
