@@ -9,14 +9,15 @@ def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def run_dirs(runs_root: Path) -> list[Path]:
-    return sorted(p.parent for p in runs_root.glob("*/metrics_test.json"))
+def run_dirs(runs_root: Path, names: list[str] | None = None) -> list[Path]:
+    runs = sorted(p.parent for p in runs_root.glob("*/metrics_test.json"))
+    return runs if names is None else [r for r in runs if r.name in names]
 
 
-def metrics_markdown(runs_root: Path, ks=(10, 50)) -> str:
+def metrics_markdown(runs_root: Path, ks=(10, 50), names: list[str] | None = None) -> str:
     rows = ["| run | model | targets | " + " | ".join(f"Recall@{k} | NDCG@{k}" for k in ks) + " | MRR |",
             "| --- | --- | ---: | " + " | ".join("---: | ---:" for _ in ks) + " | ---: |"]
-    for run in run_dirs(runs_root):
+    for run in run_dirs(runs_root, names):
         out = _read(run / "metrics_test.json")
         for model, res in out["models"].items():
             o = res["overall"]
@@ -26,10 +27,10 @@ def metrics_markdown(runs_root: Path, ks=(10, 50)) -> str:
     return "\n".join(rows)
 
 
-def cost_markdown(runs_root: Path) -> str:
+def cost_markdown(runs_root: Path, names: list[str] | None = None) -> str:
     rows = ["| run | phase | model | device | params (trainable) | samples/s | wall s | peak host MB | device-h | money |",
             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for run in run_dirs(runs_root):
+    for run in run_dirs(runs_root, names):
         for name, phase in (("cost_train.json", "train"), ("sasrec/cost_train.json", "train")):
             c = _read(run / name)
             if c:

@@ -36,6 +36,17 @@ def _spawn(name: str, cmd: list[str], env: dict) -> int:
     return proc.pid
 
 
+def _running(name: str) -> bool:
+    pid_file = STATE / f"{name}.pid"
+    if not pid_file.is_file():
+        return False
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+        return True
+    except (ProcessLookupError, ValueError):
+        return False
+
+
 def start() -> None:
     STATE.mkdir(exist_ok=True)
     env = {**os.environ, "PREFECT_HOME": str(STATE / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -51,7 +62,8 @@ def start() -> None:
         else:
             sys.exit(f"error: Prefect server did not become healthy on {API}; see {STATE / 'prefect-server.log'}")
     env["PREFECT_API_URL"] = API
-    _spawn("prefect-serve", [sys.executable, "-m", "flows.serve"], env)
+    if not _running("prefect-serve"):
+        _spawn("prefect-serve", [sys.executable, "-m", "flows.serve"], env)
     print(f"Prefect API {API}; deployments served (log: {STATE / 'prefect-serve.log'})")
 
 

@@ -89,14 +89,16 @@ def push(project: str) -> str:
 @task(name="publish-results")
 def publish(project: str) -> str:
     """Metrics and cost tables as Prefect markdown artifacts, read from the run's metrics files."""
+    from llmrec_core.config import load_params
     from llmrec_core.summary import cost_markdown, metrics_markdown
 
+    names = [e.name for e in load_params(Path(project) / "params.yaml").experiments]
     runs = Path(project) / "runs"
-    metrics = metrics_markdown(runs)
+    metrics = metrics_markdown(runs, names=names)
     create_markdown_artifact(key="metrics", markdown="# Test metrics (full ranking)\n\n" + metrics,
                              description="Recall/NDCG@K and MRR per run and model")
-    create_markdown_artifact(key="cost", markdown="# Cost\n\n" + cost_markdown(runs))
-    plots = sorted(str(p.relative_to(project)) for p in runs.glob("*/*.csv"))
+    create_markdown_artifact(key="cost", markdown="# Cost\n\n" + cost_markdown(runs, names))
+    plots = sorted(str(p.relative_to(project)) for n in names for p in (runs / n).glob("*.csv"))
     create_markdown_artifact(key="plots", markdown="# Plot data\n\n`dvc plots show` renders:\n\n" +
                              "\n".join(f"- `{p}`" for p in plots))
     return metrics

@@ -9,6 +9,7 @@ so a killed run resumed from its checkpoint ends with the same weights.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -116,7 +117,8 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(examples))[rank::world]
         encoder.train()
         bar = tqdm(range(state["batch"], batches_per_epoch), disable=not (show_progress and acc.is_main_process),
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", initial=state["batch"], total=batches_per_epoch)
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}", initial=state["batch"], total=batches_per_epoch,
+                   mininterval=0.1 if sys.stderr.isatty() else 20)  # logs (Prefect, DVC): a line per 20 s
         with meter.phase("train"):
             for b in bar:
                 idx = order[b * cfg.batch_size: (b + 1) * cfg.batch_size]
