@@ -143,7 +143,7 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
                 if acc.sync_gradients:
                     state["global_step"] += 1
                     elapsed = time.perf_counter() - train_start
-                    bar.set_postfix(loss=f"{loss.item():.3f}", samples_s=f"{samples / elapsed:.1f}")
+                    bar.set_postfix(loss=f"{loss.item():.3f}", samples_s=f"{samples / elapsed:.1f}", refresh=False)
                     state["log"].append((state["global_step"], epoch + 1, round(float(loss.item()), 5)))
                     if state["global_step"] % cfg.checkpoint_every == 0 and acc.is_main_process:
                         save_checkpoint(ckpt_path, acc.unwrap_model(encoder), optimizer, scheduler, state)
