@@ -25,7 +25,7 @@ def write_params(tmp_path):
     """Write a params file into tmp_path (data root inside it) and load it."""
     from llmrec_core.config import load_params
 
-    def _write(sources: list[dict], **sections) -> "Params":
+    def _write(sources: list[dict], **sections):
         doc = {"data": {"sources": sources, "root": str(tmp_path / "data"), **sections.pop("data", {})},
                "validation": {"results_dir": str(tmp_path / "gx"), **sections.pop("validation", {})}, **sections}
         path = tmp_path / "params.yaml"
