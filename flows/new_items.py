@@ -10,8 +10,8 @@ from prefect.deployments import run_deployment
 from flows.retrain import retrain
 from flows.train_eval import PROJECT
 from llmrec_core.config import load_params
-from tasks.items import ingest_file
-from tasks.pipeline import StageFailed, _run, push, tool
+from tasks.items import ingest_file, version as version_items
+from tasks.pipeline import push
 
 
 @flow(name="ingest-new-items", log_prints=True)
@@ -23,7 +23,7 @@ def ingest_new_items(file: str, project: str = str(PROJECT), version: bool = Tru
         return result
     params = load_params(Path(project) / "params.yaml")
     if version:
-        _run([tool("dvc"), "add", "data/new_items"], Path(project), StageFailed, "dvc add data/new_items")
+        version_items(project)
         if params.orchestration.push:
             push(project)
     result["retrain"] = result["since_training"] >= params.orchestration.new_items_threshold

@@ -27,3 +27,11 @@ def reset_count(project: str) -> None:
     from llmrec_core.serve.new_items import reset_since_training
 
     reset_since_training(load_params(Path(project) / "params.yaml"))
+
+
+@task(name="version-new-items", retries=2, retry_delay_seconds=2)
+def version(project: str) -> str:
+    """`dvc add data/new_items`: the accepted items and the quarantine become a tracked version."""
+    from tasks.pipeline import StageFailed, run_command, tool
+
+    return run_command([tool("dvc"), "add", "data/new_items"], Path(project), StageFailed, "dvc add data/new_items")

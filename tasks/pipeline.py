@@ -37,7 +37,7 @@ def stage_names(project: Path) -> list[str]:
     return list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
 
 
-def _run(cmd: list[str], project: Path, error: type[Exception], what: str) -> str:
+def run_command(cmd: list[str], project: Path, error: type[Exception], what: str) -> str:
     logger = get_run_logger()
     proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -56,7 +56,7 @@ def _run(cmd: list[str], project: Path, error: type[Exception], what: str) -> st
 def repro(stage: str, project: str) -> str:
     """`dvc repro <stage>`: runs it and what it depends on when changed; a killed training resumes
     from its checkpoint (the train stages use --auto-resume)."""
-    return _run([tool("dvc"), "repro", stage], Path(project), StageFailed, f"dvc repro {stage}")
+    return run_command([tool("dvc"), "repro", stage], Path(project), StageFailed, f"dvc repro {stage}")
 
 
 def remote_endpoint(project: Path) -> str:
@@ -83,7 +83,7 @@ def push(project: str) -> str:
     if missing:
         raise MissingCredentials(f"cannot push: {' and '.join(missing)} not set (see README: storage)")
     endpoint = remote_endpoint(Path(project))
-    return _run([tool("dvc"), "push"], Path(project), RemoteError, f"dvc push to {endpoint}")
+    return run_command([tool("dvc"), "push"], Path(project), RemoteError, f"dvc push to {endpoint}")
 
 
 @task(name="publish-results")
