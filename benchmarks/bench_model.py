@@ -69,20 +69,11 @@ def bench_ranking(users: int, items: int, dim: int, k: int) -> dict:
 
 
 def _sample_params(workdir: Path, **train):
-    import yaml
-
+    """The repo's params (the embedded sample) with outputs under `workdir`, via --set style overrides."""
     from llmrec_core.config import load_params
 
-    doc = yaml.safe_load((REPO / "params.yaml").read_text())
-    for src in doc["data"]["sources"]:
-        for key in ("interactions", "items"):
-            src[key] = str(REPO / src[key])
-    doc["data"]["root"] = str(workdir / "data")
-    doc["validation"]["results_dir"] = str(workdir / "gx")
-    doc["train"].update(train)
-    path = workdir / f"params-{train.get('tuning', 'fpft')}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return load_params(path)
+    overrides = [f"data.root={workdir / 'data'}", f"validation.results_dir={workdir / 'gx'}"]
+    return load_params(REPO / "params.yaml", overrides + [f"train.{k}={v}" for k, v in train.items()])
 
 
 def bench_throughput(steps: int, batch: int) -> dict:

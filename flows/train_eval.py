@@ -10,6 +10,7 @@ from llmrec_core.config import load_params
 from tasks.pipeline import StageFailed, publish, push, repro, stage_names
 
 PROJECT = Path(__file__).resolve().parents[1]
+TRAIN_STAGES = ("train", "sasrec")  # the dvc.yaml stages a `train_deployment` runs instead
 
 
 def _train_remotely(deployment: str, project: str) -> None:
@@ -22,7 +23,7 @@ def _train_remotely(deployment: str, project: str) -> None:
 @flow(name="train-stage", log_prints=True)
 def train_stage(project: str = str(PROJECT)) -> None:
     """The training stages alone, for a deployment on a separate (GPU) work pool."""
-    for stage in ("train", "sasrec"):
+    for stage in TRAIN_STAGES:
         repro(stage, project)
 
 
@@ -31,8 +32,8 @@ def train_eval(project: str = str(PROJECT), push_results: bool | None = None) ->
     params = load_params(Path(project) / "params.yaml")
     remote = params.orchestration.train_deployment
     for stage in stage_names(Path(project)):
-        if remote and stage in ("train", "sasrec"):
-            if stage == "train":
+        if remote and stage in TRAIN_STAGES:
+            if stage == TRAIN_STAGES[0]:
                 _train_remotely(remote, project)
             continue
         repro(stage, project)

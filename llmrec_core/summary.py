@@ -31,10 +31,10 @@ def cost_markdown(runs_root: Path, names: list[str] | None = None) -> str:
     rows = ["| run | phase | model | device | params (trainable) | samples/s | wall s | peak host MB | device-h | money |",
             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for run in run_dirs(runs_root, names):
-        for name, phase in (("cost_train.json", "train"), ("sasrec/cost_train.json", "train")):
+        for name in ("cost_train.json", "sasrec/cost_train.json"):
             c = _read(run / name)
             if c:
-                rows.append(f"| {run.name} | {phase} | {c.get('model', '')} | {c['device']} | "
+                rows.append(f"| {run.name} | train | {c.get('model', '')} | {c['device']} | "
                             f"{c['parameters_total']:,} ({c['parameters_trainable']:,}) | {c['samples_per_s']} | "
                             f"{c['seconds_total']} | {c['peak_host_mb']} | {c['device_hours']} | {c['money_estimate']} |")
         for model, c in (_read(run / "cost_eval.json") or {}).items():

@@ -39,11 +39,10 @@ def main(out: str, title: str, specs: list[str]) -> None:
               "| --- | --- | --- | ---: | ---: | ---: |"]
     for label, _, cost_path, _ in columns:
         if cost_path is not None:
-            if True:
-                c = json.loads(cost_path.read_text())
-                lines.append(f"| {label} | {c['device']} ({c['device_count']} threads) | {c['date']} | "
-                             f"{c['parameters_total']:,} ({c['parameters_trainable']:,}) | {c['samples_per_s']} | "
-                             f"{c['seconds_by_phase'].get('train', '')} |")
+            c = json.loads(cost_path.read_text())
+            lines.append(f"| {label} | {c['device']} ({c['device_count']} threads) | {c['date']} | "
+                         f"{c['parameters_total']:,} ({c['parameters_trainable']:,}) | {c['samples_per_s']} | "
+                         f"{c['seconds_by_phase'].get('train', '')} |")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

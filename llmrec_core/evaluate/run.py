@@ -107,7 +107,7 @@ def query_latency(bundle, items: torch.Tensor, rows: pd.DataFrame, data: Setting
 
 def write_summaries(run_dir, split: str, results: dict) -> None:
     """Flat files for `dvc metrics` (overall per model) and `dvc plots` (per model and domain)."""
-    summary = {model: {k: v for k, v in res["overall"].items()} for model, res in results.items()}
+    summary = {model: res["overall"] for model, res in results.items()}
     (run_dir / f"summary_{split}.json").write_text(json.dumps(summary, indent=2))
     rows = [{"model": model, "domain": domain, **values}
             for model, res in results.items() for domain, values in res["by_domain"].items()]

