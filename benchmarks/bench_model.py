@@ -6,6 +6,9 @@ Sections (each in its own process, so peak RSS is per section):
               Target on 2 CPU cores: < 20 s, < 4 GB peak RSS.
   throughput  all-MiniLM-L6-v2 on the embedded sample: training samples/s for FPFT and LoRA, and item
               titles encoded per second.
+  sizes       random-init OPT-style decoders (~40M, 125M, 350M, and 1.3B on a GPU): training samples/s,
+              peak memory, MFU (GPU) for FPFT and LoRA, and titles encoded per second. Cost only: random
+              weights say nothing about quality.
   recbole     RecBole's SASRec beside ours on ml-100k (see bench_recbole.py; RecBole goes into its own
               virtualenv, never into the project's).
 Results: bench/model/<section>.json, printed as tables. Numbers are what this machine measured.
@@ -109,19 +112,79 @@ def bench_throughput(steps: int, batch: int) -> dict:
     return results
 
 
+def bench_sizes(steps: int, batch: int, names: list[str]) -> dict:
+    import pandas as pd
+    import torch
+
+    from llmrec_core.data.ingest import ingest
+    from llmrec_core.data.prepare import prepare
+    from llmrec_core.data.validate import validate
+    from llmrec_core.evaluate.run import encode_items
+    from llmrec_core.model.bundle import build_bundle
+    from llmrec_core.model.random_init import write_random_opt
+    from llmrec_core.train.loop import train
+
+    gpu = torch.cuda.is_available()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        base = _sample_params(work)
+        ingest(base), validate(base), prepare(base)
+        items = pd.read_parquet(work / "data" / "prepared" / "items.parquet")
+        for name in names:
+            model_dir = write_random_opt(name, work / "models" / name)
+            for tuning in ("fpft", "lora"):
+                if gpu:
+                    torch.cuda.reset_peak_memory_stats()
+                params = _sample_params(work, tuning=tuning, max_steps=steps, batch_size=batch,
+                                        run_dir=str(work / "runs" / f"{name}-{tuning}"), checkpoint_every=10_000)
+                params.model.name_or_path, params.model.pooling = str(model_dir), "last"
+                try:
+                    record = train(params, show_progress=False)["cost"]
+                except torch.OutOfMemoryError:
+                    results[f"{name}/{tuning}"] = {"model": name, "tuning": tuning, "error": "out of memory"}
+                    continue
+                bundle = build_bundle(params, items, tuning=tuning)
+                bundle.encoder.eval()
+                if gpu:
+                    bundle.encoder.cuda()
+                started = time.perf_counter()
+                encode_items(bundle, len(items), 256)
+                encode_s = time.perf_counter() - started
+                # MFU: 6 * params * tokens for a training step (2 forward + 4 backward), against bf16 peak
+                flops = 6 * record["parameters_total"] * record["tokens_per_s"]
+                peak = PEAK_BF16_FLOPS.get(torch.cuda.get_device_name(0)) if gpu else None
+                results[f"{name}/{tuning}"] = {
+                    "model": name, "tuning": tuning, "parameters_total": record["parameters_total"],
+                    "parameters_trainable": record["parameters_trainable"],
+                    "train_samples_per_s": record["samples_per_s"], "train_tokens_per_s": record["tokens_per_s"],
+                    "peak_host_mb": record["peak_host_mb"], "peak_gpu_mb": record["peak_gpu_mb"],
+                    "mfu": round(flops / peak, 4) if peak else None, "steps": steps, "batch_size": batch,
+                    "titles_encoded_per_s": round(len(items) / encode_s, 1), "precision": "bf16" if gpu else "fp32"}
+                del bundle
+    return results
+
+
+# dense bf16 peak FLOP/s per device (vendor datasheets)
+PEAK_BF16_FLOPS = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H200": 989e12, "NVIDIA A100-SXM4-80GB": 312e12}
+
+
 def run_section(name: str, args) -> dict:
     """Each section in a fresh interpreter so its peak RSS is its own."""
-    cmd = [sys.executable, __file__, "--only", name, "--steps", str(args.steps), "--batch", str(args.batch)]
+    cmd = [sys.executable, __file__, "--only", name, "--steps", str(args.steps), "--batch", str(args.batch),
+           "--sizes", args.sizes]
     subprocess.run(cmd, check=True)
     return json.loads((OUT / f"{name}.json").read_text())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["ranking", "throughput", "recbole"])
+    ap.add_argument("--only", choices=["ranking", "throughput", "sizes", "recbole"])
     ap.add_argument("--sections", default="ranking,throughput,recbole")
     ap.add_argument("--steps", type=int, default=12, help="training steps per tuning mode")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--sizes", default="opt-40m,opt-125m,opt-350m",
+                    help="random-init shapes for the sizes section (add opt-1.3b on a GPU)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.only:
@@ -129,6 +192,8 @@ def main() -> None:
             result = bench_ranking(10_000, 100_000, 384, 50)
         elif args.only == "throughput":
             result = bench_throughput(args.steps, args.batch)
+        elif args.only == "sizes":
+            result = bench_sizes(args.steps, args.batch, args.sizes.split(","))
         else:
             subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_recbole.py")], check=True)
             return

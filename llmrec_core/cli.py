@@ -141,13 +141,14 @@ def train(params: Path = ParamsOption, overrides: list[str] = SetOption, experim
 
 @app.command()
 def evaluate(params: Path = ParamsOption, overrides: list[str] = SetOption, experiment: str = ExperimentOption,
-             models: str = typer.Option("llmrec,zero_shot,popularity", help="Comma-separated: llmrec, zero_shot, sasrec, popularity."),
+             models: str = typer.Option(None, help="Comma-separated: llmrec, zero_shot, sasrec, popularity "
+                                                  "(default: eval.models)."),
              split: str = typer.Option("test", help="test or valid")) -> None:
     """Rank every target against its domain's items and report Recall/NDCG@K and MRR."""
     from .evaluate.run import MODELS, evaluate as run
 
     p = _load(params, overrides, experiment)
-    chosen = tuple(m.strip() for m in models.split(",") if m.strip())
+    chosen = tuple(p.eval.models) if models is None else tuple(m.strip() for m in models.split(",") if m.strip())
     unknown = set(chosen) - set(MODELS)
     if unknown or split not in ("test", "valid"):
         _fail(f"unknown model(s) {sorted(unknown)} or split {split!r}; models: {', '.join(MODELS)}")
@@ -192,6 +193,36 @@ def recommend(params: Path = ParamsOption, overrides: list[str] = SetOption, exp
     _table("history (oldest first)", ["title", "domain"], hist[["title", "domain"]].values.tolist())
     _table(f"top {k}", ["rank", "title", "domain", "item id", "score", "added"],
            [[r.rank, r.title, r.domain, r.item_id, f"{r.score:.4f}", r.added] for r in recs.itertuples()])
+
+
+@app.command()
+def analyses(params: Path = ParamsOption,
+             only: list[str] = typer.Option([], "--only", help="Run just this experiment (repeatable)."),
+             force: bool = typer.Option(False, "--force", help="Rerun experiments that are up to date.")) -> None:
+    """Train, evaluate and index every entry of `experiments` (skipping finished ones), for `llmrec report`."""
+    from .analyses import run_analyses
+
+    _load(params)
+    try:
+        stamps = run_analyses(params, only or None, force, log=lambda m: console.print(m, highlight=False))
+    except (FileExistsError, FileNotFoundError, ValueError, ConfigError) as e:
+        _fail(str(e))
+    _table("experiments", ["experiment", "models", "finished", "seconds"],
+           [[s["name"], ", ".join(s["models"]), s["finished_at"], s["seconds"]] for s in stamps])
+
+
+@app.command()
+def report(params: Path = ParamsOption,
+           out: Path = typer.Option(None, "--out", help="Markdown file to write (default: report.out).")) -> None:
+    """Write the analyses report (markdown + PNG plots) from the experiments' metrics and cost files."""
+    from .report.build import build_report
+
+    _load(params)
+    try:
+        path = build_report(params, out)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    console.print(f"wrote {path}")
 
 
 @app.command("convert-gguf")

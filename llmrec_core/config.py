@@ -153,7 +153,11 @@ class SasrecConfig(Section):
         return self
 
 
+Model = Literal["llmrec", "zero_shot", "sasrec", "popularity"]
+
+
 class EvalConfig(Section):
+    models: list[Model] = Field(default=["llmrec", "zero_shot", "popularity"], min_length=1)  # what `evaluate` runs
     protocol: Literal["full", "sampled"] = "full"
     sampled_negatives: int = Field(default=1000, ge=1)
     ks: list[int] = Field(default=[10, 50], min_length=1)
@@ -178,6 +182,11 @@ class OrchestrationConfig(Section):
     push: bool = True  # `dvc push` after the pipeline (needs the S3 remote; see `make storage`)
 
 
+class ReportConfig(Section):
+    out: Path = Path("reports/REPORT.md")  # `llmrec report` writes this, with its PNGs in figures/ beside it
+    benchmarks_dir: Path = Path("reports/benchmarks")  # the size sweep's JSON files
+
+
 class Experiment(Section):
     """A named variant of the base config: dotted keys to values, e.g. {"train.tuning": "lora"}.
     Its runs go to a sibling of `train.run_dir` named after it (unless it sets `train.run_dir`)."""
@@ -196,6 +205,7 @@ class Params(Section):
     eval: EvalConfig = EvalConfig()
     cost: CostConfig = CostConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    report: ReportConfig = ReportConfig()
     experiments: list[Experiment] = []
     # Where the file was read from; relative paths in it are resolved against this directory.
     base_dir: Path = Field(default=Path("."), exclude=True)

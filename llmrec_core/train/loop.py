@@ -102,6 +102,10 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
              "done": False, "fingerprint": current, "log": []}
     if resume:
         state = load_checkpoint(ckpt_path, bundle.encoder, optimizer, scheduler)
+        finished = state["done"] or state["epoch"] >= cfg.epochs
+        if finished and (run_dir / "train_metrics.json").is_file():  # keep the record of the run that did the work
+            acc.print(f"{ckpt_path}: this run already finished; nothing to do")
+            return json.loads((run_dir / "train_metrics.json").read_text())
         acc.print(f"resuming from {ckpt_path}: epoch {state['epoch']}, batch {state['batch']}")
     encoder, optimizer, scheduler = acc.prepare(bundle.encoder, optimizer, scheduler)
     device = acc.device
