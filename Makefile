@@ -12,14 +12,17 @@ API    := http://127.0.0.1:4200/api
 # Local-only credentials made by `scripts/storage.py start` (.run/storage.env) unless you export your own.
 WITH_ENV := set -a; [ -n "$$AWS_ACCESS_KEY_ID" ] || [ ! -f .run/storage.env ] || . ./.run/storage.env; set +a;
 
-.PHONY: help venv demo pipeline up down storage storage-stop deployment-run test test-slow bench-data bench-model sample clean
+.PHONY: help venv demo pipeline up down storage storage-stop deployment-run test test-slow bench-data bench-model \
+        bench-sizes bench-recbole report-ml100k sample clean
 
 help:
 	@echo "make demo        local S3 + Prefect server, then the train-eval flow on the embedded sample"
 	@echo "make pipeline    the same stages as plain CLI commands (no Prefect, no S3)"
 	@echo "make up / down   start / stop local S3 (moto) + Prefect server + deployments"
 	@echo "make deployment-run   prefect deployment run 'train-eval/default' against the local server"
-	@echo "make bench-model ranking, FPFT/LoRA throughput benchmarks"
+	@echo "make bench-model ranking, FPFT/LoRA throughput and model-size cost benchmarks"
+	@echo "make bench-recbole   our SASRec beside RecBole's on ml-100k (RecBole in its own venv)"
+	@echo "make report-ml100k   the analyses on ml-100k and reports/REPORT.md (hours on CPU)"
 	@echo "make test        run the test suite (creates .venv first)"
 	@echo "make test-slow   run the slow tests too"
 	@echo "make bench-data  data-stage benchmark at the paper's scale (~3M interactions)"
@@ -71,7 +74,24 @@ bench-data: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py
 
 bench-model: $(STAMP)
-	$(BIN)/python benchmarks/bench_model.py --sections ranking,throughput
+	$(BIN)/python benchmarks/bench_model.py --sections ranking,throughput,sizes
+
+bench-sizes: $(STAMP)
+	$(BIN)/python benchmarks/bench_model.py --sections sizes
+
+bench-recbole: $(STAMP)
+	$(BIN)/python benchmarks/bench_recbole.py
+
+ML100K := configs/ml-100k.yaml
+# The committed reports/REPORT.md: ml-100k data stages, every experiment of $(ML100K), then the report.
+# Finished experiments are skipped and an interrupted one resumes, so rerunning continues where it stopped.
+report-ml100k: $(STAMP)
+	$(BIN)/llmrec ingest --params $(ML100K)
+	$(BIN)/llmrec validate --params $(ML100K)
+	$(BIN)/llmrec prepare --params $(ML100K)
+	test -f models/smollm2-135m/config.json || $(BIN)/llmrec convert-gguf --out models/smollm2-135m
+	$(BIN)/llmrec analyses --params $(ML100K)
+	$(BIN)/llmrec report --params $(ML100K)
 
 sample: $(STAMP)
 	$(BIN)/python scripts/make_sample.py --out data/sample

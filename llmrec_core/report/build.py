@@ -26,8 +26,8 @@ def fmt(value, digits: int = 4) -> str:
         return "–"
     if isinstance(value, int):
         return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, float):  # metrics and small costs keep 4 decimals; rates and sizes fewer
+        return f"{value:.{digits}f}" if abs(value) < 1 else f"{value:.2f}" if abs(value) < 100 else f"{value:,.0f}"
     return str(value)
 
 

@@ -1,0 +1,127 @@
+"""Our SASRec beside RecBole's on the same ml-100k data, in one run (make bench-recbole).
+
+1. Prepare ml-100k (../shared) with our pipeline as ONE domain, so our full ranking is over every
+   item, as RecBole's is.
+2. Train and evaluate our SASRec on it.
+3. Export exactly the prepared events (same users, items, order; timestamps replaced by each
+   user's event rank so ties cannot reorder) as a RecBole atomic .inter file, and train RecBole's
+   SASRec with matching hyper-parameters and early stopping, leave-one-out split, full ranking.
+RecBole goes into its own virtualenv (.bench-venv/recbole), never into the project's environment.
+Result: bench/model/recbole.json (copy it to reports/benchmarks/ to publish).
+"""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / "bench" / "recbole"
+VENV = REPO / ".bench-venv" / "recbole"
+ML100K = REPO.parent / "shared" / "data" / "ml-100k"
+RECBOLE_PINS = ["torch==2.13.0", "recbole==1.2.1"]
+
+
+def ensure_venv() -> Path:
+    python = VENV / "bin" / "python"
+    if not python.is_file():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *RECBOLE_PINS], check=True)
+    return python
+
+
+def our_side() -> tuple[dict, Path]:
+    from llmrec_core.baselines.sasrec import train_sasrec
+    from llmrec_core.config import load_params
+    from llmrec_core.data.ingest import ingest
+    from llmrec_core.data.prepare import prepare
+    from llmrec_core.data.validate import validate
+    from llmrec_core.evaluate.run import evaluate
+
+    source = (f"data.sources=[{{name: ml-100k, format: recbole, domain: Movies, "
+              f"interactions: {ML100K / 'ml-100k.inter'}, items: {ML100K / 'ml-100k.item'}}}]")
+    params = load_params(REPO / "configs" / "ml-100k.yaml", [
+        source, "data.top_domains=null", f"data.root={WORK / 'data'}", f"validation.results_dir={WORK / 'gx'}",
+        f"train.run_dir={WORK / 'ours'}", f"sasrec.run_dir={WORK / 'ours' / 'sasrec'}"])
+    ingest(params), validate(params), prepare(params)
+    started = time.perf_counter()
+    trained = train_sasrec(params, resume="auto", show_progress=False)
+    fit_s = time.perf_counter() - started
+    out = evaluate(params, ("sasrec",), "test")
+    overall = out["models"]["sasrec"]["overall"]
+    cost = trained["cost"]
+    cost_eval = json.loads((WORK / "ours" / "cost_eval.json").read_text())["sasrec"]
+    s = params.sasrec
+    result = {"epochs_run": cost["epochs_run"], "seconds_per_epoch": cost["seconds_per_epoch"], "fit_seconds": round(fit_s, 1),
+              "test_eval_seconds": cost_eval["seconds_total"], "best_valid_ndcg@10": trained["best_valid_ndcg@10"],
+              "test": {"ndcg@10": overall["ndcg@10"], "recall@10": overall["recall@10"], "mrr": overall["mrr"]},
+              "parameters": cost["parameters_total"],
+              "hyper": {"hidden": s.hidden, "layers": s.layers, "heads": s.heads, "dropout": s.dropout, "lr": s.lr,
+                        "batch_size": s.batch_size, "epochs": s.epochs, "eval_every": s.eval_every, "patience": s.patience}}
+    return result, params.data_root / "prepared"
+
+
+def export_inter(prepared: Path, folder: Path, name: str) -> Path:
+    import pandas as pd
+
+    events = pd.read_parquet(prepared / "events.parquet", columns=["user_idx", "item_idx"])
+    order = events.groupby("user_idx", sort=False).cumcount()  # events are in time order per user
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{name}.inter"
+    pd.DataFrame({"user_id:token": events["user_idx"], "item_id:token": events["item_idx"],
+                  "timestamp:float": order}).to_csv(out, sep="\t", index=False)
+    return out
+
+
+def recbole_side(python: Path, prepared: Path, hyper: dict) -> dict:
+    name = "ml100k-llmrec"
+    export_inter(prepared, WORK / "recbole" / name, name)
+    config = {
+        "data_path": str(WORK / "recbole"), "dataset": name, "checkpoint_dir": str(WORK / "recbole" / "saved"),
+        "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "user_inter_num_interval": "[0,inf)", "item_inter_num_interval": "[0,inf)",  # already filtered by us
+        "MAX_ITEM_LIST_LENGTH": 20, "hidden_size": hyper["hidden"], "inner_size": 4 * hyper["hidden"],
+        "n_layers": hyper["layers"], "n_heads": hyper["heads"], "hidden_dropout_prob": hyper["dropout"],
+        "attn_dropout_prob": hyper["dropout"], "hidden_act": "gelu", "loss_type": "CE", "train_neg_sample_args": None,
+        "learning_rate": hyper["lr"], "epochs": hyper["epochs"], "eval_step": hyper["eval_every"],
+        "stopping_step": hyper["patience"], "train_batch_size": 2048, "eval_batch_size": 4096,  # RecBole defaults
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+        "metrics": ["Recall", "NDCG", "MRR"], "topk": [10], "valid_metric": "NDCG@10",
+        "device": "cpu", "use_gpu": False, "seed": 0, "reproducibility": True, "show_progress": False,
+    }
+    config_path = WORK / "recbole" / "config.json"
+    config_path.write_text(json.dumps(config, indent=2))
+    out = WORK / "recbole" / "result.json"
+    subprocess.run([str(python), str(REPO / "benchmarks" / "recbole_driver.py"), str(config_path), str(out)],
+                   check=True, cwd=WORK / "recbole")
+    result = json.loads(out.read_text())
+    version = subprocess.run([str(python), "-c", "import recbole; print(recbole.__version__)"],
+                             capture_output=True, text=True).stdout.strip()
+    return {**result, "recbole_version": version}
+
+
+def main() -> None:
+    import torch
+
+    if not (ML100K / "ml-100k.inter").is_file():
+        sys.exit(f"{ML100K}: ml-100k atomic files not found")
+    python = ensure_venv()
+    ours, prepared = our_side()
+    theirs = recbole_side(python, prepared, ours["hyper"])
+    result = {"dataset": "ml-100k (../shared), prepared by llmrec as one domain; identical events on both sides",
+              "protocol": "leave-one-out by time, full ranking over all items, history excluded",
+              "ours": ours, "recbole": theirs,
+              "machine": {"machine": platform.machine(), "cpu_threads": torch.get_num_threads(),
+                          "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M")}}
+    out = REPO / "bench" / "model" / "recbole.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Runs inside RecBole's own virtualenv (bench_recbole.py makes it); never imports llmrec.
+
+Trains RecBole's SASRec on an atomic .inter file with the given config and writes what was measured:
+seconds per training epoch, full-ranking test evaluation seconds and the test metrics.
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main(config_path: str, out_path: str) -> None:
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.model.sequential_recommender import SASRec
+    from recbole.trainer import Trainer
+    from recbole.utils import init_seed
+
+    config = Config(model="SASRec", config_dict=json.loads(Path(config_path).read_text()))
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    model = SASRec(config, train_data._dataset).to(config["device"])
+    trainer = Trainer(config, model)
+
+    epoch_seconds = []
+    train_epoch = trainer._train_epoch
+
+    def timed_epoch(*args, **kwargs):
+        started = time.perf_counter()
+        result = train_epoch(*args, **kwargs)
+        epoch_seconds.append(time.perf_counter() - started)
+        return result
+
+    trainer._train_epoch = timed_epoch
+    started = time.perf_counter()
+    best_valid, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    fit_s = time.perf_counter() - started
+    started = time.perf_counter()
+    test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    eval_s = time.perf_counter() - started
+    result = {"users": int(dataset.user_num - 1), "items": int(dataset.item_num - 1), "interactions": len(dataset),
+              "epochs_run": len(epoch_seconds), "seconds_per_epoch": round(sum(epoch_seconds) / len(epoch_seconds), 3),
+              "fit_seconds": round(fit_s, 1), "test_eval_seconds": round(eval_s, 3),
+              "best_valid_ndcg@10": float(best_valid), "test": {k: float(v) for k, v in test.items()},
+              "parameters": sum(p.numel() for p in model.parameters())}
+    Path(out_path).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
