@@ -32,7 +32,8 @@ def fmt(value, digits: int = 4) -> str:
 
 
 def table(columns: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join(["---"] + ["---:"] * (len(columns) - 1)) + " |"]
+    numeric = [all(isinstance(r[i], (int, float)) for r in rows if r[i] is not None) for i in range(len(columns))]
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---:" if n else "---" for n in numeric) + " |"]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -125,7 +126,7 @@ class Report:
             for d in self.domains:
                 rows.append([d, self._targets(d)] + [self._setting_value(s, d, m, name)
                                                       for m in ("llmrec", "sasrec") for s in SETTINGS])
-            out += [f"**{name.upper().replace('@', '@')}** per domain (test split)", "",
+            out += [f"**{name.replace('ndcg', 'NDCG').replace('recall', 'Recall')}** per domain (test split)", "",
                     table(["domain", "targets"] + [f"{MODEL_LABELS[m]} {SETTINGS[s]}" for m in ("llmrec", "sasrec")
                                                    for s in SETTINGS], rows), ""]
         path = figures.grouped_bars(
@@ -326,9 +327,24 @@ class Report:
                           "query p50 ms", "query p95 ms", "index build s"], rows) if rows else "No runs yet.")
         return "\n".join(out)
 
+    def all_runs(self) -> str:
+        rows = []
+        for run in self.runs:
+            for model, result in run.metrics["models"].items():
+                o = result["overall"]
+                rows.append([run.name, SETTINGS.get(run.setting, run.setting.replace("_", "-")), run.domain or "all",
+                             MODEL_LABELS[model], run.model_name if model in ("llmrec", "zero_shot") else "–",
+                             run.tuning.upper() if model == "llmrec" else "–", o["count"], o.get("recall@10"),
+                             o.get("ndcg@10"), o.get("mrr")])
+        return "\n".join(["## 7. Every experiment", "",
+                          "Overall test metrics of every model each experiment evaluated (its `set` in the params "
+                          "file says what differs from the base config).", "",
+                          table(["experiment", "setting", "domain", "model", "LM", "tuning", "targets", "Recall@10",
+                                 "NDCG@10", "MRR"], rows)])
+
     def write(self) -> Path:
         sections = [self.header(), self.data_settings(), self.model_size(), self.tuning(), self.item_groups(),
-                    self.zero_shot(), self.deployment_cost()]
+                    self.zero_shot(), self.deployment_cost(), self.all_runs()]
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text("\n\n".join(sections) + "\n")
         return self.out
