@@ -1,4 +1,4 @@
-"""`train-eval`: reproduce the DVC pipeline, push to the S3 remote, publish metrics and cost."""
+"""`train-eval`: reproduce the DVC pipeline, push to the S3 remote, publish metrics, cost and the report."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +7,7 @@ from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 
 from llmrec_core.config import load_params
+from tasks.analyses import report
 from tasks.pipeline import StageFailed, publish, push, repro, stage_names
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,7 @@ def train_eval(project: str = str(PROJECT), push_results: bool | None = None) ->
     if params.orchestration.push if push_results is None else push_results:
         push(project)
     table = publish(project)
+    report(str(Path(project) / "params.yaml"))  # the analyses report over this params file's experiments
     get_run_logger().info("test metrics:\n" + table)
     return table
 

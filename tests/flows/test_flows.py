@@ -99,6 +99,8 @@ def test_train_eval_runs_the_pipeline_pushes_and_publishes(project, trained):
     metrics = _dvc(project, "metrics", "show")
     assert "recall@10" in metrics
     assert Artifact.get("metrics") is not None
+    assert Artifact.get("analyses-report") is not None
+    assert "## 1. Data settings" in (project / "reports" / "sample" / "REPORT.md").read_text()
 
 
 def test_push_then_pull_restores_data_and_checkpoints_byte_identical(project, trained):
@@ -158,3 +160,41 @@ def test_new_items_are_indexed_at_once_and_start_a_retrain(project, trained, tmp
     _, recs = recommend(params, history=["Porcelain Nebula Racer - PC"], k=len(catalog), domain="Books")
     assert "Books:N1" in set(recs["item_id"])  # ... but it is recommendable to others
     assert (project / "data" / "new_items.dvc").is_file()
+
+
+def test_a_pipeline_killed_mid_training_continues_from_its_checkpoint(project, trained):
+    """What a killed flow leaves behind: `dvc repro` again resumes the train stage (--auto-resume)."""
+    import json
+    import signal
+
+    import torch
+
+    params_path = project / "params.yaml"
+    original = params_path.read_text()
+    doc = yaml.safe_load(original)
+    doc["train"].update(max_steps=None, checkpoint_every=3)  # a whole epoch: long enough to kill mid-way
+    params_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    ckpt = project / "runs" / "main" / "checkpoint.pt"
+    before = ckpt.stat().st_mtime_ns
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    try:
+        proc = subprocess.Popen([str(BIN / "dvc"), "repro", "train@0"], cwd=project, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and (
+                not ckpt.is_file() or ckpt.stat().st_mtime_ns == before):
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed = torch.load(ckpt, map_location="cpu", weights_only=True)["state"]
+        assert not killed["done"] and killed["global_step"] > 0
+
+        done = subprocess.run([str(BIN / "dvc"), "repro", "train@0"], cwd=project, env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"resuming from {ckpt}" in done.stdout + done.stderr
+        steps = [int(line.split(",")[0]) for line in (ckpt.parent / "train_log.csv").read_text().splitlines()[1:]]
+        assert steps == list(range(1, len(steps) + 1)) and len(steps) > killed["global_step"]
+        assert json.loads((ckpt.parent / "train_metrics.json").read_text())["cost"]["global_steps"] == len(steps)
+    finally:
+        params_path.write_text(original)
