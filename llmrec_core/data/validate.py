@@ -1,7 +1,7 @@
 """Stage 2: check both tables with great-expectations (1.x) suites and quarantine failing rows.
 
 Each failing row goes to the quarantine file with every expectation it broke; the GX results
-of the run are kept as JSON. The stage fails only when the share of bad records (ingest and
+of the run are kept as JSON and rendered as GX Data Docs (<results_dir>/<run>/data_docs/index.html). The stage fails only when the share of bad records (ingest and
 validation together) passes `validation.max_bad_fraction`.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,8 @@ import pandas as pd
 from ..config import Params
 from .layout import DataLayout
 from .parquet_io import INTERACTIONS, ITEMS, QUARANTINE, ParquetSink, read_table
+
+DOCS_SITE = "llmrec"
 
 
 class ValidationFailed(RuntimeError):
@@ -76,17 +79,33 @@ def _suites(params: Params, valid_item_ids: np.ndarray | None):
     return {"items": items, "interactions": interactions}
 
 
-def run_suite(name: str, frame: pd.DataFrame, expectations) -> tuple[dict, pd.Series]:
-    """Run one suite; returns (GX result as JSON dict, reason string per failing row index)."""
+def gx_context(docs_dir: Path | None = None):
+    """An in-memory GX context; with `docs_dir`, validations also render GX Data Docs (static HTML) there."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch_def = ctx.data_sources.add_pandas("llmrec").add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
+    if docs_dir is not None:
+        ctx.add_data_docs_site(site_name=DOCS_SITE, site_config={
+            "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)}})
+    return ctx
+
+
+def run_suite(name: str, frame: pd.DataFrame, expectations, ctx=None) -> tuple[dict, pd.Series]:
+    """Run one suite; returns (GX result as JSON dict, reason string per failing row index)."""
+    import great_expectations as gx
+
+    ctx = ctx or gx_context()
+    batch_def = ctx.data_sources.add_pandas(f"llmrec-{name}").add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
     suite = ctx.suites.add(gx.ExpectationSuite(name=name, expectations=list(expectations)))
     definition = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_def, suite=suite))
-    result = definition.run(batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE"})
+    docs = [gx.checkpoint.UpdateDataDocsAction(name="data-docs", site_names=[DOCS_SITE])] \
+        if DOCS_SITE in (ctx.get_site_names() or []) else []
+    checkpoint = ctx.checkpoints.add(gx.Checkpoint(name=name, validation_definitions=[definition], actions=docs,
+                                                   result_format={"result_format": "COMPLETE"}))
+    result = next(iter(checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()))
     reasons: dict[int, list[str]] = {}
     for r in result.results:
         if r.success:
@@ -145,12 +164,13 @@ def validate(params: Params, run_id: str | None = None) -> list[TableReport]:
     items_unique = items[~dup].reset_index(drop=True)
     _, items_dup_q = _split_bad(items, dup_reasons, "items")
 
+    ctx = gx_context(results_dir / "data_docs")
     suites = _suites(params, None)
-    items_result, item_reasons = run_suite("items", items_unique, suites["items"])
+    items_result, item_reasons = run_suite("items", items_unique, suites["items"], ctx)
     good_items, items_q = _split_bad(items_unique, item_reasons, "items")
 
     suites = _suites(params, good_items["item_id"].to_numpy())
-    inter_result, inter_reasons = run_suite("interactions", interactions, suites["interactions"])
+    inter_result, inter_reasons = run_suite("interactions", interactions, suites["interactions"], ctx)
     good_inter, inter_q = _split_bad(interactions, inter_reasons, "interactions")
 
     for name, res in (("items", items_result), ("interactions", inter_result)):

@@ -61,6 +61,11 @@ def test_missing_and_empty_titles(tmp_path, write_params):
     bad = q[q["table"] == "items"].set_index("source_line")
     assert "title is missing" in bad.loc[9, "reason"] or "title length" in bad.loc[9, "reason"]
     assert "title length" in bad.loc[10, "reason"]
+    # GX Data Docs of the run: an index, and the items validation page shows the failed expectation
+    docs = next((tmp_path / "gx").glob("*/data_docs"))
+    assert (docs / "index.html").is_file()
+    page = next((docs / "validations" / "items").rglob("*.html")).read_text()
+    assert "Unsuccessful Expectations" in page and "characters long" in page and "2 unexpected values found" in page
 
 
 def _with_bad_ratings(tmp_path, write_params, bad: list[bytes]):
