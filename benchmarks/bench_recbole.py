@@ -2,10 +2,11 @@
 
 1. Prepare ml-100k (../shared) with our pipeline as ONE domain, so our full ranking is over every
    item, as RecBole's is.
-2. Train and evaluate our SASRec on it.
+2. Train and evaluate our SASRec on it: with the shared epoch budget, and to convergence.
 3. Export exactly the prepared events (same users, items, order; timestamps replaced by each
    user's event rank so ties cannot reorder) as a RecBole atomic .inter file, and train RecBole's
-   SASRec with matching hyper-parameters and early stopping, leave-one-out split, full ranking.
+   SASRec with matching hyper-parameters, the same epoch budget (--epochs) and early-stopping rule
+   (validate every 5 epochs, stop after 4 without gain), leave-one-out split, full ranking.
 RecBole goes into its own virtualenv (.bench-venv/recbole), never into the project's environment.
 Result: bench/model/recbole.json (copy it to reports/benchmarks/ to publish).
 """
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "bench" / "recbole"
 VENV = REPO / ".bench-venv" / "recbole"
 ML100K = REPO.parent / "shared" / "data" / "ml-100k"
-RECBOLE_PINS = ["torch==2.13.0", "recbole==1.2.1"]
+RECBOLE_PINS = ["torch==2.13.0", "recbole==1.2.1", "numpy<2", "pandas<2.3"]  # RecBole 1.2.1 uses np.float_
 
 
 def ensure_venv() -> Path:
@@ -33,7 +34,7 @@ def ensure_venv() -> Path:
     return python
 
 
-def our_side() -> tuple[dict, Path]:
+def our_side(epochs: int, tag: str) -> tuple[dict, Path]:
     from llmrec_core.baselines.sasrec import train_sasrec
     from llmrec_core.config import load_params
     from llmrec_core.data.ingest import ingest
@@ -45,15 +46,17 @@ def our_side() -> tuple[dict, Path]:
               f"interactions: {ML100K / 'ml-100k.inter'}, items: {ML100K / 'ml-100k.item'}}}]")
     params = load_params(REPO / "configs" / "ml-100k.yaml", [
         source, "data.top_domains=null", f"data.root={WORK / 'data'}", f"validation.results_dir={WORK / 'gx'}",
-        f"train.run_dir={WORK / 'ours'}", f"sasrec.run_dir={WORK / 'ours' / 'sasrec'}"])
-    ingest(params), validate(params), prepare(params)
+        f"train.run_dir={WORK / tag}", f"sasrec.run_dir={WORK / tag / 'sasrec'}",
+        f"sasrec.epochs={epochs}", "sasrec.eval_every=5", "sasrec.patience=4"])
+    if not (params.data_root / "prepared" / "manifest.json").is_file():
+        ingest(params), validate(params), prepare(params)
     started = time.perf_counter()
-    trained = train_sasrec(params, resume="auto", show_progress=False)
+    trained = train_sasrec(params, resume=False, show_progress=False)
     fit_s = time.perf_counter() - started
     out = evaluate(params, ("sasrec",), "test")
     overall = out["models"]["sasrec"]["overall"]
     cost = trained["cost"]
-    cost_eval = json.loads((WORK / "ours" / "cost_eval.json").read_text())["sasrec"]
+    cost_eval = json.loads((WORK / tag / "cost_eval.json").read_text())["sasrec"]
     s = params.sasrec
     result = {"epochs_run": cost["epochs_run"], "seconds_per_epoch": cost["seconds_per_epoch"], "fit_seconds": round(fit_s, 1),
               "test_eval_seconds": cost_eval["seconds_total"], "best_valid_ndcg@10": trained["best_valid_ndcg@10"],
@@ -105,14 +108,23 @@ def recbole_side(python: Path, prepared: Path, hyper: dict) -> dict:
 
 
 def main() -> None:
+    import argparse
+    import shutil
+
     import torch
 
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=5,
+                    help="epoch budget for both (RecBole trains each prefix as its own sequence: ~16x our cost per epoch)")
+    args = ap.parse_args()
+    shutil.rmtree(WORK, ignore_errors=True)  # a fresh run each time: nothing resumed, nothing cached
     if not (ML100K / "ml-100k.inter").is_file():
         sys.exit(f"{ML100K}: ml-100k atomic files not found")
     python = ensure_venv()
-    ours, prepared = our_side()
+    ours, prepared = our_side(args.epochs, "ours")
+    converged, _ = our_side(200, "ours-converged")  # our own budget: up to 200 epochs with early stopping
     theirs = recbole_side(python, prepared, ours["hyper"])
-    result = {"dataset": "ml-100k (../shared), prepared by llmrec as one domain; identical events on both sides",
+    result = {"epoch_budget": args.epochs, "ours_converged": converged,"dataset": "ml-100k (../shared), prepared by llmrec as one domain; identical events on both sides",
               "protocol": "leave-one-out by time, full ranking over all items, history excluded",
               "ours": ours, "recbole": theirs,
               "machine": {"machine": platform.machine(), "cpu_threads": torch.get_num_threads(),

@@ -10,6 +10,13 @@ from pathlib import Path
 
 
 def main(config_path: str, out_path: str) -> None:
+    import functools
+
+    import torch
+
+    # RecBole 1.2.1 pickles its config into the checkpoints it writes and reads them back with torch.load,
+    # which defaults to weights_only=True since torch 2.6; these files are the ones this process just wrote.
+    torch.load = functools.partial(torch.load, weights_only=False)
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.model.sequential_recommender import SASRec
