@@ -111,6 +111,29 @@ class Report:
             lines.append(f"- **Not run yet**: {', '.join(self.missing)} (`llmrec analyses --params {self.params_path}`).")
         return "\n".join(lines)
 
+    def headline(self) -> str:
+        out = ["## LLM-Rec against the baselines", ""]
+        tuned = [r for r in self.runs if r.setting == "mixed" and r.has("llmrec") and r.train_metrics]
+        base = next((r for r in self.runs if r.setting == "mixed" and r.has("popularity")), None)
+        if not tuned or base is None:
+            return "\n".join(out + ["Not run: needs a Mixed-setting LLM-Rec run and one with the baselines."])
+        best = max(tuned, key=lambda r: r.train_metrics["best_valid_ndcg@10"])  # chosen on validation, not test
+        entries = [(f"LLM-Rec (`{best.name}`)", best.result("llmrec"))] + [
+            (MODEL_LABELS[m], base.result(m)) for m in ("zero_shot", "sasrec", "popularity") if base.has(m)]
+        rows = [[label, res["overall"]["count"], *(metric(res, None, m) for m in METRICS),
+                 metric(res, "group:tail", "ndcg@10"), metric(res, "group:head", "ndcg@10")] for label, res in entries]
+        out += [f"Mixed setting, test split. The LLM-Rec run is the one with the best validation NDCG@10 of the "
+                f"{len(tuned)} Mixed-setting runs; the baselines come from `{base.name}`.", "",
+                table(["model", "targets", "NDCG@10", "Recall@10", "tail NDCG@10", "head NDCG@10"], rows), ""]
+        mine = metric(best.result("llmrec"), None, "ndcg@10")
+        for model in ("popularity", "sasrec"):
+            theirs = metric(base.result(model), None, "ndcg@10")
+            if theirs is not None:
+                word = "beats" if mine > theirs else "does not beat"
+                out.append(f"- LLM-Rec {word} {MODEL_LABELS[model]} overall (NDCG@10 {fmt(mine)} vs {fmt(theirs)}, "
+                           f"{(mine - theirs) / theirs:+.0%}).")
+        return "\n".join(out)
+
     def data_settings(self) -> str:
         out = ["## 1. Data settings: Single Domain vs S2PIAO vs Mixed", ""]
         per_model = {}
@@ -343,7 +366,7 @@ class Report:
                                  "NDCG@10", "MRR"], rows)])
 
     def write(self) -> Path:
-        sections = [self.header(), self.data_settings(), self.model_size(), self.tuning(), self.item_groups(),
+        sections = [self.header(), self.headline(), self.data_settings(), self.model_size(), self.tuning(), self.item_groups(),
                     self.zero_shot(), self.deployment_cost(), self.all_runs()]
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text("\n\n".join(sections) + "\n")

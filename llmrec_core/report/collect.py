@@ -25,6 +25,7 @@ class Run:
     cost_sasrec: dict | None
     cost_eval: dict = field(default_factory=dict)  # per model
     index: dict | None = None  # index meta (encode and build times)
+    train_metrics: dict | None = None  # the LM's training summary (best validation NDCG@10)
 
     @property
     def setting(self) -> str:
@@ -61,7 +62,8 @@ def load_runs(params_path: Path) -> list[Run]:
             continue
         runs.append(Run(exp.name, p, metrics, read_json(run_dir / "cost_train.json"),
                         read_json(p.resolve(p.sasrec.run_dir) / "cost_train.json"),
-                        read_json(run_dir / "cost_eval.json") or {}, read_json(run_dir / "index" / "index.json")))
+                        read_json(run_dir / "cost_eval.json") or {}, read_json(run_dir / "index" / "index.json"),
+                        read_json(run_dir / "train_metrics.json")))
     return runs
 
 

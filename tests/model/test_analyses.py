@@ -60,7 +60,7 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
 
     report = build_report(path)
     text = report.read_text()
-    for heading in ("## 1. Data settings", "## 2. Model size", "## 3. FPFT vs PEFT", "## 4. Cold-start and tail",
+    for heading in ("## LLM-Rec against the baselines", "## 1. Data settings", "## 2. Model size", "## 3. FPFT vs PEFT", "## 4. Cold-start and tail",
                     "## 5. Zero-shot", "## 6. Deployment cost", "## 7. Every experiment"):
         assert heading in text
     # table cells are the metrics files' numbers
