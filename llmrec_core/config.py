@@ -185,6 +185,7 @@ class OrchestrationConfig(Section):
 class ReportConfig(Section):
     out: Path = Path("reports/REPORT.md")  # `llmrec report` writes this, with its PNGs in figures/ beside it
     benchmarks_dir: Path = Path("reports/benchmarks")  # the size sweep's JSON files
+    notes: list[str] = []  # context a reader needs that no file records (printed under the header)
 
 
 class Experiment(Section):

@@ -107,6 +107,7 @@ class Report:
             f"- **Training budget** (optimizer steps × batch): {', '.join(f'{s} × {b}' for s, b in budget) or '–'} "
             f"per LM run, at most {fmt(self.base.train.max_examples_per_user)} recent prefixes per user sequence.",
         ]
+        lines += [f"- **Note**: {note}" for note in self.base.report.notes]
         if self.missing:
             lines.append(f"- **Not run yet**: {', '.join(self.missing)} (`llmrec analyses --params {self.params_path}`).")
         return "\n".join(lines)
@@ -191,19 +192,18 @@ class Report:
         for run in self.runs:
             if run.setting != "mixed":
                 continue
-            params = next((c["parameters_total"] for c in (*run.cost_eval.values(), run.cost_train)
-                           if c and c.get("model") in ("llmrec", "zero_shot", run.params.model.name_or_path)), None)
+            backbone = (run.cost_eval.get("zero_shot") or run.cost_eval.get("llmrec") or {}).get("parameters_total")
             for model in ("zero_shot", "llmrec"):
                 if run.has(model):
                     label = "untuned" if model == "zero_shot" else run.tuning.upper()
-                    rows.append([run.model_name, params, label, weights_origin(run).split(" (")[0],
+                    rows.append([run.name, run.model_name, backbone, label, weights_origin(run).split(" (")[0],
                                  *(metric(run.result(model), None, m) for m in METRICS)])
-        out += [table(["model", "parameters", "tuning", "weights", "NDCG@10", "Recall@10"], rows) if rows
-                else "No Mixed-setting LM run yet.", ""]
+        out += [table(["experiment", "model", "parameters", "tuning", "weights", "NDCG@10", "Recall@10"], rows)
+                if rows else "No Mixed-setting LM run yet.", ""]
         tuned = {}
         for r in rows:
-            if r[2] != "untuned":
-                tuned.setdefault(r[2], []).append((r[1] or 0, r[4], r[0]))
+            if r[3] != "untuned":
+                tuned.setdefault(r[3], []).append((r[2] or 0, r[5], r[1]))
         for tuning, points in tuned.items():
             if len({p[2] for p in points}) > 1:
                 small, large = min(points), max(points)
