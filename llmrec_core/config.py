@@ -108,6 +108,8 @@ class TrainConfig(Section):
     lora: LoraSettings = LoraSettings()
     in_batch_negatives: bool = True
     domain_negatives: int = Field(default=10, ge=0)  # sampled from the target's domain (the paper: 10)
+    # subtract each candidate's log sampling share from its logit (sampled-softmax correction; needs in-batch)
+    logq_correction: bool = False
     batch_size: int = Field(default=32, ge=1)
     grad_accum: int = Field(default=1, ge=1)
     lr: float = Field(default=5e-5, gt=0.0)
@@ -128,6 +130,8 @@ class TrainConfig(Section):
             raise ValueError(f"`domain` is required for setting {self.setting}")
         if self.domain_negatives == 0 and not self.in_batch_negatives:
             raise ValueError("need in_batch_negatives or domain_negatives > 0")
+        if self.logq_correction and not self.in_batch_negatives:
+            raise ValueError("logq_correction corrects in-batch negatives; set in_batch_negatives: true")
         return self
 
 

@@ -41,3 +41,19 @@ def sample_domain_negatives(targets: torch.Tensor, domain_start: torch.Tensor, d
     local_target = (targets - domain_start)[:, None]
     draw = draw + (draw >= local_target).long()
     return domain_start[:, None] + torch.minimum(draw, (domain_size[:, None] - 1).clamp(min=0))
+
+
+def log_proposal(targets: np.ndarray, domain_codes: np.ndarray, domain_negatives: int) -> np.ndarray:
+    """log of each item's expected share of a batch's candidate columns, per training row.
+
+    An item enters the candidates as some row's target (as often as it is a training target) or as a
+    same-domain negative (k per row, uniform within the domain). Subtracting this from the logits is the
+    sampled-softmax ("logQ") correction: the in-batch loss then estimates the softmax over all items, so
+    popular items are not pushed down merely for being frequent in-batch negatives.
+    """
+    n_items, n_domains = len(domain_codes), int(domain_codes.max()) + 1
+    target_share = np.bincount(targets, minlength=n_items) / len(targets)
+    domain_share = np.bincount(domain_codes[targets], minlength=n_domains) / len(targets)
+    domain_size = np.bincount(domain_codes, minlength=n_domains)
+    q = target_share + domain_negatives * domain_share[domain_codes] / domain_size[domain_codes]
+    return np.log(np.maximum(q, 1e-12))

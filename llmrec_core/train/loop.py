@@ -25,12 +25,14 @@ from ..evaluate.run import evaluate_encoder
 from ..model.bundle import build_bundle, save_weights
 from ..model.text import TextTokens
 from .checkpoint import decide_resume, fingerprint, load_checkpoint, save_checkpoint
-from .examples import build_examples, histories, sample_domain_negatives
+from .examples import build_examples, histories, log_proposal, sample_domain_negatives
 
 
 def batch_loss(encoder: torch.nn.Module, tokens: TextTokens, hists: list[np.ndarray], targets: torch.Tensor,
-               negatives: torch.Tensor | None, in_batch: bool, temperature: float, device) -> tuple[torch.Tensor, int]:
-    """`encoder` is the module accelerate prepared (DDP-wrapped when distributed), so gradients sync."""
+               negatives: torch.Tensor | None, in_batch: bool, temperature: float, device,
+               log_q: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+    """`encoder` is the module accelerate prepared (DDP-wrapped when distributed), so gradients sync.
+    `log_q` (per item, see `log_proposal`) is subtracted from every candidate's logit when given."""
     pool = targets if negatives is None else torch.cat([targets, negatives.flatten()])
     candidates = torch.unique(pool)  # deduplicated: an item that is two rows' target is one column
     positive = torch.searchsorted(candidates, targets)
@@ -39,6 +41,8 @@ def batch_loss(encoder: torch.nn.Module, tokens: TextTokens, hists: list[np.ndar
     users = encoder(u_ids.to(device), u_mask.to(device))
     items = encoder(i_ids.to(device), i_mask.to(device))
     logits = users @ items.T / temperature
+    if log_q is not None:
+        logits = logits - log_q[candidates].to(device)
     if not in_batch:  # each row sees only its own target and its own sampled negatives
         allowed = torch.zeros_like(logits, dtype=torch.bool)
         rows = torch.arange(len(targets))
@@ -88,6 +92,10 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
     examples = build_examples(data.seq_offsets, cfg.max_examples_per_user)
     if not len(examples):
         raise ValueError(f"setting {cfg.setting} ({cfg.domain or 'all domains'}) has no training examples")
+    log_q = None
+    if cfg.logq_correction:
+        log_q = torch.from_numpy(log_proposal(data.seq_values[examples.target_pos], data.item_domain_codes(),
+                                              cfg.domain_negatives)).float()
     world, rank = acc.num_processes, acc.process_index
     batches_per_epoch = len(examples) // (cfg.batch_size * world) or 1
     steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
@@ -135,7 +143,7 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
                 hists = histories(values, examples, idx, params.prepare.max_history)
                 with acc.accumulate(encoder):
                     loss, n_tok = batch_loss(encoder, bundle.tokens, hists, targets, negatives, cfg.in_batch_negatives,
-                                             params.model.temperature, device)
+                                             params.model.temperature, device, log_q)
                     acc.backward(loss)
                     optimizer.step()
                     scheduler.step()

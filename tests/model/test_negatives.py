@@ -1,0 +1,36 @@
+"""Negative sampling and the sampled-softmax (logQ) correction, against hand-computed values."""
+import numpy as np
+import pytest
+import torch
+
+from llmrec_core.config import TrainConfig
+from llmrec_core.train.examples import log_proposal, sample_domain_negatives
+
+
+def test_log_proposal_adds_target_share_and_domain_negative_share():
+    # items 0-2 in domain 0, items 3-4 in domain 1; targets: item 0 twice, item 1 once, item 3 once
+    codes = np.array([0, 0, 0, 1, 1])
+    targets = np.array([0, 0, 1, 3])
+    q = np.exp(log_proposal(targets, codes, domain_negatives=2))
+    # target share + 2 negatives per row * P(row's target in the item's domain) / domain size
+    expected = np.array([2 / 4, 1 / 4, 0, 1 / 4, 0]) + 2 * np.array([3 / 4 / 3] * 3 + [1 / 4 / 2] * 2)
+    np.testing.assert_allclose(q, expected)
+    assert q[0] > q[1] > q[2]  # the frequent target is the most likely in-batch negative
+
+
+def test_log_proposal_without_domain_negatives_is_the_target_share():
+    q = np.exp(log_proposal(np.array([1, 1, 2, 0]), np.array([0, 0, 0]), domain_negatives=0))
+    np.testing.assert_allclose(q, [0.25, 0.5, 0.25])
+
+
+def test_domain_negatives_stay_in_domain_and_skip_the_target():
+    targets = torch.tensor([3, 10, 11])
+    start, size = torch.tensor([0, 10, 10]), torch.tensor([5, 2, 2])
+    neg = sample_domain_negatives(targets, start, size, 50, torch.Generator().manual_seed(0))
+    for row, t in enumerate(targets.tolist()):
+        assert set(neg[row].tolist()) <= set(range(start[row], start[row] + size[row])) - {t}
+
+
+def test_logq_correction_needs_in_batch_negatives():
+    with pytest.raises(ValueError, match="logq_correction"):
+        TrainConfig(logq_correction=True, in_batch_negatives=False)
