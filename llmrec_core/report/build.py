@@ -107,6 +107,11 @@ class Report:
             f"- **Training budget** (optimizer steps × batch): {', '.join(f'{s} × {b}' for s, b in budget) or '–'} "
             f"per LM run, at most {fmt(self.base.train.max_examples_per_user)} recent prefixes per user sequence.",
         ]
+        t = self.base.train
+        in_batch = ("in-batch targets" + (" with the logQ correction" if t.logq_correction else "")
+                    if t.in_batch_negatives else "no in-batch targets")
+        lines.append(f"- **Negatives** (base config; experiments may change them): {in_batch}, plus "
+                     f"{t.domain_negatives} uniform same-domain items per row; temperature {self.base.model.temperature:g}.")
         lines += [f"- **Note**: {note}" for note in self.base.report.notes]
         if self.missing:
             lines.append(f"- **Not run yet**: {', '.join(self.missing)} (`llmrec analyses --params {self.params_path}`).")
@@ -355,15 +360,18 @@ class Report:
         for run in self.runs:
             for model, result in run.metrics["models"].items():
                 o = result["overall"]
+                tuned = model == "llmrec" and run.train_metrics
                 rows.append([run.name, SETTINGS.get(run.setting, run.setting.replace("_", "-")), run.domain or "all",
                              MODEL_LABELS[model], run.model_name if model in ("llmrec", "zero_shot") else "–",
-                             run.tuning.upper() if model == "llmrec" else "–", o["count"], o.get("recall@10"),
+                             run.tuning.upper() if model == "llmrec" else "–", o["count"],
+                             run.train_metrics["best_valid_ndcg@10"] if tuned else None, o.get("recall@10"),
                              o.get("ndcg@10"), o.get("mrr")])
         return "\n".join(["## 7. Every experiment", "",
                           "Overall test metrics of every model each experiment evaluated (its `set` in the params "
-                          "file says what differs from the base config).", "",
-                          table(["experiment", "setting", "domain", "model", "LM", "tuning", "targets", "Recall@10",
-                                 "NDCG@10", "MRR"], rows)])
+                          "file says what differs from the base config), and the tuned LM's best validation NDCG@10, "
+                          "on which the headline run is chosen.", "",
+                          table(["experiment", "setting", "domain", "model", "LM", "tuning", "targets",
+                                 "valid NDCG@10", "Recall@10", "NDCG@10", "MRR"], rows)])
 
     def write(self) -> Path:
         sections = [self.header(), self.headline(), self.data_settings(), self.model_size(), self.tuning(), self.item_groups(),

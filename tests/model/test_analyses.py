@@ -72,6 +72,11 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     zero_row = [line for line in text.split("## 5.")[1].splitlines() if line.startswith("| Books |")][0]
     assert fmt(lodo["models"]["llmrec"]["overall"]["ndcg@10"]) in zero_row
     assert "Mixed beats Single Domain on" in text and "LoRA trains" in text
+    # the every-experiment table carries the tuned LM's validation NDCG@10 beside its test metrics
+    mixed = json.loads((tmp_path / "runs" / "mixed" / "train_metrics.json").read_text())
+    mixed_row = next(line for line in text.split("## 7.")[1].splitlines() if line.startswith("| mixed | Mixed | all | LLM-Rec |"))
+    assert f"| {fmt(mixed['best_valid_ndcg@10'])} |" in mixed_row
+    assert "- **Negatives** (base config" in text
     assert "Not measured yet" in text  # no size sweep file in benchmarks_dir
     for name in ("data_settings.png", "item_groups.png", "zero_shot.png"):
         assert (report.parent / "figures" / name).read_bytes()[:8] == PNG
