@@ -221,6 +221,8 @@ class Report:
         sweep = {k: v for k, v in self.bench.items() if k.startswith("sizes_")}
         if not sweep:
             return "\n".join(out + ["Not measured yet: `make bench-sizes`."])
+        ref_cost = (self.reference.cost_train or {}) if self.reference else {}
+        epoch_examples = ref_cost.get("examples_per_epoch")  # time per epoch = this / measured samples/s
         rows, series = [], {}
         for stem, result in sweep.items():
             device = result.get("machine", {}).get("gpu") or f"CPU ({result.get('machine', {}).get('cpu_threads')} threads)"
@@ -228,15 +230,19 @@ class Report:
                 if key == "machine":
                     continue
                 if "error" in r:
-                    rows.append([r["model"], None, r["tuning"], None, device, r["error"], None, None, None, None])
+                    rows.append([r["model"], None, r["tuning"], None, device, r["error"], None, None, None, None, None])
                     continue
+                epoch_s = epoch_examples / r["train_samples_per_s"] if epoch_examples else None
                 rows.append([r["model"], r["parameters_total"], r["tuning"], r["parameters_trainable"], device,
-                             r["train_samples_per_s"], r["peak_gpu_mb"] or r["peak_host_mb"], r["titles_encoded_per_s"],
-                             r.get("mfu"), r["precision"]])
+                             r["train_samples_per_s"], epoch_s, r["peak_gpu_mb"] or r["peak_host_mb"],
+                             r["titles_encoded_per_s"], r.get("mfu"), r["precision"]])
                 series.setdefault(f"{r['tuning'].upper()} ({device})", []).append(
                     (r["parameters_total"], r["train_samples_per_s"]))
-        out += [table(["shape", "parameters", "tuning", "trainable", "device", "train samples/s", "peak MB",
-                       "titles/s", "MFU", "precision"], rows), ""]
+        if epoch_examples:
+            out += [f"*s per epoch*: the `{self.reference.name}` epoch ({fmt(epoch_examples)} examples) at the measured "
+                    f"samples/s.", ""]
+        out += [table(["shape", "parameters", "tuning", "trainable", "device", "train samples/s", "s per epoch",
+                       "peak MB", "titles/s", "MFU", "precision"], rows), ""]
         path = figures.scaling(self.figure("model_size_cost.png"), series, "parameters", "training samples/s",
                                "Training throughput by model size")
         out += [self.link(path), ""]

@@ -104,5 +104,7 @@ def test_report_lists_experiments_not_run_and_reads_a_size_sweep(analysed):
     text = build_report(path).read_text()
     assert "**Not run yet**: never-run (" in text
     assert "| opt-40m | 40,000,000 | lora | 300,000 | CPU (2 threads) | 7.00 |" in text
+    examples = json.loads((path.parent.parent / "runs" / "mixed" / "cost_train.json").read_text())["examples_per_epoch"]
+    assert f"| 7.00 | {fmt(examples / 7.0)} |" in text  # s per epoch of the reference run at the measured rate
     assert "opt-40m 2.00×" in text
     assert (tmp_path / "figures" / "model_size_cost.png").read_bytes()[:8] == PNG
