@@ -11,7 +11,7 @@ Sections (each in its own process, so peak RSS is per section):
               weights say nothing about quality.
   recbole     RecBole's SASRec beside ours on ml-100k (see bench_recbole.py; RecBole goes into its own
               virtualenv, never into the project's).
-Results: bench/model/<section>.json, printed as tables. Numbers are what this machine measured.
+Results: bench/model/<section>.json and the committed reports/benchmarks/<section>_<device>.json.
 """
 from __future__ import annotations
 
@@ -35,6 +35,18 @@ def machine() -> dict:
     return {"machine": platform.machine(), "processor": platform.processor(), "cpu_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "python": platform.python_version(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def publish(name: str, result: dict) -> Path:
+    """Write bench/model/<name>.json and the committed copy reports/benchmarks/<name>_<device>.json,
+    which `llmrec report` reads (device: cpu, or the GPU's name)."""
+    gpu = result.get("machine", {}).get("gpu")
+    device = "".join(c if c.isalnum() else "-" for c in gpu.lower()) if gpu else "cpu"
+    (OUT / f"{name}.json").write_text(json.dumps(result, indent=2))
+    published = REPO / "reports" / "benchmarks" / f"{name}_{device}.json"
+    published.parent.mkdir(parents=True, exist_ok=True)
+    published.write_text(json.dumps(result, indent=2))
+    return published
 
 
 def peak_rss_mb() -> float:
@@ -200,7 +212,7 @@ def main() -> None:
             subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_recbole.py")], check=True)
             return
         result["machine"] = machine()
-        (OUT / f"{args.only}.json").write_text(json.dumps(result, indent=2))
+        publish(args.only, result)
         return
     summary = {name: run_section(name, args) for name in args.sections.split(",")}
     (OUT / "results.json").write_text(json.dumps(summary, indent=2))

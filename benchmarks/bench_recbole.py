@@ -8,7 +8,7 @@
    SASRec with matching hyper-parameters, the same epoch budget (--epochs) and early-stopping rule
    (validate every 5 epochs, stop after 4 without gain), leave-one-out split, full ranking.
 RecBole goes into its own virtualenv (.bench-venv/recbole), never into the project's environment.
-Result: bench/model/recbole.json (copy it to reports/benchmarks/ to publish).
+Result: bench/model/recbole.json and reports/benchmarks/recbole_cpu.json (read by `llmrec report`).
 """
 from __future__ import annotations
 
@@ -127,11 +127,13 @@ def main() -> None:
     result = {"epoch_budget": args.epochs, "ours_converged": converged,"dataset": "ml-100k (../shared), prepared by llmrec as one domain; identical events on both sides",
               "protocol": "leave-one-out by time, full ranking over all items, history excluded",
               "ours": ours, "recbole": theirs,
-              "machine": {"machine": platform.machine(), "cpu_threads": torch.get_num_threads(),
+              "machine": {"machine": platform.machine(), "cpu_threads": torch.get_num_threads(), "gpu": None,
                           "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M")}}
-    out = REPO / "bench" / "model" / "recbole.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_model import OUT, publish
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    publish("recbole", result)  # both sides run with device "cpu"
     print(json.dumps(result, indent=2))
 
 

@@ -379,9 +379,28 @@ class Report:
                           table(["experiment", "setting", "domain", "model", "LM", "tuning", "targets",
                                  "valid NDCG@10", "Recall@10", "NDCG@10", "MRR"], rows)])
 
+    def recbole(self) -> str:
+        out = ["## 8. Our SASRec beside RecBole's", ""]
+        found = {k: v for k, v in self.bench.items() if k.startswith("recbole")}
+        if not found:
+            return "\n".join(out + ["Not measured yet: `make bench-recbole`."])
+        for stem, r in found.items():
+            m = r.get("machine", {})
+            rows = [[label, side.get("epochs_run"), side.get("seconds_per_epoch"), side.get("fit_seconds"),
+                     side.get("test_eval_seconds"), side["test"].get("recall@10"), side["test"].get("ndcg@10")]
+                    for label, side in ((f"llmrec SASRec ({r['epoch_budget']}-epoch budget)", r["ours"]),
+                                        ("llmrec SASRec (early stopping, up to 200 epochs)", r.get("ours_converged")),
+                                        (f"RecBole {r['recbole'].get('recbole_version', '')} SASRec "
+                                         f"({r['epoch_budget']}-epoch budget)", r["recbole"])) if side]
+            out += [f"`{stem}.json`: {r['dataset']}; {r['protocol']}. Measured in one run on {m.get('machine')} "
+                    f"({m.get('cpu_threads')} threads), {m.get('date')}, same hyper-parameters on both sides.", "",
+                    table(["implementation", "epochs", "s per epoch", "fit s", "test eval s", "Recall@10", "NDCG@10"],
+                          rows), ""]
+        return "\n".join(out)
+
     def write(self) -> Path:
         sections = [self.header(), self.headline(), self.data_settings(), self.model_size(), self.tuning(), self.item_groups(),
-                    self.zero_shot(), self.deployment_cost(), self.all_runs()]
+                    self.zero_shot(), self.deployment_cost(), self.all_runs(), self.recbole()]
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text("\n\n".join(sections) + "\n")
         return self.out

@@ -101,7 +101,15 @@ def test_report_lists_experiments_not_run_and_reads_a_size_sweep(analysed):
              "opt-40m/lora": {**row, "tuning": "lora", "parameters_trainable": 300_000, "train_samples_per_s": 7.0},
              "machine": {"gpu": None, "cpu_threads": 2}}
     (bench / "sizes_cpu.json").write_text(json.dumps(sweep))
+    side = {"epochs_run": 5, "seconds_per_epoch": 1.5, "fit_seconds": 9.0, "test_eval_seconds": 0.4,
+            "test": {"recall@10": 0.21, "ndcg@10": 0.105}}
+    (bench / "recbole_cpu.json").write_text(json.dumps({
+        "epoch_budget": 5, "dataset": "d", "protocol": "p", "ours": side, "ours_converged": None,
+        "recbole": {**side, "seconds_per_epoch": 30.25, "recbole_version": "1.2.1"},
+        "machine": {"machine": "x86_64", "cpu_threads": 2, "date": "2026-11-25"}}))
     text = build_report(path).read_text()
+    assert "| RecBole 1.2.1 SASRec (5-epoch budget) | 5 | 30.25 |" in text
+    assert "| llmrec SASRec (5-epoch budget) | 5 | 1.50 |" in text
     assert "**Not run yet**: never-run (" in text
     assert "| opt-40m | 40,000,000 | lora | 300,000 | CPU (2 threads) | 7.00 |" in text
     examples = json.loads((path.parent.parent / "runs" / "mixed" / "cost_train.json").read_text())["examples_per_epoch"]
