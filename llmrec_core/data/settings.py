@@ -16,7 +16,7 @@ class SettingData:
     domain_ranges: dict[str, tuple[int, int]]  # each domain's contiguous item_idx range [start, end)
     seq_values: np.ndarray  # training sequences, flattened
     seq_offsets: np.ndarray  # sequence s is seq_values[seq_offsets[s]:seq_offsets[s + 1]]
-    eval_rows: pd.DataFrame  # user_idx, split, target, domain, group, history_len, history
+    eval_rows: pd.DataFrame  # user_idx, split, target, domain, group, history_len, history, seen
 
     def item_domain_codes(self) -> np.ndarray:
         codes = np.empty(len(self.items), dtype=np.int64)
@@ -33,6 +33,24 @@ def _lists(path: Path, filter_column: str | None = None, value: str | None = Non
     offsets = col.offsets.to_numpy().astype(np.int64)
     values = col.values.to_numpy().astype(np.int64)
     return values, offsets - offsets[0]
+
+
+def seen_before_target(prepared: Path, evals: pd.DataFrame) -> list[np.ndarray]:
+    """Everything each eval row's user rated before its target, in every domain: the whole training
+    sequence, plus the validation target for test rows. Full ranking excludes these items; `history` is
+    only the window a setting shows the model (the last `max_history` items of its own sequence)."""
+    values, offsets = _lists(prepared / "sequences_mixed.parquet")
+    users = pq.read_table(prepared / "sequences_mixed.parquet", columns=["user_idx"]).column("user_idx").to_numpy()
+    seq_of_user = np.full(int(max(users.max(), evals["user_idx"].max())) + 1, -1, dtype=np.int64)
+    seq_of_user[users] = np.arange(len(users))
+    mixed = pd.read_parquet(prepared / "eval_mixed.parquet", columns=["user_idx", "split", "target"])
+    valid = mixed[mixed["split"] == "valid"]
+    valid_of_user = np.full(len(seq_of_user), -1, dtype=np.int64)
+    valid_of_user[valid["user_idx"].to_numpy()] = valid["target"].to_numpy()
+    seq = seq_of_user[evals["user_idx"].to_numpy()]
+    extra = np.where(evals["split"].to_numpy() == "test", valid_of_user[evals["user_idx"].to_numpy()], -1)
+    return [np.concatenate([values[offsets[q]:offsets[q + 1]] if q >= 0 else values[:0], [v] if v >= 0 else []])
+            .astype(np.int64) for q, v in zip(seq, extra)]
 
 
 def load_setting(prepared: Path, setting: str, domain: str | None = None) -> SettingData:
@@ -64,4 +82,5 @@ def load_setting(prepared: Path, setting: str, domain: str | None = None) -> Set
         evals = evals[evals["domain"] == domain].reset_index(drop=True)
     else:
         raise ValueError(f"unknown setting {setting!r}")
+    evals = evals.assign(seen=seen_before_target(prepared, evals))
     return SettingData(items, ranges, values, offsets, evals)

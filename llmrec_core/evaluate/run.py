@@ -57,8 +57,8 @@ def rank_rows(params: Params, score: ScoreFn, rows: pd.DataFrame, data: SettingD
     targets = rows["target"].to_numpy(dtype=np.int64)
     if params.eval.protocol == "sampled":
         return sampled_ranks(score, targets, data.domain_ranges, params.eval.sampled_negatives, params.eval.seed)
-    hist = [np.asarray(h, dtype=np.int64) for h in rows["history"]] if params.eval.exclude_history else None
-    return full_ranks(score, targets, hist, data.domain_ranges)
+    seen = list(rows["seen"]) if params.eval.exclude_history else None  # all earlier items, not only the window
+    return full_ranks(score, targets, seen, data.domain_ranges)
 
 
 def evaluate_encoder(params: Params, bundle, data: SettingData, split: str = "test",

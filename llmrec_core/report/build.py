@@ -103,7 +103,8 @@ class Report:
             f"{fmt(m.get('interactions_kept'))} interactions in {len(self.domains)} domains ({', '.join(self.domains)}).",
             f"- **Weights**: {'; '.join(models) or '–'}. Size-sweep cost rows use random-init weights: cost only, no quality.",
             f"- **Protocol**: {self.base.eval.protocol} ranking of each test target against its domain's items, "
-            f"history {'excluded' if self.base.eval.exclude_history else 'included'}; the last item of each user is the test target.",
+            f"{'every item the user rated before the target excluded' if self.base.eval.exclude_history else 'seen items included'}"
+            f"; the last item of each user is the test target.",
             f"- **Training budget** (optimizer steps × batch): {', '.join(f'{s} × {b}' for s, b in budget) or '–'} "
             f"per LM run, at most {fmt(self.base.train.max_examples_per_user)} recent prefixes per user sequence.",
         ]
