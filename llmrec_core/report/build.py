@@ -19,6 +19,7 @@ from .collect import Run, load_benchmarks, load_runs, missing_runs, read_json
 SETTINGS = {"single_domain": "Single Domain", "s2piao": "S2PIAO", "mixed": "Mixed"}
 MODEL_LABELS = {"llmrec": "LLM-Rec", "zero_shot": "zero-shot LM", "sasrec": "SASRec", "popularity": "popularity"}
 METRICS = ("ndcg@10", "recall@10")
+TUNINGS = {"fpft": "FPFT", "lora": "LoRA"}
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -201,7 +202,7 @@ class Report:
             backbone = (run.cost_eval.get("zero_shot") or run.cost_eval.get("llmrec") or {}).get("parameters_total")
             for model in ("zero_shot", "llmrec"):
                 if run.has(model):
-                    label = "untuned" if model == "zero_shot" else run.tuning.upper()
+                    label = "untuned" if model == "zero_shot" else TUNINGS[run.tuning]
                     rows.append([run.name, run.model_name, backbone, label, weights_origin(run).split(" (")[0],
                                  *(metric(run.result(model), None, m) for m in METRICS)])
         out += [table(["experiment", "model", "parameters", "tuning", "weights", "NDCG@10", "Recall@10"], rows)
@@ -237,7 +238,7 @@ class Report:
                 rows.append([r["model"], r["parameters_total"], r["tuning"], r["parameters_trainable"], device,
                              r["train_samples_per_s"], epoch_s, r["peak_gpu_mb"] or r["peak_host_mb"],
                              r["titles_encoded_per_s"], r.get("mfu"), r["precision"]])
-                series.setdefault(f"{r['tuning'].upper()} ({device})", []).append(
+                series.setdefault(f"{TUNINGS[r['tuning']]} ({device})", []).append(
                     (r["parameters_total"], r["train_samples_per_s"]))
         if epoch_examples:
             out += [f"*s per epoch*: the `{self.reference.name}` epoch ({fmt(epoch_examples)} examples) at the measured "
@@ -259,7 +260,7 @@ class Report:
         for model, pair in by_model.items():
             for tuning, run in sorted(pair.items()):
                 c = run.cost_train or {}
-                rows.append([model, tuning.upper(), c.get("parameters_trainable"), c.get("parameters_total"),
+                rows.append([model, TUNINGS[tuning], c.get("parameters_trainable"), c.get("parameters_total"),
                              *(metric(run.result("llmrec"), None, m) for m in METRICS),
                              c.get("samples_per_s"), c.get("seconds_total"), c.get("peak_gpu_mb") or c.get("peak_host_mb")])
             if {"fpft", "lora"} <= set(pair):
@@ -370,7 +371,7 @@ class Report:
                 tuned = model == "llmrec" and run.train_metrics
                 rows.append([run.name, SETTINGS.get(run.setting, run.setting.replace("_", "-")), run.domain or "all",
                              MODEL_LABELS[model], run.model_name if model in ("llmrec", "zero_shot") else "–",
-                             run.tuning.upper() if model == "llmrec" else "–", o["count"],
+                             TUNINGS[run.tuning] if model == "llmrec" else "–", o["count"],
                              run.train_metrics["best_valid_ndcg@10"] if tuned else None, o.get("recall@10"),
                              o.get("ndcg@10"), o.get("mrr")])
         return "\n".join(["## 7. Every experiment", "",
