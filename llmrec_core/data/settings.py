@@ -26,7 +26,10 @@ class SettingData:
 
 
 def _lists(path: Path, filter_column: str | None = None, value: str | None = None):
-    table = pq.read_table(path)
+    return _table_lists(pq.read_table(path), filter_column, value)
+
+
+def _table_lists(table, filter_column: str | None = None, value: str | None = None):
     if filter_column is not None:
         table = table.filter(pc.equal(table.column(filter_column), value))
     col = table.column("items").combine_chunks()
@@ -39,8 +42,9 @@ def seen_before_target(prepared: Path, evals: pd.DataFrame) -> list[np.ndarray]:
     """Everything each eval row's user rated before its target, in every domain: the whole training
     sequence, plus the validation target for test rows. Full ranking excludes these items; `history` is
     only the window a setting shows the model (the last `max_history` items of its own sequence)."""
-    values, offsets = _lists(prepared / "sequences_mixed.parquet")
-    users = pq.read_table(prepared / "sequences_mixed.parquet", columns=["user_idx"]).column("user_idx").to_numpy()
+    table = pq.read_table(prepared / "sequences_mixed.parquet")
+    values, offsets = _table_lists(table)
+    users = table.column("user_idx").to_numpy()
     seq_of_user = np.full(int(max(users.max(), evals["user_idx"].max())) + 1, -1, dtype=np.int64)
     seq_of_user[users] = np.arange(len(users))
     mixed = pd.read_parquet(prepared / "eval_mixed.parquet", columns=["user_idx", "split", "target"])
