@@ -2,9 +2,10 @@
 
 A batch is a set of (history, target) prefixes. Candidates are the batch's targets (in-batch
 negatives, deduplicated) plus `domain_negatives` items per row drawn from the target's domain;
-the loss is softmax cross-entropy of the positive against them. The order of examples and the
-negatives depend only on (seed, epoch, batch), and the checkpoint holds the RNG state for dropout,
-so a killed run resumed from its checkpoint ends with the same weights.
+the loss is softmax cross-entropy of the positive against them. With `item_bank_negatives` the
+softmax is instead over every item of the target's domain (item_bank.py). The order of examples and the
+negatives depend only on (seed, epoch, batch), and the checkpoint holds the RNG state for dropout
+(and the item bank), so a killed run resumed from its checkpoint ends with the same weights.
 """
 from __future__ import annotations
 
@@ -21,18 +22,20 @@ from ..config import Params
 from ..cost import CostMeter
 from ..data.layout import DataLayout
 from ..data.settings import SettingData, load_setting
-from ..evaluate.run import evaluate_encoder
+from ..evaluate.run import encode_items, evaluate_encoder
 from ..model.bundle import build_bundle, save_weights
 from ..model.text import TextTokens
 from .checkpoint import decide_resume, fingerprint, load_checkpoint, save_checkpoint
 from .examples import build_examples, histories, log_proposal, sample_domain_negatives
+from .item_bank import ItemBank, domain_logits
 
 
 def batch_loss(encoder: torch.nn.Module, tokens: TextTokens, hists: list[np.ndarray], targets: torch.Tensor,
                negatives: torch.Tensor | None, in_batch: bool, temperature: float, device,
-               log_q: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+               log_q: torch.Tensor | None = None, bank: ItemBank | None = None) -> tuple[torch.Tensor, int]:
     """`encoder` is the module accelerate prepared (DDP-wrapped when distributed), so gradients sync.
-    `log_q` (per item, see `log_proposal`) is subtracted from every candidate's logit when given."""
+    `log_q` (per item, see `log_proposal`) is subtracted from every candidate's logit when given.
+    With a `bank`, each row's softmax is over every item of its target's domain (see item_bank.py)."""
     pool = targets if negatives is None else torch.cat([targets, negatives.flatten()])
     candidates = torch.unique(pool)  # deduplicated: an item that is two rows' target is one column
     positive = torch.searchsorted(candidates, targets)
@@ -40,6 +43,10 @@ def batch_loss(encoder: torch.nn.Module, tokens: TextTokens, hists: list[np.ndar
     i_ids, i_mask = tokens.items(candidates.tolist())
     users = encoder(u_ids.to(device), u_mask.to(device))
     items = encoder(i_ids.to(device), i_mask.to(device))
+    n_tokens = int(u_mask.sum() + i_mask.sum())
+    if bank is not None:
+        logits = domain_logits(users, items, candidates, targets, hists, bank, temperature)
+        return F.cross_entropy(logits, targets.to(device)), n_tokens
     logits = users @ items.T / temperature
     if log_q is not None:
         logits = logits - log_q[candidates].to(device)
@@ -49,14 +56,30 @@ def batch_loss(encoder: torch.nn.Module, tokens: TextTokens, hists: list[np.ndar
         allowed[rows, positive] = True
         allowed[rows[:, None].expand_as(negatives), torch.searchsorted(candidates, negatives)] = True
         logits = logits.masked_fill(~allowed.to(device), float("-inf"))
-    tokens = int(u_mask.sum() + i_mask.sum())
-    return F.cross_entropy(logits, positive.to(device)), tokens
+    return F.cross_entropy(logits, positive.to(device)), n_tokens
 
 
 def _domain_tensors(data: SettingData, targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     codes = data.item_domain_codes()[targets]
     ranges = np.asarray(list(data.domain_ranges.values()), dtype=np.int64)
     return torch.from_numpy(ranges[codes, 0]), torch.from_numpy(ranges[codes, 1] - ranges[codes, 0])
+
+
+def _bank_due(state: dict, cfg, epoch: int) -> bool:
+    if state.get("item_bank") is None:
+        return True
+    if cfg.item_bank_refresh_steps:
+        return state["global_step"] - state["bank_step"] >= cfg.item_bank_refresh_steps
+    return state["bank_epoch"] != epoch
+
+
+def _encode_bank(bundle, n_items: int, batch_size: int) -> torch.Tensor:
+    """Every item's vector in eval mode (no dropout, so the RNG a resumed run replays is untouched)."""
+    was_training = bundle.encoder.training
+    bundle.encoder.eval()
+    vectors = encode_items(bundle, n_items, batch_size)
+    bundle.encoder.train(was_training)
+    return vectors
 
 
 def train_fingerprint(params: Params) -> str:
@@ -118,6 +141,7 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
     encoder, optimizer, scheduler = acc.prepare(bundle.encoder, optimizer, scheduler)
     device = acc.device
     values = data.seq_values
+    domain_codes = torch.from_numpy(data.item_domain_codes())
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "params.json").write_text(params.model_dump_json(indent=2))
 
@@ -141,9 +165,15 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
                     start, size = _domain_tensors(data, targets_np)
                     negatives = sample_domain_negatives(targets, start, size, cfg.domain_negatives, gen)
                 hists = histories(values, examples, idx, params.prepare.max_history)
+                bank = None
+                if cfg.item_bank_negatives:
+                    if _bank_due(state, cfg, epoch):
+                        state["item_bank"] = _encode_bank(bundle, len(data.items), params.eval.batch_size)
+                        state["bank_step"], state["bank_epoch"] = state["global_step"], epoch
+                    bank = ItemBank(state["item_bank"], domain_codes)
                 with acc.accumulate(encoder):
                     loss, n_tok = batch_loss(encoder, bundle.tokens, hists, targets, negatives, cfg.in_batch_negatives,
-                                             params.model.temperature, device, log_q)
+                                             params.model.temperature, device, log_q, bank)
                     acc.backward(loss)
                     optimizer.step()
                     scheduler.step()

@@ -83,6 +83,38 @@ def test_killed_run_resumes_to_the_same_weights(tiny_bert, sample_prepared):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_item_bank_run_interrupted_between_refreshes_resumes_to_the_same_weights(tiny_bert, sample_prepared,
+                                                                                 monkeypatch):
+    """The bank is re-encoded at steps 0, 2, 4; the run dies at step 4 and resumes from the checkpoint
+    of step 3, whose bank (from step 2) must be restored rather than re-encoded from step-3 weights."""
+    import llmrec_core.train.loop as loop
+
+    bank = {**FAST, "checkpoint_every": 3, "item_bank_negatives": True, "item_bank_refresh_steps": 2}
+    full = sample_prepared("bank-straight", model=_model(tiny_bert), max_steps=6, **bank)
+    straight = train(full, show_progress=False)
+    assert straight["epochs"][0]["last_loss"] > 0
+    killed = sample_prepared("bank-killed", model=_model(tiny_bert), max_steps=6, **bank)
+    real, calls = loop.batch_loss, []
+
+    def dies_at_step_five(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "batch_loss", dies_at_step_five)
+    with pytest.raises(KeyboardInterrupt):
+        train(killed, show_progress=False)
+    monkeypatch.setattr(loop, "batch_loss", real)
+    ckpt = killed.resolve(killed.train.run_dir) / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)["state"]
+    assert state["global_step"] == 3 and state["bank_step"] == 2
+    train(killed, resume=True, show_progress=False)
+    a = load_file(str(full.resolve(full.train.run_dir) / "weights.safetensors"))
+    b = load_file(str(killed.resolve(killed.train.run_dir) / "weights.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_existing_run_needs_resume(tiny_bert, sample_prepared):
     params = sample_prepared("twice", model=_model(tiny_bert), max_steps=2, **FAST)
     train(params, show_progress=False)
