@@ -98,8 +98,8 @@ def add_items(params: Params, new_items: pd.DataFrame) -> np.ndarray:
     return ids
 
 
-def user_history(params: Params, user_id: str) -> np.ndarray:
-    """A known user's most recent items (catalog ids), oldest first, from the prepared events."""
+def user_events(params: Params, user_id: str) -> np.ndarray:
+    """Every item a known user rated (catalog ids), oldest first, from the prepared events."""
     prepared = DataLayout(params.data_root).prepared
     users = pd.read_parquet(prepared / "users.parquet")
     match = users.loc[users["user_id"] == str(user_id), "user_idx"]
@@ -107,7 +107,7 @@ def user_history(params: Params, user_id: str) -> np.ndarray:
         raise KeyError(f"unknown user {user_id!r} (not in {prepared / 'users.parquet'})")
     events = pd.read_parquet(prepared / "events.parquet", filters=[("user_idx", "==", int(match.iloc[0]))])
     events = events.sort_values("timestamp", kind="stable")
-    return events["item_idx"].to_numpy(dtype=np.int64)[-params.prepare.max_history:]
+    return events["item_idx"].to_numpy(dtype=np.int64)
 
 
 def recommend(params: Params, user: str | None = None, history: list[str] | None = None, k: int = 10,
@@ -117,9 +117,9 @@ def recommend(params: Params, user: str | None = None, history: list[str] | None
         raise ValueError("give exactly one of a user id or a history of titles")
     index = load_index(params)
     catalog = index.catalog
-    if user is not None:
-        hist_ids = user_history(params, user)
-        hist = catalog.iloc[hist_ids][["title", "domain"]].reset_index(drop=True)
+    if user is not None:  # the sentence is the recent window; everything the user rated is excluded
+        seen = user_events(params, user)
+        hist = catalog.iloc[seen[-params.prepare.max_history:]][["title", "domain"]].reset_index(drop=True)
     else:
         titles = [t.strip() for t in history if t.strip()]
         if not titles:
@@ -127,7 +127,7 @@ def recommend(params: Params, user: str | None = None, history: list[str] | None
         lookup = pd.Series(np.arange(len(catalog)), index=catalog["title"].str.casefold())
         lookup = lookup[~lookup.index.duplicated()]
         known = lookup.reindex([t.casefold() for t in titles])
-        hist_ids = known.dropna().to_numpy(dtype=np.int64)
+        seen = known.dropna().to_numpy(dtype=np.int64)
         domains = catalog["domain"].to_numpy()[known.fillna(0).to_numpy(dtype=np.int64)]
         hist = pd.DataFrame({"title": titles, "domain": np.where(known.notna(), domains, "")})
     allowed = None
@@ -138,9 +138,9 @@ def recommend(params: Params, user: str | None = None, history: list[str] | None
     bundle = _encoder_for(params, hist, tuned=index.meta["tuned"])
     with torch.no_grad():
         vector = encode_histories(bundle, [np.arange(len(hist))], 1).numpy()
-    ids, scores = index.search(vector, k + len(hist_ids), allowed)
+    ids, scores = index.search(vector, k + len(seen), allowed)
     ids, scores = ids[0], scores[0]
-    keep = (ids >= 0) & ~np.isin(ids, hist_ids)  # -1 pads when fewer items than asked
+    keep = (ids >= 0) & ~np.isin(ids, seen)  # -1 pads when fewer items than asked
     ids, scores = ids[keep][:k], scores[keep][:k]
     recs = catalog.iloc[ids][["item_id", "domain", "title", "added"]].reset_index(drop=True)
     recs.insert(0, "rank", np.arange(1, len(recs) + 1))

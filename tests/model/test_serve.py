@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from llmrec_core.serve.index import ItemIndex
-from llmrec_core.serve.recommend import add_items, build_index, load_index, recommend, user_history
+from llmrec_core.serve.recommend import add_items, build_index, load_index, recommend, user_events
 from llmrec_core.train.loop import train
 
 
@@ -37,11 +37,15 @@ def test_recommend_for_a_known_user_excludes_history_and_detects_stale_index(tin
     build_index(params)
     users = pd.read_parquet(params.data_root / "prepared" / "users.parquet")
     user = str(users["user_id"].iloc[3])
-    hist_ids = user_history(params, user)
-    hist, recs = recommend(params, user=user, k=15)
-    assert len(hist) == len(hist_ids) and len(recs) == 15
+    seen = user_events(params, user)
+    short = params.model_copy(update={"prepare": params.prepare.model_copy(update={"max_history": 2})})
+    hist, recs = recommend(short, user=user, k=15)  # the sentence: 2 titles; excluded: all seen items
+    assert len(seen) > 2 and len(hist) == 2 and len(recs) == 15
     catalog = load_index(params).catalog
-    assert not set(recs["item_id"]) & set(catalog["item_id"].iloc[hist_ids])
+    assert list(hist["title"]) == list(catalog["title"].iloc[seen[-2:]])
+    assert not set(recs["item_id"]) & set(catalog["item_id"].iloc[seen])
+    _, everything_else = recommend(short, user=user, k=len(catalog))  # all that is left: no seen item
+    assert set(everything_else["item_id"]) == set(catalog["item_id"]) - set(catalog["item_id"].iloc[seen])
     assert recs["score"].is_monotonic_decreasing
     _, only_books = recommend(params, user=user, k=5, domain="Books")
     assert (only_books["domain"] == "Books").all()
