@@ -20,7 +20,8 @@ STAMP = "experiment.json"
 
 
 def experiment_fingerprint(params: Params) -> str:
-    config = {section: getattr(params, section).model_dump(mode="json")
+    # values left at their defaults are not part of it, so a new option does not make finished runs stale
+    config = {section: getattr(params, section).model_dump(mode="json", exclude_defaults=True)
               for section in ("prepare", "model", "train", "sasrec", "eval")}
     return fingerprint(config, DataLayout(params.data_root).prepared / "manifest.json")
 
@@ -55,6 +56,8 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
         train_sasrec(params, resume="auto", show_progress=False)
     log(f"{name}: evaluating {', '.join(models)}")
     evaluate(params, models, "test")
+    if "llmrec" in models:  # the whole validation split, on which the report chooses its headline run
+        evaluate(params, ("llmrec",), "valid")
     if "llmrec" in models:
         build_index(params)
     stamp = {"name": name, "fingerprint": experiment_fingerprint(params), "models": list(models),

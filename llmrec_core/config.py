@@ -110,8 +110,8 @@ class TrainConfig(Section):
     domain_negatives: int = Field(default=10, ge=0)  # sampled from the target's domain (the paper: 10)
     # subtract each candidate's log sampling share from its logit (sampled-softmax correction; needs in-batch)
     logq_correction: bool = False
-    # softmax over every item of the target's domain: batch items fresh, the others from a bank of item
-    # vectors re-encoded every `item_bank_refresh_steps` optimizer steps (null: each epoch); see item_bank.py
+    # add a softmax of each user over every item of its target's domain, against a bank of item vectors
+    # re-encoded every `item_bank_refresh_steps` optimizer steps (null: each epoch); see item_bank.py
     item_bank_negatives: bool = False
     item_bank_refresh_steps: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=32, ge=1)
@@ -136,9 +136,6 @@ class TrainConfig(Section):
             raise ValueError("need in_batch_negatives or domain_negatives > 0")
         if self.logq_correction and not self.in_batch_negatives:
             raise ValueError("logq_correction corrects in-batch negatives; set in_batch_negatives: true")
-        if self.logq_correction and self.item_bank_negatives:
-            raise ValueError("item_bank_negatives makes the softmax exact over the domain; "
-                             "logq_correction corrects a sampled one: set one of them")
         return self
 
 

@@ -113,8 +113,8 @@ def train_sasrec(params: Params, resume: bool | str = False, show_progress: bool
     run_dir = params.resolve(cfg.run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
     # epochs and patience may grow on resume: the learning rate is constant, so the path so far is the same
-    config = {"sasrec": cfg.model_dump(exclude={"run_dir", "epochs", "patience"}), "setting": [setting.setting, setting.domain],
-              "prepare": params.prepare.model_dump()}
+    config = {"sasrec": cfg.model_dump(exclude={"run_dir", "epochs", "patience"}, exclude_defaults=True),
+              "setting": [setting.setting, setting.domain], "prepare": params.prepare.model_dump(exclude_defaults=True)}
     current = fingerprint(config, DataLayout(params.data_root).prepared / "manifest.json")
     resume = decide_resume(ckpt_path, resume, current, [run_dir / "weights.safetensors"])
     torch.manual_seed(cfg.seed)

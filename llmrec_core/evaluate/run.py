@@ -154,5 +154,6 @@ def evaluate(params: Params, models: tuple[str, ...] = MODELS, split: str = "tes
            "users": int(len(rows)), "models": results}
     (run_dir / f"metrics_{split}.json").write_text(json.dumps(out, indent=2))
     write_summaries(run_dir, split, results)
-    (run_dir / "cost_eval.json").write_text(json.dumps(costs, indent=2))
+    cost_name = "cost_eval.json" if split == "test" else f"cost_eval_{split}.json"  # the test record stays
+    (run_dir / cost_name).write_text(json.dumps(costs, indent=2))
     return out

@@ -26,6 +26,13 @@ class Run:
     cost_eval: dict = field(default_factory=dict)  # per model
     index: dict | None = None  # index meta (encode and build times)
     train_metrics: dict | None = None  # the LM's training summary (best validation NDCG@10)
+    valid_metrics: dict | None = None  # metrics_valid.json: the whole validation split, evaluated like the test
+
+    @property
+    def valid_ndcg(self) -> float | None:
+        """The tuned LM's NDCG@10 on the whole validation split (None if that was not evaluated)."""
+        return (((self.valid_metrics or {}).get("models", {}).get("llmrec") or {}).get("overall", {})
+                .get("ndcg@10"))
 
     @property
     def setting(self) -> str:
@@ -63,7 +70,7 @@ def load_runs(params_path: Path) -> list[Run]:
         runs.append(Run(exp.name, p, metrics, read_json(run_dir / "cost_train.json"),
                         read_json(p.resolve(p.sasrec.run_dir) / "cost_train.json"),
                         read_json(run_dir / "cost_eval.json") or {}, read_json(run_dir / "index" / "index.json"),
-                        read_json(run_dir / "train_metrics.json")))
+                        read_json(run_dir / "train_metrics.json"), read_json(run_dir / "metrics_valid.json")))
     return runs
 
 

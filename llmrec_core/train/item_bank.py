@@ -1,11 +1,16 @@
-"""Item-bank negatives: a softmax over every item of the target's domain, as evaluation ranks them.
+"""Item-bank negatives: a second loss over every item of the target's domain, as evaluation ranks them.
 
 Encoding the whole catalogue with gradients each step is out of reach, so the bank keeps a vector
 for every item, re-encoded without gradients every `item_bank_refresh_steps` optimizer steps (or
-each epoch). In a batch, the items the batch encodes anyway (targets and sampled negatives) use their
-fresh vectors, so the item tower still learns; every other item of the row's domain uses its bank
-vector, so the user tower learns against the whole domain. Items the user already rated are masked,
-as full ranking excludes them. The softmax is then exact over the domain: no logQ correction applies.
+each epoch). The bank loss is the softmax of each user vector against the bank vectors of every item
+of its target's domain, the target's included; the user's earlier items are masked, as full ranking
+excludes them. It trains the user tower against the whole domain; the item tower learns from the
+in-batch loss, which it is added to.
+
+All columns of the bank loss are equally stale on purpose. Putting fresh vectors for the batch's
+items beside stale ones for the rest lets the model learn to score "encoded now" above "encoded at
+the last refresh", which no refresh can teach it (a first version that did so saw its ml-100k
+training loss rise from 3.7 at step 12 to 5.8 at step 61).
 """
 from __future__ import annotations
 
@@ -21,18 +26,18 @@ class ItemBank:
     domains: torch.Tensor  # (n_items,) domain code of each item
 
 
-def domain_logits(users: torch.Tensor, fresh_items: torch.Tensor, candidates: torch.Tensor, targets: torch.Tensor,
-                  hists: list[np.ndarray], bank: ItemBank, temperature: float) -> torch.Tensor:
-    """(rows, n_items) logits: bank vectors everywhere, fresh vectors in the `candidates` columns, -inf
-    for items outside the target's domain and for the row's history (unless it is the target)."""
+def bank_logits(users: torch.Tensor, targets: torch.Tensor, hists: list[np.ndarray], bank: ItemBank,
+                temperature: float) -> torch.Tensor:
+    """(rows, n_items) logits of each user against every bank vector; -inf for items outside the target's
+    domain and for the row's history (unless it is the target)."""
     device = users.device
+    targets = targets.to(device)
     logits = users @ bank.vectors.to(device, users.dtype).T / temperature
-    logits = logits.index_copy(1, candidates.to(device), users @ fresh_items.T / temperature)
     domains = bank.domains.to(device)
-    allowed = domains[None, :] == domains[targets.to(device)][:, None]
+    allowed = domains[None, :] == domains[targets][:, None]
     lengths = np.fromiter((len(h) for h in hists), dtype=np.int64, count=len(hists))
     if lengths.sum():
         rows = torch.from_numpy(np.repeat(np.arange(len(hists)), lengths)).to(device)
         allowed[rows, torch.from_numpy(np.concatenate(hists).astype(np.int64)).to(device)] = False
-    allowed[torch.arange(len(targets), device=device), targets.to(device)] = True
+    allowed[torch.arange(len(targets), device=device), targets] = True
     return logits.masked_fill(~allowed, float("-inf"))

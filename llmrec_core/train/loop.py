@@ -2,10 +2,11 @@
 
 A batch is a set of (history, target) prefixes. Candidates are the batch's targets (in-batch
 negatives, deduplicated) plus `domain_negatives` items per row drawn from the target's domain;
-the loss is softmax cross-entropy of the positive against them. With `item_bank_negatives` the
-softmax is instead over every item of the target's domain (item_bank.py). The order of examples and the
-negatives depend only on (seed, epoch, batch), and the checkpoint holds the RNG state for dropout
-(and the item bank), so a killed run resumed from its checkpoint ends with the same weights.
+the loss is softmax cross-entropy of the positive against them. `item_bank_negatives` adds a
+softmax over every item of the target's domain against a bank of item vectors (item_bank.py).
+The order of examples and the negatives depend only on (seed, epoch, batch), and the checkpoint
+holds the RNG state for dropout and the item bank, so a killed run resumed from its checkpoint
+ends with the same weights.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from ..model.bundle import build_bundle, save_weights
 from ..model.text import TextTokens
 from .checkpoint import decide_resume, fingerprint, load_checkpoint, save_checkpoint
 from .examples import build_examples, histories, log_proposal, sample_domain_negatives
-from .item_bank import ItemBank, domain_logits
+from .item_bank import ItemBank, bank_logits
 
 
 def batch_loss(encoder: torch.nn.Module, tokens: TextTokens, hists: list[np.ndarray], targets: torch.Tensor,
@@ -35,7 +36,7 @@ def batch_loss(encoder: torch.nn.Module, tokens: TextTokens, hists: list[np.ndar
                log_q: torch.Tensor | None = None, bank: ItemBank | None = None) -> tuple[torch.Tensor, int]:
     """`encoder` is the module accelerate prepared (DDP-wrapped when distributed), so gradients sync.
     `log_q` (per item, see `log_proposal`) is subtracted from every candidate's logit when given.
-    With a `bank`, each row's softmax is over every item of its target's domain (see item_bank.py)."""
+    With a `bank`, the loss adds each row's softmax over every item of its target's domain (item_bank.py)."""
     pool = targets if negatives is None else torch.cat([targets, negatives.flatten()])
     candidates = torch.unique(pool)  # deduplicated: an item that is two rows' target is one column
     positive = torch.searchsorted(candidates, targets)
@@ -44,9 +45,6 @@ def batch_loss(encoder: torch.nn.Module, tokens: TextTokens, hists: list[np.ndar
     users = encoder(u_ids.to(device), u_mask.to(device))
     items = encoder(i_ids.to(device), i_mask.to(device))
     n_tokens = int(u_mask.sum() + i_mask.sum())
-    if bank is not None:
-        logits = domain_logits(users, items, candidates, targets, hists, bank, temperature)
-        return F.cross_entropy(logits, targets.to(device)), n_tokens
     logits = users @ items.T / temperature
     if log_q is not None:
         logits = logits - log_q[candidates].to(device)
@@ -56,7 +54,10 @@ def batch_loss(encoder: torch.nn.Module, tokens: TextTokens, hists: list[np.ndar
         allowed[rows, positive] = True
         allowed[rows[:, None].expand_as(negatives), torch.searchsorted(candidates, negatives)] = True
         logits = logits.masked_fill(~allowed.to(device), float("-inf"))
-    return F.cross_entropy(logits, positive.to(device)), n_tokens
+    loss = F.cross_entropy(logits, positive.to(device))
+    if bank is not None:
+        loss = loss + F.cross_entropy(bank_logits(users, targets, hists, bank, temperature), targets.to(device))
+    return loss, n_tokens
 
 
 def _domain_tensors(data: SettingData, targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,8 +84,10 @@ def _encode_bank(bundle, n_items: int, batch_size: int) -> torch.Tensor:
 
 
 def train_fingerprint(params: Params) -> str:
-    train_cfg = params.train.model_dump(exclude={"run_dir", "checkpoint_every"})
-    config = {"model": params.model.model_dump(), "train": train_cfg, "prepare": params.prepare.model_dump()}
+    # values left at their defaults are not part of it, so a new option does not orphan a checkpoint
+    train_cfg = params.train.model_dump(exclude={"run_dir", "checkpoint_every"}, exclude_defaults=True)
+    config = {"model": params.model.model_dump(exclude_defaults=True), "train": train_cfg,
+              "prepare": params.prepare.model_dump(exclude_defaults=True)}
     return fingerprint(config, DataLayout(params.data_root).prepared / "manifest.json")
 
 
