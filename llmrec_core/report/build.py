@@ -127,14 +127,24 @@ class Report:
             lines.append(f"- **Not run yet**: {', '.join(self.missing)} (`llmrec analyses --params {self.params_path}`).")
         return "\n".join(lines)
 
-    def headline(self) -> str:
-        out = ["## LLM-Rec against the baselines", ""]
+    def headline_runs(self) -> tuple[Run, Run, bool] | None:
+        """(the Mixed LLM-Rec run with the best validation NDCG@10, the Mixed run with the baselines, whether
+        the choice used the whole validation split) or None when either is missing."""
         tuned = [r for r in self.runs if r.setting == "mixed" and r.has("llmrec") and r.train_metrics]
         base = next((r for r in self.runs if r.setting == "mixed" and r.has("popularity")), None)
         if not tuned or base is None:
-            return "\n".join(out + ["Not run: needs a Mixed-setting LLM-Rec run and one with the baselines."])
+            return None
         whole_split = all(r.valid_ndcg is not None for r in tuned)  # else the training loop's (sub)sample
         best = max(tuned, key=lambda r: r.valid_ndcg if whole_split else r.train_metrics["best_valid_ndcg@10"])
+        return best, base, whole_split
+
+    def headline(self) -> str:
+        out = ["## LLM-Rec against the baselines", ""]
+        chosen = self.headline_runs()
+        if chosen is None:
+            return "\n".join(out + ["Not run: needs a Mixed-setting LLM-Rec run and one with the baselines."])
+        best, base, whole_split = chosen
+        tuned = [r for r in self.runs if r.setting == "mixed" and r.has("llmrec") and r.train_metrics]
         entries = [(f"LLM-Rec (`{best.name}`)", best.result("llmrec"))] + [
             (MODEL_LABELS[m], base.result(m)) for m in ("zero_shot", "sasrec", "popularity") if base.has(m)]
         rows = [[label, res["overall"]["count"], *(metric(res, None, m) for m in METRICS),
@@ -151,6 +161,19 @@ class Report:
                 word = "beats" if mine > theirs else "does not beat"
                 out.append(f"- LLM-Rec {word} {MODEL_LABELS[model]} overall (NDCG@10 {fmt(mine)} vs {fmt(theirs)}, "
                            f"{(mine - theirs) / theirs:+.0%}).")
+        labels = [label.split(" (")[0] for label, _ in entries]
+        by_domain = [[d, self._targets(d), *(metric(res, d, m) for _, res in entries for m in METRICS)]
+                     for d in self.domains]
+        out += ["", "Per domain (test split, NDCG@10 / Recall@10):", "",
+                table(["domain", "targets", *(f"{label} {m.replace('ndcg', 'NDCG').replace('recall', 'Recall')}"
+                                              for label in labels for m in METRICS)], by_domain), ""]
+        for model in ("popularity", "sasrec"):
+            pairs = [(metric(best.result("llmrec"), d, "ndcg@10"), metric(base.result(model), d, "ndcg@10"))
+                     for d in self.domains]
+            pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+            if pairs:
+                out.append(f"- LLM-Rec beats {MODEL_LABELS[model]} on {sum(a > b for a, b in pairs)} of {len(pairs)} "
+                           f"domains (NDCG@10).")
         return "\n".join(out)
 
     def data_settings(self) -> str:
@@ -264,14 +287,17 @@ class Report:
     def tuning(self) -> str:
         out = ["## 3. FPFT vs PEFT (LoRA)", ""]
         rows, findings = [], []
-        by_model: dict[str, dict[str, Run]] = {}
+        # FPFT and LoRA are compared at an equal budget: same LM, optimizer steps, batch and sentence length
+        pairs: dict[tuple, dict[str, Run]] = {}
         for run in self.runs:
-            if run.setting == "mixed" and run.has("llmrec"):
-                by_model.setdefault(run.model_name, {}).setdefault(run.tuning, run)
-        for model, pair in by_model.items():
+            if run.setting == "mixed" and run.has("llmrec") and run.cost_train:
+                key = (run.model_name, run.cost_train["global_steps"], run.params.train.batch_size,
+                       run.params.model.user_max_tokens)
+                pairs.setdefault(key, {}).setdefault(run.tuning, run)
+        for (model, steps, batch, tokens), pair in pairs.items():
             for tuning, run in sorted(pair.items()):
-                c = run.cost_train or {}
-                rows.append([model, TUNINGS[tuning], c.get("parameters_trainable"), c.get("parameters_total"),
+                c = run.cost_train
+                rows.append([run.name, model, TUNINGS[tuning], f"{steps} × {batch}", tokens, c.get("parameters_trainable"),
                              *(metric(run.result("llmrec"), None, m) for m in METRICS),
                              c.get("samples_per_s"), c.get("seconds_total"), c.get("peak_gpu_mb") or c.get("peak_host_mb")])
             if {"fpft", "lora"} <= set(pair):
@@ -280,11 +306,13 @@ class Report:
                 share = lo.cost_train["parameters_trainable"] / f.cost_train["parameters_trainable"]
                 speed = lo.cost_train["samples_per_s"] / f.cost_train["samples_per_s"]
                 verdict = "holds" if nf > nl else "does not hold"
-                findings.append(f"- {model}: LoRA trains {share:.2%} of the parameters at {speed:.2f}× FPFT's "
-                                f"samples/s and reaches {nl / nf:.0%} of FPFT's NDCG@10; the paper's finding that "
-                                f"full fine-tuning beats LoRA {verdict} here.")
-        out += [table(["model", "tuning", "trainable", "parameters", "NDCG@10", "Recall@10", "train samples/s",
-                       "train s", "peak MB"], rows) if rows else "No tuned runs yet.", "", *findings]
+                findings.append(f"- {model}, {steps} steps of {batch} (`{f.name}` vs `{lo.name}`): LoRA trains "
+                                f"{share:.2%} of the parameters at {speed:.2f}× FPFT's samples/s and reaches "
+                                f"{nl / nf:.0%} of FPFT's NDCG@10; the paper's finding that full fine-tuning beats "
+                                f"LoRA {verdict} here.")
+        out += [table(["experiment", "model", "tuning", "steps × batch", "user tokens", "trainable", "NDCG@10",
+                       "Recall@10", "train samples/s", "train s", "peak MB"], rows) if rows else "No tuned runs yet.",
+                "", *findings]
         sweep = [r for k, v in self.bench.items() if k.startswith("sizes_") for r in v.values() if "tuning" in r
                  and "error" not in r]
         pairs = {}
@@ -298,24 +326,27 @@ class Report:
 
     def item_groups(self) -> str:
         out = ["## 4. Cold-start and tail items", ""]
-        run = self.reference
-        if run is None:
-            return "\n".join(out + ["Not run: no Mixed-setting LLM-Rec experiment."])
-        groups = [g for g in ("cold", "tail", "head") if any(
-            metric(run.result(m), f"group:{g}", "count") for m in MODEL_LABELS)]
-        models = [m for m in MODEL_LABELS if run.has(m)]
+        chosen = self.headline_runs()
+        if chosen is None:
+            return "\n".join(out + ["Not run: needs a Mixed-setting LLM-Rec run and one with the baselines."])
+        best, base, _ = chosen
+        results = {"llmrec": best.result("llmrec"),
+                   **{m: base.result(m) for m in ("zero_shot", "sasrec", "popularity") if base.has(m)}}
+        models = list(results)
+        groups = [g for g in ("cold", "tail", "head") if any(metric(r, f"group:{g}", "count") for r in results.values())]
         rows = []
         for g in groups:
-            count = next(run.result(m)["by_group"][g]["count"] for m in models if g in run.result(m)["by_group"])
-            rows.append([g, count, *(metric(run.result(m), f"group:{g}", n) for m in models for n in METRICS)])
-        out += [f"Experiment `{run.name}`; cold = target never in training, tail = least popular "
-                f"{self.base.prepare.tail_fraction:.0%} of items by training count, head = the rest.", "",
+            count = next(r["by_group"][g]["count"] for r in results.values() if g in r["by_group"])
+            rows.append([g, count, *(metric(results[m], f"group:{g}", n) for m in models for n in METRICS)])
+        out += [f"LLM-Rec: `{best.name}` (the headline run); the other models: `{base.name}`. Cold = target never in "
+                f"training, tail = least popular {self.base.prepare.tail_fraction:.0%} of items by training count, "
+                f"head = the rest.", "",
                 table(["group", "targets", *(f"{MODEL_LABELS[m]} {n}" for m in models for n in METRICS)], rows), ""]
         path = figures.grouped_bars(self.figure("item_groups.png"), groups,
-                                    {MODEL_LABELS[m]: [metric(run.result(m), f"group:{g}", "ndcg@10") for g in groups]
+                                    {MODEL_LABELS[m]: [metric(results[m], f"group:{g}", "ndcg@10") for g in groups]
                                      for m in models}, "NDCG@10", "NDCG@10 by item group")
         out += [self.link(path), ""]
-        tail = {m: metric(run.result(m), "group:tail", "ndcg@10") for m in models}
+        tail = {m: metric(results[m], "group:tail", "ndcg@10") for m in models}
         if tail.get("llmrec") is not None and tail.get("sasrec") is not None:
             verdict = "holds" if tail["llmrec"] > tail["sasrec"] else "does not hold"
             out.append(f"- Tail NDCG@10: LLM-Rec {fmt(tail['llmrec'])}, SASRec {fmt(tail['sasrec'])}, popularity "

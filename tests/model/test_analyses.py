@@ -1,5 +1,6 @@
 """The analyses set and the report, on the embedded sample with a tiny random model (fast)."""
 import json
+import re
 
 import pytest
 import yaml
@@ -68,7 +69,7 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
         assert heading in text
     # table cells are the metrics files' numbers
     single = json.loads((tmp_path / "runs" / "single-books" / "metrics_test.json").read_text())
-    books_row = next(line for line in text.splitlines() if line.startswith("| Books |"))
+    books_row = next(line for line in text.split("## 1.")[1].splitlines() if line.startswith("| Books |"))
     assert fmt(single["models"]["llmrec"]["by_domain"]["Books"]["ndcg@10"]) in books_row
     assert fmt(single["models"]["sasrec"]["by_domain"]["Books"]["ndcg@10"]) in books_row
     lodo = json.loads((tmp_path / "runs" / "lodo-books" / "metrics_test.json").read_text())
@@ -82,7 +83,19 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     mixed_row = next(line for line in text.split("## 7.")[1].splitlines() if line.startswith("| mixed | Mixed | all | LLM-Rec |"))
     assert f"| {fmt(mixed['models']['llmrec']['overall']['ndcg@10'])} |" in mixed_row
     assert "(the whole validation split, ranked like the test)" in text
-    assert set(json.loads((tmp_path / "runs" / "mixed" / "cost_eval.json").read_text())) == {"llmrec", "sasrec"}
+    headline = text.split("## 1.")[0]
+    books = next(line for line in headline.splitlines() if line.startswith("| Books |"))  # the per-domain table
+    assert fmt(json.loads((tmp_path / "runs" / "mixed" / "metrics_test.json").read_text())
+               ["models"]["popularity"]["by_domain"]["Books"]["recall@10"]) in books
+    assert re.search(r"- LLM-Rec beats popularity on \d of \d domains", headline)
+    # the item-group analysis reads the same headline run
+    best = re.search(r"\| LLM-Rec \(`([\w-]+)`\)", headline).group(1)
+    groups = text.split("## 4.")[1].split("## 5.")[0]
+    assert f"LLM-Rec: `{best}` (the headline run)" in groups
+    tail = json.loads((tmp_path / "runs" / best / "metrics_test.json").read_text())["models"]["llmrec"]["by_group"]["tail"]
+    assert next(line for line in groups.splitlines() if line.startswith("| tail |")).startswith(
+        f"| tail | {fmt(tail['count'])} | {fmt(tail['ndcg@10'])} |")
+    assert set(json.loads((tmp_path / "runs" / "mixed" / "cost_eval.json").read_text())) == {"llmrec", "zero_shot", "sasrec"}
     assert (tmp_path / "runs" / "mixed" / "cost_eval_valid.json").is_file()
     assert "- **Negatives** (base config" in text
     negatives = text.split("## 9. Negatives")[1]
