@@ -3,8 +3,8 @@
 Encoding the whole catalogue with gradients each step is out of reach, so the bank keeps a vector
 for every item, re-encoded without gradients every `item_bank_refresh_steps` optimizer steps (or
 each epoch). The bank loss is the softmax of each user vector against the bank vectors of every item
-of its target's domain, the target's included; the user's earlier items are masked, as full ranking
-excludes them. It trains the user tower against the whole domain; the item tower learns from the
+of its target's domain, the target's included; the items of the row's history window are masked, as
+full ranking excludes what the user rated. It trains the user tower against the whole domain; the item tower learns from the
 in-batch loss, which it is added to.
 
 All columns of the bank loss are equally stale on purpose. Putting fresh vectors for the batch's
