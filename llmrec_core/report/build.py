@@ -127,10 +127,13 @@ class Report:
             lines.append(f"- **Not run yet**: {', '.join(self.missing)} (`llmrec analyses --params {self.params_path}`).")
         return "\n".join(lines)
 
+    def mixed_tuned_runs(self) -> list[Run]:
+        return [r for r in self.runs if r.setting == "mixed" and r.has("llmrec") and r.train_metrics]
+
     def headline_runs(self) -> tuple[Run, Run, bool] | None:
         """(the Mixed LLM-Rec run with the best validation NDCG@10, the Mixed run with the baselines, whether
         the choice used the whole validation split) or None when either is missing."""
-        tuned = [r for r in self.runs if r.setting == "mixed" and r.has("llmrec") and r.train_metrics]
+        tuned = self.mixed_tuned_runs()
         base = next((r for r in self.runs if r.setting == "mixed" and r.has("popularity")), None)
         if not tuned or base is None:
             return None
@@ -144,7 +147,6 @@ class Report:
         if chosen is None:
             return "\n".join(out + ["Not run: needs a Mixed-setting LLM-Rec run and one with the baselines."])
         best, base, whole_split = chosen
-        tuned = [r for r in self.runs if r.setting == "mixed" and r.has("llmrec") and r.train_metrics]
         entries = [(f"LLM-Rec (`{best.name}`)", best.result("llmrec"))] + [
             (MODEL_LABELS[m], base.result(m)) for m in ("zero_shot", "sasrec", "popularity") if base.has(m)]
         rows = [[label, res["overall"]["count"], *(metric(res, None, m) for m in METRICS),
@@ -152,7 +154,7 @@ class Report:
         chosen_on = ("the whole validation split, ranked like the test" if whole_split else
                      "the training loop's validation users")
         out += [f"Mixed setting, test split. The LLM-Rec run is the one with the best validation NDCG@10 ({chosen_on}) "
-                f"of the {len(tuned)} Mixed-setting runs; the baselines come from `{base.name}`.", "",
+                f"of the {len(self.mixed_tuned_runs())} Mixed-setting runs; the baselines come from `{base.name}`.", "",
                 table(["model", "targets", "NDCG@10", "Recall@10", "tail NDCG@10", "head NDCG@10"], rows), ""]
         mine = metric(best.result("llmrec"), None, "ndcg@10")
         for model in ("popularity", "sasrec"):
