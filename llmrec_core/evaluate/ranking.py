@@ -19,14 +19,16 @@ def vector_scores(users: torch.Tensor, items: torch.Tensor) -> ScoreFn:
     return score
 
 
-def _exclude(scores: torch.Tensor, histories: list[np.ndarray], targets: np.ndarray, start: int, end: int) -> None:
+def _exclude(scores: torch.Tensor, histories: list[np.ndarray], targets: np.ndarray, start: int, end: int,
+             fill: float = float("-inf")) -> None:
+    """Set each row's history items of this domain (other than its target) to `fill`."""
     lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
     if not lengths.sum():
         return
     cols = np.concatenate(histories)
     rows = np.repeat(np.arange(len(histories)), lengths)
     keep = (cols >= start) & (cols < end) & (cols != np.repeat(targets, lengths))
-    scores[torch.from_numpy(rows[keep]), torch.from_numpy(cols[keep] - start)] = float("-inf")
+    scores[torch.from_numpy(rows[keep]), torch.from_numpy(cols[keep] - start)] = fill
 
 
 def full_ranks(score: ScoreFn, targets: np.ndarray, histories: list[np.ndarray] | None,
@@ -47,24 +49,32 @@ def full_ranks(score: ScoreFn, targets: np.ndarray, histories: list[np.ndarray] 
     return ranks
 
 
-def sampled_ranks(score: ScoreFn, targets: np.ndarray, domain_ranges: dict[str, tuple[int, int]],
-                  negatives: int, seed: int) -> np.ndarray:
-    """The paper's protocol: rank among `negatives` items drawn uniformly from the target's domain
-    (without the target; a fixed seed makes every model see the same negatives)."""
+def sampled_ranks(score: ScoreFn, targets: np.ndarray, histories: list[np.ndarray] | None,
+                  domain_ranges: dict[str, tuple[int, int]], negatives: int, seed: int,
+                  chunk_rows: int = 1024) -> np.ndarray:
+    """The paper's sampled protocol: 0-based rank of each target among `negatives` items drawn uniformly
+    without replacement from its domain, never the target and (with `histories`) never an item the user
+    rated before it. When fewer items are eligible, all of them are used, which is full ranking. Ties count
+    against the target; a fixed seed gives every model the same negatives."""
     rng = np.random.default_rng(seed)
-    ranks = np.empty(len(targets), dtype=np.int64)
+    ranks = np.zeros(len(targets), dtype=np.int64)
     for start, end in domain_ranges.values():
-        rows = np.flatnonzero((targets >= start) & (targets < end))
-        if not len(rows):
-            continue
-        size = end - start
-        draw = rng.integers(0, size - 1, size=(len(rows), negatives))
-        local_t = targets[rows] - start
-        draw = draw + (draw >= local_t[:, None])  # skip the target itself
-        scores = score(rows, start, end).float()
-        neg = scores.gather(1, torch.from_numpy(draw))
-        tgt = scores.gather(1, torch.from_numpy(local_t)[:, None])
-        ranks[rows] = (neg >= tgt).sum(1).numpy()
+        in_domain = np.flatnonzero((targets >= start) & (targets < end))
+        for c in range(0, len(in_domain), chunk_rows):
+            rows = in_domain[c: c + chunk_rows]
+            local = torch.from_numpy(targets[rows] - start)
+            # a uniform key per (row, item); the `negatives` smallest keys among eligible items are a
+            # uniform sample without replacement, and ineligible items get an infinite key
+            keys = torch.from_numpy(rng.random((len(rows), end - start)))
+            if histories is not None:
+                _exclude(keys, [histories[r] for r in rows], targets[rows], start, end, fill=float("inf"))
+            keys[torch.arange(len(rows)), local] = float("inf")
+            chosen = torch.zeros_like(keys, dtype=torch.bool)
+            chosen.scatter_(1, keys.topk(min(negatives, end - start), dim=1, largest=False).indices, True)
+            chosen &= torch.isfinite(keys)
+            scores = score(rows, start, end).float()
+            target_score = scores.gather(1, local[:, None])
+            ranks[rows] = ((scores >= target_score) & chosen).sum(1).numpy()
     return ranks
 
 
