@@ -26,7 +26,8 @@ from ..data.settings import SettingData, load_setting
 from ..evaluate.run import encode_items, evaluate_encoder
 from ..model.bundle import build_bundle, save_weights
 from ..model.text import TextTokens
-from .checkpoint import decide_resume, fingerprint, load_checkpoint, save_checkpoint
+from ..provenance import LM_TRAINING_CODE, fingerprint, provenance
+from .checkpoint import decide_resume, load_checkpoint, save_checkpoint
 from .examples import build_examples, histories, log_proposal, sample_domain_negatives
 from .item_bank import ItemBank, bank_logits
 
@@ -88,7 +89,7 @@ def train_fingerprint(params: Params) -> str:
     train_cfg = params.train.model_dump(exclude={"run_dir", "checkpoint_every"}, exclude_defaults=True)
     config = {"model": params.model.model_dump(exclude_defaults=True), "train": train_cfg,
               "prepare": params.prepare.model_dump(exclude_defaults=True)}
-    return fingerprint(config, DataLayout(params.data_root).prepared / "manifest.json")
+    return fingerprint(config, DataLayout(params.data_root).prepared / "manifest.json", LM_TRAINING_CODE)
 
 
 def train(params: Params, resume: bool | str = False, show_progress: bool = True) -> dict:
@@ -133,9 +134,10 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
 
     state = {"epoch": 0, "batch": 0, "global_step": 0, "best_ndcg": -1.0, "bad_epochs": 0, "epochs": [],
-             "done": False, "fingerprint": current, "log": []}
+             "done": False, "fingerprint": current, "log": [], "last_loss": None}
     if resume:
         state = load_checkpoint(ckpt_path, bundle.encoder, optimizer, scheduler)
+        state.setdefault("last_loss", None)
         finished = state["done"] or state["epoch"] >= cfg.epochs
         if finished and (run_dir / "train_metrics.json").is_file():  # keep the record of the run that did the work
             acc.print(f"{ckpt_path}: this run already finished; nothing to do")
@@ -159,6 +161,9 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
                    mininterval=0.1 if sys.stderr.isatty() else 20)  # logs (Prefect, DVC): a line per 20 s
         with meter.phase("train"):
             for b in bar:
+                # checked before the batch, so a run resumed from a checkpoint taken at the limit takes no extra step
+                if cfg.max_steps and state["global_step"] >= cfg.max_steps:
+                    break
                 idx = order[b * cfg.batch_size: (b + 1) * cfg.batch_size]
                 targets_np = values[examples.target_pos[idx]]
                 targets = torch.from_numpy(targets_np)
@@ -188,18 +193,18 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
                     state["global_step"] += 1
                     elapsed = time.perf_counter() - train_start
                     bar.set_postfix(loss=f"{loss.item():.3f}", samples_s=f"{samples / elapsed:.1f}", refresh=False)
-                    state["log"].append((state["global_step"], epoch + 1, round(float(loss.item()), 5)))
+                    state["last_loss"] = round(float(loss.item()), 5)
+                    state["log"].append((state["global_step"], epoch + 1, state["last_loss"]))
                     if state["global_step"] % cfg.checkpoint_every == 0 and acc.is_main_process:
                         save_checkpoint(ckpt_path, acc.unwrap_model(encoder), optimizer, scheduler, state)
-                    if cfg.max_steps and state["global_step"] >= cfg.max_steps:
-                        state["done"] = True
-                        break
+        step_limit = bool(cfg.max_steps and state["global_step"] >= cfg.max_steps)
         with meter.phase("validate"):
             metrics = evaluate_encoder(params, bundle, data, split="valid", max_users=params.eval.max_valid_users)
         ndcg = metrics["overall"].get("ndcg@10", 0.0)
-        state["epochs"].append({"epoch": epoch + 1, "last_loss": float(loss.item()), "valid_ndcg@10": ndcg,
+        # a run resumed from a checkpoint taken at the epoch's last batch runs no batch: the loss is the saved one
+        state["epochs"].append({"epoch": epoch + 1, "last_loss": state["last_loss"], "valid_ndcg@10": ndcg,
                                 "valid_recall@10": metrics["overall"].get("recall@10", 0.0)})
-        acc.print(f"epoch {epoch + 1}: loss {loss.item():.4f}  valid NDCG@10 {ndcg:.4f}")
+        acc.print(f"epoch {epoch + 1}: loss {state['last_loss']}  valid NDCG@10 {ndcg:.4f}")
         if ndcg > state["best_ndcg"]:
             state["best_ndcg"], state["bad_epochs"] = ndcg, 0
             if acc.is_main_process:
@@ -210,6 +215,7 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
                 state["done"] = True
         state["epoch"] += 1
         state["batch"] = 0
+        state["done"] = state["done"] or step_limit
         if acc.is_main_process:
             save_checkpoint(ckpt_path, acc.unwrap_model(encoder), optimizer, scheduler, state)
 
@@ -217,9 +223,13 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
     record = meter.record(
         model=acc.unwrap_model(encoder), kind="train", samples=samples, tokens=tokens, seconds=train_seconds,
         extra={"setting": cfg.setting, "domain": cfg.domain, "tuning": cfg.tuning, "model": params.model.name_or_path,
-               "examples_per_epoch": len(examples), "global_steps": state["global_step"], "world_size": world},
+               "examples_per_epoch": len(examples), "global_steps": state["global_step"], "world_size": world,
+               "batch_size": cfg.batch_size * world * cfg.grad_accum, "examples_seen": state["global_step"] *
+               cfg.batch_size * world * cfg.grad_accum, "user_max_tokens": params.model.user_max_tokens,
+               "seed": cfg.seed, "provenance": provenance(LM_TRAINING_CODE)},
     )
-    summary = {"epochs": state["epochs"], "best_valid_ndcg@10": state["best_ndcg"], "cost": record}
+    summary = {"epochs": state["epochs"], "best_valid_ndcg@10": state["best_ndcg"], "cost": record,
+               "fingerprint": current, "provenance": record["provenance"]}
     if acc.is_main_process:
         (run_dir / "train_metrics.json").write_text(json.dumps(summary, indent=2))
         (run_dir / "cost_train.json").write_text(json.dumps(record, indent=2))

@@ -156,3 +156,51 @@ def test_auto_resume_continues_a_matching_run_and_restarts_a_changed_one(tiny_be
         train(changed, resume=True, show_progress=False)
     summary = train(changed, resume="auto", show_progress=False)  # other params: starts over
     assert summary["cost"]["global_steps"] == 3 and summary["cost"]["samples_per_s"] > 0
+
+
+def _dies_in_validation(monkeypatch, params):
+    """Run `params` until its first validation, which dies; return the checkpoint's state."""
+    import llmrec_core.train.loop as loop
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "evaluate_encoder", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(params, show_progress=False)
+    monkeypatch.undo()
+    return torch.load(params.resolve(params.train.run_dir) / "checkpoint.pt", weights_only=True)["state"]
+
+
+def test_checkpoint_at_max_steps_then_kill_in_validation_takes_no_extra_step(tiny_bert, sample_prepared, monkeypatch):
+    limit = {**FAST, "checkpoint_every": 2}
+    straight = train(sample_prepared("limit-straight", model=_model(tiny_bert), max_steps=4, **limit),
+                     show_progress=False)
+    params = sample_prepared("limit-killed", model=_model(tiny_bert), max_steps=4, **limit)
+    state = _dies_in_validation(monkeypatch, params)
+    assert state["global_step"] == 4 and not state["done"]
+    resumed = train(params, resume=True, show_progress=False)
+    assert resumed["cost"]["global_steps"] == straight["cost"]["global_steps"] == 4
+    assert resumed["epochs"][0]["last_loss"] == straight["epochs"][0]["last_loss"]
+    a = load_file(str(params.base_dir / "runs" / "limit-straight" / "weights.safetensors"))
+    b = load_file(str(params.resolve(params.train.run_dir) / "weights.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_at_the_epochs_last_batch_then_kill_in_validation_resumes(tiny_bert, sample_prepared,
+                                                                              monkeypatch):
+    from llmrec_core.data.layout import DataLayout
+    from llmrec_core.data.settings import load_setting
+    from llmrec_core.train.examples import build_examples
+
+    probe = sample_prepared("epoch-end", model=_model(tiny_bert), **FAST)
+    data = load_setting(DataLayout(probe.data_root).prepared, "mixed")
+    batches = len(build_examples(data.seq_offsets, FAST["max_examples_per_user"])) // FAST["batch_size"]
+    params = sample_prepared("epoch-end", model=_model(tiny_bert), **{**FAST, "checkpoint_every": batches,
+                                                                     "max_steps": None})
+    state = _dies_in_validation(monkeypatch, params)
+    assert state["batch"] == batches and state["global_step"] == batches and state["epoch"] == 0
+    summary = train(params, resume=True, show_progress=False)  # runs no batch, validates, finishes
+    assert summary["epochs"][0]["last_loss"] == state["last_loss"] is not None
+    assert summary["cost"]["global_steps"] == batches
+    assert (params.resolve(params.train.run_dir) / "weights.safetensors").is_file()
