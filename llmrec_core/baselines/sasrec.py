@@ -1,14 +1,18 @@
 """SASRec (Kang & McAuley, 2018): the ID-based sequential baseline, in the same harness and splits.
 
 A causal self-attention encoder over item-id embeddings; the last position's state scores every item
-by dot product with the (shared) item embeddings. Trained with cross-entropy over all items of the
-setting, as RecBole's `loss_type: CE`, on the most recent `max_len + 1` items of each training
-sequence. Sequences are left-padded; padded positions attend only to themselves, so no real position
-ever sees padding and no row of the attention is empty.
+by dot product with the (shared) item embeddings, which are scaled by sqrt(hidden) on input as in the
+paper. Trained with cross-entropy over all items of the setting (RecBole's `loss_type: CE`) at every
+position of every training sequence: a sequence longer than `max_len + 1` is cut into windows of
+`max_len + 1` items that end at its last item and step back by `max_len`, so each training target is
+predicted exactly once per epoch, from up to `max_len` earlier items. Evaluation reads up to `max_len`
+items of the user's past in the setting. Sequences are left-padded; padded positions attend only to
+themselves, so no real position ever sees padding and no row of the attention is empty.
 """
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import numpy as np
@@ -24,13 +28,14 @@ from ..data.layout import DataLayout
 from ..data.settings import SettingData, load_setting
 from ..evaluate.metrics import breakdown
 from ..evaluate.ranking import vector_scores
-from ..train.checkpoint import decide_resume, fingerprint, load_checkpoint, save_checkpoint
+from ..provenance import SASREC_TRAINING_CODE, fingerprint, provenance
+from ..train.checkpoint import decide_resume, load_checkpoint, save_checkpoint
 
 
 class SASRec(nn.Module):
     def __init__(self, n_items: int, cfg: SasrecConfig, max_len: int):
         super().__init__()
-        self.max_len, self.heads = max_len, cfg.heads
+        self.max_len, self.heads, self.scale = max_len, cfg.heads, math.sqrt(cfg.hidden)
         self.items = nn.Embedding(n_items + 1, cfg.hidden, padding_idx=0)  # id 0 is padding
         self.positions = nn.Embedding(max_len, cfg.hidden)
         layer = nn.TransformerEncoderLayer(cfg.hidden, cfg.heads, cfg.hidden * 4, cfg.dropout, activation="gelu",
@@ -45,7 +50,7 @@ class SASRec(nn.Module):
         """seq: [B, L] item ids + 1, left-padded with 0 -> hidden states [B, L, H]."""
         L = seq.shape[1]
         pad = seq == 0
-        x = self.items(seq) + self.positions.weight[-L:]
+        x = self.items(seq) * self.scale + self.positions.weight[-L:]
         x = self.dropout(x).masked_fill(pad[..., None], 0.0)
         eye = torch.eye(L, dtype=torch.bool, device=seq.device)
         future = torch.ones(L, L, dtype=torch.bool, device=seq.device).triu(1)
@@ -79,29 +84,49 @@ def history_matrix(histories: pd.Series, width: int) -> np.ndarray:
 
 
 def training_windows(data: SettingData, max_len: int) -> np.ndarray:
+    """Windows of `max_len + 1` items (ids + 1, left-padded) covering every position of every training
+    sequence once as a target: each sequence's windows end at its last item and step back by `max_len`."""
     offsets = data.seq_offsets
     lengths = np.diff(offsets)
-    keep = lengths >= 2
-    return pad_left(data.seq_values, offsets[:-1][keep], lengths[keep], max_len + 1)
+    targets = np.clip(lengths - 1, 0, None)  # positions 1 .. n-1 of a sequence are targets
+    per_seq = -(-targets // max_len)  # ceil
+    seq = np.repeat(np.arange(len(lengths)), per_seq)
+    back = np.arange(per_seq.sum()) - np.repeat(np.cumsum(per_seq) - per_seq, per_seq)  # 0, 1, .. within a sequence
+    ends = offsets[1:][seq] - back * max_len
+    starts = np.maximum(offsets[:-1][seq], ends - max_len - 1)
+    return pad_left(data.seq_values, starts, ends - starts, max_len + 1)
 
 
-def evaluate_sasrec(model: SASRec, rows: pd.DataFrame, data: SettingData, params: Params) -> dict:
+def sasrec_histories(rows: pd.DataFrame, data: SettingData, setting: str) -> list[np.ndarray]:
+    """What SASRec reads for each eval row: the user's whole past in the setting, of which the model keeps the
+    last `max_len` (the rows' `history` is only the LM's window). Per-domain settings see the target's domain."""
+    if setting not in ("s2piao", "single_domain"):
+        return list(rows["seen"])
+    ranges = data.domain_ranges
+    bounds = np.array([ranges[d] for d in rows["domain"]], dtype=np.int64).reshape(-1, 2)
+    return [s[(s >= lo) & (s < hi)] for s, (lo, hi) in zip(rows["seen"], bounds)]
+
+
+def evaluate_sasrec(model: SASRec, rows: pd.DataFrame, data: SettingData, params: Params,
+                    return_ranks: bool = False):
     from ..evaluate.run import rank_rows
 
     was_training = model.training
     model.eval()
-    users = model.user_vectors(history_matrix(rows["history"], model.max_len))
+    histories = pd.Series(sasrec_histories(rows, data, params.train.setting), dtype=object)
+    users = model.user_vectors(history_matrix(histories, model.max_len))
     with torch.no_grad():
         ranks = rank_rows(params, vector_scores(users, model.item_vectors().detach()), rows, data)
     model.train(was_training)
-    return breakdown(rows, ranks, params.eval.ks)
+    result = breakdown(rows, ranks, params.eval.ks)
+    return (result, ranks) if return_ranks else result
 
 
 def load_sasrec(params: Params, n_items: int) -> SASRec:
     path = params.resolve(params.sasrec.run_dir) / "weights.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `llmrec train --model sasrec` first")
-    model = SASRec(n_items, params.sasrec, params.prepare.max_history)
+    model = SASRec(n_items, params.sasrec, params.sasrec.max_len)
     model.load_state_dict(load_file(path))
     return model.eval()
 
@@ -115,17 +140,17 @@ def train_sasrec(params: Params, resume: bool | str = False, show_progress: bool
     # epochs and patience may grow on resume: the learning rate is constant, so the path so far is the same
     config = {"sasrec": cfg.model_dump(exclude={"run_dir", "epochs", "patience"}, exclude_defaults=True),
               "setting": [setting.setting, setting.domain], "prepare": params.prepare.model_dump(exclude_defaults=True)}
-    current = fingerprint(config, DataLayout(params.data_root).prepared / "manifest.json")
+    current = fingerprint(config, DataLayout(params.data_root).prepared / "manifest.json", SASREC_TRAINING_CODE)
     resume = decide_resume(ckpt_path, resume, current, [run_dir / "weights.safetensors"])
     torch.manual_seed(cfg.seed)
     meter = CostMeter(params.cost)
     with meter.phase("load"):
         data = load_setting(DataLayout(params.data_root).prepared, setting.setting, setting.domain)
-        windows = training_windows(data, params.prepare.max_history)
+        windows = training_windows(data, cfg.max_len)
         valid_rows = select_rows(data, "valid", params.eval.max_valid_users, params.eval.seed)
     if not len(windows):
         raise ValueError(f"setting {setting.setting} has no training sequence of two or more items")
-    model = SASRec(len(data.items), cfg, params.prepare.max_history)
+    model = SASRec(len(data.items), cfg, cfg.max_len)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant; kept for the checkpoint
     state = {"epoch": 0, "best_ndcg": -1.0, "bad_evals": 0, "evals": [], "done": False, "fingerprint": current}
@@ -167,12 +192,17 @@ def train_sasrec(params: Params, resume: bool | str = False, show_progress: bool
                 state["done"] = state["bad_evals"] >= cfg.patience
         save_checkpoint(ckpt_path, model, optimizer, scheduler, state)
 
+    targets_per_epoch = int(((windows[:, :-1] > 0) & (windows[:, 1:] > 0)).sum())
+    seconds_per_epoch = meter.seconds("train") / max(state["epoch"] - first_epoch, 1)
     record = meter.record(model, kind="train", samples=samples, seconds=meter.seconds("train"),
                           extra={"model": "sasrec", "setting": setting.setting, "domain": setting.domain,
-                                 "epochs_run": state["epoch"], "seconds_per_epoch":
-                                     round(meter.seconds("train") / max(state["epoch"] - first_epoch, 1), 3)})
+                                 "epochs_run": state["epoch"], "seconds_per_epoch": round(seconds_per_epoch, 3),
+                                 "targets_per_epoch": targets_per_epoch, "max_len": cfg.max_len, "seed": cfg.seed,
+                                 "seconds_per_1k_targets": round(1000 * seconds_per_epoch / max(targets_per_epoch, 1), 4),
+                                 "provenance": provenance(SASREC_TRAINING_CODE)})
     summary = {"evals": state["evals"], "best_valid_ndcg@10": state["best_ndcg"], "cost": record,
-               "wall_s": round(time.perf_counter() - started, 2)}
+               "wall_s": round(time.perf_counter() - started, 2), "fingerprint": current,
+               "provenance": record["provenance"]}
     (run_dir / "train_metrics.json").write_text(json.dumps(summary, indent=2))
     (run_dir / "cost_train.json").write_text(json.dumps(record, indent=2))
     return summary

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmrec_core.baselines.sasrec import SASRec, pad_left, train_sasrec
+from llmrec_core.baselines.sasrec import SASRec, pad_left, train_sasrec, training_windows
 from llmrec_core.config import SasrecConfig
 from llmrec_core.evaluate.run import evaluate
 
@@ -20,17 +20,33 @@ def test_outputs_ignore_padding_and_the_future():
     torch.manual_seed(0)
     model = SASRec(50, SasrecConfig(hidden=16, heads=2, layers=2, dropout=0.0), max_len=6).eval()
     short = torch.tensor([[0, 0, 0, 3, 4, 5]])
-    other_pad = torch.tensor([[0, 0, 0, 3, 4, 5]])
+    less_pad = torch.tensor([[0, 3, 4, 5]])  # the same items with two fewer padding positions
     longer = torch.tensor([[0, 0, 9, 3, 4, 5]])  # one more, older item
     future = torch.tensor([[0, 0, 0, 3, 4, 17]])  # a different last item
     with torch.no_grad():
         h_short, h_long, h_future = model(short), model(longer), model(future)
-        assert torch.equal(h_short, model(other_pad))
+        # positions are counted from the right, so only padding differs: real positions must not see it
+        assert torch.allclose(h_short[0, -3:], model(less_pad)[0, -3:], atol=1e-5)
         assert not torch.isnan(h_short).any()
         # position 4 (item 4) sees 3, 4 only: a later item must not change it
         assert torch.allclose(h_short[0, 4], h_future[0, 4], atol=1e-6)
         # an extra older item changes what the last position sees
         assert not torch.allclose(h_short[0, -1], h_long[0, -1], atol=1e-4)
+
+
+def test_training_windows_cover_every_position_once():
+    from types import SimpleNamespace
+
+    # sequences of 2, 1, 7 and 5 items (ids 0..14); windows of max_len 3 (+1 target)
+    values = np.arange(15)
+    data = SimpleNamespace(seq_values=values, seq_offsets=np.array([0, 2, 3, 10, 15]))
+    windows = training_windows(data, max_len=3)
+    inputs, targets = windows[:, :-1], windows[:, 1:]
+    predicted = targets[(inputs > 0) & (targets > 0)] - 1
+    # every item after the first of its sequence is a target exactly once
+    assert sorted(predicted.tolist()) == [1, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14]
+    # ids + 1, left-padded; a sequence's windows end at its last item and step back by max_len
+    assert windows.tolist() == [[0, 0, 1, 2], [7, 8, 9, 10], [4, 5, 6, 7], [12, 13, 14, 15], [0, 0, 11, 12]]
 
 
 FAST = {"epochs": 15, "eval_every": 5, "patience": 3, "hidden": 32, "batch_size": 256}

@@ -1,0 +1,59 @@
+"""Tune SASRec's few knobs on the validation split, then freeze the winner in the params file by hand.
+
+Trains one SASRec per grid point (the base config's setting and data, early stopping as configured),
+evaluates each on the whole validation split, and writes every point with its validation NDCG@10 to
+`<report.benchmarks_dir>/sasrec_tuning.json`; the report shows that table beside the frozen values.
+The test split is never read.
+
+    python scripts/tune_sasrec.py --params configs/ml-100k.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import time
+from pathlib import Path
+
+from llmrec_core.baselines.sasrec import train_sasrec
+from llmrec_core.config import load_params
+from llmrec_core.evaluate.run import evaluate
+
+GRID = {"sasrec.hidden": [64, 128], "sasrec.dropout": [0.2, 0.5], "sasrec.lr": [1e-3, 2e-3]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--runs", type=Path, default=None, help="where the grid's runs go (default: beside train.run_dir)")
+    args = parser.parse_args()
+    base = load_params(args.params)
+    runs = args.runs or base.resolve(base.train.run_dir).parent / "sasrec-tuning"
+    points = []
+    for values in itertools.product(*GRID.values()):
+        setting = dict(zip(GRID, values))
+        name = "-".join(f"{k.split('.')[1]}{v:g}" for k, v in setting.items())
+        overrides = [f"{k}={v}" for k, v in setting.items()] + [f"sasrec.run_dir={runs / name}",
+                                                                 f"train.run_dir={runs / name}"]
+        params = load_params(args.params, overrides)
+        started = time.perf_counter()
+        summary = train_sasrec(params, resume="auto", show_progress=False)
+        valid = evaluate(params, ("sasrec",), "valid")["models"]["sasrec"]["overall"]
+        point = {**setting, "max_len": params.sasrec.max_len, "layers": params.sasrec.layers,
+                 "epochs_run": summary["cost"]["epochs_run"], "valid_ndcg@10": valid["ndcg@10"],
+                 "valid_recall@10": valid["recall@10"], "seconds": round(time.perf_counter() - started, 1)}
+        points.append(point)
+        print(json.dumps(point), flush=True)
+    best = max(points, key=lambda p: p["valid_ndcg@10"])
+    out = base.resolve(base.report.benchmarks_dir) / "sasrec_tuning.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"params": str(args.params), "split": "valid (whole split)", "grid": GRID,
+                               "points": points, "best": best,
+                               "machine": {"machine": f"CPU {platform.machine()}", "date": time.strftime("%Y-%m-%d")}},
+                              indent=2))
+    print(f"best on validation: {best}\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
