@@ -8,13 +8,14 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.train_eval import PROJECT
+from llmrec_core.analyses import select_runs
 from llmrec_core.config import load_params
 from tasks.analyses import experiment, report
 
 
 @flow(name="analyses", log_prints=True)
 def analyses(params: str = str(PROJECT / "configs" / "ml-100k.yaml"), only: list[str] | None = None) -> str:
-    names = [e.name for e in load_params(params).experiments if not only or e.name in only]
+    names = select_runs(load_params(params), only)  # an experiment with `seeds` is one run per seed
     for name in names:  # one at a time: each run wants every core (or the one GPU)
         experiment(params, name)
     return report(params)

@@ -1,9 +1,10 @@
-"""Run the config's `experiments` (the analyses set): train, evaluate and index each one.
+"""Run the config's `experiments` (the analyses set): train, evaluate and index each run.
 
 The experiment list in the params file is the one definition of the analyses; `llmrec report`
-reads what these runs wrote. An experiment whose params and data have not changed since it last
-finished is skipped, and training resumes from a matching checkpoint, so an interrupted sweep
-continues where it stopped.
+reads what these runs wrote. A run is up to date when its params, its prepared data and the source
+code its results depend on (provenance.EXPERIMENT_CODE) are those its `experiment.json` records; a
+stale run is rerun, and training resumes from a matching checkpoint (or is skipped when the weights
+are still current), so an interrupted sweep continues where it stopped.
 """
 from __future__ import annotations
 
@@ -14,25 +15,48 @@ from typing import Callable
 
 from .config import Params, load_params
 from .data.layout import DataLayout
-from .train.checkpoint import fingerprint
+from .provenance import EXPERIMENT_CODE, code_hash, fingerprint, provenance
 
 STAMP = "experiment.json"
 
 
-def experiment_fingerprint(params: Params) -> str:
+def experiment_config(params: Params) -> dict:
     # values left at their defaults are not part of it, so a new option does not make finished runs stale
-    config = {section: getattr(params, section).model_dump(mode="json", exclude_defaults=True)
-              for section in ("prepare", "model", "train", "sasrec", "eval")}
-    return fingerprint(config, DataLayout(params.data_root).prepared / "manifest.json")
+    return {section: getattr(params, section).model_dump(mode="json", exclude_defaults=True)
+            for section in ("prepare", "model", "train", "sasrec", "eval")}
+
+
+def experiment_fingerprint(params: Params) -> str:
+    """Params, prepared data and the source code behind an experiment's results."""
+    return fingerprint(experiment_config(params), DataLayout(params.data_root).prepared / "manifest.json",
+                       EXPERIMENT_CODE)
+
+
+def read_stamp(params: Params) -> dict | None:
+    stamp = params.resolve(params.train.run_dir) / STAMP
+    return json.loads(stamp.read_text()) if stamp.is_file() else None
+
+
+def run_status(params: Params) -> tuple[str, str]:
+    """("current" | "stale" | "not run", why) for the run these params describe."""
+    stamp = read_stamp(params)
+    if stamp is None:
+        return "not run", "no experiment.json"
+    if stamp.get("fingerprint") == experiment_fingerprint(params):
+        return "current", f"commit {((stamp.get('provenance') or {}).get('commit') or '?')[:12]}"
+    recorded = stamp.get("provenance") or {}
+    if recorded.get("code_hash") != code_hash(EXPERIMENT_CODE):
+        return "stale", (f"code changed since commit {(recorded.get('commit') or '?')[:12]} "
+                         f"(llmrec_core/{{{','.join(EXPERIMENT_CODE)}}})")
+    return "stale", "params or prepared data changed"
 
 
 def is_current(params: Params) -> bool:
-    stamp = params.resolve(params.train.run_dir) / STAMP
-    return stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == experiment_fingerprint(params)
+    return run_status(params)[0] == "current"
 
 
 def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Train what the experiment's `eval.models` needs, evaluate on the test split, index the items."""
+    """Train what the run's `eval.models` needs, evaluate on the test split, index the items."""
     from .baselines.sasrec import train_sasrec
     from .evaluate.run import evaluate
     from .serve.recommend import build_index
@@ -43,9 +67,12 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
     if not (DataLayout(params.data_root).prepared / "manifest.json").is_file():
         raise FileNotFoundError(f"{params.data_root}: no prepared data; run ingest, validate and prepare "
                                 f"with --params {path} first")
-    if not force and is_current(params):
+    status, why = run_status(params)
+    if not force and status == "current":
         log(f"{name}: up to date in {run_dir}")
-        return json.loads((run_dir / STAMP).read_text())
+        return read_stamp(params)
+    if status == "stale":
+        log(f"{name}: stale ({why}); rerunning")
     models = tuple(params.eval.models)
     started = time.perf_counter()
     if "llmrec" in models:
@@ -58,19 +85,32 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
     evaluate(params, models, "test")
     if "llmrec" in models:  # the whole validation split, on which the report chooses its headline run
         evaluate(params, ("llmrec",), "valid")
-    if "llmrec" in models:
         build_index(params)
     stamp = {"name": name, "fingerprint": experiment_fingerprint(params), "models": list(models),
+             "seed": params.train.seed, "provenance": provenance(EXPERIMENT_CODE),
              "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(time.perf_counter() - started, 1)}
     (run_dir / STAMP).write_text(json.dumps(stamp, indent=2))
     return stamp
 
 
+def select_runs(params: Params, names: list[str] | None) -> list[str]:
+    """The runs to do: all, or those named (an experiment name selects all of its seeds)."""
+    runs = params.run_names()
+    if not names:
+        return runs
+    known = {e.name for e in params.experiments} | set(runs)
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ValueError(f"unknown experiment(s) {unknown}; the params file has: {', '.join(runs)}")
+    experiment_of = {run: e.name for e in params.experiments for run in e.run_names}
+    return [r for r in runs if r in names or experiment_of[r] in names]
+
+
+def analyses_status(path: Path, names: list[str] | None = None) -> list[tuple[str, str, str]]:
+    """(run, status, why) for each run, without running anything."""
+    return [(run, *run_status(load_params(path, experiment=run))) for run in select_runs(load_params(path), names)]
+
+
 def run_analyses(path: Path, names: list[str] | None = None, force: bool = False,
                  log: Callable[[str], None] = print) -> list[dict]:
-    params = load_params(path)
-    known = [e.name for e in params.experiments]
-    unknown = sorted(set(names or ()) - set(known))
-    if unknown:
-        raise ValueError(f"unknown experiment(s) {unknown}; {path} has: {', '.join(known)}")
-    return [run_experiment(path, name, force, log) for name in known if not names or name in names]
+    return [run_experiment(path, run, force, log) for run in select_runs(load_params(path), names)]

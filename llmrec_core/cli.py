@@ -198,11 +198,21 @@ def recommend(params: Path = ParamsOption, overrides: list[str] = SetOption, exp
 @app.command()
 def analyses(params: Path = ParamsOption,
              only: list[str] = typer.Option([], "--only", help="Run just this experiment (repeatable)."),
-             force: bool = typer.Option(False, "--force", help="Rerun experiments that are up to date.")) -> None:
-    """Train, evaluate and index every entry of `experiments` (skipping finished ones), for `llmrec report`."""
-    from .analyses import run_analyses
+             force: bool = typer.Option(False, "--force", help="Rerun experiments that are up to date."),
+             status: bool = typer.Option(False, "--status", help="Only say which runs are current, stale or "
+                                                                  "not run (and why); run nothing.")) -> None:
+    """Train, evaluate and index every run of `experiments` (skipping current ones, rerunning stale ones), for
+    `llmrec report`. A run is stale when its params, prepared data or source code changed since it finished."""
+    from .analyses import analyses_status, run_analyses
 
     _load(params)
+    if status:
+        try:
+            rows = analyses_status(params, only or None)
+        except (ValueError, ConfigError) as e:
+            _fail(str(e))
+        _table("runs", ["run", "status", "why"], [list(r) for r in rows])
+        return
     try:
         stamps = run_analyses(params, only or None, force, log=lambda m: console.print(m, highlight=False))
     except (FileExistsError, FileNotFoundError, ValueError, ConfigError) as e:

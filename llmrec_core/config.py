@@ -6,6 +6,7 @@ directory of the params file, so commands behave the same from any working direc
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -143,6 +144,7 @@ class SasrecConfig(Section):
     """The ID-based SASRec baseline (trained on the same setting as `train`); RecBole-like defaults."""
 
     hidden: int = Field(default=64, ge=8)
+    max_len: int = Field(default=50, ge=1)  # items of the past the model reads (Kang & McAuley, RecBole: 50)
     layers: int = Field(default=2, ge=1)
     heads: int = Field(default=2, ge=1)
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
@@ -196,12 +198,27 @@ class ReportConfig(Section):
     notes: list[str] = []  # context a reader needs that no file records (printed under the header)
 
 
+SEED_RUN = re.compile(r"^(?P<experiment>.+)\.seed(?P<seed>\d+)$")
+
+
 class Experiment(Section):
     """A named variant of the base config: dotted keys to values, e.g. {"train.tuning": "lora"}.
-    Its runs go to a sibling of `train.run_dir` named after it (unless it sets `train.run_dir`)."""
+    Its runs go to a sibling of `train.run_dir` named after it (unless it sets `train.run_dir`).
+    With `seeds`, it is one run per seed, named `<name>.seed<N>` (train.seed and sasrec.seed set to N)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     set: dict[str, Any] = {}
+    seeds: list[int] = []
+
+    @model_validator(mode="after")
+    def _seeds_unique(self) -> "Experiment":
+        if len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
+            raise ValueError("`seeds` must be distinct non-negative integers")
+        return self
+
+    @property
+    def run_names(self) -> list[str]:
+        return [f"{self.name}.seed{s}" for s in self.seeds] if self.seeds else [self.name]
 
 
 class Params(Section):
@@ -218,6 +235,18 @@ class Params(Section):
     experiments: list[Experiment] = []
     # Where the file was read from; relative paths in it are resolved against this directory.
     base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _experiment_names_unique(self) -> "Params":
+        names = [e.name for e in self.experiments]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"experiments: {', '.join(twice)} named more than once")
+        return self
+
+    def run_names(self) -> list[str]:
+        """Every run of `experiments`, in file order (one per seed for experiments with `seeds`)."""
+        return [run for e in self.experiments for run in e.run_names]
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else (self.base_dir / path).resolve()
@@ -266,13 +295,26 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
 
 
 def apply_experiment(raw: dict, name: str) -> dict:
-    """The named entry of `experiments` applied to the base config, with its own run folders."""
+    """The named run of `experiments` (an entry's name, or `<name>.seed<N>` for an entry with `seeds`)
+    applied to the base config, with its own run folders."""
     entries = {e.get("name"): e for e in raw.get("experiments") or [] if isinstance(e, dict)}
-    if name not in entries:
-        raise ConfigError(f"experiment {name!r} is not in `experiments` (have: {', '.join(map(str, entries)) or 'none'})")
+    seeded = SEED_RUN.match(name)
+    entry, seed = entries.get(name), None
+    if entry is None and seeded and seeded["experiment"] in entries:
+        entry, seed = entries[seeded["experiment"]], int(seeded["seed"])
+        if seed not in (entry.get("seeds") or []):
+            raise ConfigError(f"run {name!r}: seed {seed} is not in experiment {seeded['experiment']!r}'s `seeds`")
+    if entry is None:
+        runs = [f"{n}.seed{s}" if e.get("seeds") else str(n) for n, e in entries.items() for s in (e.get("seeds") or [0])]
+        raise ConfigError(f"experiment {name!r} is not in `experiments` (have: {', '.join(runs) or 'none'})")
+    if seed is None and entry.get("seeds"):
+        raise ConfigError(f"experiment {name!r} runs once per seed: name one of "
+                          f"{', '.join(f'{name}.seed{s}' for s in entry['seeds'])}")
     train = raw.setdefault("train", {})
     base_run = Path(str(train.get("run_dir", TrainConfig().run_dir)))
-    settings = dict(entries[name].get("set") or {})
+    settings = dict(entry.get("set") or {})
+    if seed is not None:
+        settings.update({"train.seed": seed, "sasrec.seed": seed})
     settings.setdefault("train.run_dir", str(base_run.parent / name))
     settings.setdefault("sasrec.run_dir", str(Path(settings["train.run_dir"]) / "sasrec"))
     for key, value in settings.items():

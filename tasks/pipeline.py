@@ -92,7 +92,7 @@ def publish(project: str) -> str:
     from llmrec_core.config import load_params
     from llmrec_core.summary import cost_markdown, metrics_markdown
 
-    names = [e.name for e in load_params(Path(project) / "params.yaml").experiments]
+    names = load_params(Path(project) / "params.yaml").run_names()
     runs = Path(project) / "runs"
     metrics = metrics_markdown(runs, names=names)
     create_markdown_artifact(key="metrics", markdown="# Test metrics (full ranking)\n\n" + metrics,

@@ -16,6 +16,7 @@ from ..config import Params
 from ..cost import CostMeter, latency_percentiles
 from ..data.layout import DataLayout
 from ..data.settings import SettingData, load_setting
+from ..provenance import EXPERIMENT_CODE, provenance
 from .metrics import breakdown
 from .ranking import ScoreFn, full_ranks, sampled_ranks, vector_scores
 
@@ -55,9 +56,10 @@ def select_rows(data: SettingData, split: str, max_users: int | None, seed: int)
 
 def rank_rows(params: Params, score: ScoreFn, rows: pd.DataFrame, data: SettingData) -> np.ndarray:
     targets = rows["target"].to_numpy(dtype=np.int64)
-    if params.eval.protocol == "sampled":
-        return sampled_ranks(score, targets, data.domain_ranges, params.eval.sampled_negatives, params.eval.seed)
     seen = list(rows["seen"]) if params.eval.exclude_history else None  # all earlier items, not only the window
+    if params.eval.protocol == "sampled":
+        return sampled_ranks(score, targets, seen, data.domain_ranges, params.eval.sampled_negatives,
+                             params.eval.seed)
     return full_ranks(score, targets, seen, data.domain_ranges)
 
 
@@ -68,7 +70,8 @@ def evaluate_encoder(params: Params, bundle, data: SettingData, split: str = "te
 
 def evaluate_encoder_vectors(params: Params, bundle, data: SettingData, split: str = "test",
                              max_users: int | None = None, meter: CostMeter | None = None):
-    """Metrics and the item vectors they were computed with (so callers need not encode twice)."""
+    """Metrics, the item vectors they were computed with (so callers need not encode twice) and the
+    0-based rank of each row's target."""
     was_training = bundle.encoder.training
     bundle.encoder.eval()
     rows = select_rows(data, split, max_users, params.eval.seed)
@@ -80,7 +83,7 @@ def evaluate_encoder_vectors(params: Params, bundle, data: SettingData, split: s
     with meter.phase("rank"):
         ranks = rank_rows(params, vector_scores(users, items), rows, data)
     bundle.encoder.train(was_training)
-    return breakdown(rows, ranks, params.eval.ks), items
+    return breakdown(rows, ranks, params.eval.ks), items, ranks
 
 
 def popularity_scores(data: SettingData) -> ScoreFn:
@@ -105,6 +108,15 @@ def query_latency(bundle, items: torch.Tensor, rows: pd.DataFrame, data: Setting
     return latency_percentiles(times) if times else {}
 
 
+def write_ranks(path, rows: pd.DataFrame, ranks: dict[str, np.ndarray]) -> None:
+    """Each target's 0-based rank per model, one row per eval row: what paired comparisons and intervals
+    over users are computed from (metrics_<split>.json holds only the means)."""
+    table = rows[["user_idx", "target", "domain", "group", "history_len"]].copy()
+    for model, values in ranks.items():
+        table[f"rank_{model}"] = np.asarray(values, dtype=np.int64)
+    table.to_parquet(path, index=False)
+
+
 def write_summaries(run_dir, split: str, results: dict) -> None:
     """Flat files for `dvc metrics` (overall per model) and `dvc plots` (per model and domain)."""
     summary = {model: res["overall"] for model, res in results.items()}
@@ -123,13 +135,13 @@ def evaluate(params: Params, models: tuple[str, ...] = MODELS, split: str = "tes
     run_dir = params.resolve(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = select_rows(data, split, None, params.eval.seed)
-    results, costs = {}, {}
+    results, costs, ranks = {}, {}, {}
     for model in models:
         meter = CostMeter(params.cost)
         if model == "popularity":
             with meter.phase("rank"):
-                ranks = rank_rows(params, popularity_scores(data), rows, data)
-            results[model] = breakdown(rows, ranks, params.eval.ks)
+                ranks[model] = rank_rows(params, popularity_scores(data), rows, data)
+            results[model] = breakdown(rows, ranks[model], params.eval.ks)
             continue
         if model == "sasrec":
             from ..baselines.sasrec import evaluate_sasrec, load_sasrec
@@ -137,23 +149,28 @@ def evaluate(params: Params, models: tuple[str, ...] = MODELS, split: str = "tes
             with meter.phase("load"):
                 sasrec = load_sasrec(params, len(data.items))
             with meter.phase("rank"):
-                results[model] = evaluate_sasrec(sasrec, rows, data, params)
+                results[model], ranks[model] = evaluate_sasrec(sasrec, rows, data, params, return_ranks=True)
             costs[model] = meter.record(sasrec, kind="eval", extra={"model": model})
             continue
         with meter.phase("load"):
             bundle = build_bundle(params, data.items, tuning=None if model == "llmrec" else "fpft")
             if model == "llmrec":
                 load_weights(bundle.encoder, run_dir / "weights.safetensors")
-        results[model], items = evaluate_encoder_vectors(params, bundle, data, split, meter=meter)
+        results[model], items, ranks[model] = evaluate_encoder_vectors(params, bundle, data, split, meter=meter)
         record = meter.record(bundle.encoder, kind="eval", extra={"model": model})
         record["items_encoded_per_s"] = round(len(data.items) / max(meter.seconds("encode_items"), 1e-9), 1)
         record["query_latency"] = query_latency(bundle, items, rows, data)
         record["parameters_total"] = parameter_counts(bundle.encoder)[0]
         costs[model] = record
     out = {"split": split, "protocol": params.eval.protocol, "setting": cfg.setting, "domain": cfg.domain,
-           "users": int(len(rows)), "models": results}
+           "users": int(len(rows)), "models": results, "provenance": provenance(EXPERIMENT_CODE)}
+    if params.eval.protocol == "sampled":
+        out["sampled_negatives"] = params.eval.sampled_negatives
     (run_dir / f"metrics_{split}.json").write_text(json.dumps(out, indent=2))
+    write_ranks(run_dir / f"ranks_{split}.parquet", rows, ranks)
     write_summaries(run_dir, split, results)
+    for record in costs.values():
+        record["provenance"] = out["provenance"]
     cost_name = "cost_eval.json" if split == "test" else f"cost_eval_{split}.json"  # the test record stays
     (run_dir / cost_name).write_text(json.dumps(costs, indent=2))
     return out

@@ -1,8 +1,6 @@
 """One checkpoint dict that resumes a run: trainable weights, optimizer, scheduler, RNG, data position."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -42,13 +40,6 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     if payload["rng_cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(payload["rng_cuda"])
     return payload["state"]
-
-
-def fingerprint(config: dict, data_manifest: Path) -> str:
-    """What a checkpoint was trained on: the training config and the prepared data's manifest."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    digest.update(data_manifest.read_bytes() if data_manifest.is_file() else b"")
-    return digest.hexdigest()[:16]
 
 
 def saved_fingerprint(path: Path) -> str | None:
