@@ -1,55 +1,28 @@
 """`llmrec report`: the paper's analyses as one markdown file with PNG plots.
 
-Every number is read from the files the analyses wrote (collect.py); the sentences that say
-whether a finding of the paper holds here are computed from the same numbers. An analysis whose
-experiments are absent from the params file is reported as not run, with what would run it.
+Every number is read from the files the analyses wrote (collect.py). Each "A vs B" carries the
+difference of the means and its 95% bootstrap interval over test targets (stats.py), and each sentence
+that says whether a finding of the paper holds is computed from that interval: "holds" or "does not
+hold" only when it excludes zero, else "inconclusive at this budget". Domain counts are shown, never
+decide. Every arm prints its budget; sections are numbered when the file is written.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
+from typing import Callable
 
 from ..config import load_params
 from ..data.layout import DataLayout
 from ..model.encoder import PACKAGED_MODELS
 from . import figures
-from .collect import Run, load_benchmarks, load_runs, missing_runs, read_json
+from .collect import Arm, Run, compare, load_benchmarks, load_runs, missing_runs, read_json
+from .markdown import fmt, mean_sd, table
+from .stats import LEVEL, RESAMPLES
 
 SETTINGS = {"single_domain": "Single Domain", "s2piao": "S2PIAO", "mixed": "Mixed"}
-MODEL_LABELS = {"llmrec": "LLM-Rec", "zero_shot": "zero-shot LM", "sasrec": "SASRec", "popularity": "popularity"}
-METRICS = ("ndcg@10", "recall@10")
+MODEL_LABELS = {"llmrec": "LLM-Rec", "zero_shot": "untuned LM", "sasrec": "SASRec", "popularity": "popularity"}
 TUNINGS = {"fpft": "FPFT", "lora": "LoRA"}
-
-
-def fmt(value, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):  # metrics and small costs keep 4 decimals; rates and sizes fewer
-        return f"{value:.{digits}f}" if abs(value) < 1 else f"{value:.2f}" if abs(value) < 100 else f"{value:,.0f}"
-    return str(value)
-
-
-def table(columns: list[str], rows: list[list]) -> str:
-    numeric = [all(isinstance(r[i], (int, float)) for r in rows if r[i] is not None) for i in range(len(columns))]
-    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---:" if n else "---" for n in numeric) + " |"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def metric(result: dict | None, scope: str | None, name: str) -> float | None:
-    """`scope` None: overall; a domain name: that domain's row; "group:<g>": an item group."""
-    if result is None:
-        return None
-    if scope is None:
-        row = result["overall"]
-    elif scope.startswith("group:"):
-        row = result["by_group"].get(scope[6:])
-    else:
-        row = result["by_domain"].get(scope)
-    return None if not row or not row.get("count") else row.get(name)
 
 
 def weights_origin(run: Run) -> str:
@@ -71,24 +44,91 @@ def negatives_text(t) -> str:
     return text
 
 
+def lm_budget(run: Run) -> tuple | None:
+    """(optimizer steps, batch, examples seen, user tokens) of a run's LM training, from its record."""
+    c = run.cost_train
+    if not c:
+        return None
+    batch = c.get("batch_size", run.params.train.batch_size)
+    return (c["global_steps"], batch, c.get("examples_seen", c["global_steps"] * batch),
+            c.get("user_max_tokens", run.params.model.user_max_tokens))
+
+
+def budget_text(arm: Arm) -> str:
+    """The training budget of an arm, per part when its parts differ."""
+    texts = []
+    for run in (runs[0] for runs, _ in arm.parts):
+        if arm.model == "llmrec":
+            b = lm_budget(run)
+            text = f"{b[0]} steps × {b[1]} ({b[2]:,} examples), {b[3]} user tokens" if b else "–"
+        elif arm.model == "sasrec":
+            c = run.cost_sasrec or {}
+            text = (f"{c.get('epochs_run')} epochs × {fmt(c.get('targets_per_epoch'))} targets, max_len "
+                    f"{c.get('max_len', '?')}" if c else "–")
+        elif arm.model == "zero_shot":
+            text = f"untuned, {run.params.model.user_max_tokens} user tokens"
+        else:
+            text = "training counts"
+        if text not in texts:
+            texts.append(text)
+    return "; ".join(texts)
+
+
+def in_group(group: str) -> Callable:
+    return lambda t: t["group"] == group
+
+
+def in_domain(domain: str) -> Callable:
+    return lambda t: t["domain"] == domain
+
+
 class Report:
     def __init__(self, params_path: Path, out: Path):
         self.params_path, self.out = params_path, out
         self.base = load_params(params_path)
         self.runs = load_runs(params_path)
         self.missing = missing_runs(params_path)
+        self.experiments: dict[str, list[Run]] = {}
+        for run in self.runs:
+            self.experiments.setdefault(run.experiment, []).append(run)
         self.figures_dir = out.parent / "figures"
         self.bench = load_benchmarks(self.base.resolve(self.base.report.benchmarks_dir))
-        self.reference = next((r for r in self.runs if r.setting == "mixed" and r.has("llmrec")), None)
-        manifest = DataLayout(self.base.data_root).prepared / "manifest.json"
-        self.manifest = read_json(manifest) or {}
+        self.manifest = read_json(DataLayout(self.base.data_root).prepared / "manifest.json") or {}
         self.domains = list(self.manifest.get("domains", {}))
+        self.baseline = next((name for name, runs in self.experiments.items()
+                              if runs[0].setting == "mixed" and runs[0].has("popularity")), None)
+        self.section_numbers: dict[str, int] = {}
 
     # ---- selection helpers
-    def lm_runs(self, setting: str, domain: str | None = None, like: Run | None = None) -> list[Run]:
-        like = like or self.reference
-        return [r for r in self.runs if r.setting == setting and (domain is None or r.domain == domain)
-                and (like is None or (r.model_name, r.tuning) == (like.model_name, like.tuning))]
+    def first(self, name: str) -> Run:
+        return self.experiments[name][0]
+
+    def arm(self, name: str, model: str, label: str | None = None, domain: str | None = None) -> Arm:
+        return Arm.of(label or f"{MODEL_LABELS[model]} (`{name}`)", model, self.experiments[name], domain)
+
+    def tuned_mixed(self) -> list[str]:
+        """Mixed-setting experiments with a tuned LM, in file order."""
+        return [n for n, runs in self.experiments.items()
+                if runs[0].setting == "mixed" and runs[0].has("llmrec") and runs[0].cost_train]
+
+    def valid_ndcg(self, name: str) -> float | None:
+        values = [r.valid_ndcg for r in self.experiments[name]]
+        return sum(values) / len(values) if values and None not in values else None
+
+    def headline_experiment(self) -> str | None:
+        """The Mixed LLM-Rec experiment with the best mean NDCG@10 on the whole validation split."""
+        scored = [(self.valid_ndcg(n), n) for n in self.tuned_mixed() if self.valid_ndcg(n) is not None]
+        return max(scored)[1] if scored else None
+
+    def same_budget(self, run: Run, setting: str) -> str | None:
+        """The experiment of `setting` whose LM matches `run`'s model, tuning and budget."""
+        key = (run.model_name, run.tuning, lm_budget(run))
+        return next((n for n, runs in self.experiments.items() if runs[0].setting == setting
+                     and runs[0].has("llmrec") and (runs[0].model_name, runs[0].tuning, lm_budget(runs[0])) == key),
+                    None)
+
+    def ref(self, key: str) -> str:
+        return f"section {self.section_numbers[key]}" if key in self.section_numbers else "a later section"
 
     def figure(self, name: str) -> Path:
         self.figures_dir.mkdir(parents=True, exist_ok=True)
@@ -97,6 +137,23 @@ class Report:
     def link(self, path: Path) -> str:
         return f"![{path.stem}]({path.relative_to(self.out.parent).as_posix()})"
 
+    def _targets(self, domain: str) -> int | None:
+        return self.manifest.get("domains", {}).get(domain, {}).get("test_targets")
+
+    @staticmethod
+    def comparison_rows(pairs: list[tuple[str, Arm, Arm, str, Callable | None]]) -> list[list]:
+        """Rows of (comparison, scope, metric, difference, interval, verdict) for (text, a, b, metric, where)."""
+        rows = []
+        for text, a, b, metric, where in pairs:
+            ci = compare(a, b, metric, where)
+            if ci is not None:
+                rows.append([text, metric.replace("ndcg", "NDCG").replace("recall", "Recall"), ci.diff,
+                             f"{ci.low:+.4f} to {ci.high:+.4f}", ci.targets, "paired" if ci.paired else "unpaired",
+                             ci.verdict])
+        return rows
+
+    COMPARISON_COLUMNS = ["claim (A better than B)", "metric", "A − B", "95% CI", "targets", "bootstrap", "verdict"]
+
     # ---- sections
     def header(self) -> str:
         devices = sorted({c["device"] + (f" ×{c['device_count']}" if c.get("gpu") else f" ({c['device_count']} threads)")
@@ -104,12 +161,13 @@ class Report:
         sources = ", ".join(f"{s.name} ({s.format})" for s in self.base.data.sources)
         m = self.manifest
         models = sorted({f"`{r.model_name}`: {weights_origin(r)}" for r in self.runs if r.has("llmrec") or r.has("zero_shot")})
-        budget = sorted({(r.cost_train["global_steps"], r.params.train.batch_size) for r in self.runs
-                         if r.cost_train and r.has("llmrec")})
+        commits = sorted({r.commit for r in self.runs})
+        stale = [r.name for r in self.runs if r.status[0] != "current"]
+        seeds = sorted({len(runs) for runs in self.experiments.values()})
         lines = [
             f"# LLM-Rec analyses on {sources}", "",
             f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `llmrec report --params {self.params_path}` from the run "
-            f"files of the experiments listed in that file (`llmrec analyses` runs them). No number below is typed in.", "",
+            f"records of the experiments listed in that file (`llmrec analyses` runs them). No number below is typed in.", "",
             f"- **Machine**: {'; '.join(devices) or 'no runs yet'}.",
             f"- **Dataset**: {sources}; after preparation {fmt(m.get('users'))} users, {fmt(m.get('items'))} items, "
             f"{fmt(m.get('interactions_kept'))} interactions in {len(self.domains)} domains ({', '.join(self.domains)}).",
@@ -117,152 +175,159 @@ class Report:
             f"- **Protocol**: {self.base.eval.protocol} ranking of each test target against its domain's items, "
             f"{'every item the user rated before the target excluded' if self.base.eval.exclude_history else 'seen items included'}"
             f"; the last item of each user is the test target.",
-            f"- **Training budget** (optimizer steps × batch): {', '.join(f'{s} × {b}' for s, b in budget) or '–'} "
-            f"per LM run, at most {fmt(self.base.train.max_examples_per_user)} recent prefixes per user sequence.",
+            f"- **Uncertainty**: experiments run with {' or '.join(map(str, seeds)) or '–'} seed(s); a metric is the mean "
+            f"over seeds ± their standard deviation. Each difference carries a {LEVEL:.0%} bootstrap interval over test "
+            f"targets ({RESAMPLES:,} resamples of the per-target values averaged over seeds; paired when both arms "
+            f"ranked the same targets). A verdict is \"holds\" or \"does not hold\" only when the interval excludes zero.",
+            f"- **Code**: runs made at commit(s) {', '.join(f'`{c}`' for c in commits) or '–'} (`*`: with uncommitted "
+            f"changes to the code behind them); per run in the last section.",
         ]
-        lines.append(f"- **Negatives** (base config; experiments may change them, see section 9): "
-                     f"{negatives_text(self.base.train)}; temperature {self.base.model.temperature:g}.")
         lines += [f"- **Note**: {note}" for note in self.base.report.notes]
+        if stale:
+            lines.append(f"- **Stale** (params, data or code changed since they ran; `llmrec analyses` reruns them): "
+                         f"{', '.join(stale)}.")
         if self.missing:
             lines.append(f"- **Not run yet**: {', '.join(self.missing)} (`llmrec analyses --params {self.params_path}`).")
         return "\n".join(lines)
 
-    def mixed_tuned_runs(self) -> list[Run]:
-        return [r for r in self.runs if r.setting == "mixed" and r.has("llmrec") and r.train_metrics]
-
-    def headline_runs(self) -> tuple[Run, Run, bool] | None:
-        """(the Mixed LLM-Rec run with the best validation NDCG@10, the Mixed run with the baselines, whether
-        the choice used the whole validation split) or None when either is missing."""
-        tuned = self.mixed_tuned_runs()
-        base = next((r for r in self.runs if r.setting == "mixed" and r.has("popularity")), None)
-        if not tuned or base is None:
-            return None
-        whole_split = all(r.valid_ndcg is not None for r in tuned)  # else the training loop's (sub)sample
-        best = max(tuned, key=lambda r: r.valid_ndcg if whole_split else r.train_metrics["best_valid_ndcg@10"])
-        return best, base, whole_split
-
     def headline(self) -> str:
-        out = ["## LLM-Rec against the baselines", ""]
-        chosen = self.headline_runs()
-        if chosen is None:
-            return "\n".join(out + ["Not run: needs a Mixed-setting LLM-Rec run and one with the baselines."])
-        best, base, whole_split = chosen
-        entries = [(f"LLM-Rec (`{best.name}`)", best.result("llmrec"))] + [
-            (MODEL_LABELS[m], base.result(m)) for m in ("zero_shot", "sasrec", "popularity") if base.has(m)]
-        rows = [[label, res["overall"]["count"], *(metric(res, None, m) for m in METRICS),
-                 metric(res, "group:tail", "ndcg@10"), metric(res, "group:head", "ndcg@10")] for label, res in entries]
-        chosen_on = ("the whole validation split, ranked like the test" if whole_split else
-                     "the training loop's validation users")
-        out += [f"Mixed setting, test split. The LLM-Rec run is the one with the best validation NDCG@10 ({chosen_on}) "
-                f"of the {len(self.mixed_tuned_runs())} Mixed-setting runs; the baselines come from `{base.name}`.", "",
-                table(["model", "targets", "NDCG@10", "Recall@10", "tail NDCG@10", "head NDCG@10"], rows), ""]
-        mine = metric(best.result("llmrec"), None, "ndcg@10")
-        for model in ("popularity", "sasrec"):
-            theirs = metric(base.result(model), None, "ndcg@10")
-            if theirs is not None:
-                word = "beats" if mine > theirs else "does not beat"
-                out.append(f"- LLM-Rec {word} {MODEL_LABELS[model]} overall (NDCG@10 {fmt(mine)} vs {fmt(theirs)}, "
-                           f"{(mine - theirs) / theirs:+.0%}).")
-        labels = [label.split(" (")[0] for label, _ in entries]
-        by_domain = [[d, self._targets(d), *(metric(res, d, m) for _, res in entries for m in METRICS)]
-                     for d in self.domains]
-        out += ["", "Per domain (test split, NDCG@10 / Recall@10):", "",
-                table(["domain", "targets", *(f"{label} {m.replace('ndcg', 'NDCG').replace('recall', 'Recall')}"
-                                              for label in labels for m in METRICS)], by_domain), ""]
-        for model in ("popularity", "sasrec"):
-            pairs = [(metric(best.result("llmrec"), d, "ndcg@10"), metric(base.result(model), d, "ndcg@10"))
-                     for d in self.domains]
-            pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
-            if pairs:
-                out.append(f"- LLM-Rec beats {MODEL_LABELS[model]} on {sum(a > b for a, b in pairs)} of {len(pairs)} "
-                           f"domains (NDCG@10).")
+        best, base = self.headline_experiment(), self.baseline
+        if best is None or base is None:
+            return "Not run: needs a Mixed-setting LLM-Rec experiment and one with the baselines."
+        arms = [self.arm(best, "llmrec")] + [self.arm(base, m) for m in ("sasrec", "popularity", "zero_shot")
+                                             if self.first(base).has(m)]
+        rows = []
+        for a in arms:
+            ndcg, recall = a.summary("ndcg@10"), a.summary("recall@10")
+            rows.append([a.label, a.seeds, budget_text(a), ndcg[2], mean_sd(*ndcg[:2]), mean_sd(*recall[:2]),
+                         mean_sd(*a.summary("ndcg@10", in_group("tail"))[:2]),
+                         mean_sd(*a.summary("ndcg@10", in_group("head"))[:2])])
+        out = [f"Mixed setting, test split. LLM-Rec is `{best}`, the experiment with the best mean NDCG@10 on the whole "
+               f"validation split ({fmt(self.valid_ndcg(best))}) among {len(self.tuned_mixed())} Mixed-setting LLM-Rec "
+               f"experiments; the baselines come from `{base}`.", "",
+               table(["model", "seeds", "budget", "targets", "NDCG@10", "Recall@10", "tail NDCG@10", "head NDCG@10"],
+                     rows), ""]
+        lm = arms[0]
+        pairs = [(f"{lm.label} vs {b.label}", lm, b, "ndcg@10", None) for b in arms[1:]]
+        pairs += [(f"{lm.label} vs {b.label}, tail targets", lm, b, "ndcg@10", in_group("tail")) for b in arms[1:3]]
+        out += ["Differences (A minus B):", "", table(self.COMPARISON_COLUMNS, self.comparison_rows(pairs)), ""]
+        by_domain = []
+        for d in self.domains:
+            row = [d, self._targets(d)] + [mean_sd(*a.summary("ndcg@10", in_domain(d))[:2]) for a in arms]
+            for b in arms[1:3]:
+                ci = compare(lm, b, "ndcg@10", in_domain(d))
+                row.append(f"{ci.diff:+.4f} ({ci.low:+.4f} to {ci.high:+.4f})" if ci else None)
+            by_domain.append(row)
+        out += ["Per domain (NDCG@10; differences with their 95% interval):", "",
+                table(["domain", "targets", *(a.label.split(" (")[0] for a in arms),
+                       *(f"LLM-Rec − {b.label.split(' (')[0]}" for b in arms[1:3])], by_domain), ""]
+        for b in arms[1:3]:
+            cis = [compare(lm, b, "ndcg@10", in_domain(d)) for d in self.domains]
+            cis = [c for c in cis if c is not None]
+            if cis:
+                out.append(f"- Against {b.label.split(' (')[0]}, per domain (shown, not deciding): ahead on "
+                           f"{sum(c.diff > 0 for c in cis)} of {len(cis)} domains, with an interval above zero on "
+                           f"{sum(c.low > 0 for c in cis)} and below zero on {sum(c.high < 0 for c in cis)}.")
         return "\n".join(out)
+
+    def _setting_arms(self, model: str) -> dict[str, Arm]:
+        """Mixed, S2PIAO and Single Domain arms of `model` at one budget (the S2PIAO run's, for the LM)."""
+        s2piao = next((n for n, runs in self.experiments.items() if runs[0].setting == "s2piao"
+                       and runs[0].has(model)), None)
+        singles = [(runs, runs[0].domain) for runs in self.experiments.values()
+                   if runs[0].setting == "single_domain" and runs[0].has(model)]
+        if model == "llmrec":
+            anchor = self.first(s2piao) if s2piao else (singles[0][0][0] if singles else None)
+            mixed = self.same_budget(anchor, "mixed") if anchor else None
+            singles = [(runs, d) for runs, d in singles if anchor is None or lm_budget(runs[0]) == lm_budget(anchor)]
+        else:
+            mixed = self.baseline if self.baseline and self.first(self.baseline).has(model) else None
+        arms = {}
+        if mixed:
+            arms["mixed"] = self.arm(mixed, model, f"Mixed (`{mixed}`)")
+        if s2piao:
+            arms["s2piao"] = self.arm(s2piao, model, f"S2PIAO (`{s2piao}`)")
+        if singles:
+            arms["single_domain"] = Arm(f"Single Domain ({len(singles)} models)", model, singles)
+        return arms
 
     def data_settings(self) -> str:
-        out = ["## 1. Data settings: Single Domain vs S2PIAO vs Mixed", ""]
-        per_model = {}
-        for model in ("llmrec", "sasrec"):
-            cols = {}
-            for setting in SETTINGS:
-                cols[setting] = [self._setting_value(setting, d, model, "ndcg@10") for d in self.domains]
-            per_model[model] = cols
-        if not any(v is not None for cols in per_model.values() for vals in cols.values() for v in vals):
-            return "\n".join(out + ["Not run: the params file has no experiments with these settings."])
-        for name in METRICS:
-            rows = []
-            for d in self.domains:
-                rows.append([d, self._targets(d)] + [self._setting_value(s, d, m, name)
-                                                      for m in ("llmrec", "sasrec") for s in SETTINGS])
-            out += [f"**{name.replace('ndcg', 'NDCG').replace('recall', 'Recall')}** per domain (test split)", "",
-                    table(["domain", "targets"] + [f"{MODEL_LABELS[m]} {SETTINGS[s]}" for m in ("llmrec", "sasrec")
-                                                   for s in SETTINGS], rows), ""]
-        path = figures.grouped_bars(
-            self.figure("data_settings.png"), self.domains, {}, "NDCG@10", "",
-            panels={MODEL_LABELS[m]: {SETTINGS[s]: v for s, v in cols.items()} for m, cols in per_model.items()})
-        out += [self.link(path), ""]
-        for model, cols in per_model.items():
-            out.append(self._settings_finding(model, cols))
+        per_model = {m: self._setting_arms(m) for m in ("llmrec", "sasrec")}
+        if not any(len(arms) > 1 for arms in per_model.values()):
+            return "Not run: the params file needs experiments in at least two data settings."
+        out = ["Each arm's test targets: Mixed ranks each user's last item; S2PIAO and Single Domain rank each user's "
+               "last item within each domain, so the settings test different targets and their intervals are unpaired.",
+               ""]
+        for model, arms in per_model.items():
+            out.append(f"- {MODEL_LABELS[model]} budgets: " + "; ".join(f"{a.label}: {budget_text(a)}"
+                                                                       for a in arms.values()))
+        out.append("")
+        rows = []
+        for d in self.domains:
+            rows.append([d] + [mean_sd(*(arms[s].summary("ndcg@10", in_domain(d))[:2]) if s in arms else (None, None))
+                               for arms in per_model.values() for s in SETTINGS])
+        out += ["**NDCG@10** per domain (test split; mean ± sd over seeds where there are several):", "",
+                table(["domain", *(f"{MODEL_LABELS[m]} {SETTINGS[s]}" for m in per_model for s in SETTINGS)], rows), ""]
+        panels = {MODEL_LABELS[m]: {SETTINGS[s]: [arms[s].summary("ndcg@10", in_domain(d))[0] if s in arms else None
+                                                  for d in self.domains] for s in SETTINGS}
+                  for m, arms in per_model.items()}
+        out += [self.link(figures.grouped_bars(self.figure("data_settings.png"), self.domains, {}, "NDCG@10", "",
+                                               panels=panels)), ""]
+        pairs = [(f"{MODEL_LABELS[m]}: {arms['mixed'].label} vs {arms[o].label}", arms["mixed"], arms[o], "ndcg@10", None)
+                 for m, arms in per_model.items() if "mixed" in arms for o in ("single_domain", "s2piao") if o in arms]
+        rows = self.comparison_rows(pairs)
+        out += ["Pooled over all domains' targets (A minus B):", "", table(self.COMPARISON_COLUMNS, rows), ""]
+        for row in rows:
+            out.append(f"- {row[0]}: the paper's finding that one model trained on mixed cross-domain histories beats "
+                       f"per-domain training **{row[-1]}** here (NDCG@10 {row[2]:+.4f}, 95% CI {row[3]}).")
         return "\n".join(out)
 
-    def _targets(self, domain: str) -> int | None:
-        return self.manifest.get("domains", {}).get(domain, {}).get("test_targets")
-
-    def _setting_value(self, setting: str, domain: str, model: str, name: str) -> float | None:
-        like = self.reference if model == "llmrec" else None
-        for run in self.lm_runs(setting, domain if setting == "single_domain" else None, like):
-            value = metric(run.result(model), domain, name)
-            if value is not None:
-                return value
-        return None
-
-    def _settings_finding(self, model: str, cols: dict[str, list]) -> str:
-        comparisons = []
-        for other in ("single_domain", "s2piao"):
-            pairs = [(a, b) for a, b in zip(cols["mixed"], cols[other]) if a is not None and b is not None]
-            if pairs:
-                comparisons.append((other, sum(a > b for a, b in pairs), len(pairs)))
-        if not comparisons:
-            return f"- **{MODEL_LABELS[model]}**: not enough settings were run to compare."
-        wins, total = sum(c[1] for c in comparisons), sum(c[2] for c in comparisons)
-        text = "; ".join(f"Mixed beats {SETTINGS[o]} on {w} of {n} domains" for o, w, n in comparisons)
-        verdict = "holds" if wins * 2 > total else "does not hold"
-        return (f"- **{MODEL_LABELS[model]}** (NDCG@10): {text}. The paper's finding that one model trained on "
-                f"mixed cross-domain histories beats per-domain training {verdict} here ({wins} of {total} comparisons).")
-
     def model_size(self) -> str:
-        out = ["## 2. Model size", "", "**Quality** of every pre-trained model run (Mixed setting, test split):", ""]
-        rows = []
-        for run in self.runs:
+        rows, arms = [], {}
+        for name, runs in self.experiments.items():
+            run = runs[0]
             if run.setting != "mixed":
                 continue
             backbone = (run.cost_eval.get("zero_shot") or run.cost_eval.get("llmrec") or {}).get("parameters_total")
             for model in ("zero_shot", "llmrec"):
                 if run.has(model):
-                    label = "untuned" if model == "zero_shot" else TUNINGS[run.tuning]
-                    rows.append([run.name, run.model_name, backbone, label, weights_origin(run).split(" (")[0],
-                                 *(metric(run.result(model), None, m) for m in METRICS)])
-        out += [table(["experiment", "model", "parameters", "tuning", "weights", "NDCG@10", "Recall@10"], rows)
-                if rows else "No Mixed-setting LM run yet.", ""]
-        tuned = {}
-        for r in rows:
-            if r[3] != "untuned":
-                tuned.setdefault(r[3], []).append((r[2] or 0, r[5], r[1]))
-        for tuning, points in tuned.items():
-            if len({p[2] for p in points}) > 1:
-                small, large = min(points), max(points)
-                verdict = "holds" if large[1] > small[1] else "does not hold"
-                out.append(f"- {tuning}: {large[2]} ({fmt(large[0])} parameters) NDCG@10 {fmt(large[1])} vs "
-                           f"{small[2]} ({fmt(small[0])}) {fmt(small[1])}: the paper's finding that the larger LM "
-                           f"recommends better {verdict} here, at this training budget.")
-        out += ["", "**Cost across sizes** (random-init OPT-style decoders, `make bench-model` section `sizes`; "
-                "cost only):", ""]
+                    arm = self.arm(name, model)
+                    b = lm_budget(run) if model == "llmrec" else None
+                    rows.append([name, run.model_name, backbone, weights_origin(run).split(" (")[0],
+                                 "untuned" if model == "zero_shot" else TUNINGS[run.tuning], budget_text(arm),
+                                 arm.seeds, mean_sd(*arm.summary("ndcg@10")[:2]), mean_sd(*arm.summary("recall@10")[:2])])
+                    if b:
+                        arms.setdefault((run.tuning, b[2], b[3]), {}).setdefault(run.model_name, (backbone or 0, arm))
+        out = ["**Quality** of every pre-trained model run (Mixed setting, test split; weights as loaded, e.g. "
+               "dequantised from a 4-bit GGUF):", "",
+               table(["experiment", "model", "parameters", "weights", "tuning", "budget", "seeds", "NDCG@10",
+                      "Recall@10"], rows) if rows else "No Mixed-setting LM run yet.", ""]
+        pairs = []
+        for (tuning, examples, tokens), by_model in arms.items():
+            if len(by_model) > 1:
+                ordered = sorted(by_model.values(), key=lambda x: x[0])
+                small, large = ordered[0][1], ordered[-1][1]
+                pairs.append((f"{large.label} vs {small.label} ({TUNINGS[tuning]}, {examples:,} examples, "
+                              f"{tokens} user tokens)", large, small, "ndcg@10", None))
+        if pairs:
+            rows = self.comparison_rows(pairs)
+            out += [table(self.COMPARISON_COLUMNS, rows), ""]
+            out += [f"- {r[0]}: the paper's finding that the larger LM recommends better **{r[-1]}** here." for r in rows]
+        else:
+            out.append("- Not compared: no two model sizes were trained with the same tuning, examples seen and "
+                       "sentence length.")
+        out += ["", *self._size_cost()]
+        return "\n".join(out)
+
+    def _size_cost(self) -> list[str]:
+        out = ["**Cost across sizes** (random-init OPT-style decoders, `make bench-model` section `sizes`; cost only):", ""]
         sweep = {k: v for k, v in self.bench.items() if k.startswith("sizes_")}
         if not sweep:
-            return "\n".join(out + ["Not measured yet: `make bench-sizes`."])
-        ref_cost = (self.reference.cost_train or {}) if self.reference else {}
-        epoch_examples = ref_cost.get("examples_per_epoch")  # time per epoch = this / measured samples/s
+            return out + ["Not measured yet: `make bench-sizes`."]
+        reference = self.first(self.tuned_mixed()[0]) if self.tuned_mixed() else None
+        epoch_examples = (reference.cost_train or {}).get("examples_per_epoch") if reference else None
         rows, series = [], {}
-        for stem, result in sweep.items():
+        for result in sweep.values():
             device = result.get("machine", {}).get("gpu") or f"CPU ({result.get('machine', {}).get('cpu_threads')} threads)"
             for key, r in result.items():
                 if key == "machine":
@@ -277,120 +342,148 @@ class Report:
                 series.setdefault(f"{TUNINGS[r['tuning']]} ({device})", []).append(
                     (r["parameters_total"], r["train_samples_per_s"]))
         if epoch_examples:
-            out += [f"*s per epoch*: the `{self.reference.name}` epoch ({fmt(epoch_examples)} examples) at the measured "
+            out += [f"*s per epoch*: the `{reference.name}` epoch ({fmt(epoch_examples)} examples) at the measured "
                     f"samples/s.", ""]
         out += [table(["shape", "parameters", "tuning", "trainable", "device", "train samples/s", "s per epoch",
                        "peak MB", "titles/s", "MFU", "precision"], rows), ""]
         path = figures.scaling(self.figure("model_size_cost.png"), series, "parameters", "training samples/s",
                                "Training throughput by model size")
-        out += [self.link(path), ""]
-        return "\n".join(out)
+        return out + [self.link(path), ""]
 
     def tuning(self) -> str:
-        out = ["## 3. FPFT vs PEFT (LoRA)", ""]
-        rows, findings = [], []
-        # FPFT and LoRA are compared at an equal budget: same LM, optimizer steps, batch and sentence length
-        pairs: dict[tuple, dict[str, Run]] = {}
-        for run in self.runs:
-            if run.setting == "mixed" and run.has("llmrec") and run.cost_train:
-                key = (run.model_name, run.cost_train["global_steps"], run.params.train.batch_size,
-                       run.params.model.user_max_tokens)
-                pairs.setdefault(key, {}).setdefault(run.tuning, run)
-        for (model, steps, batch, tokens), pair in pairs.items():
-            for tuning, run in sorted(pair.items()):
-                c = run.cost_train
-                rows.append([run.name, model, TUNINGS[tuning], f"{steps} × {batch}", tokens, c.get("parameters_trainable"),
-                             *(metric(run.result("llmrec"), None, m) for m in METRICS),
-                             c.get("samples_per_s"), c.get("seconds_total"), c.get("peak_gpu_mb") or c.get("peak_host_mb")])
+        groups: dict[tuple, dict[str, str]] = {}
+        for name in self.tuned_mixed():
+            run = self.first(name)
+            if run.params.train.logq_correction == self.base.train.logq_correction and not run.params.train.item_bank_negatives:
+                groups.setdefault((run.model_name, lm_budget(run)), {}).setdefault(run.tuning, name)
+        rows, pairs = [], []
+        for (model, budget), pair in groups.items():
+            for tuning, name in sorted(pair.items()):
+                arm, c = self.arm(name, "llmrec"), self.first(name).cost_train
+                rows.append([name, model, TUNINGS[tuning], budget_text(arm), c.get("parameters_trainable"), arm.seeds,
+                             mean_sd(*arm.summary("ndcg@10")[:2]), mean_sd(*arm.summary("recall@10")[:2]),
+                             c.get("samples_per_s"), c.get("peak_gpu_mb") or c.get("peak_host_mb")])
             if {"fpft", "lora"} <= set(pair):
-                f, lo = pair["fpft"], pair["lora"]
-                nf, nl = metric(f.result("llmrec"), None, "ndcg@10"), metric(lo.result("llmrec"), None, "ndcg@10")
-                share = lo.cost_train["parameters_trainable"] / f.cost_train["parameters_trainable"]
-                speed = lo.cost_train["samples_per_s"] / f.cost_train["samples_per_s"]
-                verdict = "holds" if nf > nl else "does not hold"
-                findings.append(f"- {model}, {steps} steps of {batch} (`{f.name}` vs `{lo.name}`): LoRA trains "
-                                f"{share:.2%} of the parameters at {speed:.2f}× FPFT's samples/s and reaches "
-                                f"{nl / nf:.0%} of FPFT's NDCG@10; the paper's finding that full fine-tuning beats "
-                                f"LoRA {verdict} here.")
-        out += [table(["experiment", "model", "tuning", "steps × batch", "user tokens", "trainable", "NDCG@10",
-                       "Recall@10", "train samples/s", "train s", "peak MB"], rows) if rows else "No tuned runs yet.",
-                "", *findings]
+                pairs.append((pair["fpft"], pair["lora"]))
+        out = ["FPFT and LoRA are paired only at an equal budget: same LM, optimizer steps, batch and sentence length.",
+               "", table(["experiment", "model", "tuning", "budget", "trainable", "seeds", "NDCG@10", "Recall@10",
+                          "train samples/s", "peak MB"], rows) if rows else "No tuned runs yet.", ""]
+        comparisons = [(f"FPFT (`{f}`) vs LoRA (`{lo}`)", self.arm(f, "llmrec"), self.arm(lo, "llmrec"), m, None)
+                       for f, lo in pairs for m in ("ndcg@10", "recall@10")]
+        result = self.comparison_rows(comparisons)
+        if result:
+            out += [table(self.COMPARISON_COLUMNS, result), ""]
+        for f, lo in pairs:
+            cf, cl = self.first(f).cost_train, self.first(lo).cost_train
+            ci = compare(self.arm(f, "llmrec"), self.arm(lo, "llmrec"), "ndcg@10")
+            if ci is None:
+                continue
+            out.append(f"- `{f}` vs `{lo}`: LoRA trains {cl['parameters_trainable'] / cf['parameters_trainable']:.2%} of "
+                       f"the parameters at {cl['samples_per_s'] / cf['samples_per_s']:.2f}× FPFT's samples/s; the paper's "
+                       f"finding that full fine-tuning beats LoRA **{ci.verdict}** here (NDCG@10 {ci.text()}).")
         sweep = [r for k, v in self.bench.items() if k.startswith("sizes_") for r in v.values() if "tuning" in r
                  and "error" not in r]
-        pairs = {}
+        by_model = {}
         for r in sweep:
-            pairs.setdefault(r["model"], {})[r["tuning"]] = r
-        ratios = [f"{m} {p['lora']['train_samples_per_s'] / p['fpft']['train_samples_per_s']:.2f}×" for m, p in pairs.items()
-                  if {"fpft", "lora"} <= set(p)]
+            by_model.setdefault(r["model"], {})[r["tuning"]] = r
+        ratios = [f"{m} {p['lora']['train_samples_per_s'] / p['fpft']['train_samples_per_s']:.2f}×"
+                  for m, p in by_model.items() if {"fpft", "lora"} <= set(p)]
         if ratios:
             out.append(f"- Size sweep, LoRA samples/s relative to FPFT: {', '.join(ratios)}.")
         return "\n".join(out)
 
     def item_groups(self) -> str:
-        out = ["## 4. Cold-start and tail items", ""]
-        chosen = self.headline_runs()
-        if chosen is None:
-            return "\n".join(out + ["Not run: needs a Mixed-setting LLM-Rec run and one with the baselines."])
-        best, base, _ = chosen
-        results = {"llmrec": best.result("llmrec"),
-                   **{m: base.result(m) for m in ("zero_shot", "sasrec", "popularity") if base.has(m)}}
-        models = list(results)
-        groups = [g for g in ("cold", "tail", "head") if any(metric(r, f"group:{g}", "count") for r in results.values())]
-        rows = []
-        for g in groups:
-            count = next(r["by_group"][g]["count"] for r in results.values() if g in r["by_group"])
-            rows.append([g, count, *(metric(results[m], f"group:{g}", n) for m in models for n in METRICS)])
-        out += [f"LLM-Rec: `{best.name}` (the headline run); the other models: `{base.name}`. Cold = target never in "
-                f"training, tail = least popular {self.base.prepare.tail_fraction:.0%} of items by training count, "
-                f"head = the rest.", "",
-                table(["group", "targets", *(f"{MODEL_LABELS[m]} {n}" for m in models for n in METRICS)], rows), ""]
+        best, base = self.headline_experiment(), self.baseline
+        if best is None or base is None:
+            return "Not run: needs a Mixed-setting LLM-Rec experiment and one with the baselines."
+        arms = [self.arm(best, "llmrec")] + [self.arm(base, m) for m in ("sasrec", "popularity", "zero_shot")
+                                             if self.first(base).has(m)]
+        groups = [g for g in ("cold", "tail", "head") if arms[0].summary("ndcg@10", in_group(g))[2]]
+        rows = [[g, arms[0].summary("ndcg@10", in_group(g))[2],
+                 *(mean_sd(*a.summary(m, in_group(g))[:2]) for a in arms for m in ("ndcg@10", "recall@10"))]
+                for g in groups]
+        out = [f"LLM-Rec: `{best}` (the headline run); the other models: `{base}`. Cold = target never in training, "
+               f"tail = least popular {self.base.prepare.tail_fraction:.0%} of items by training count, head = the rest.",
+               "", table(["group", "targets", *(f"{a.label.split(' (')[0]} {m}" for a in arms
+                                                 for m in ("NDCG@10", "Recall@10"))], rows), ""]
         path = figures.grouped_bars(self.figure("item_groups.png"), groups,
-                                    {MODEL_LABELS[m]: [metric(results[m], f"group:{g}", "ndcg@10") for g in groups]
-                                     for m in models}, "NDCG@10", "NDCG@10 by item group")
+                                    {a.label.split(" (")[0]: [a.summary("ndcg@10", in_group(g))[0] for g in groups]
+                                     for a in arms}, "NDCG@10", "NDCG@10 by item group")
         out += [self.link(path), ""]
-        tail = {m: metric(results[m], "group:tail", "ndcg@10") for m in models}
-        if tail.get("llmrec") is not None and tail.get("sasrec") is not None:
-            verdict = "holds" if tail["llmrec"] > tail["sasrec"] else "does not hold"
-            out.append(f"- Tail NDCG@10: LLM-Rec {fmt(tail['llmrec'])}, SASRec {fmt(tail['sasrec'])}, popularity "
-                       f"{fmt(tail.get('popularity'))}. The paper's finding that text-based LLM-Rec handles "
-                       f"long-tail items better than an ID-based model {verdict} here.")
+        pairs = [(f"{arms[0].label} vs {b.label}, {g} targets", arms[0], b, "ndcg@10", in_group(g))
+                 for g in groups if g != "head" for b in arms[1:]]
+        rows = self.comparison_rows(pairs)
+        out += [table(self.COMPARISON_COLUMNS, rows), ""]
+        sasrec_tail = next((r for r in rows if "SASRec" in r[0] and "tail" in r[0]), None)
+        if sasrec_tail:
+            out.append(f"- The paper's finding that text-based LLM-Rec handles long-tail items better than an ID-based "
+                       f"model **{sasrec_tail[-1]}** here (tail NDCG@10 {sasrec_tail[2]:+.4f}, 95% CI {sasrec_tail[3]}).")
         if "cold" not in groups:
-            out.append("- No test target is cold in this data (every test item occurs in training after the k-core "
-                       "filter), so cold-start is shown by zero-shot and leave-one-domain-out in section 5.")
+            out.append(f"- No test target is cold in this data (every test item occurs in training after the k-core "
+                       f"filter), so cold-start is shown by zero-shot and leave-one-domain-out in {self.ref('zero_shot')}.")
         return "\n".join(out)
 
     def zero_shot(self) -> str:
-        out = ["## 5. Zero-shot: untuned LM and leave-one-domain-out", ""]
-        ref = self.reference
-        lodo = {r.domain: r for r in self.runs if r.setting == "leave_one_domain_out" and r.has("llmrec")}
-        if ref is None and not lodo:
-            return "\n".join(out + ["Not run."])
-        rows = []
-        for d in self.domains:
-            rows.append([d, self._targets(d),
-                         metric(ref.result("zero_shot"), d, "ndcg@10") if ref else None,
-                         metric(lodo[d].result("llmrec"), d, "ndcg@10") if d in lodo else None,
-                         metric(ref.result("llmrec"), d, "ndcg@10") if ref else None,
-                         metric(ref.result("popularity"), d, "ndcg@10") if ref else None])
-        out += ["NDCG@10 on each domain's test targets. *Leave-one-domain-out* never saw an item of that domain "
-                "in training; *Mixed* did.", "",
-                table(["domain", "targets", "untuned LM", "leave-one-domain-out", "Mixed (tuned)", "popularity"], rows), ""]
-        cols = {"untuned LM": [r[2] for r in rows], "leave-one-domain-out": [r[3] for r in rows],
-                "Mixed (tuned)": [r[4] for r in rows], "popularity": [r[5] for r in rows]}
-        path = figures.grouped_bars(self.figure("zero_shot.png"), self.domains, cols, "NDCG@10",
-                                    "Zero-shot transfer per domain")
+        lodo = {runs[0].domain: runs for runs in self.experiments.values()
+                if runs[0].setting == "leave_one_domain_out" and runs[0].has("llmrec")}
+        base = self.baseline
+        if not lodo or base is None or not self.first(base).has("zero_shot"):
+            return "Not run: needs leave-one-domain-out experiments and a Mixed run with the untuned LM."
+        anchor = next(iter(lodo.values()))[0]
+        mixed = self.same_budget(anchor, "mixed")
+        domains = [d for d in self.domains if d in lodo]
+        lodo_arm = Arm(f"leave-one-domain-out ({len(domains)} models)", "llmrec", [(lodo[d], d) for d in domains])
+        untuned = Arm(f"untuned LM (`{base}`)", "zero_shot", [(self.experiments[base], d) for d in domains])
+        tuned = Arm(f"Mixed (`{mixed}`)", "llmrec", [(self.experiments[mixed], d) for d in domains]) if mixed else None
+        popularity = Arm(f"popularity (`{base}`)", "popularity", [(self.experiments[base], d) for d in domains])
+        arms = [untuned, lodo_arm] + ([tuned] if tuned else []) + [popularity]
+        rows = [[d, self._targets(d), *(mean_sd(*a.summary("ndcg@10", in_domain(d))[:2]) for a in arms)]
+                for d in domains]
+        out = ["NDCG@10 on each domain's test targets. *Leave-one-domain-out* never saw an item of that domain in "
+               f"training; *Mixed* did. Budgets: " + "; ".join(f"{a.label}: {budget_text(a)}" for a in arms[1:3]) + ".",
+               "", table(["domain", "targets", *(a.label.split(" (")[0] for a in arms)], rows), ""]
+        path = figures.grouped_bars(self.figure("zero_shot.png"), domains,
+                                    {a.label.split(" (")[0]: [a.summary("ndcg@10", in_domain(d))[0] for d in domains]
+                                     for a in arms}, "NDCG@10", "Zero-shot transfer per domain")
         out += [self.link(path), ""]
-        pairs = [(r[3], r[2]) for r in rows if r[2] is not None and r[3] is not None]
-        if pairs:
-            wins = sum(a > b for a, b in pairs)
-            verdict = "holds" if wins * 2 > len(pairs) else "does not hold"
-            out.append(f"- Training on the other domains beats the untuned LM on {wins} of {len(pairs)} held-out "
-                       f"domains: the paper's finding that what LLM-Rec learns transfers to an unseen domain {verdict} here.")
+        pairs = [(f"{lodo_arm.label} vs {untuned.label}", lodo_arm, untuned, "ndcg@10", None)]
+        if tuned:
+            pairs.append((f"{tuned.label} vs {lodo_arm.label}", tuned, lodo_arm, "ndcg@10", None))
+        rows = self.comparison_rows(pairs)
+        out += ["Pooled over the held-out domains' targets (A minus B):", "", table(self.COMPARISON_COLUMNS, rows), ""]
+        if rows:
+            out.append(f"- The paper's finding that what LLM-Rec learns on other domains transfers to an unseen one "
+                       f"(leave-one-domain-out better than the untuned LM) **{rows[0][-1]}** here (NDCG@10 "
+                       f"{rows[0][2]:+.4f}, 95% CI {rows[0][3]}).")
+        return "\n".join(out)
+
+    def negatives(self) -> str:
+        ref_name = self.tuned_mixed()[0] if self.tuned_mixed() else None
+        if ref_name is None:
+            return "Not run."
+        ref = self.first(ref_name)
+        names = [n for n in self.tuned_mixed() if (self.first(n).model_name, self.first(n).tuning, lm_budget(self.first(n)))
+                 == (ref.model_name, ref.tuning, lm_budget(ref))]
+        if len(names) < 2:
+            return ("Not run: needs two Mixed-setting experiments of the same LM, tuning and budget that differ in their "
+                    "negatives (e.g. `train.logq_correction`, `train.item_bank_negatives`).")
+        rows = []
+        for n in names:
+            arm = self.arm(n, "llmrec")
+            rows.append([n, negatives_text(self.first(n).params.train), budget_text(arm), arm.seeds,
+                         self.valid_ndcg(n), mean_sd(*arm.summary("ndcg@10")[:2]),
+                         mean_sd(*arm.summary("ndcg@10", in_group("tail"))[:2])])
+        out = [f"What each training row's softmax runs over, for the Mixed-setting `{ref.model_name}` "
+               f"{TUNINGS[ref.tuning]} experiments at `{ref_name}`'s budget (test split; valid: the whole validation "
+               f"split).", "", table(["experiment", "negatives", "budget", "seeds", "valid NDCG@10", "NDCG@10",
+                                      "tail NDCG@10"], rows), ""]
+        pairs = [(f"`{n}` vs `{ref_name}`", self.arm(n, "llmrec"), self.arm(ref_name, "llmrec"), "ndcg@10", None)
+                 for n in names[1:]]
+        out.append(table(self.COMPARISON_COLUMNS, self.comparison_rows(pairs)))
         return "\n".join(out)
 
     def deployment_cost(self) -> str:
-        out = ["## 6. Deployment cost", "",
-               f"Training and serving cost per experiment (price {self.base.cost.price_per_gpu_hour}/GPU-hour, "
+        out = [f"Training and serving cost per run (price {self.base.cost.price_per_gpu_hour}/GPU-hour, "
                f"{self.base.cost.price_per_cpu_hour}/CPU-hour, `cost` in the params file).", ""]
         rows = []
         for run in self.runs:
@@ -403,8 +496,52 @@ class Report:
                 rows.append([run.name, label, c["device"], c["seconds_total"], c["device_hours"], c["gpu_hours"],
                              c["money_estimate"], ev.get("items_encoded_per_s"), lat.get("p50_ms"), lat.get("p95_ms"),
                              (run.index or {}).get("build_seconds") if label == "LLM-Rec" else None])
-        out.append(table(["experiment", "model", "device", "train s", "device-h", "GPU-h", "money", "items encoded/s",
+        out.append(table(["run", "model", "device", "train s", "device-h", "GPU-h", "money", "items encoded/s",
                           "query p50 ms", "query p95 ms", "index build s"], rows) if rows else "No runs yet.")
+        return "\n".join(out)
+
+    def sasrec(self) -> str:
+        out = [f"SASRec as Kang & McAuley and RecBole train it: every position of every training sequence, "
+               f"max_len {self.base.sasrec.max_len}, embedding scale, dropout {self.base.sasrec.dropout:g}, early stopping "
+               f"on validation NDCG@10 (patience {self.base.sasrec.patience} checks, one every "
+               f"{self.base.sasrec.eval_every} epochs).", ""]
+        tuning = self.bench.get("sasrec_tuning")
+        if tuning:
+            frozen = {k: getattr(self.base.sasrec, k.split(".")[1]) for k in tuning["grid"]}
+            rows = [[*(p[k] for k in tuning["grid"]), p["epochs_run"], p["valid_ndcg@10"], p["valid_recall@10"],
+                     all(p[k] == v for k, v in frozen.items())] for p in tuning["points"]]
+            out += [f"**Tuning** on the whole validation split (`scripts/tune_sasrec.py`, {tuning['machine']['date']}); "
+                    f"the params file's values are the `in params` row:", "",
+                    table([*(k.split(".")[1] for k in tuning["grid"]), "epochs", "valid NDCG@10", "valid Recall@10",
+                           "in params"], rows), ""]
+            best = tuning["best"]
+            if not all(best[k] == v for k, v in frozen.items()):
+                out += ["- The params file's SASRec is not the best grid point on validation; rerun "
+                        "`scripts/tune_sasrec.py` and freeze its best.", ""]
+        found = {k: v for k, v in self.bench.items() if k.startswith("recbole")}
+        if not found:
+            return "\n".join(out + ["RecBole side by side: not measured yet (`make bench-recbole`)."])
+        for stem, r in found.items():
+            m = r.get("machine", {})
+            sides = [(f"llmrec SASRec ({r['epoch_budget']}-epoch budget)", r["ours"]),
+                     ("llmrec SASRec (early stopping)", r.get("ours_converged")),
+                     (f"RecBole {r['recbole'].get('recbole_version', '')} SASRec ({r['epoch_budget']}-epoch budget)",
+                      r["recbole"]), ("RecBole SASRec (early stopping)", r.get("recbole_converged"))]
+            rows = [[label, side.get("epochs_run"), side.get("targets_per_epoch"), side.get("seconds_per_epoch"),
+                     side.get("fit_seconds"), side["test"].get("recall@10"), side["test"].get("ndcg@10")]
+                    for label, side in sides if side]
+            out += [f"**RecBole side by side** (`{stem}.json`): {r['dataset']}; {r['protocol']}. Measured in one run on "
+                    f"{m.get('machine')} ({m.get('cpu_threads')} threads), {m.get('date')}.", "",
+                    table(["implementation", "epochs", "training targets per epoch", "s per epoch", "fit s",
+                           "Recall@10", "NDCG@10"], rows), ""]
+            ours, theirs = r["ours"], r["recbole"]
+            if ours.get("targets_per_epoch") and theirs.get("targets_per_epoch"):
+                per_ours = ours["seconds_per_epoch"] / ours["targets_per_epoch"] * 1000
+                per_theirs = theirs["seconds_per_epoch"] / theirs["targets_per_epoch"] * 1000
+                out.append(f"- Per 1,000 training targets: {per_ours:.3f} s (ours) vs {per_theirs:.3f} s (RecBole).")
+            else:
+                out.append("- This file does not record training targets per epoch, so its epochs are not comparable "
+                           "work; it predates the standard SASRec above (rerun `make bench-recbole`).")
         return "\n".join(out)
 
     def all_runs(self) -> str:
@@ -413,79 +550,40 @@ class Report:
             for model, result in run.metrics["models"].items():
                 o = result["overall"]
                 tuned = model == "llmrec" and run.train_metrics
+                arm = Arm.of("", model, [run])
                 rows.append([run.name, SETTINGS.get(run.setting, run.setting.replace("_", "-")), run.domain or "all",
                              MODEL_LABELS[model], run.model_name if model in ("llmrec", "zero_shot") else "–",
-                             TUNINGS[run.tuning] if model == "llmrec" else "–", o["count"],
-                             (run.valid_ndcg if run.valid_ndcg is not None else run.train_metrics["best_valid_ndcg@10"])
-                             if tuned else None, o.get("recall@10"),
-                             o.get("ndcg@10"), o.get("mrr")])
-        return "\n".join(["## 7. Every experiment", "",
-                          "Overall test metrics of every model each experiment evaluated (its `set` in the params "
-                          "file says what differs from the base config), and the tuned LM's validation NDCG@10 "
-                          "(the whole validation split where it was evaluated, else the training loop's best), "
-                          "on which the headline run is chosen.", "",
-                          table(["experiment", "setting", "domain", "model", "LM", "tuning", "targets",
-                                 "valid NDCG@10", "Recall@10", "NDCG@10", "MRR"], rows)])
+                             TUNINGS[run.tuning] if model == "llmrec" else "–",
+                             budget_text(arm) if model in ("llmrec", "sasrec") else "–", o["count"],
+                             run.valid_ndcg if tuned else None, o.get("recall@10"), o.get("ndcg@10"), o.get("mrr"),
+                             f"`{run.commit}`", run.status[0]])
+        return "\n".join(["Overall test metrics of every model each run evaluated (its experiment's `set` in the params "
+                          "file says what differs from the base config), the tuned LM's NDCG@10 on the whole "
+                          "validation split (on which the headline is chosen), the commit of the code behind the run "
+                          "and whether it is still current.", "",
+                          table(["run", "setting", "domain", "model", "LM", "tuning", "budget", "targets",
+                                 "valid NDCG@10", "Recall@10", "NDCG@10", "MRR", "commit", "status"], rows)])
 
-    def negatives(self) -> str:
-        out = ["## 9. Negatives", ""]
-        runs = [r for r in self.lm_runs("mixed") if r.cost_train]
-        if len(runs) < 2:
-            return "\n".join(out + ["Not run: needs two Mixed-setting runs of the same LM and tuning that differ in "
-                                    "their negatives (e.g. `train.logq_correction`, `train.item_bank_negatives`)."])
-        rows = []
-        for r in runs:
-            res = r.result("llmrec")
-            rows.append([r.name, negatives_text(r.params.train), f"{r.cost_train['global_steps']} × {r.params.train.batch_size}",
-                         r.cost_train["seconds_by_phase"].get("train"), r.valid_ndcg, metric(res, None, "ndcg@10"),
-                         metric(res, None, "recall@10"), metric(res, "group:tail", "ndcg@10")])
-        out += [f"What each training row's softmax runs over, for the Mixed-setting `{self.reference.model_name}` "
-                f"{TUNINGS[self.reference.tuning]} runs (test split; valid: the whole validation split).", "",
-                table(["experiment", "negatives", "steps × batch", "train s", "valid NDCG@10", "NDCG@10", "Recall@10",
-                       "tail NDCG@10"], rows)]
-        return "\n".join(out)
-
-    def recbole(self) -> str:
-        out = ["## 8. Our SASRec beside RecBole's", ""]
-        found = {k: v for k, v in self.bench.items() if k.startswith("recbole")}
-        if not found:
-            return "\n".join(out + ["Not measured yet: `make bench-recbole`."])
-        for stem, r in found.items():
-            m = r.get("machine", {})
-            rows = [[label, side.get("epochs_run"), side.get("seconds_per_epoch"), side.get("fit_seconds"),
-                     side.get("test_eval_seconds"), side["test"].get("recall@10"), side["test"].get("ndcg@10")]
-                    for label, side in ((f"llmrec SASRec ({r['epoch_budget']}-epoch budget)", r["ours"]),
-                                        ("llmrec SASRec (early stopping, up to 200 epochs)", r.get("ours_converged")),
-                                        (f"RecBole {r['recbole'].get('recbole_version', '')} SASRec "
-                                         f"({r['epoch_budget']}-epoch budget)", r["recbole"])) if side]
-            out += [f"`{stem}.json`: {r['dataset']}; {r['protocol']}. Measured in one run on {m.get('machine')} "
-                    f"({m.get('cpu_threads')} threads), {m.get('date')}, same hyper-parameters on both sides.", "",
-                    table(["implementation", "epochs", "s per epoch", "fit s", "test eval s", "Recall@10", "NDCG@10"],
-                          rows), ""]
-            out += self._recbole_findings(r)
-        return "\n".join(out)
-
-    @staticmethod
-    def _recbole_findings(r: dict) -> list[str]:
-        ours, theirs, conv = r["ours"], r["recbole"], r.get("ours_converged")
-        lines = [f"- One RecBole epoch takes {theirs['seconds_per_epoch'] / ours['seconds_per_epoch']:.0f}x ours: RecBole "
-                 f"trains every prefix of a user's sequence as its own sequence ({fmt(theirs.get('interactions'))} "
-                 f"interactions), ours trains each user's sequence once with a loss at every position.",
-                 f"- At the shared {r['epoch_budget']}-epoch budget, NDCG@10 is {fmt(ours['test']['ndcg@10'])} (ours) vs "
-                 f"{fmt(theirs['test']['ndcg@10'])} (RecBole): RecBole's epochs do more updates."]
-        if conv:
-            word = "above" if conv["test"]["ndcg@10"] > theirs["test"]["ndcg@10"] else "below"
-            lines.append(f"- Ours to convergence ({conv['epochs_run']} epochs, {fmt(conv['fit_seconds'])} s) ends "
-                         f"{word} RecBole's {r['epoch_budget']} epochs ({fmt(theirs['fit_seconds'])} s): NDCG@10 "
-                         f"{fmt(conv['test']['ndcg@10'])} vs {fmt(theirs['test']['ndcg@10'])}. RecBole was not run "
-                         f"to convergence (CPU time).")
-        return lines
+    SECTIONS = [
+        ("headline", "LLM-Rec against the baselines", "headline"),
+        ("data_settings", "Data settings: Single Domain vs S2PIAO vs Mixed", "data_settings"),
+        ("model_size", "Model size", "model_size"),
+        ("tuning", "FPFT vs PEFT (LoRA)", "tuning"),
+        ("item_groups", "Cold-start and tail items", "item_groups"),
+        ("zero_shot", "Zero-shot: untuned LM and leave-one-domain-out", "zero_shot"),
+        ("negatives", "Negatives", "negatives"),
+        ("deployment_cost", "Deployment cost", "deployment_cost"),
+        ("sasrec", "The SASRec baseline", "sasrec"),
+        ("all_runs", "Every run", "all_runs"),
+    ]
 
     def write(self) -> Path:
-        sections = [self.header(), self.headline(), self.data_settings(), self.model_size(), self.tuning(), self.item_groups(),
-                    self.zero_shot(), self.deployment_cost(), self.all_runs(), self.recbole(), self.negatives()]
+        self.section_numbers = {key: i for i, (key, _, _) in enumerate(self.SECTIONS, start=1)}
+        parts = [self.header()]
+        for key, title, method in self.SECTIONS:
+            parts.append(f"## {self.section_numbers[key]}. {title}\n\n{getattr(self, method)()}")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.out.write_text("\n\n".join(sections) + "\n")
+        self.out.write_text("\n\n".join(parts) + "\n")
         return self.out
 
 

@@ -5,9 +5,10 @@ import re
 import pytest
 import yaml
 
-from llmrec_core.analyses import is_current, run_analyses
+from llmrec_core.analyses import analyses_status, is_current, run_analyses
 from llmrec_core.config import load_params
-from llmrec_core.report.build import build_report, fmt
+from llmrec_core.report.build import build_report
+from llmrec_core.report.markdown import fmt
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -22,7 +23,7 @@ def _analyses_doc(sample_prepared, tiny_bert, tmp_path) -> dict:
     doc["eval"] = {"max_valid_users": 50, "models": ["llmrec", "sasrec", "popularity"]}
     doc["report"] = {"out": str(tmp_path / "report" / "REPORT.md"), "benchmarks_dir": str(tmp_path / "bench")}
     doc["experiments"] = [
-        {"name": "mixed", "set": {"eval.models": ["llmrec", "zero_shot", "sasrec", "popularity"]}},
+        {"name": "mixed", "seeds": [0, 1], "set": {"eval.models": ["llmrec", "zero_shot", "sasrec", "popularity"]}},
         {"name": "mixed-lora", "set": {"train.tuning": "lora", "eval.models": ["llmrec"]}},
         {"name": "s2piao", "set": {"train.setting": "s2piao"}},
         {"name": "single-books", "set": {"train.setting": "single_domain", "train.domain": "Books"}},
@@ -43,13 +44,35 @@ def analysed(sample_prepared, tiny_bert, tmp_path_factory):
     return path, run_analyses(path, log=lambda m: None)
 
 
+def _section(text: str, title: str) -> str:
+    """The body of the section whose heading contains `title` (sections are numbered when written)."""
+    match = re.search(rf"^## (\d+)\. {re.escape(title)}.*$", text, flags=re.M)
+    assert match, title
+    rest = text[match.end():]
+    following = re.search(r"^## \d+\. ", rest, flags=re.M)
+    return rest[: following.start()] if following else rest
+
+
+def _mean(path, run_names, model, scope=("overall",), metric="ndcg@10"):
+    values = []
+    for name in run_names:
+        node = json.loads((path.parent / "runs" / name / "metrics_test.json").read_text())["models"][model]
+        for key in scope:
+            node = node[key]
+        values.append(node[metric])
+    return sum(values) / len(values)
+
+
 def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     path, stamps = analysed
     tmp_path = path.parent
-    assert [s["name"] for s in stamps] == ["mixed", "mixed-lora", "s2piao", "single-books", "lodo-books", "mixed-bank"]
+    assert [s["name"] for s in stamps] == ["mixed.seed0", "mixed.seed1", "mixed-lora", "s2piao", "single-books",
+                                           "lodo-books", "mixed-bank"]
+    assert [s["seed"] for s in stamps[:2]] == [0, 1]
+    assert all(len(s["provenance"]["code_hash"]) == 16 for s in stamps)
 
-    # a second sweep trains nothing: every experiment is up to date
-    weights = tmp_path / "runs" / "mixed" / "weights.safetensors"
+    # a second sweep trains nothing: every run is up to date
+    weights = tmp_path / "runs" / "mixed.seed0" / "weights.safetensors"
     mtime = weights.stat().st_mtime_ns
     assert run_analyses(path, log=lambda m: None) == stamps
     assert weights.stat().st_mtime_ns == mtime
@@ -59,53 +82,70 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     doc["experiments"][2]["set"]["train.item_bank_negatives"] = False  # an option spelled at its default
     changed = tmp_path / "params-changed.yaml"
     changed.write_text(yaml.safe_dump(doc))
-    stale = [e.name for e in load_params(changed).experiments if not is_current(load_params(changed, experiment=e.name))]
+    stale = [r for r in load_params(changed).run_names() if not is_current(load_params(changed, experiment=r))]
     assert stale == ["mixed-lora"]
 
-    report = build_report(path)
-    text = report.read_text()
-    for heading in ("## LLM-Rec against the baselines", "## 1. Data settings", "## 2. Model size", "## 3. FPFT vs PEFT", "## 4. Cold-start and tail",
-                    "## 5. Zero-shot", "## 6. Deployment cost", "## 7. Every experiment"):
-        assert heading in text
-    # table cells are the metrics files' numbers
+    text = build_report(path).read_text()
+    headings = re.findall(r"^## (\d+)\. ", text, flags=re.M)
+    assert headings == [str(i) for i in range(1, len(headings) + 1)] and len(headings) == 10
+    # the headline: means over the two seeds, and differences with an interval and a computed verdict
+    headline = _section(text, "LLM-Rec against the baselines")
+    sasrec_row = next(line for line in headline.splitlines() if line.startswith("| SASRec (`mixed`) |"))
+    assert f"| {_mean(path, ['mixed.seed0', 'mixed.seed1'], 'sasrec'):.4f} ± " in sasrec_row
+    verdicts = re.findall(r"\| ([+-]\d\.\d{4}) to ([+-]\d\.\d{4}) \| [\d,]+ \| (paired|unpaired) \| ([a-z ]+) \|", headline)
+    assert verdicts and all(kind == "paired" for *_, kind, _ in verdicts)
+    for low, high, _, verdict in verdicts:
+        low, high = float(low), float(high)
+        assert verdict == ("holds" if low > 0 else "does not hold" if high < 0 else "inconclusive at this budget")
+    assert re.search(r"- Against SASRec, per domain \(shown, not deciding\): ahead on \d of \d domains", headline)
+    # data settings: single-domain cells are that run's numbers; settings test other targets (unpaired)
+    settings = _section(text, "Data settings")
+    books_row = next(line for line in settings.splitlines() if line.startswith("| Books |"))
     single = json.loads((tmp_path / "runs" / "single-books" / "metrics_test.json").read_text())
-    books_row = next(line for line in text.split("## 1.")[1].splitlines() if line.startswith("| Books |"))
     assert fmt(single["models"]["llmrec"]["by_domain"]["Books"]["ndcg@10"]) in books_row
     assert fmt(single["models"]["sasrec"]["by_domain"]["Books"]["ndcg@10"]) in books_row
+    assert "| unpaired |" in settings and "per-domain training **" in settings
+    assert "steps × 8 (" in settings  # every arm's budget is printed
+    # leave-one-domain-out against the untuned LM on the same targets: paired
+    zero = _section(text, "Zero-shot")
     lodo = json.loads((tmp_path / "runs" / "lodo-books" / "metrics_test.json").read_text())
-    zero_row = [line for line in text.split("## 5.")[1].splitlines() if line.startswith("| Books |")][0]
+    zero_row = next(line for line in zero.splitlines() if line.startswith("| Books |"))
     assert fmt(lodo["models"]["llmrec"]["overall"]["ndcg@10"]) in zero_row
-    assert "Mixed beats Single Domain on" in text and "LoRA trains" in text
-    # the every-experiment table carries the tuned LM's NDCG@10 on the whole validation split, on which the
-    # headline run is chosen; evaluating validation leaves the test split's cost record in place
-    mixed = json.loads((tmp_path / "runs" / "mixed" / "metrics_valid.json").read_text())
-    assert mixed["split"] == "valid" and mixed["users"] > 50  # all of them, not the training loop's 50
-    mixed_row = next(line for line in text.split("## 7.")[1].splitlines() if line.startswith("| mixed | Mixed | all | LLM-Rec |"))
-    assert f"| {fmt(mixed['models']['llmrec']['overall']['ndcg@10'])} |" in mixed_row
-    assert "(the whole validation split, ranked like the test)" in text
-    headline = text.split("## 1.")[0]
-    books = next(line for line in headline.splitlines() if line.startswith("| Books |"))  # the per-domain table
-    assert fmt(json.loads((tmp_path / "runs" / "mixed" / "metrics_test.json").read_text())
-               ["models"]["popularity"]["by_domain"]["Books"]["recall@10"]) in books
-    assert re.search(r"- LLM-Rec beats popularity on \d of \d domains", headline)
-    # the item-group analysis reads the same headline run
-    best = re.search(r"\| LLM-Rec \(`([\w-]+)`\)", headline).group(1)
-    groups = text.split("## 4.")[1].split("## 5.")[0]
-    assert f"LLM-Rec: `{best}` (the headline run)" in groups
-    tail = json.loads((tmp_path / "runs" / best / "metrics_test.json").read_text())["models"]["llmrec"]["by_group"]["tail"]
-    assert next(line for line in groups.splitlines() if line.startswith("| tail |")).startswith(
-        f"| tail | {fmt(tail['count'])} | {fmt(tail['ndcg@10'])} |")
-    assert set(json.loads((tmp_path / "runs" / "mixed" / "cost_eval.json").read_text())) == {"llmrec", "zero_shot", "sasrec"}
-    assert (tmp_path / "runs" / "mixed" / "cost_eval_valid.json").is_file()
-    assert "- **Negatives** (base config" in text
-    negatives = text.split("## 9. Negatives")[1]
+    assert "| paired |" in zero
+    tuning = _section(text, "FPFT vs PEFT")
+    assert "LoRA trains" in tuning and "full fine-tuning beats LoRA **" in tuning
+    # every run names the commit of its code and whether it is current
+    runs = _section(text, "Every run")
+    assert re.search(r"\| mixed\.seed1 \| Mixed \| all \| LLM-Rec \|.*\| `[0-9a-f?]{1,10}\*?` \| current \|", runs)
+    groups = _section(text, "Cold-start and tail items")
+    assert "(the headline run)" in groups and "| tail |" in groups
+    negatives = _section(text, "Negatives")
     bank_row = next(line for line in negatives.splitlines() if line.startswith("| mixed-bank |"))
     assert "plus a loss over every item of the target's domain (item bank re-encoded every 1 steps)" in bank_row
-    assert next(line for line in negatives.splitlines() if line.startswith("| mixed |"))
+    assert set(json.loads((tmp_path / "runs" / "mixed.seed0" / "cost_eval.json").read_text())) == {
+        "llmrec", "zero_shot", "sasrec"}
+    assert (tmp_path / "runs" / "mixed.seed0" / "cost_eval_valid.json").is_file()
     assert "Not measured yet" in text  # no size sweep file in benchmarks_dir
     for name in ("data_settings.png", "item_groups.png", "zero_shot.png"):
-        assert (report.parent / "figures" / name).read_bytes()[:8] == PNG
+        assert (tmp_path / "report" / "figures" / name).read_bytes()[:8] == PNG
         assert f"figures/{name}" in text
+
+
+def test_a_change_to_the_evaluator_or_trainer_code_makes_runs_stale(analysed, monkeypatch):
+    import llmrec_core.analyses as analyses
+
+    path, _ = analysed
+    assert {status for _, status, _ in analyses_status(path)} == {"current"}
+    real = analyses.code_hash
+
+    def edited(scopes, root=None):  # what code_hash returns once llmrec_core/evaluate or train/ changed
+        return "0" * 16 if "evaluate" in scopes or "train" in scopes else real(scopes)
+
+    for module in ("llmrec_core.analyses", "llmrec_core.provenance"):
+        monkeypatch.setattr(f"{module}.code_hash", edited)
+    status = analyses_status(path, ["mixed"])
+    assert [(run, s) for run, s, _ in status] == [("mixed.seed0", "stale"), ("mixed.seed1", "stale")]
+    assert all("code changed since commit" in why for *_, why in status)
 
 
 def test_report_lists_experiments_not_run_and_reads_a_size_sweep(analysed):
@@ -127,18 +167,19 @@ def test_report_lists_experiments_not_run_and_reads_a_size_sweep(analysed):
              "machine": {"gpu": None, "cpu_threads": 2}}
     (bench / "sizes_cpu.json").write_text(json.dumps(sweep))
     side = {"epochs_run": 5, "seconds_per_epoch": 1.5, "fit_seconds": 9.0, "test_eval_seconds": 0.4,
-            "test": {"recall@10": 0.21, "ndcg@10": 0.105}}
+            "targets_per_epoch": 3000, "test": {"recall@10": 0.21, "ndcg@10": 0.105}}
     (bench / "recbole_cpu.json").write_text(json.dumps({
         "epoch_budget": 5, "dataset": "d", "protocol": "p", "ours": side, "ours_converged": None,
         "recbole": {**side, "seconds_per_epoch": 30.25, "recbole_version": "1.2.1"},
         "machine": {"machine": "x86_64", "cpu_threads": 2, "date": "2026-11-25"}}))
     text = build_report(path).read_text()
-    assert "| RecBole 1.2.1 SASRec (5-epoch budget) | 5 | 30.25 |" in text
-    assert "| llmrec SASRec (5-epoch budget) | 5 | 1.50 |" in text
-    assert "One RecBole epoch takes 20x ours" in text  # 30.25 s / 1.5 s, computed from the file
+    assert "| RecBole 1.2.1 SASRec (5-epoch budget) | 5 | 3,000 | 30.25 |" in text
+    assert "| llmrec SASRec (5-epoch budget) | 5 | 3,000 | 1.50 |" in text
+    # time per training target, computed from the file: 1.5 s / 3000 and 30.25 s / 3000 per 1,000
+    assert "Per 1,000 training targets: 0.500 s (ours) vs 10.083 s (RecBole)." in text
     assert "**Not run yet**: never-run (" in text
     assert "| opt-40m | 40,000,000 | lora | 300,000 | CPU (2 threads) | 7.00 |" in text
-    examples = json.loads((path.parent.parent / "runs" / "mixed" / "cost_train.json").read_text())["examples_per_epoch"]
+    examples = json.loads((path.parent.parent / "runs" / "mixed.seed0" / "cost_train.json").read_text())["examples_per_epoch"]
     assert f"| 7.00 | {fmt(examples / 7.0)} |" in text  # s per epoch of the reference run at the measured rate
     assert "opt-40m 2.00×" in text
     assert (tmp_path / "figures" / "model_size_cost.png").read_bytes()[:8] == PNG

@@ -1,0 +1,29 @@
+"""Markdown helpers shared by the report and the run summaries: number formatting and tables."""
+from __future__ import annotations
+
+
+def fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):  # metrics and small costs keep 4 decimals; rates and sizes fewer
+        return f"{value:.{digits}f}" if abs(value) < 1 else f"{value:.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def mean_sd(mean: float | None, sd: float | None) -> str:
+    """"0.1234 ± 0.0056" (standard deviation across seeds), or the mean alone for one seed."""
+    if mean is None:
+        return "–"
+    return f"{mean:.4f} ± {sd:.4f}" if sd is not None else f"{mean:.4f}"
+
+
+def table(columns: list[str], rows: list[list]) -> str:
+    """A markdown table; columns whose cells are all numbers are right-aligned."""
+    numeric = [all(isinstance(r[i], (int, float)) for r in rows if r[i] is not None) for i in range(len(columns))]
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---:" if n else "---" for n in numeric) + " |"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

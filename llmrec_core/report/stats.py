@@ -1,0 +1,92 @@
+"""Uncertainty for the report's claims: per-target metrics and bootstrap intervals of differences.
+
+Every "A vs B" in the report is the mean over test targets of A's metric minus B's, with a 95%
+bootstrap interval over targets. When both arms ranked the same targets (same users and items) the
+bootstrap is paired (it resamples the per-target differences); otherwise, as when data settings test
+different targets, each arm is resampled on its own. A verdict comes from the interval alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LEVEL = 0.95
+RESAMPLES = 2000
+_BLOCK = 100  # resamples drawn at once: memory stays at _BLOCK x targets however large the test set
+
+
+def per_target(ranks: np.ndarray, metric: str) -> np.ndarray:
+    """Each target's value of `metric` ("ndcg@10", "recall@10", "mrr") from its 0-based rank."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if metric == "mrr":
+        return 1.0 / (ranks + 1.0)
+    name, _, k = metric.partition("@")
+    hit = ranks < int(k)
+    if name == "ndcg":
+        return np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)
+    if name == "recall":
+        return hit.astype(np.float64)
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+@dataclass(frozen=True)
+class Interval:
+    diff: float  # mean of A minus mean of B
+    low: float
+    high: float
+    targets: int  # targets of A (paired: of both)
+    paired: bool
+
+    @property
+    def verdict(self) -> str:
+        """Whether "A is better than B" holds: only an interval that excludes zero decides."""
+        if self.low > 0:
+            return "holds"
+        if self.high < 0:
+            return "does not hold"
+        return "inconclusive at this budget"
+
+    @property
+    def relation(self) -> str:
+        """"better than" / "worse than" / "not distinguishable from", from the interval."""
+        return {"holds": "better than", "does not hold": "worse than"}.get(self.verdict, "not distinguishable from")
+
+    def text(self) -> str:
+        kind = "paired" if self.paired else "unpaired"
+        return f"{self.diff:+.4f} (95% CI {self.low:+.4f} to {self.high:+.4f}, {kind}, {self.targets:,} targets)"
+
+
+def _quantiles(means: np.ndarray) -> tuple[float, float]:
+    tail = (1 - LEVEL) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def _resampled_means(values: np.ndarray, rng: np.random.Generator, resamples: int) -> np.ndarray:
+    n, out = len(values), []
+    for start in range(0, resamples, _BLOCK):
+        idx = rng.integers(0, n, size=(min(_BLOCK, resamples - start), n))
+        out.append(values[idx].mean(axis=1))
+    return np.concatenate(out)
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, seed: int = 0, resamples: int = RESAMPLES) -> Interval:
+    """A and B measured on the same targets, in the same order."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or not len(a):
+        raise ValueError("paired arms need the same, non-empty targets")
+    diff = a - b
+    low, high = _quantiles(_resampled_means(diff, np.random.default_rng(seed), resamples))
+    return Interval(float(diff.mean()), low, high, len(a), True)
+
+
+def unpaired_interval(a: np.ndarray, b: np.ndarray, seed: int = 0, resamples: int = RESAMPLES) -> Interval:
+    """A and B measured on different targets: each resampled on its own."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if not len(a) or not len(b):
+        raise ValueError("both arms need targets")
+    rng = np.random.default_rng(seed)
+    means = _resampled_means(a, rng, resamples) - _resampled_means(b, rng, resamples)
+    low, high = _quantiles(means)
+    return Interval(float(a.mean() - b.mean()), low, high, len(a), False)
