@@ -141,6 +141,11 @@ def test_decoder_model_trains_with_last_pooling(tmp_path, tiny_bert, sample_prep
                              tuning="lora", max_steps=3, **FAST)
     summary = train(params, show_progress=False)
     assert summary["cost"]["parameters_trainable"] < summary["cost"]["parameters_total"]
+    # LoRA's B matrices start at zero: a nonzero one means gradients reached the decoder through last pooling
+    saved = load_file(str(params.resolve(params.train.run_dir) / "weights.safetensors"))
+    lora_b = [v for k, v in saved.items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)
+    assert summary["epochs"][0]["last_loss"] is not None and summary["epochs"][0]["valid_ndcg@10"] >= 0
 
 
 def test_auto_resume_continues_a_matching_run_and_restarts_a_changed_one(tiny_bert, sample_prepared):
