@@ -293,7 +293,7 @@ class Report:
                 if run.has(model):
                     arm = self.arm(name, model)
                     b = lm_budget(run) if model == "llmrec" else None
-                    rows.append([name, run.model_name, backbone, weights_origin(run).split(" (")[0],
+                    rows.append([name, run.model_name, backbone, weights_origin(run),
                                  "untuned" if model == "zero_shot" else TUNINGS[run.tuning], budget_text(arm),
                                  arm.seeds, mean_sd(*arm.summary("ndcg@10")[:2]), mean_sd(*arm.summary("recall@10")[:2])])
                     if b:
