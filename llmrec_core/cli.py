@@ -1,7 +1,11 @@
 """The `llmrec` command line: one subcommand per pipeline stage, all driven by params.yaml."""
 from __future__ import annotations
 
+import functools
+import os
 import sys
+import time
+import traceback
 from pathlib import Path
 
 import typer
@@ -9,9 +13,38 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import ConfigError, Params, load_params
+from .errors import UserError
 
-app = typer.Typer(help="LLM-Rec: domain-agnostic sequential recommendation with language models.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+class Typer(typer.Typer):
+    """Every command runs behind one error path: a failure the user caused (UserError, a missing or existing
+    file) is one line naming the file or key, exit code 2; anything else is a one-line summary plus the
+    path of a log holding the traceback, exit code 1."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+        return lambda fn: register(functools.wraps(fn)(functools.partial(_guarded, fn)))
+
+
+def _guarded(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except (UserError, FileNotFoundError, FileExistsError) as e:
+        _fail(str(e))
+    except Exception as e:  # a bug, not the user's doing: keep the traceback in a log
+        log_dir = Path(os.environ.get("LLMREC_LOG_DIR", "logs"))
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = log_dir / f"llmrec-{fn.__name__}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+        log.write_text(traceback.format_exc())
+        console.print(f"[bold red]internal error:[/] {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                      f"(traceback in {log})", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+
+
+app = Typer(help="LLM-Rec: domain-agnostic sequential recommendation with language models.",
+            no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 console = Console(width=None if sys.stdout.isatty() else 120)
 ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="The params file (one config source).")
 SetOption = typer.Option([], "--set", "-S", help="Override a param: section.key=value (repeatable).")

@@ -6,7 +6,9 @@ records read = rows written + rows quarantined.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -16,6 +18,7 @@ from .layout import DataLayout
 from .parquet_io import INTERACTIONS, ITEMS, QUARANTINE, ParquetSink
 from .sources import Batch, read_interactions, read_items
 from .sources.common import check_input_file, clean_titles
+from .stage import stage_output
 
 
 @dataclass
@@ -73,15 +76,20 @@ def _interaction_rows(src: SourceConfig, batch: Batch, domain_of: pd.Series | No
 
 
 def ingest(params: Params, progress=None) -> list[SourceCounts]:
+    """Read every source, write data/interim (items, interactions, quarantine, ingest_report.json) in one swap."""
     layout = DataLayout(params.data_root)
-    chunk = params.data.chunk_rows
     sources = [(src, check_input_file(params.resolve(src.items), "items"),
                 check_input_file(params.resolve(src.interactions), "interactions")) for src in params.data.sources]
+    with stage_output(layout.interim, "llmrec ingest") as out:
+        return _ingest_into(out, sources, params.data.chunk_rows, progress)
+
+
+def _ingest_into(out: Path, sources, chunk: int, progress) -> list[SourceCounts]:
     counts: list[SourceCounts] = []
     with (
-        ParquetSink(layout.interim / "items.parquet", ITEMS) as items_out,
-        ParquetSink(layout.interim / "interactions.parquet", INTERACTIONS) as inter_out,
-        ParquetSink(layout.quarantine("interim"), QUARANTINE) as quarantine,
+        ParquetSink(out / "items.parquet", ITEMS) as items_out,
+        ParquetSink(out / "interactions.parquet", INTERACTIONS) as inter_out,
+        ParquetSink(out / "quarantine.parquet", QUARANTINE) as quarantine,
     ):
         for src, items_path, inter_path in sources:
             c = SourceCounts(src.name)
@@ -109,6 +117,7 @@ def ingest(params: Params, progress=None) -> list[SourceCounts]:
                 if progress:
                     progress(src.name, c.interactions)
             counts.append(c)
-    report = {"sources": [c.__dict__ for c in counts]}
-    (layout.interim / "ingest_report.json").write_text(json.dumps(report, indent=2))
+    # run_id ties what validate and prepare read to this ingest (prepare refuses data validated from another)
+    report = {"run_id": uuid.uuid4().hex, "sources": [c.__dict__ for c in counts]}
+    (out / "ingest_report.json").write_text(json.dumps(report, indent=2))
     return counts

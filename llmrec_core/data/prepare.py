@@ -24,14 +24,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import Params
+from ..errors import UserError
 from .layout import DataLayout
 from .parquet_io import read_table, write_table
+from .stage import stage_output
 from .sequences import gather_ranges, group_starts, rank_within_groups
 
 SPLITS = np.array(["train", "valid", "test"])
 
 
-class PreparationError(ValueError):
+class PreparationError(UserError, ValueError):
     """The data cannot be prepared as configured (for example a domain left empty)."""
 
 
@@ -79,11 +81,38 @@ def item_groups(train_count: np.ndarray, tail_fraction: float) -> np.ndarray:
     return groups
 
 
-def prepare(params: Params) -> dict:
-    cfg = params.prepare
-    layout = DataLayout(params.data_root)
+def read_validated(layout: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tables that passed validation, refusing outputs of a failed, unfinished or outdated validation."""
+    report_path = layout.validated / "validation_report.json"
+    if not report_path.is_file():
+        raise PreparationError(f"{layout.validated}: no validated data (a failed or unfinished `llmrec validate` "
+                               f"leaves none); run `llmrec validate` first")
+    report = json.loads(report_path.read_text())
+    ingest_report = layout.interim / "ingest_report.json"
+    if ingest_report.is_file():
+        current = json.loads(ingest_report.read_text()).get("run_id")
+        if current and report.get("input_run_id") != current:
+            raise PreparationError(f"{layout.validated} was validated from an earlier ingest than {layout.interim} "
+                                   f"holds now; run `llmrec validate` first")
     items = read_table(layout.validated / "items.parquet")
     inter = read_table(layout.validated / "interactions.parquet")
+    for name, table in (("items", items), ("interactions", inter)):
+        if not len(table):
+            raise PreparationError(f"{layout.validated / (name + '.parquet')}: no {name} passed validation; "
+                                   f"nothing to prepare")
+    return items, inter
+
+
+def prepare(params: Params) -> dict:
+    """Read data/validated, write data/prepared (items, users, events, data settings, manifest.json) in one swap."""
+    layout = DataLayout(params.data_root)
+    items, inter = read_validated(layout)
+    with stage_output(layout.prepared, "llmrec prepare") as out:
+        return _prepare_into(out, items, inter, params)
+
+
+def _prepare_into(out: Path, items: pd.DataFrame, inter: pd.DataFrame, params: Params) -> dict:
+    cfg = params.prepare
     rows_in = len(inter)
     dropped: list[pd.DataFrame] = []
 
@@ -147,8 +176,6 @@ def prepare(params: Params) -> dict:
     catalog["train_count"] = train_count.astype(np.int64)
     catalog["group"] = item_groups(train_count, cfg.tail_fraction)
 
-    out = layout.prepared
-    out.mkdir(parents=True, exist_ok=True)
     write_table(catalog[["item_idx", "item_id", "domain", "title", "train_count", "group"]], out / "items.parquet")
     write_table(pd.DataFrame({"user_idx": np.arange(len(starts), dtype=np.int32),
                               "user_id": inter["user_id"].to_numpy()[starts]}), out / "users.parquet")

@@ -15,13 +15,15 @@ import numpy as np
 import pandas as pd
 
 from ..config import Params
+from ..errors import UserError
 from .layout import DataLayout
 from .parquet_io import INTERACTIONS, ITEMS, QUARANTINE, ParquetSink, read_table
+from .stage import stage_output
 
 DOCS_SITE = "llmrec"
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(UserError, RuntimeError):
     """Too large a share of the input was bad; the quarantine file says which rows and why."""
 
 
@@ -150,10 +152,19 @@ def _split_bad(frame: pd.DataFrame, reasons: pd.Series, table: str):
 
 
 def validate(params: Params, run_id: str | None = None) -> list[TableReport]:
+    """Read data/interim, write data/validated (rows that passed, quarantine, report) in one swap; when too many
+    records are bad, raise ValidationFailed and leave no data/validated at all (the gate of `prepare`)."""
     layout = DataLayout(params.data_root)
+    with stage_output(layout.validated, "llmrec validate", discard_on=(ValidationFailed,)) as out:
+        return _validate_into(out, layout, params, run_id)
+
+
+def _validate_into(out: Path, layout: DataLayout, params: Params, run_id: str | None) -> list[TableReport]:
     items = read_table(layout.interim / "items.parquet")
     interactions = read_table(layout.interim / "interactions.parquet")
     ingest_bad = read_table(layout.quarantine("interim"))
+    ingest_report = layout.interim / "ingest_report.json"
+    input_run_id = json.loads(ingest_report.read_text()).get("run_id") if ingest_report.is_file() else None
     run_id = run_id or time.strftime("%Y%m%dT%H%M%S")
     results_dir = params.resolve(params.validation.results_dir) / run_id
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -177,25 +188,27 @@ def validate(params: Params, run_id: str | None = None) -> list[TableReport]:
         (results_dir / f"{name}.json").write_text(json.dumps(res, indent=1, default=str))
 
     quarantine = pd.concat([items_dup_q, items_q, inter_q], ignore_index=True)
-    with ParquetSink(layout.quarantine("validated"), QUARANTINE) as sink:
-        sink.write(quarantine)
-    with ParquetSink(layout.validated / "items.parquet", ITEMS) as sink:
+    # the quarantine goes beside the GX results too: it must outlive a failed gate, which keeps no data/validated
+    for path in (out / "quarantine.parquet", results_dir / "quarantine.parquet"):
+        with ParquetSink(path, QUARANTINE) as sink:
+            sink.write(quarantine)
+    with ParquetSink(out / "items.parquet", ITEMS) as sink:
         sink.write(good_items)
-    with ParquetSink(layout.validated / "interactions.parquet", INTERACTIONS) as sink:
+    with ParquetSink(out / "interactions.parquet", INTERACTIONS) as sink:
         sink.write(good_inter)
 
     reports = []
-    for table, total, out, gx_ok in (
+    for table, total, kept, gx_ok in (
         ("items", len(items), len(good_items), items_result["success"]),
         ("interactions", len(interactions), len(good_inter), inter_result["success"]),
     ):
         prior = ingest_bad[ingest_bad["table"] == table]
         q = quarantine[quarantine["table"] == table]
         reasons = pd.concat([prior["reason"], q["reason"]]).str.replace(r": .*$", "", regex=True).value_counts()
-        reports.append(TableReport(table, total + len(prior), out, len(prior) + len(q),
+        reports.append(TableReport(table, total + len(prior), kept, len(prior) + len(q),
                                    {str(k): int(v) for k, v in reasons.items()}, bool(gx_ok) and not len(prior)))
-    summary = {"run_id": run_id, "tables": [r.__dict__ for r in reports]}
-    (layout.validated / "validation_report.json").write_text(json.dumps(summary, indent=2))
+    summary = {"run_id": run_id, "input_run_id": input_run_id, "tables": [r.__dict__ for r in reports]}
+    (out / "validation_report.json").write_text(json.dumps(summary, indent=2))
     (results_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
     limit = params.validation.max_bad_fraction
@@ -203,7 +216,7 @@ def validate(params: Params, run_id: str | None = None) -> list[TableReport]:
         if r.rows_in and r.quarantined / r.rows_in > limit:
             raise ValidationFailed(
                 f"{r.table}: {r.quarantined} of {r.rows_in} records are bad "
-                f"({r.quarantined / r.rows_in:.1%} > validation.max_bad_fraction={limit:.1%}); "
-                f"see {layout.quarantine('validated')} and {layout.quarantine('interim')}"
+                f"({r.quarantined / r.rows_in:.1%} > validation.max_bad_fraction={limit:.1%}); no validated data "
+                f"was written; see {results_dir / 'quarantine.parquet'} and {layout.quarantine('interim')}"
             )
     return reports

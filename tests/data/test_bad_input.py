@@ -1,6 +1,7 @@
 """Bad input gets a clear message naming file, line and reason, and nothing is silently lost."""
 import gzip
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -150,7 +151,13 @@ def test_too_many_bad_rows_fail_the_run_but_keep_the_quarantine(tmp_path, write_
     src = _source(tmp_path, [json.dumps(m) for m in GOOD_META], ratings)
     params = write_params([src], validation={"max_bad_fraction": 0.1})
     ingest(params)
-    with pytest.raises(ValidationFailed, match=r"interactions: 3 of 9 records are bad"):
+    with pytest.raises(ValidationFailed, match=r"interactions: 3 of 9 records are bad") as failed:
         validate(params)
-    q = pd.read_parquet(DataLayout(params.data_root).quarantine("validated"))
+    # the quarantine outlives the failed gate, beside the GX results the message names
+    path = re.search(r"see (\S+quarantine\.parquet)", str(failed.value)).group(1)
+    q = pd.read_parquet(path)
     assert len(q) == 3
+    # and nothing is left that prepare would accept (the gate cannot be walked around)
+    assert not DataLayout(params.data_root).validated.exists()
+    with pytest.raises(PreparationError, match="no validated data"):
+        prepare(params)

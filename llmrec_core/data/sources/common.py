@@ -20,10 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from ...errors import UserError
+
 RAW_PREVIEW_CHARS = 500
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """A whole input file is unusable (missing, empty, wrong header); the message names it."""
 
 
