@@ -41,11 +41,15 @@ class SourceConfig(Section):
     # `table` format only: contract column -> source column, and the timestamp unit.
     columns: dict[str, str] = {}
     timestamp_unit: Literal["s", "ms"] = "s"
+    # ratings outside [low, high] are quarantined (null: any finite number); a missing rating is allowed
+    rating_range: tuple[float, float] | None = None
 
     @model_validator(mode="after")
     def _domain_given(self) -> "SourceConfig":
         if self.domain_from == "fixed" and not self.domain:
             raise ValueError("`domain` is required unless `domain_from: first_genre`")
+        if self.rating_range is not None and self.rating_range[0] > self.rating_range[1]:
+            raise ValueError("`rating_range` must be [low, high] with low <= high")
         if self.format == "table":
             missing = {"user_id", "item_id", "timestamp", "title"} - set(self.columns)
             if missing:
@@ -60,6 +64,16 @@ class DataConfig(Section):
     top_domains: int | None = Field(default=None, ge=1)
     root: Path = Path("data")
     chunk_rows: int = Field(default=500_000, ge=1_000)
+
+    @model_validator(mode="after")
+    def _nothing_twice(self) -> "DataConfig":
+        for what, values in (("domains", self.domains), ("sources: name", [s.name for s in self.sources]),
+                             ("sources: interactions", [str(s.interactions) for s in self.sources]),
+                             ("sources: items", [str(s.items) for s in self.sources])):
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:
+                raise ValueError(f"{what} lists {', '.join(map(repr, twice))} more than once")
+        return self
 
 
 class ValidationConfig(Section):
@@ -267,19 +281,48 @@ def _format_errors(path: Path, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+_INDEXED = re.compile(r"^(?P<name>[^\[\]]+)(?P<index>(\[\d+\])*)$")
+
+
+def _steps(key: str, item: str) -> list[str | int]:
+    """`data.sources[0].items` -> ["data", "sources", 0, "items"]."""
+    steps: list[str | int] = []
+    for part in key.strip().split("."):
+        match = _INDEXED.match(part)
+        if not match:
+            raise ConfigError(f"override {item!r}: {part!r} is not a key or key[index]")
+        steps.append(match["name"])
+        steps += [int(i) for i in re.findall(r"\[(\d+)\]", match["index"])]
+    return steps
+
+
 def _assign(raw: dict, key: str, value: Any, item: str) -> None:
-    parts = key.strip().split(".")
-    if len(parts) < 2 or not all(parts):
+    steps = _steps(key, item)
+    if len(steps) < 2 or not isinstance(steps[0], str):
         raise ConfigError(f"override {item!r}: expected section.key=value")
-    node = raw
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {item!r}: {part} is not a section")
+    node: Any = raw
+    for step, following in zip(steps[:-1], steps[1:]):
+        if isinstance(step, int):
+            if not isinstance(node, list) or step >= len(node):
+                raise ConfigError(f"override {item!r}: index [{step}] is outside the list "
+                                  f"({len(node) if isinstance(node, list) else 0} entries)")
+            child = node[step]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {step} is not a section")
+            child = node.get(step)
+            if child is None and not isinstance(following, int):
+                child = node[step] = {}
+        if isinstance(following, int) and not isinstance(child, list):
+            raise ConfigError(f"override {item!r}: {step} is not a list")
+        if not isinstance(following, int) and not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {step} is not a section")
         node = child
-    node[parts[-1]] = value
+    last = steps[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise ConfigError(f"override {item!r}: index [{last}] is outside the list")
+    node[last] = value
 
 
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from .common import Batch, iter_delimited, iter_json_records, open_binary, typed_interactions
+from .common import Batch, RawRows, iter_delimited, iter_json_records, open_binary
 
 RATING_COLUMNS = ["native_item", "user_id", "rating", "timestamp"]
 
@@ -53,7 +53,7 @@ def _has_header(path: Path) -> bool:
     return "user" in first and "item" in first or "asin" in first
 
 
-def read_interactions(path: Path, chunk_rows: int) -> Iterator[Batch]:
+def read_interactions(path: Path, chunk_rows: int) -> Iterator[RawRows]:
     name = path.name.lower()
     if ".csv" in name:
         yield from _read_ratings_csv(path, chunk_rows)
@@ -61,18 +61,18 @@ def read_interactions(path: Path, chunk_rows: int) -> Iterator[Batch]:
         yield from _read_reviews_json(path, chunk_rows)
 
 
-def _read_ratings_csv(path: Path, chunk_rows: int) -> Iterator[Batch]:
+def _read_ratings_csv(path: Path, chunk_rows: int) -> Iterator[RawRows]:
     header = _has_header(path)
     for frame, bad in iter_delimited(path, chunk_rows, delimiter=",", column_names=None if header else RATING_COLUMNS):
         if header:
             frame = frame.rename(columns=dict(zip(frame.columns[:4], RATING_COLUMNS)))
-        yield typed_interactions(path, frame, bad)
+        yield frame, bad
 
 
-def _read_reviews_json(path: Path, chunk_rows: int) -> Iterator[Batch]:
+def _read_reviews_json(path: Path, chunk_rows: int) -> Iterator[RawRows]:
     fields = ["reviewerID", "asin", "overall", "unixReviewTime"]
     for frame, bad in iter_json_records(path, chunk_rows, fields):
         frame = frame.rename(
             columns={"reviewerID": "user_id", "asin": "native_item", "overall": "rating", "unixReviewTime": "timestamp"}
         )
-        yield typed_interactions(path, frame, bad)
+        yield frame, bad

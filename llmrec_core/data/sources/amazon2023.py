@@ -10,7 +10,7 @@ from typing import Iterator
 import pandas as pd
 
 from .amazon2018 import _join_text
-from .common import Batch, iter_json_records, typed_interactions
+from .common import Batch, RawRows, iter_json_records
 
 
 def read_items(path: Path, chunk_rows: int) -> Iterator[Batch]:
@@ -30,8 +30,8 @@ def read_items(path: Path, chunk_rows: int) -> Iterator[Batch]:
         yield Batch(rows, bad)
 
 
-def read_interactions(path: Path, chunk_rows: int) -> Iterator[Batch]:
+def read_interactions(path: Path, chunk_rows: int) -> Iterator[RawRows]:
     fields = ["user_id", "parent_asin", "rating", "timestamp"]
     for frame, bad in iter_json_records(path, chunk_rows, fields):
         frame = frame.rename(columns={"parent_asin": "native_item"})
-        yield typed_interactions(path, frame, bad, unit="ms")
+        yield frame, bad

@@ -10,6 +10,8 @@ import ast
 import gzip
 import html
 import json
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
@@ -27,6 +29,9 @@ RAW_PREVIEW_CHARS = 500
 
 class InputError(UserError, ValueError):
     """A whole input file is unusable (missing, empty, wrong header); the message names it."""
+
+
+RawRows = tuple[pd.DataFrame, pd.DataFrame]  # (interaction fields as text + source_line, quarantined records)
 
 
 @dataclass
@@ -75,7 +80,7 @@ def iter_text_lines(
     texts: list[str] = []
     bad: list[tuple[int, str, bytes]] = []
     seen_any = False
-    with open_binary(path) as fh:
+    with _read_errors(path), open_binary(path) as fh:
         for number, raw in enumerate(fh, start=1):
             seen_any = True
             try:
@@ -98,8 +103,8 @@ def iter_text_lines(
 
 def parse_json_object(text: str, allow_python_literal: bool = False) -> dict:
     """One JSON object per line; old Amazon meta files use Python-literal dicts instead."""
-    try:
-        obj = json.loads(text)
+    try:  # numbers keep their text (ids exactly as written; a rating of 1e400 stays "1e400" for the quarantine)
+        obj = json.loads(text, parse_int=str, parse_float=str, parse_constant=str)
     except json.JSONDecodeError as e:
         if not allow_python_literal:
             raise ValueError(f"malformed JSON: {e.msg} at column {e.colno}") from None
@@ -156,10 +161,15 @@ def iter_delimited(
         return "skip"
 
     transcode = encoding.lower().replace("-", "") not in ("utf8",)
+    has_header = column_names is None
+    header = column_names if not has_header else _read_header(path, delimiter, encoding)
+    # names are given explicitly (the header line skipped), so every column is typed as text below: an id's
+    # type is never guessed from its values, whatever the header looks like (a byte-order mark, say)
     read_options = pacsv.ReadOptions(
         use_threads=False,
         block_size=max(1 << 20, chunk_rows * 64),
-        column_names=column_names,
+        column_names=header,
+        skip_rows=1 if has_header else 0,
         encoding=encoding,
     )
     parse_options = pacsv.ParseOptions(
@@ -168,27 +178,22 @@ def iter_delimited(
         ignore_empty_lines=False,
         invalid_row_handler=on_invalid_row,
     )
-    header = column_names
-    if header is None:
-        with open_binary(path) as fh:
-            first = fh.readline().decode(encoding, errors="replace").strip()
-        if not first:
-            raise InputError(f"{path}: file is empty or has no header line")
-        header = [c.strip().strip('"') for c in first.split(delimiter)]
     string_type = pa.string() if transcode else pa.binary()
     convert_options = pacsv.ConvertOptions(
         column_types={c: string_type for c in header}, strings_can_be_null=False, quoted_strings_can_be_null=False
     )
     try:
-        reader = pacsv.open_csv(path, read_options=read_options, parse_options=parse_options, convert_options=convert_options)
-    except pa.ArrowInvalid as e:
+        with _read_errors(path):
+            reader = pacsv.open_csv(path, read_options=read_options, parse_options=parse_options,
+                                    convert_options=convert_options)
+    except InputError as e:
         if "Empty CSV file" in str(e):
             raise InputError(f"{path}: file is empty") from None
-        raise InputError(f"{path}: cannot be read as delimited text: {e}") from None
+        raise
 
-    next_line = 1 if column_names is not None else 2
+    next_line = 2 if has_header else 1
     any_rows = False
-    for batch in reader:
+    for batch in _guarded_stream(path, reader):
         any_rows = True
         skipped_lines = {s[0] for s in skipped}
         lines = _assign_lines(next_line, batch.num_rows, skipped_lines)
@@ -201,8 +206,45 @@ def iter_delimited(
     real_skips = [s for s in skipped if s[1]]
     if real_skips:
         yield pd.DataFrame(columns=[*header, "source_line"]), bad_rows(path, real_skips)
-    elif not any_rows and column_names is not None:
+    elif not any_rows and not has_header:
         raise InputError(f"{path}: file is empty")
+
+
+def _read_header(path: Path, delimiter: str, encoding: str) -> list[str]:
+    with _read_errors(path):
+        with open_binary(path) as fh:
+            raw = fh.readline()
+    codec = "utf-8-sig" if encoding.lower().replace("-", "") == "utf8" else encoding  # drop a byte-order mark
+    first = raw.decode(codec, errors="replace").strip()
+    if not first:
+        raise InputError(f"{path}: file is empty or has no header line")
+    header = [c.strip().strip('"') for c in first.split(delimiter)]
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise InputError(f"{path}: header names {', '.join(map(repr, twice))} more than once")
+    return header
+
+
+@contextmanager
+def _read_errors(path: Path):
+    """A file that cannot be read to the end (truncated or corrupt compression, unparseable text) is refused,
+    naming the file; nothing of it is half-used."""
+    try:
+        yield
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise InputError(f"{path}: truncated or corrupt compressed file ({e})") from None
+    except pa.ArrowInvalid as e:
+        message = str(e).splitlines()[0]
+        if "gzip" in message.lower() or "compress" in message.lower():
+            raise InputError(f"{path}: truncated or corrupt compressed file ({message})") from None
+        raise InputError(f"{path}: cannot be read as delimited text: {message}") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot be read: {e}") from None
+
+
+def _guarded_stream(path: Path, reader):
+    with _read_errors(path):
+        yield from reader
 
 
 def _assign_lines(start: int, n: int, skipped: set[int]) -> np.ndarray:
@@ -240,13 +282,26 @@ def _decode_batch(path: Path, batch: pa.RecordBatch, lines: np.ndarray, already_
     )
 
 
-def to_epoch_seconds(values: pd.Series, unit: str = "s") -> tuple[pd.Series, np.ndarray]:
-    """Parse a column of numbers into int64 epoch seconds; returns (values, mask of unparseable)."""
-    numeric = pd.to_numeric(values, errors="coerce")
-    bad = numeric.isna().to_numpy()
+MAX_EPOCH_SECONDS = 2**62 // 1000  # beyond any real date; far from int64 overflow in seconds or milliseconds
+
+
+def parse_numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Text to float64; returns (values, mask of entries that are not a finite number). Missing -> NaN, flagged."""
+    numeric = pd.to_numeric(values.astype("string").str.strip(), errors="coerce").to_numpy(dtype="float64",
+                                                                                            na_value=np.nan)
+    return numeric, ~np.isfinite(numeric)
+
+
+def to_epoch_seconds(values: pd.Series, unit: str = "s") -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Parse a column of numbers into int64 epoch seconds; returns (values, mask of entries that are not a
+    finite number, mask of numbers too large to be a time, which int64 could not hold)."""
+    numeric, not_number = parse_numbers(values)
     if unit == "ms":
-        numeric = numeric // 1000
-    return numeric.fillna(0).astype("int64"), bad
+        numeric = numeric / 1000
+    too_large = np.abs(np.nan_to_num(numeric, nan=0.0, posinf=0.0, neginf=0.0)) > MAX_EPOCH_SECONDS
+    usable = ~(not_number | too_large)
+    seconds = np.floor(np.where(usable, numeric, 0.0)).astype("int64")
+    return pd.Series(seconds, index=values.index), not_number, too_large
 
 
 def clean_titles(titles: pd.Series) -> pd.Series:
@@ -259,14 +314,6 @@ def clean_titles(titles: pd.Series) -> pd.Series:
     return titles.str.replace(r"\s+", " ", regex=True).str.strip()
 
 
-def quarantine_unparseable(frame: pd.DataFrame, mask: np.ndarray, path: Path, reason: str, column: str):
-    """Split rows flagged by `mask` off into quarantine rows with `reason: <value>`."""
-    bad = frame[mask]
-    reasons = [f"{reason}: {v!r}" for v in bad[column].tolist()]
-    records = [str(r) for r in bad.drop(columns="source_line").to_dict("records")]
-    return frame[~mask], bad_frame(path, bad["source_line"].tolist(), reasons, records)
-
-
 def with_provenance(frame: pd.DataFrame, path: Path, columns: list[str]) -> pd.DataFrame:
     out = frame[columns + ["source_line"]].copy()
     out.insert(len(columns), "source_file", pd.Series(str(path), index=out.index, dtype="string"))
@@ -274,22 +321,44 @@ def with_provenance(frame: pd.DataFrame, path: Path, columns: list[str]) -> pd.D
     return out.reset_index(drop=True)
 
 
-def typed_interactions(path: Path, frame: pd.DataFrame, bad: pd.DataFrame, unit: str = "s") -> Batch:
-    """Raw interaction columns (user_id, native_item, timestamp, rating, source_line) to typed
-    rows; a timestamp that is not a number quarantines its row."""
-    timestamps, ts_bad = to_epoch_seconds(frame["timestamp"], unit)
-    if ts_bad.any():
-        frame, ts_quarantine = quarantine_unparseable(frame, ts_bad, path, "timestamp is not a number", "timestamp")
-        timestamps = timestamps[~ts_bad]
-        bad = pd.concat([bad, ts_quarantine], ignore_index=True)
-    rating = frame["rating"] if "rating" in frame else pd.Series(np.nan, index=frame.index)
+def typed_interactions(path: Path, frame: pd.DataFrame, bad: pd.DataFrame, unit: str = "s",
+                       rating_range: tuple[float, float] | None = None) -> Batch:
+    """Raw interaction columns (user_id, native_item, timestamp, rating, source_line: text as read) to typed
+    rows. A row is quarantined, with the raw text of the field in its reason and record, when its timestamp is
+    not a usable number, or when it has a rating that is not a finite number (in `rating_range` if given).
+    An empty rating is kept as missing."""
+    timestamps, not_number, too_large = to_epoch_seconds(frame["timestamp"], unit)
+    reasons = np.where(not_number, "timestamp is not a number",
+                       np.where(too_large, "timestamp is too large to be a time", ""))
+    ratings = np.full(len(frame), np.nan)
+    if "rating" in frame:
+        text = frame["rating"].astype("string").str.strip()
+        present = (text.fillna("") != "").to_numpy()
+        ratings, not_number = parse_numbers(text)
+        bad_rating = present & not_number
+        if rating_range is not None:
+            low, high = rating_range
+            bad_rating |= present & ~not_number & ((ratings < low) | (ratings > high))
+        ratings = np.where(present & ~bad_rating, ratings, np.nan)
+        reasons = np.where((reasons == "") & bad_rating, "rating is not a number" + (
+            f" in [{rating_range[0]:g}, {rating_range[1]:g}]" if rating_range else ""), reasons)
+    rejected = reasons != ""
+    if rejected.any():
+        quarantined = frame[rejected]
+        raw = [q["timestamp"] if r.startswith("timestamp") else q["rating"]  # the field's text as read
+               for q, r in zip(quarantined.to_dict("records"), reasons[rejected])]
+        records = [str(r) for r in quarantined.drop(columns="source_line").to_dict("records")]
+        bad = pd.concat([bad, bad_frame(path, quarantined["source_line"].tolist(),
+                                        [f"{r}: {v!r}" for r, v in zip(reasons[rejected], raw)], records)],
+                        ignore_index=True)
+    keep = ~rejected
     rows = pd.DataFrame(
         {
-            "user_id": frame["user_id"].astype("string").to_numpy(),
-            "native_item": frame["native_item"].astype("string").to_numpy(),
-            "timestamp": timestamps.to_numpy(dtype="int64"),
-            "rating": pd.to_numeric(rating, errors="coerce").to_numpy(dtype="float64"),
-            "source_line": frame["source_line"].to_numpy(dtype="int64"),
+            "user_id": frame["user_id"].astype("string").to_numpy()[keep],
+            "native_item": frame["native_item"].astype("string").to_numpy()[keep],
+            "timestamp": timestamps.to_numpy(dtype="int64")[keep],
+            "rating": np.asarray(ratings, dtype="float64")[keep],
+            "source_line": frame["source_line"].to_numpy(dtype="int64")[keep],
         }
     )
     return Batch(rows, bad)

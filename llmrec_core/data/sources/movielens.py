@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from .common import Batch, bad_rows, iter_delimited, iter_text_lines, typed_interactions
+from .common import Batch, RawRows, bad_rows, iter_delimited, iter_text_lines
 
 ML100K_GENRES = [
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -60,7 +60,7 @@ def read_items(path: Path, chunk_rows: int) -> Iterator[Batch]:
         yield Batch(rows, pd.concat([bad, bad_rows(path, malformed)], ignore_index=True))
 
 
-def read_interactions(path: Path, chunk_rows: int) -> Iterator[Batch]:
+def read_interactions(path: Path, chunk_rows: int) -> Iterator[RawRows]:
     flavour = _flavour(path)
     if flavour == "100k":
         names = ["user_id", "native_item", "rating", "timestamp"]
@@ -74,4 +74,4 @@ def read_interactions(path: Path, chunk_rows: int) -> Iterator[Batch]:
             for frame, bad in iter_delimited(path, chunk_rows, delimiter=",")
         )
     for frame, bad in stream:
-        yield typed_interactions(path, frame, bad)
+        yield frame, bad

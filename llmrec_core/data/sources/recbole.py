@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from .common import Batch, InputError, iter_delimited, typed_interactions
+from .common import Batch, RawRows, InputError, iter_delimited
 
 TITLE_FIELDS = ("title", "movie_title", "item_name", "name")
 GENRE_FIELDS = ("class", "genre", "genres", "categories")
@@ -45,9 +45,9 @@ def read_items(path: Path, chunk_rows: int) -> Iterator[Batch]:
         yield Batch(rows, bad)
 
 
-def read_interactions(path: Path, chunk_rows: int) -> Iterator[Batch]:
+def read_interactions(path: Path, chunk_rows: int) -> Iterator[RawRows]:
     for frame, bad in _stream(path, chunk_rows):
         missing = {"user_id", "item_id", "timestamp"} - set(frame.columns)
         if missing:
             raise InputError(f"{path}: missing columns {sorted(missing)} in header")
-        yield typed_interactions(path, frame.rename(columns={"item_id": "native_item"}), bad)
+        yield frame.rename(columns={"item_id": "native_item"}), bad
