@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from .common import Batch, RawRows, iter_delimited, iter_json_records, open_binary
+from .common import Batch, RawRows, iter_delimited, iter_json_records, open_binary, read_errors
 
 RATING_COLUMNS = ["native_item", "user_id", "rating", "timestamp"]
 
@@ -48,7 +48,7 @@ def read_items(path: Path, chunk_rows: int) -> Iterator[Batch]:
 
 
 def _has_header(path: Path) -> bool:
-    with open_binary(path) as fh:
+    with read_errors(path), open_binary(path) as fh:
         first = fh.readline().decode("utf-8", errors="replace").lower()
     return "user" in first and "item" in first or "asin" in first
 

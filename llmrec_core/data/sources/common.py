@@ -69,7 +69,12 @@ def check_input_file(path: Path, role: str) -> Path:
 
 
 def open_binary(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    if path.suffix != ".gz":
+        return open(path, "rb")
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\x1f\x8b":
+            raise InputError(f"{path}: named .gz but not gzip-compressed")
+    return gzip.open(path, "rb")
 
 
 def iter_text_lines(
@@ -80,7 +85,7 @@ def iter_text_lines(
     texts: list[str] = []
     bad: list[tuple[int, str, bytes]] = []
     seen_any = False
-    with _read_errors(path), open_binary(path) as fh:
+    with read_errors(path), open_binary(path) as fh:
         for number, raw in enumerate(fh, start=1):
             seen_any = True
             try:
@@ -183,7 +188,7 @@ def iter_delimited(
         column_types={c: string_type for c in header}, strings_can_be_null=False, quoted_strings_can_be_null=False
     )
     try:
-        with _read_errors(path):
+        with read_errors(path):
             reader = pacsv.open_csv(path, read_options=read_options, parse_options=parse_options,
                                     convert_options=convert_options)
     except InputError as e:
@@ -211,7 +216,7 @@ def iter_delimited(
 
 
 def _read_header(path: Path, delimiter: str, encoding: str) -> list[str]:
-    with _read_errors(path):
+    with read_errors(path):
         with open_binary(path) as fh:
             raw = fh.readline()
     codec = "utf-8-sig" if encoding.lower().replace("-", "") == "utf8" else encoding  # drop a byte-order mark
@@ -226,7 +231,7 @@ def _read_header(path: Path, delimiter: str, encoding: str) -> list[str]:
 
 
 @contextmanager
-def _read_errors(path: Path):
+def read_errors(path: Path):
     """A file that cannot be read to the end (truncated or corrupt compression, unparseable text) is refused,
     naming the file; nothing of it is half-used."""
     try:
@@ -243,7 +248,7 @@ def _read_errors(path: Path):
 
 
 def _guarded_stream(path: Path, reader):
-    with _read_errors(path):
+    with read_errors(path):
         yield from reader
 
 
