@@ -159,6 +159,9 @@ def iter_delimited(
     skipped: list[tuple[int, str, str]] = []
 
     def on_invalid_row(row) -> str:
+        if row.number is None or row.number < 1:  # pyarrow lost count (after a quoted multi-line field)
+            raise InputError(f"{path}: a quoted field spans several lines before a malformed row; such files are "
+                             f"refused, since their line numbers could not be reported exactly")
         if row.text.strip():
             skipped.append((row.number, f"expected {row.expected_columns} fields, found {row.actual_columns}", row.text))
         else:
@@ -205,14 +208,32 @@ def iter_delimited(
         if len(lines):
             next_line = int(lines[-1]) + 1
         frame, bad_utf8 = _decode_batch(path, batch, lines, transcode)
+        _refuse_multiline(path, frame)
+        # pyarrow reads a blank line (or one of bare delimiters) as a row of empty fields: not a record
+        empty = (frame.drop(columns="source_line") == "").all(axis=1).to_numpy()
+        blank = bad_frame(path, frame["source_line"][empty].tolist(), ["empty record (a blank line or only "
+                                                                        "delimiters)"] * int(empty.sum()),
+                          [""] * int(empty.sum()))
+        frame = frame[~empty].reset_index(drop=True)
         real_skips = [s for s in skipped if s[1]]
         skipped.clear()
-        yield frame, pd.concat([bad_rows(path, real_skips), bad_utf8], ignore_index=True)
+        yield frame, pd.concat([bad_rows(path, real_skips), bad_utf8, blank], ignore_index=True)
     real_skips = [s for s in skipped if s[1]]
     if real_skips:
         yield pd.DataFrame(columns=[*header, "source_line"]), bad_rows(path, real_skips)
     elif not any_rows and not has_header:
         raise InputError(f"{path}: file is empty")
+
+
+def _refuse_multiline(path: Path, frame: pd.DataFrame) -> None:
+    """A quoted field holding a line break makes one record span several lines, and every line number after
+    it would be wrong: such a file is refused, naming the first such record."""
+    for column in frame.columns.drop("source_line"):
+        spans = frame[column].str.contains(r"[\r\n]", regex=True, na=False).to_numpy()
+        if spans.any():
+            line = int(frame["source_line"].to_numpy()[spans.argmax()])
+            raise InputError(f"{path}: line {line}: a quoted field spans several lines; such files are refused, "
+                             f"since their line numbers could not be reported exactly")
 
 
 def _read_header(path: Path, delimiter: str, encoding: str) -> list[str]:
