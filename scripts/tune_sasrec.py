@@ -20,7 +20,7 @@ from llmrec_core.baselines.sasrec import train_sasrec
 from llmrec_core.config import load_params
 from llmrec_core.evaluate.run import evaluate
 
-GRID = {"sasrec.hidden": [64, 128], "sasrec.dropout": [0.2, 0.5], "sasrec.lr": [1e-3, 2e-3]}
+GRID = {"sasrec.hidden": [64, 128], "sasrec.dropout": [0.2, 0.5]}  # lr: the params file's (RecBole: 1e-3)
 
 
 def main() -> None:
