@@ -214,9 +214,13 @@ def _validate_into(out: Path, layout: DataLayout, params: Params, run_id: str | 
     limit = params.validation.max_bad_fraction
     for r in reports:
         if r.rows_in and r.quarantined / r.rows_in > limit:
+            top = max(r.reasons, key=r.reasons.get) if r.reasons else ""
+            hint = ("; most are unknown items: do the interactions' item ids match the items file's (zero padding, "
+                    "prefixes, a different id column)?" if top.startswith("unknown item") else
+                    f"; most common reason: {top}" if top else "")
             raise ValidationFailed(
                 f"{r.table}: {r.quarantined} of {r.rows_in} records are bad "
-                f"({r.quarantined / r.rows_in:.1%} > validation.max_bad_fraction={limit:.1%}); no validated data "
-                f"was written; see {results_dir / 'quarantine.parquet'} and {layout.quarantine('interim')}"
+                f"({r.quarantined / r.rows_in:.1%} > validation.max_bad_fraction={limit:.1%}){hint}; no validated "
+                f"data was written; see {results_dir / 'quarantine.parquet'} and {layout.quarantine('interim')}"
             )
     return reports
