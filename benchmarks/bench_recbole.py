@@ -1,14 +1,19 @@
-"""Our SASRec beside RecBole's on the same ml-100k data, in one run (make bench-recbole).
+"""Our SASRec beside RecBole's on the same ml-100k data, at equal work and to convergence, in one run
+(make bench-recbole).
 
 1. Prepare ml-100k (../shared) with our pipeline as ONE domain, so our full ranking is over every
    item, as RecBole's is.
-2. Train and evaluate our SASRec on it: with the shared epoch budget, and to convergence.
+2. Train and evaluate our standard SASRec on it to convergence: every training target once per epoch,
+   early stopping on validation NDCG@10 (the params file's `sasrec` section: max_len, hidden, dropout,
+   lr, batch size, eval_every, patience).
 3. Export exactly the prepared events (same users, items, order; timestamps replaced by each
    user's event rank so ties cannot reorder) as a RecBole atomic .inter file, and train RecBole's
-   SASRec with matching hyper-parameters, the same epoch budget (--epochs) and early-stopping rule
-   (validate every 5 epochs, stop after 4 without gain), leave-one-out split, full ranking.
+   SASRec with the same knobs (MAX_ITEM_LIST_LENGTH = max_len, batch size, learning rate, dropout) and
+   the same early-stopping rule, leave-one-out split, full ranking. RecBole also trains each training
+   target once per epoch (each prefix is a sequence), so epochs are equal work; both sides record their
+   training targets per epoch and the report compares time per 1,000 targets.
 RecBole goes into its own virtualenv (.bench-venv/recbole), never into the project's environment.
-Result: bench/model/recbole.json and reports/benchmarks/recbole_cpu.json (read by `llmrec report`).
+Result: reports/benchmarks/recbole_cpu.json (read by `llmrec report`).
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ def ensure_venv() -> Path:
     return python
 
 
-def our_side(epochs: int, tag: str) -> tuple[dict, Path]:
+def our_side(max_epochs: int) -> tuple[dict, Path, dict]:
     from llmrec_core.baselines.sasrec import train_sasrec
     from llmrec_core.config import load_params
     from llmrec_core.data.ingest import ingest
@@ -46,8 +51,7 @@ def our_side(epochs: int, tag: str) -> tuple[dict, Path]:
               f"interactions: {ML100K / 'ml-100k.inter'}, items: {ML100K / 'ml-100k.item'}}}]")
     params = load_params(REPO / "configs" / "ml-100k.yaml", [
         source, "data.top_domains=null", f"data.root={WORK / 'data'}", f"validation.results_dir={WORK / 'gx'}",
-        f"train.run_dir={WORK / tag}", f"sasrec.run_dir={WORK / tag / 'sasrec'}",
-        f"sasrec.epochs={epochs}", "sasrec.eval_every=5", "sasrec.patience=4"])
+        f"train.run_dir={WORK / 'ours'}", f"sasrec.run_dir={WORK / 'ours' / 'sasrec'}", f"sasrec.epochs={max_epochs}"])
     if not (params.data_root / "prepared" / "manifest.json").is_file():
         ingest(params), validate(params), prepare(params)
     started = time.perf_counter()
@@ -56,15 +60,17 @@ def our_side(epochs: int, tag: str) -> tuple[dict, Path]:
     out = evaluate(params, ("sasrec",), "test")
     overall = out["models"]["sasrec"]["overall"]
     cost = trained["cost"]
-    cost_eval = json.loads((WORK / tag / "cost_eval.json").read_text())["sasrec"]
+    cost_eval = json.loads((WORK / "ours" / "cost_eval.json").read_text())["sasrec"]
     s = params.sasrec
-    result = {"epochs_run": cost["epochs_run"], "seconds_per_epoch": cost["seconds_per_epoch"], "fit_seconds": round(fit_s, 1),
+    hyper = {"hidden": s.hidden, "layers": s.layers, "heads": s.heads, "dropout": s.dropout, "lr": s.lr,
+             "max_len": s.max_len, "batch_size": s.batch_size, "max_epochs": s.epochs, "eval_every": s.eval_every,
+             "patience": s.patience}
+    result = {"epochs_run": cost["epochs_run"], "seconds_per_epoch": cost["seconds_per_epoch"],
+              "targets_per_epoch": cost["targets_per_epoch"], "fit_seconds": round(fit_s, 1),
               "test_eval_seconds": cost_eval["seconds_total"], "best_valid_ndcg@10": trained["best_valid_ndcg@10"],
               "test": {"ndcg@10": overall["ndcg@10"], "recall@10": overall["recall@10"], "mrr": overall["mrr"]},
-              "parameters": cost["parameters_total"],
-              "hyper": {"hidden": s.hidden, "layers": s.layers, "heads": s.heads, "dropout": s.dropout, "lr": s.lr,
-                        "batch_size": s.batch_size, "epochs": s.epochs, "eval_every": s.eval_every, "patience": s.patience}}
-    return result, params.data_root / "prepared"
+              "parameters": cost["parameters_total"], "hyper": hyper}
+    return result, params.data_root / "prepared", hyper
 
 
 def export_inter(prepared: Path, folder: Path, name: str) -> Path:
@@ -87,11 +93,11 @@ def recbole_side(python: Path, prepared: Path, hyper: dict) -> dict:
         "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
         "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
         "user_inter_num_interval": "[0,inf)", "item_inter_num_interval": "[0,inf)",  # already filtered by us
-        "MAX_ITEM_LIST_LENGTH": 20, "hidden_size": hyper["hidden"], "inner_size": 4 * hyper["hidden"],
+        "MAX_ITEM_LIST_LENGTH": hyper["max_len"], "hidden_size": hyper["hidden"], "inner_size": 4 * hyper["hidden"],
         "n_layers": hyper["layers"], "n_heads": hyper["heads"], "hidden_dropout_prob": hyper["dropout"],
         "attn_dropout_prob": hyper["dropout"], "hidden_act": "gelu", "loss_type": "CE", "train_neg_sample_args": None,
-        "learning_rate": hyper["lr"], "epochs": hyper["epochs"], "eval_step": hyper["eval_every"],
-        "stopping_step": hyper["patience"], "train_batch_size": 2048, "eval_batch_size": 4096,  # RecBole defaults
+        "learning_rate": hyper["lr"], "epochs": hyper["max_epochs"], "eval_step": hyper["eval_every"],
+        "stopping_step": hyper["patience"], "train_batch_size": hyper["batch_size"], "eval_batch_size": 4096,
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
         "metrics": ["Recall", "NDCG", "MRR"], "topk": [10], "valid_metric": "NDCG@10",
         "device": "cpu", "use_gpu": False, "seed": 0, "reproducibility": True, "show_progress": False,
@@ -114,18 +120,17 @@ def main() -> None:
     import torch
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=5,
-                    help="epoch budget for both (RecBole trains each prefix as its own sequence: ~16x our cost per epoch)")
+    ap.add_argument("--max-epochs", type=int, default=200, help="cap for both sides; both stop early on validation")
     args = ap.parse_args()
     shutil.rmtree(WORK, ignore_errors=True)  # a fresh run each time: nothing resumed, nothing cached
     if not (ML100K / "ml-100k.inter").is_file():
         sys.exit(f"{ML100K}: ml-100k atomic files not found")
     python = ensure_venv()
-    ours, prepared = our_side(args.epochs, "ours")
-    converged, _ = our_side(200, "ours-converged")  # our own budget: up to 200 epochs with early stopping
-    theirs = recbole_side(python, prepared, ours["hyper"])
-    result = {"epoch_budget": args.epochs, "ours_converged": converged,"dataset": "ml-100k (../shared), prepared by llmrec as one domain; identical events on both sides",
-              "protocol": "leave-one-out by time, full ranking over all items, history excluded",
+    ours, prepared, hyper = our_side(args.max_epochs)
+    theirs = recbole_side(python, prepared, hyper)
+    result = {"dataset": "ml-100k (../shared), prepared by llmrec as one domain; identical events on both sides",
+              "protocol": "leave-one-out by time, full ranking over all items, history excluded; both sides to "
+                          "convergence (early stopping on validation NDCG@10), same knobs",
               "ours": ours, "recbole": theirs,
               "machine": {"machine": platform.machine(), "cpu_threads": torch.get_num_threads(), "gpu": None,
                           "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M")}}

@@ -523,10 +523,10 @@ class Report:
             return "\n".join(out + ["RecBole side by side: not measured yet (`make bench-recbole`)."])
         for stem, r in found.items():
             m = r.get("machine", {})
-            sides = [(f"llmrec SASRec ({r['epoch_budget']}-epoch budget)", r["ours"]),
+            budget = f"{r['epoch_budget']}-epoch budget" if r.get("epoch_budget") else "to convergence"
+            sides = [(f"llmrec SASRec ({budget})", r["ours"]),
                      ("llmrec SASRec (early stopping)", r.get("ours_converged")),
-                     (f"RecBole {r['recbole'].get('recbole_version', '')} SASRec ({r['epoch_budget']}-epoch budget)",
-                      r["recbole"]), ("RecBole SASRec (early stopping)", r.get("recbole_converged"))]
+                     (f"RecBole {r['recbole'].get('recbole_version', '')} SASRec ({budget})", r["recbole"])]
             rows = [[label, side.get("epochs_run"), side.get("targets_per_epoch"), side.get("seconds_per_epoch"),
                      side.get("fit_seconds"), side["test"].get("recall@10"), side["test"].get("ndcg@10")]
                     for label, side in sides if side]
@@ -539,6 +539,10 @@ class Report:
                 per_ours = ours["seconds_per_epoch"] / ours["targets_per_epoch"] * 1000
                 per_theirs = theirs["seconds_per_epoch"] / theirs["targets_per_epoch"] * 1000
                 out.append(f"- Per 1,000 training targets: {per_ours:.3f} s (ours) vs {per_theirs:.3f} s (RecBole).")
+                if not r.get("epoch_budget"):
+                    out.append(f"- At convergence ({ours['epochs_run']} vs {theirs['epochs_run']} epochs), test NDCG@10 "
+                               f"{fmt(ours['test']['ndcg@10'])} (ours) vs {fmt(theirs['test']['ndcg@10'])} (RecBole), "
+                               f"Recall@10 {fmt(ours['test']['recall@10'])} vs {fmt(theirs['test']['recall@10'])}.")
             else:
                 out.append("- This file does not record training targets per epoch, so its epochs are not comparable "
                            "work; it predates the standard SASRec above (rerun `make bench-recbole`).")
