@@ -229,6 +229,18 @@ def recommend(params: Path = ParamsOption, overrides: list[str] = SetOption, exp
 
 
 @app.command()
+def serve(params: Path = ParamsOption, overrides: list[str] = SetOption, experiment: str = ExperimentOption,
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
+          port: int = typer.Option(8000, "--port", min=1, max=65535)) -> None:
+    """Serve recommendations over HTTP (POST /recommend, POST /items, POST /reload, GET /healthz, /metrics,
+    /docs), with the run's model and index loaded once; build the index first with `llmrec index`."""
+    from .serve.http import serve as run
+
+    p = _load(params, overrides, experiment)
+    run(p, host, port)
+
+
+@app.command()
 def analyses(params: Path = ParamsOption,
              only: list[str] = typer.Option([], "--only", help="Run just this experiment (repeatable)."),
              force: bool = typer.Option(False, "--force", help="Rerun experiments that are up to date."),

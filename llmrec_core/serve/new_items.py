@@ -82,31 +82,33 @@ def check_new_items(params: Params, rows: pd.DataFrame, known_ids: set[str], dom
     return reasons
 
 
-def ingest_new_items(params: Params, path: Path) -> NewItemsResult:
-    """Validate a new-items file, embed and index what passes, quarantine the rest (with reasons)."""
-    from ..data.parquet_io import QUARANTINE
-    from .recommend import add_items, load_index
-
-    index = load_index(params)  # fail early (no index, stale index) before anything is written
-    rows, unreadable = read_new_items(path)
-    reasons = check_new_items(params, rows, set(index.catalog["item_id"]), sorted(index.catalog["domain"].unique()))
+def screen_new_items(params: Params, rows: pd.DataFrame, unreadable: pd.DataFrame, source: str | Path,
+                     known_ids: set[str], domains: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    """(accepted rows, quarantined records, whether the whole batch was rejected) for rows read from `source`:
+    the GX item checks, indexed domains and unseen ids; more than validation.max_bad_fraction bad rejects all."""
+    reasons = check_new_items(params, rows, known_ids, domains)
     bad_mask = np.zeros(len(rows), dtype=bool)
     bad_mask[reasons.index.to_numpy(dtype=np.int64)] = True
     bad = rows[bad_mask]
-    quarantined = pd.concat([unreadable, bad_frame(path, bad["source_line"].tolist(),
-                                                   reasons.reindex(bad.index).tolist(),
-                                                   _records(bad))],
+    quarantined = pd.concat([unreadable, bad_frame(source, bad["source_line"].tolist(),
+                                                   reasons.reindex(bad.index).tolist(), _records(bad))],
                             ignore_index=True)
     accepted = rows[~bad_mask].reset_index(drop=True)
     total = len(rows) + len(unreadable)
     rejected = total == 0 or len(quarantined) / total > params.validation.max_bad_fraction
     if rejected and len(accepted):  # the whole file is suspect: quarantine its good rows too
         why = f"file rejected: {len(quarantined)} of {total} rows bad (> validation.max_bad_fraction)"
-        quarantined = pd.concat([quarantined, bad_frame(path, accepted["source_line"].tolist(), [why] * len(accepted),
-                                                        _records(accepted))],
+        quarantined = pd.concat([quarantined, bad_frame(source, accepted["source_line"].tolist(),
+                                                        [why] * len(accepted), _records(accepted))],
                                 ignore_index=True)
         accepted = accepted.iloc[:0]
-    added = add_items(params, accepted) if len(accepted) else np.zeros(0, dtype=np.int64)
+    return accepted, quarantined, rejected
+
+
+def record_new_items(params: Params, accepted: pd.DataFrame, quarantined: pd.DataFrame, source: str | Path) -> int:
+    """Persist a batch's outcome (accepted.parquet, quarantine.parquet, state.json); returns the accepted items
+    since the last training."""
+    from ..data.parquet_io import QUARANTINE
 
     out = new_items_dir(params)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,9 +120,35 @@ def ingest_new_items(params: Params, path: Path) -> NewItemsResult:
         _append(out / "quarantine.parquet", q)
     state = _state(out)
     state["since_training"] += len(accepted)
-    state["files"].append({"file": str(path), "at": stamp, "accepted": len(accepted), "quarantined": len(quarantined)})
+    state["files"].append({"file": str(source), "at": stamp, "accepted": len(accepted),
+                           "quarantined": len(quarantined)})
     (out / "state.json").write_text(json.dumps(state, indent=2))
-    return NewItemsResult(accepted, quarantined, added, state["since_training"], rejected)
+    return state["since_training"]
+
+
+def new_item_rows(items: list[dict], source: str) -> pd.DataFrame:
+    """Items given as records (the HTTP service's POST /items) as `read_new_items` returns them."""
+    rows = pd.DataFrame(items, columns=FIELDS).astype("string")
+    rows["source_line"] = np.arange(1, len(rows) + 1, dtype=np.int64)
+    for col in ("item_id", "domain"):
+        rows[col] = rows[col].str.strip()
+    rows["title"] = clean_titles(rows["title"]).replace("", pd.NA)
+    rows["item_id"] = (rows["domain"] + ":" + rows["item_id"]).astype("string")
+    rows["source_file"] = source
+    return rows
+
+
+def ingest_new_items(params: Params, path: Path) -> NewItemsResult:
+    """Validate a new-items file, embed and index what passes, quarantine the rest (with reasons)."""
+    from .recommend import add_items, load_index
+
+    index = load_index(params)  # fail early (no index, stale index) before anything is written
+    rows, unreadable = read_new_items(path)
+    accepted, quarantined, rejected = screen_new_items(params, rows, unreadable, path, set(index.catalog["item_id"]),
+                                                       sorted(index.catalog["domain"].unique()))
+    added = add_items(params, accepted) if len(accepted) else np.zeros(0, dtype=np.int64)
+    since = record_new_items(params, accepted, quarantined, path)
+    return NewItemsResult(accepted, quarantined, added, since, rejected)
 
 
 def _records(rows: pd.DataFrame) -> list[str]:

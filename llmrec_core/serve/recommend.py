@@ -8,6 +8,7 @@ recommended before any retraining.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ..config import Params
 from ..data.layout import DataLayout
 from ..evaluate.run import encode_histories, encode_items
 from ..model.bundle import EncoderBundle, build_bundle, load_weights
+from ..model.text import TextTokens
 from .index import ItemIndex
 
 
@@ -110,39 +112,87 @@ def user_events(params: Params, user_id: str) -> np.ndarray:
     return events["item_idx"].to_numpy(dtype=np.int64)
 
 
+class Recommender:
+    """The encoder and the item index loaded once, for many queries (the CLI makes one per command; the HTTP
+    service keeps one and swaps in a fresh one after a retrain). Known users' histories come from
+    `user_events`; searching and adding items are serialised by a lock, encoding runs in parallel."""
+
+    def __init__(self, params: Params, index: ItemIndex, bundle: EncoderBundle):
+        self.params, self.index, self.bundle = params, index, bundle
+        self.loaded_at = time.strftime("%Y-%m-%d %H:%M:%S")
+        self._lock = threading.RLock()
+        self._refresh_lookup()
+
+    @classmethod
+    def load(cls, params: Params) -> "Recommender":
+        index = load_index(params)
+        return cls(params, index, _encoder_for(params, index.catalog.iloc[:1], tuned=index.meta["tuned"]))
+
+    def _refresh_lookup(self) -> None:
+        catalog = self.index.catalog
+        lookup = pd.Series(np.arange(len(catalog)), index=catalog["title"].str.casefold())
+        self._by_title = lookup[~lookup.index.duplicated()]
+        self.domains = sorted(catalog["domain"].unique())
+
+    def _texts(self, titles: list[str], domains: list[str]) -> EncoderBundle:
+        m = self.params.model
+        tokens = TextTokens(self.bundle.tokens.tok, titles, domains, m.item_template, m.separator, m.item_max_tokens,
+                            m.user_max_tokens)
+        return EncoderBundle(self.bundle.encoder, tokens, self.bundle.model_path)
+
+    def recommend(self, user: str | None = None, history: list[str] | None = None, k: int = 10,
+                  domain: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Top-k items for a known user or a list of titles; returns (history rows, recommendations)."""
+        if (user is None) == (history is None):
+            raise ValueError("give exactly one of a user id or a history of titles")
+        catalog = self.index.catalog
+        if user is not None:  # the sentence is the recent window; everything the user rated is excluded
+            seen = user_events(self.params, user)
+            hist = catalog.iloc[seen[-self.params.prepare.max_history:]][["title", "domain"]].reset_index(drop=True)
+        else:
+            titles = [t.strip() for t in history if t.strip()]
+            if not titles:
+                raise ValueError("the history has no titles")
+            known = self._by_title.reindex([t.casefold() for t in titles])
+            seen = known.dropna().to_numpy(dtype=np.int64)
+            domains = catalog["domain"].to_numpy()[known.fillna(0).to_numpy(dtype=np.int64)]
+            hist = pd.DataFrame({"title": titles, "domain": np.where(known.notna(), domains, "")})
+        allowed = None
+        if domain is not None:
+            allowed = np.flatnonzero(catalog["domain"].to_numpy() == domain)
+            if not len(allowed):
+                raise ValueError(f"no indexed item in domain {domain!r}; domains: {', '.join(self.domains)}")
+        with torch.no_grad():
+            vector = encode_histories(self._texts(hist["title"].tolist(), hist["domain"].tolist()),
+                                      [np.arange(len(hist))], 1).numpy()
+        with self._lock:
+            ids, scores = self.index.search(vector, k + len(seen), allowed)
+            catalog = self.index.catalog
+        ids, scores = ids[0], scores[0]
+        keep = (ids >= 0) & ~np.isin(ids, seen)  # -1 pads when fewer items than asked
+        ids, scores = ids[keep][:k], scores[keep][:k]
+        recs = catalog.iloc[ids][["item_id", "domain", "title", "added"]].reset_index(drop=True)
+        recs.insert(0, "rank", np.arange(1, len(recs) + 1))
+        recs["score"] = scores.round(4)
+        return hist, recs
+
+    def add(self, rows: pd.DataFrame) -> np.ndarray:
+        """Embed new items (item_id, domain, title) and add them to the index in memory and on disk."""
+        if rows.empty:
+            return np.zeros(0, dtype=np.int64)
+        rows = rows[["item_id", "domain", "title"]].assign(added=time.strftime("%Y-%m-%d %H:%M:%S"))
+        vectors = encode_items(self._texts(rows["title"].tolist(), rows["domain"].tolist()), len(rows),
+                               self.params.eval.batch_size).numpy()
+        with self._lock:
+            ids = self.index.add(vectors, rows.reset_index(drop=True))
+            self.index.save(index_dir(self.params))
+            self._refresh_lookup()
+        return ids
+
+
 def recommend(params: Params, user: str | None = None, history: list[str] | None = None, k: int = 10,
               domain: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Top-k items for a known user or a list of titles; returns (history rows, recommendations)."""
     if (user is None) == (history is None):
         raise ValueError("give exactly one of a user id or a history of titles")
-    index = load_index(params)
-    catalog = index.catalog
-    if user is not None:  # the sentence is the recent window; everything the user rated is excluded
-        seen = user_events(params, user)
-        hist = catalog.iloc[seen[-params.prepare.max_history:]][["title", "domain"]].reset_index(drop=True)
-    else:
-        titles = [t.strip() for t in history if t.strip()]
-        if not titles:
-            raise ValueError("the history has no titles")
-        lookup = pd.Series(np.arange(len(catalog)), index=catalog["title"].str.casefold())
-        lookup = lookup[~lookup.index.duplicated()]
-        known = lookup.reindex([t.casefold() for t in titles])
-        seen = known.dropna().to_numpy(dtype=np.int64)
-        domains = catalog["domain"].to_numpy()[known.fillna(0).to_numpy(dtype=np.int64)]
-        hist = pd.DataFrame({"title": titles, "domain": np.where(known.notna(), domains, "")})
-    allowed = None
-    if domain is not None:
-        allowed = np.flatnonzero(catalog["domain"].to_numpy() == domain)
-        if not len(allowed):
-            raise ValueError(f"no indexed item in domain {domain!r}; domains: {sorted(catalog['domain'].unique())}")
-    bundle = _encoder_for(params, hist, tuned=index.meta["tuned"])
-    with torch.no_grad():
-        vector = encode_histories(bundle, [np.arange(len(hist))], 1).numpy()
-    ids, scores = index.search(vector, k + len(seen), allowed)
-    ids, scores = ids[0], scores[0]
-    keep = (ids >= 0) & ~np.isin(ids, seen)  # -1 pads when fewer items than asked
-    ids, scores = ids[keep][:k], scores[keep][:k]
-    recs = catalog.iloc[ids][["item_id", "domain", "title", "added"]].reset_index(drop=True)
-    recs.insert(0, "rank", np.arange(1, len(recs) + 1))
-    recs["score"] = scores.round(4)
-    return hist, recs
+    return Recommender.load(params).recommend(user, history, k, domain)

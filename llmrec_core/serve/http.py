@@ -1,0 +1,166 @@
+"""`llmrec serve`: the recommender over HTTP (FastAPI + uvicorn), model and index loaded once.
+
+  POST /recommend  {"user": "42"} or {"history": ["title", ...]}, optional "k" and "domain"
+  POST /items      {"items": [{"item_id", "domain", "title"}, ...]}: the new-items checks, then embedded and
+                   searchable when the call returns, persisted as `ingest-new-items` persists them
+  POST /reload     load the run's current weights and index (after a retrain) and swap them in whole
+  GET  /healthz    model, index size, when it was loaded;  GET /metrics  Prometheus;  GET /docs  OpenAPI
+
+Requests hold a reference to the recommender they started with, so a reload never drops or mixes one.
+Bad requests get a 4xx with a one-line `detail`; an unexpected error is a 500 with no stack trace (the
+traceback goes to the server log).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Annotated
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from ..config import Params
+from ..data.sources.common import bad_frame
+from .new_items import new_item_rows, record_new_items, screen_new_items
+from .recommend import Recommender
+
+log = logging.getLogger("llmrec.serve")
+MAX_BODY_BYTES = 1 << 20
+Title = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecommendRequest(Strict):
+    user: Id | None = None
+    history: list[Title] | None = Field(default=None, min_length=1, max_length=200)
+    k: int = Field(default=10, ge=1, le=1000)
+    domain: Id | None = None
+
+
+class NewItem(Strict):
+    item_id: Id
+    domain: Id
+    title: Title
+
+
+class NewItemsRequest(Strict):
+    items: list[NewItem] = Field(min_length=1, max_length=1000)
+
+
+class Service:
+    """The live recommender and what serving it has counted; `reload` swaps in a new recommender whole."""
+
+    def __init__(self, params: Params):
+        self.params = params
+        self.recommender = Recommender.load(params)
+        self.generation = 1
+        self._reload_lock = threading.Lock()
+        self.registry = CollectorRegistry()
+        self.requests = Counter("llmrec_requests", "HTTP requests", ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("llmrec_request_seconds", "request latency", ["endpoint"], registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
+        self.items = Gauge("llmrec_index_items", "items in the served index", registry=self.registry)
+        self.reloads = Counter("llmrec_reloads", "weights and index swapped in", registry=self.registry)
+        self.items.set(self.recommender.index.index.ntotal)
+
+    def reload(self) -> dict:
+        with self._reload_lock:  # one reload at a time; requests keep using the old one until the swap
+            fresh = Recommender.load(self.params)
+            self.recommender, self.generation = fresh, self.generation + 1
+            self.items.set(fresh.index.index.ntotal)
+            self.reloads.inc()
+        return self.health()
+
+    def health(self) -> dict:
+        r = self.recommender
+        return {"status": "ok", "model": r.index.meta.get("model"), "tuned": r.index.meta.get("tuned"),
+                "items": int(r.index.index.ntotal), "domains": r.domains, "loaded_at": r.loaded_at,
+                "generation": self.generation}
+
+
+def create_app(params: Params) -> FastAPI:
+    service = Service(params)
+    app = FastAPI(title="llmrec", summary="LLM-Rec recommendations over HTTP", version="1")
+    app.state.service = service
+
+    @app.middleware("http")
+    async def limits_and_metrics(request: Request, call_next):
+        endpoint = request.url.path
+        started = time.perf_counter()
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
+            response = JSONResponse({"detail": f"request body over {MAX_BODY_BYTES:,} bytes"}, status_code=413)
+        else:
+            try:
+                response = await call_next(request)
+            except Exception:  # never a stack trace in a response
+                log.exception("unexpected error on %s", endpoint)
+                response = JSONResponse({"detail": "internal error"}, status_code=500)
+        if endpoint != "/metrics":
+            service.requests.labels(endpoint, str(response.status_code)).inc()
+            service.latency.labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    @app.post("/recommend")
+    def recommend(body: RecommendRequest) -> dict:
+        if (body.user is None) == (body.history is None):
+            raise HTTPException(422, "give exactly one of `user` or `history`")
+        recommender = service.recommender  # the one this request started with, whatever a reload does
+        if body.domain is not None and body.domain not in recommender.domains:
+            raise HTTPException(400, f"unknown domain {body.domain!r}; domains: {', '.join(recommender.domains)}")
+        try:
+            history, recs = recommender.recommend(body.user, body.history, body.k, body.domain)
+        except KeyError as e:
+            raise HTTPException(404, str(e.args[0])) from None
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
+        return {"history": history.to_dict("records"), "items": recs.to_dict("records"),
+                "generation": service.generation}
+
+    @app.post("/items")
+    def add_items(body: NewItemsRequest) -> dict:
+        recommender = service.recommender
+        source = f"POST /items {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        rows = new_item_rows([item.model_dump() for item in body.items], source)
+        accepted, quarantined, rejected = screen_new_items(params, rows, bad_frame(source, [], [], []), source,
+                                                           set(recommender.index.catalog["item_id"]),
+                                                           recommender.domains)
+        ids = recommender.add(accepted) if len(accepted) else np.zeros(0, dtype=np.int64)
+        since = record_new_items(params, accepted, quarantined, source)
+        service.items.set(recommender.index.index.ntotal)
+        status = 422 if rejected or not len(accepted) else 200
+        result = {"accepted": accepted["item_id"].tolist(), "index_ids": [int(i) for i in ids],
+                  "quarantined": quarantined[["source_line", "reason"]].rename(columns={"source_line": "position"})
+                  .to_dict("records"), "rejected": rejected, "since_training": since}
+        return JSONResponse(result, status_code=status)
+
+    @app.post("/reload")
+    def reload() -> dict:
+        try:
+            return service.reload()
+        except (FileNotFoundError, ValueError) as e:  # no index, or an index of other weights: keep serving
+            raise HTTPException(409, f"kept the current model: {e}") from None
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return service.health()
+
+    @app.get("/metrics")
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def serve(params: Params, host: str = "127.0.0.1", port: int = 8000) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(params), host=host, port=port, log_level="info")
