@@ -10,4 +10,6 @@ COPY . .
 RUN git init -q
 # The same install as the README (make venv), so the image runs exactly what was tested.
 RUN make venv
+# `make demo` trains on the sample; then `llmrec serve --host 0.0.0.0` answers on the published port
+EXPOSE 8000
 CMD ["make", "demo"]

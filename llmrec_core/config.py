@@ -206,6 +206,8 @@ class OrchestrationConfig(Section):
     retrain_mode: Literal["subflow", "deployment"] = "subflow"  # run it inline, or via `retrain/scheduled`
     train_deployment: str | None = None  # e.g. "train-stage/gpu": run the train stages on that deployment's pool
     push: bool = True  # `dvc push` after the pipeline (needs the S3 remote; see `make storage`)
+    # a running `llmrec serve` that `retrain` tells to swap in the new weights and index (POST <url>/reload)
+    serve_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(:\d+)?/?$")
 
 
 class ReportConfig(Section):

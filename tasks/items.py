@@ -35,3 +35,16 @@ def version(project: str) -> str:
     from tasks.pipeline import StageFailed, run_command, tool
 
     return run_command([tool("dvc"), "add", "data/new_items"], Path(project), StageFailed, "dvc add data/new_items")
+
+
+@task(name="reload-service", retries=2, retry_delay_seconds=5)
+def reload_service(project: str) -> dict | None:
+    """After a retrain: tell the running `llmrec serve` (orchestration.serve_url) to swap in the new model."""
+    import httpx
+
+    url = load_params(Path(project) / "params.yaml").orchestration.serve_url
+    if not url:
+        return None
+    response = httpx.post(url.rstrip("/") + "/reload", timeout=300)
+    response.raise_for_status()
+    return response.json()  # the service's /healthz after the swap (its generation, items, loaded_at)

@@ -124,3 +124,15 @@ def test_oversized_bodies_are_refused_and_docs_are_served(server):
     assert res.status_code == 413 and "over" in res.json()["detail"]
     assert client.get("/docs").status_code == 200
     assert "/recommend" in client.get("/openapi.json").json()["paths"]
+
+
+def test_the_retrain_flow_task_makes_the_service_reload(server, tmp_path):
+    from tasks.items import reload_service
+
+    client, params = server
+    generation = client.get("/healthz").json()["generation"]
+    doc = yaml.safe_load((params.base_dir / "params-http.yaml").read_text())
+    doc["orchestration"] = {"serve_url": str(client.base_url).rstrip("/")}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
+    health = reload_service.fn(str(tmp_path))
+    assert health["generation"] == generation + 1 == client.get("/healthz").json()["generation"]
