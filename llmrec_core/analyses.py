@@ -41,6 +41,8 @@ def run_status(params: Params) -> tuple[str, str]:
     """("current" | "stale" | "not run", why) for the run these params describe."""
     stamp = read_stamp(params)
     if stamp is None:
+        if (params.resolve(params.train.run_dir) / "metrics_test.json").is_file():
+            return "unstamped", "made outside `llmrec analyses` (dvc repro or the CLI): no experiment.json"
         return "not run", "no experiment.json"
     if stamp.get("fingerprint") == experiment_fingerprint(params):
         return "current", f"commit {((stamp.get('provenance') or {}).get('commit') or '?')[:12]}"

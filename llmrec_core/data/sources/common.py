@@ -154,7 +154,7 @@ def iter_delimited(
     of fields or invalid UTF-8 are quarantined with their line number.
 
     `column_names=None` means the first line is a header. Every physical line is either a row
-    or reported, so line numbers stay exact (quoted fields spanning lines are not supported).
+    or reported, so line numbers stay exact; a file whose quoted fields span lines is refused.
     """
     skipped: list[tuple[int, str, str]] = []
 
