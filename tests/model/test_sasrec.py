@@ -49,7 +49,7 @@ def test_training_windows_cover_every_position_once():
     assert windows.tolist() == [[0, 0, 1, 2], [7, 8, 9, 10], [4, 5, 6, 7], [12, 13, 14, 15], [0, 0, 11, 12]]
 
 
-FAST = {"epochs": 15, "eval_every": 5, "patience": 3, "hidden": 32, "batch_size": 256}
+FAST = {"epochs": 15, "eval_every": 5, "patience": 3, "hidden": 32, "batch_size": 256, "max_len": 20}
 
 
 def test_sasrec_learns_the_sample_and_beats_popularity(sample_prepared):
