@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     base = load_params(args.params)
     runs = args.runs or base.resolve(base.train.run_dir).parent / "sasrec-tuning"
-    points = []
+    points, total = [], len(list(itertools.product(*GRID.values())))
     for values in itertools.product(*GRID.values()):
         setting = dict(zip(GRID, values))
         name = "-".join(f"{k.split('.')[1]}{v:g}" for k, v in setting.items())
@@ -45,14 +45,19 @@ def main() -> None:
                  "valid_recall@10": valid["recall@10"], "seconds": round(time.perf_counter() - started, 1)}
         points.append(point)
         print(json.dumps(point), flush=True)
+        best = _write(base, args.params, points, total)  # after every point: an interrupted grid keeps its points
+    print(f"best on validation: {best}")
+
+
+def _write(base, params_path: Path, points: list[dict], total: int) -> dict:
     best = max(points, key=lambda p: p["valid_ndcg@10"])
     out = base.resolve(base.report.benchmarks_dir) / "sasrec_tuning.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"params": str(args.params), "split": "valid (whole split)", "grid": GRID,
-                               "points": points, "best": best,
+    out.write_text(json.dumps({"params": str(params_path), "split": "valid (whole split)", "grid": GRID,
+                               "points": points, "points_total": total, "best": best,
                                "machine": {"machine": f"CPU {platform.machine()}", "date": time.strftime("%Y-%m-%d")}},
                               indent=2))
-    print(f"best on validation: {best}\nwrote {out}")
+    return best
 
 
 if __name__ == "__main__":

@@ -510,8 +510,10 @@ class Report:
             frozen = {k: getattr(self.base.sasrec, k.split(".")[1]) for k in tuning["grid"]}
             rows = [[*(p[k] for k in tuning["grid"]), p["epochs_run"], p["valid_ndcg@10"], p["valid_recall@10"],
                      all(p[k] == v for k, v in frozen.items())] for p in tuning["points"]]
-            out += [f"**Tuning** on the whole validation split (`scripts/tune_sasrec.py`, {tuning['machine']['date']}); "
-                    f"the params file's values are the `in params` row:", "",
+            done = (f"; {len(tuning['points'])} of {tuning['points_total']} grid points run"
+                    if tuning.get("points_total", len(tuning["points"])) > len(tuning["points"]) else "")
+            out += [f"**Tuning** on the whole validation split (`scripts/tune_sasrec.py`, {tuning['machine']['date']}"
+                    f"{done}); the params file's values are the `in params` row:", "",
                     table([*(k.split(".")[1] for k in tuning["grid"]), "epochs", "valid NDCG@10", "valid Recall@10",
                            "in params"], rows), ""]
             best = tuning["best"]
