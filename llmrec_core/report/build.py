@@ -147,7 +147,7 @@ class Report:
         for text, a, b, metric, where in pairs:
             ci = compare(a, b, metric, where)
             if ci is not None:
-                rows.append([text, metric.replace("ndcg", "NDCG").replace("recall", "Recall"), ci.diff,
+                rows.append([text, metric.replace("ndcg", "NDCG").replace("recall", "Recall"), f"{ci.diff:+.4f}",
                              f"{ci.low:+.4f} to {ci.high:+.4f}", ci.targets, "paired" if ci.paired else "unpaired",
                              ci.verdict])
         return rows
@@ -279,7 +279,7 @@ class Report:
         out += ["Pooled over all domains' targets (A minus B):", "", table(self.COMPARISON_COLUMNS, rows), ""]
         for row in rows:
             out.append(f"- {row[0]}: the paper's finding that one model trained on mixed cross-domain histories beats "
-                       f"per-domain training **{row[-1]}** here (NDCG@10 {row[2]:+.4f}, 95% CI {row[3]}).")
+                       f"per-domain training **{row[-1]}** here (NDCG@10 {row[2]}, 95% CI {row[3]}).")
         return "\n".join(out)
 
     def model_size(self) -> str:
@@ -417,7 +417,7 @@ class Report:
         sasrec_tail = next((r for r in rows if "SASRec" in r[0] and "tail" in r[0]), None)
         if sasrec_tail:
             out.append(f"- The paper's finding that text-based LLM-Rec handles long-tail items better than an ID-based "
-                       f"model **{sasrec_tail[-1]}** here (tail NDCG@10 {sasrec_tail[2]:+.4f}, 95% CI {sasrec_tail[3]}).")
+                       f"model **{sasrec_tail[-1]}** here (tail NDCG@10 {sasrec_tail[2]}, 95% CI {sasrec_tail[3]}).")
         if "cold" not in groups:
             out.append(f"- No test target is cold in this data (every test item occurs in training after the k-core "
                        f"filter), so cold-start is shown by zero-shot and leave-one-domain-out in {self.ref('zero_shot')}.")
@@ -454,7 +454,7 @@ class Report:
         if rows:
             out.append(f"- The paper's finding that what LLM-Rec learns on other domains transfers to an unseen one "
                        f"(leave-one-domain-out better than the untuned LM) **{rows[0][-1]}** here (NDCG@10 "
-                       f"{rows[0][2]:+.4f}, 95% CI {rows[0][3]}).")
+                       f"{rows[0][2]}, 95% CI {rows[0][3]}).")
         return "\n".join(out)
 
     def negatives(self) -> str:
