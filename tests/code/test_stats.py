@@ -1,0 +1,40 @@
+"""Bootstrap intervals and verdicts against cases whose answer is known."""
+import math
+
+import numpy as np
+import pytest
+
+from llmrec_core.report.stats import paired_interval, per_target, unpaired_interval
+
+
+def test_per_target_metrics_by_hand():
+    ranks = np.array([0, 1, 9, 10])
+    assert per_target(ranks, "recall@10").tolist() == [1, 1, 1, 0]
+    assert np.allclose(per_target(ranks, "ndcg@10"), [1, 1 / math.log2(3), 1 / math.log2(11), 0])
+    assert np.allclose(per_target(ranks, "mrr"), [1, 1 / 2, 1 / 10, 1 / 11])
+    with pytest.raises(ValueError):
+        per_target(ranks, "hits")
+
+
+def test_a_constant_gain_holds_a_loss_does_not_and_noise_is_inconclusive():
+    rng = np.random.default_rng(0)
+    b = rng.random(500)
+    gain = paired_interval(b + 0.1, b)
+    assert gain.diff == pytest.approx(0.1) and gain.low == pytest.approx(0.1) and gain.verdict == "holds"
+    assert paired_interval(b - 0.05, b).verdict == "does not hold"
+    e = rng.normal(0, 0.2, 500)
+    noise = paired_interval(b + (e - e.mean()), b)  # changes per target, none on average
+    assert noise.low < 0 < noise.high and noise.verdict == "inconclusive at this budget"
+    # unpaired: two clearly separated samples of different sizes, and two draws of one distribution
+    assert unpaired_interval(rng.random(300) + 1, rng.random(200)).verdict == "holds"
+    same = rng.random(300)
+    assert unpaired_interval(same, same[::-1].copy()).verdict == "inconclusive at this budget"
+    with pytest.raises(ValueError):
+        paired_interval(b, b[:10])
+
+
+def test_interval_covers_the_sampling_spread():
+    # the mean of 400 coin flips: the 95% interval is about +-1.96 * 0.5 / 20 = +-0.049 wide around the mean
+    flips = np.random.default_rng(1).integers(0, 2, 400).astype(float)
+    ci = paired_interval(flips, np.zeros(400))
+    assert 0.08 < ci.high - ci.low < 0.12 and ci.low < flips.mean() < ci.high
