@@ -33,7 +33,7 @@ def _repair(folder: Path) -> None:
     olds = _siblings(folder, "old")
     if not folder.exists() and olds:
         os.replace(olds[-1], folder)
-    for leftover in [*_siblings(folder, "old"), *_siblings(folder, "tmp")]:
+    for leftover in [*_siblings(folder, "old"), *_siblings(folder, "tmp"), *_siblings(folder, "gone")]:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
@@ -64,7 +64,7 @@ def stage_lock(folder: Path, command: str) -> Iterator[None]:
 
 def _remove(folder: Path) -> None:
     if folder.exists():
-        gone = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+        gone = folder.parent / f".{folder.name}.gone-{uuid.uuid4().hex[:8]}"  # never restored by _repair
         os.replace(folder, gone)  # one rename: readers never see a half-deleted folder
         shutil.rmtree(gone, ignore_errors=True)
 
