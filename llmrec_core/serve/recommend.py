@@ -89,15 +89,8 @@ def load_index(params: Params) -> ItemIndex:
 
 def add_items(params: Params, new_items: pd.DataFrame) -> np.ndarray:
     """Embed new items (item_id, domain, title) with the index's encoder and append them; returns their ids."""
-    index = load_index(params)
-    if new_items.empty:
-        return np.zeros(0, dtype=np.int64)
-    rows = new_items[["item_id", "domain", "title"]].assign(added=time.strftime("%Y-%m-%d %H:%M:%S"))
-    bundle = _encoder_for(params, rows, tuned=index.meta["tuned"])
-    vectors = encode_items(bundle, len(rows), params.eval.batch_size).numpy()
-    ids = index.add(vectors, rows)
-    index.save(index_dir(params))
-    return ids
+    recommender = Recommender.load(params)  # fails early (no index, stale index) even for an empty batch
+    return recommender.add(new_items)
 
 
 def user_events(params: Params, user_id: str) -> np.ndarray:
@@ -161,7 +154,7 @@ class Recommender:
         if domain is not None:
             allowed = np.flatnonzero(catalog["domain"].to_numpy() == domain)
             if not len(allowed):
-                raise ValueError(f"no indexed item in domain {domain!r}; domains: {', '.join(self.domains)}")
+                raise ValueError(f"unknown domain {domain!r}; domains: {', '.join(self.domains)}")
         with torch.no_grad():
             vector = encode_histories(self._texts(hist["title"].tolist(), hist["domain"].tolist()),
                                       [np.arange(len(hist))], 1).numpy()
