@@ -127,6 +127,8 @@ class TrainConfig(Section):
     domain_negatives: int = Field(default=10, ge=0)  # sampled from the target's domain (the paper: 10)
     # subtract each candidate's log sampling share from its logit (sampled-softmax correction; needs in-batch)
     logq_correction: bool = False
+    # mask candidates the row's user rated before its target (false negatives; DESIGN section 4)
+    mask_rated_negatives: bool = True
     # add a softmax of each user over every item of its target's domain, against a bank of item vectors
     # re-encoded every `item_bank_refresh_steps` optimizer steps (null: each epoch); see item_bank.py
     item_bank_negatives: bool = False

@@ -27,10 +27,26 @@ def build_examples(offsets: np.ndarray, max_per_sequence: int | None = None) -> 
     return Examples(pos[keep], start[keep])
 
 
-def histories(values: np.ndarray, ex: Examples, idx: np.ndarray, max_history: int) -> list[np.ndarray]:
+def histories(values: np.ndarray, ex: Examples, idx: np.ndarray, max_history: int | None) -> list[np.ndarray]:
+    """Each example's past in its sequence: the last `max_history` items (None: all of them)."""
     ends = ex.target_pos[idx]
-    starts = np.maximum(ex.seq_start[idx], ends - max_history)
+    starts = ex.seq_start[idx] if max_history is None else np.maximum(ex.seq_start[idx], ends - max_history)
     return [values[s:e] for s, e in zip(starts, ends)]
+
+
+def rated_columns(candidates: torch.Tensor, rated: list[np.ndarray], positive: torch.Tensor) -> torch.Tensor:
+    """(rows, candidates) True where a candidate column is an item the row's user rated before its target
+    (other than the target itself): false negatives, which full ranking never counts against the user."""
+    mask = torch.zeros(len(rated), len(candidates), dtype=torch.bool)
+    lengths = np.fromiter((len(r) for r in rated), dtype=np.int64, count=len(rated))
+    if lengths.sum():
+        items = torch.from_numpy(np.concatenate(rated).astype(np.int64))
+        rows = torch.from_numpy(np.repeat(np.arange(len(rated)), lengths))
+        cols = torch.searchsorted(candidates, items).clamp(max=len(candidates) - 1)
+        hit = candidates[cols] == items
+        mask[rows[hit], cols[hit]] = True
+    mask[torch.arange(len(rated)), positive] = False
+    return mask
 
 
 def sample_domain_negatives(targets: torch.Tensor, domain_start: torch.Tensor, domain_size: torch.Tensor,

@@ -4,7 +4,8 @@ A batch is a set of (history, target) prefixes. Candidates are the batch's targe
 negatives, deduplicated) plus `domain_negatives` items per row drawn from the target's domain;
 the loss is softmax cross-entropy of the positive against them. `item_bank_negatives` adds a
 softmax over every item of the target's domain against a bank of item vectors (item_bank.py).
-The order of examples and the negatives depend only on (seed, epoch, batch), and the checkpoint
+Candidates the row's user rated before its target are masked (`mask_rated_negatives`): full ranking
+excludes them, so training should not push them down. The order of examples and the negatives depend only on (seed, epoch, batch), and the checkpoint
 holds the RNG state for dropout and the item bank, so a killed run resumed from its checkpoint
 ends with the same weights.
 """
@@ -28,15 +29,17 @@ from ..model.bundle import build_bundle, save_weights
 from ..model.text import TextTokens
 from ..provenance import LM_TRAINING_CODE, fingerprint, provenance
 from .checkpoint import decide_resume, load_checkpoint, save_checkpoint
-from .examples import build_examples, histories, log_proposal, sample_domain_negatives
+from .examples import build_examples, histories, log_proposal, rated_columns, sample_domain_negatives
 from .item_bank import ItemBank, bank_logits
 
 
 def batch_loss(encoder: torch.nn.Module, tokens: TextTokens, hists: list[np.ndarray], targets: torch.Tensor,
                negatives: torch.Tensor | None, in_batch: bool, temperature: float, device,
-               log_q: torch.Tensor | None = None, bank: ItemBank | None = None) -> tuple[torch.Tensor, int]:
+               log_q: torch.Tensor | None = None, bank: ItemBank | None = None,
+               rated: list[np.ndarray] | None = None) -> tuple[torch.Tensor, int]:
     """`encoder` is the module accelerate prepared (DDP-wrapped when distributed), so gradients sync.
     `log_q` (per item, see `log_proposal`) is subtracted from every candidate's logit when given.
+    `rated` (each row's whole past) masks the candidates a row's user already rated: they are not negatives.
     With a `bank`, the loss adds each row's softmax over every item of its target's domain (item_bank.py)."""
     pool = targets if negatives is None else torch.cat([targets, negatives.flatten()])
     candidates = torch.unique(pool)  # deduplicated: an item that is two rows' target is one column
@@ -55,6 +58,8 @@ def batch_loss(encoder: torch.nn.Module, tokens: TextTokens, hists: list[np.ndar
         allowed[rows, positive] = True
         allowed[rows[:, None].expand_as(negatives), torch.searchsorted(candidates, negatives)] = True
         logits = logits.masked_fill(~allowed.to(device), float("-inf"))
+    if rated is not None:
+        logits = logits.masked_fill(rated_columns(candidates, rated, positive).to(device), float("-inf"))
     loss = F.cross_entropy(logits, positive.to(device))
     if bank is not None:
         loss = loss + F.cross_entropy(bank_logits(users, targets, hists, bank, temperature), targets.to(device))
@@ -173,6 +178,7 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
                     start, size = _domain_tensors(data, targets_np)
                     negatives = sample_domain_negatives(targets, start, size, cfg.domain_negatives, gen)
                 hists = histories(values, examples, idx, params.prepare.max_history)
+                rated = histories(values, examples, idx, None) if cfg.mask_rated_negatives else None
                 bank = None
                 if cfg.item_bank_negatives:
                     if _bank_due(state, cfg, epoch):
@@ -181,7 +187,7 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
                     bank = ItemBank(state["item_bank"], domain_codes)
                 with acc.accumulate(encoder):
                     loss, n_tok = batch_loss(encoder, bundle.tokens, hists, targets, negatives, cfg.in_batch_negatives,
-                                             params.model.temperature, device, log_q, bank)
+                                             params.model.temperature, device, log_q, bank, rated)
                     acc.backward(loss)
                     optimizer.step()
                     scheduler.step()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from llmrec_core.config import TrainConfig
-from llmrec_core.train.examples import log_proposal, sample_domain_negatives
+from llmrec_core.train.examples import log_proposal, rated_columns, sample_domain_negatives
 from llmrec_core.train.item_bank import ItemBank, bank_logits
 
 
@@ -51,3 +51,45 @@ def test_item_bank_logits_cover_the_target_domain_and_mask_the_history():
     assert torch.equal(logits, expected)
     torch.nn.functional.cross_entropy(logits, targets).backward()
     assert users.grad is not None and users.grad.abs().sum() > 0 and not bank.vectors.requires_grad
+
+
+def test_rated_columns_mask_what_each_user_rated_before_the_target_but_never_the_target():
+    candidates = torch.tensor([2, 5, 7, 9])  # sorted, as torch.unique returns them
+    positive = torch.tensor([1, 3, 0])  # row targets: 5, 9, 2
+    rated = [np.array([7, 2, 5]), np.array([1, 3]), np.array([], dtype=np.int64)]  # row 0 re-rates its target 5
+    mask = rated_columns(candidates, rated, positive)
+    assert mask.tolist() == [[True, False, True, False],  # 2 and 7 rated; 5 is the target, kept
+                             [False, False, False, False],  # 1 and 3 are not candidates
+                             [False, False, False, False]]
+
+
+def test_batch_loss_with_rated_masking_equals_the_loss_over_unrated_candidates_only():
+    from llmrec_core.train.loop import batch_loss
+
+    vectors = torch.nn.functional.normalize(torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), dim=-1)
+
+    class Lookup(torch.nn.Module):  # "tokens" are item ids; a user is the mean of its history's vectors
+        def forward(self, ids, mask):
+            return (vectors[ids] * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+
+    class Tokens:
+        def users(self, hists):
+            width = max(len(h) for h in hists)
+            ids = torch.tensor([list(h) + [0] * (width - len(h)) for h in hists])
+            return ids, (torch.arange(width)[None] < torch.tensor([len(h) for h in hists])[:, None]).long()
+
+        def items(self, ids):
+            return torch.tensor(list(ids))[:, None], torch.ones(len(ids), 1, dtype=torch.long)
+
+    hists = [np.array([1]), np.array([3])]
+    targets = torch.tensor([2, 1])
+    rated = [np.array([0, 1]), np.array([3, 2])]  # row 1 rated 2, row 0's target: a false negative for row 1
+    loss, _ = batch_loss(Lookup(), Tokens(), hists, targets, None, True, 1.0, "cpu", rated=rated)
+    users = torch.stack([vectors[1], vectors[3]])
+    # row 0: candidates {1, 2}, item 1 rated -> only the positive 2 remains: loss 0
+    # row 1: candidates {1, 2}, item 2 rated -> only the positive 1 remains: loss 0
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    unmasked, _ = batch_loss(Lookup(), Tokens(), hists, targets, None, True, 1.0, "cpu")
+    logits = users @ vectors[[1, 2]].T
+    assert unmasked.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, torch.tensor([1, 0])).item(),
+                                            rel=1e-5)
