@@ -23,7 +23,7 @@ STAMP = "experiment.json"
 def experiment_config(params: Params) -> dict:
     # values left at their defaults are not part of it, so a new option does not make finished runs stale
     return {section: getattr(params, section).model_dump(mode="json", exclude_defaults=True)
-            for section in ("prepare", "model", "train", "sasrec", "eval")}
+            for section in ("prepare", "model", "train", "sasrec", "seqhead", "eval")}
 
 
 def experiment_fingerprint(params: Params) -> str:
@@ -57,11 +57,12 @@ def is_current(params: Params) -> bool:
     return run_status(params)[0] == "current"
 
 
-def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Train what the run's `eval.models` needs, evaluate on the test split, index the items."""
+def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[str], None] = print,
+                   index: bool = True) -> dict:
+    """Train what the run's `eval.models` needs, evaluate on the test split, index the items (unless `index`
+    is False: the index is for serving, and no result depends on it)."""
     from .baselines.sasrec import train_sasrec
     from .evaluate.run import evaluate
-    from .serve.recommend import build_index
     from .train.loop import train
 
     params = load_params(path, experiment=name)
@@ -80,13 +81,18 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
     if "llmrec" in models:
         log(f"{name}: training LLM-Rec ({params.model.name_or_path}, {params.train.tuning}, {params.train.setting})")
         train(params, resume="auto")
-    if "sasrec" in models:
-        log(f"{name}: training SASRec ({params.train.setting})")
-        train_sasrec(params, resume="auto", show_progress=False)
+    for head in ("seqhead", "sasrec"):
+        if head in models:
+            log(f"{name}: training {head} ({params.train.setting})")
+            train_sasrec(params, resume="auto", show_progress=False, head=head)
     log(f"{name}: evaluating {', '.join(models)}")
     evaluate(params, models, "test")
-    if "llmrec" in models:  # the whole validation split, on which the report chooses its headline run
-        evaluate(params, ("llmrec",), "valid")
+    tuned = tuple(m for m in ("llmrec", "seqhead") if m in models)
+    if tuned:  # the whole validation split, on which the report chooses its headline runs
+        evaluate(params, tuned, "valid")
+    if "llmrec" in models and index:
+        from .serve.recommend import build_index
+
         build_index(params)
     stamp = {"name": name, "fingerprint": experiment_fingerprint(params), "models": list(models),
              "seed": params.train.seed, "provenance": provenance(EXPERIMENT_CODE),
@@ -114,5 +120,5 @@ def analyses_status(path: Path, names: list[str] | None = None) -> list[tuple[st
 
 
 def run_analyses(path: Path, names: list[str] | None = None, force: bool = False,
-                 log: Callable[[str], None] = print) -> list[dict]:
-    return [run_experiment(path, run, force, log) for run in select_runs(load_params(path), names)]
+                 log: Callable[[str], None] = print, index: bool = True) -> list[dict]:
+    return [run_experiment(path, run, force, log, index) for run in select_runs(load_params(path), names)]

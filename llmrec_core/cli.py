@@ -145,24 +145,27 @@ def train(params: Path = ParamsOption, overrides: list[str] = SetOption, experim
           auto_resume: bool = typer.Option(False, "--auto-resume",
                                            help="Continue a checkpoint made with the same params and data; "
                                                 "start over otherwise (what pipelines use)."),
-          model: str = typer.Option("llmrec", help="llmrec (the LM encoder) or sasrec (the ID baseline).")) -> None:
-    """Fine-tune the LM encoder (train.tuning: fpft | lora), or train SASRec, on the configured data setting."""
+          model: str = typer.Option("llmrec", help="llmrec (the LM encoder), seqhead (LLM-Rec's sequence head "
+                                                   "over the LM's item vectors) or sasrec (the ID baseline).")) -> None:
+    """Fine-tune the LM encoder (train.tuning: fpft | lora), or train the sequence head or SASRec, on the
+    configured data setting."""
     from .baselines.sasrec import train_sasrec
     from .train.loop import train as train_llmrec
 
-    if model not in ("llmrec", "sasrec"):
-        _fail(f"unknown model {model!r}: llmrec or sasrec")
+    if model not in ("llmrec", "seqhead", "sasrec"):
+        _fail(f"unknown model {model!r}: llmrec, seqhead or sasrec")
     p = _load(params, overrides, experiment)
+    how = "auto" if auto_resume else resume
     try:
-        summary = (train_llmrec if model == "llmrec" else train_sasrec)(p, resume="auto" if auto_resume else resume)
+        summary = train_llmrec(p, resume=how) if model == "llmrec" else train_sasrec(p, resume=how, head=model)
     except (FileExistsError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    if model == "sasrec":
+    if model != "llmrec":
         c = summary["cost"]
-        _table("SASRec training", ["epoch", "loss", "valid NDCG@10"],
+        _table(f"{model} training", ["epoch", "loss", "valid NDCG@10"],
                [[e["epoch"], f"{e['loss']:.4f}", f"{e['valid_ndcg@10']:.4f}"] for e in summary["evals"]])
         console.print(f"{c['parameters_total']:,} parameters; {c['seconds_per_epoch']} s/epoch on {c['device']}; "
-                      f"weights in {p.resolve(p.sasrec.run_dir)}")
+                      f"weights in {p.resolve(getattr(p, model).run_dir)}")
         return
     _table("training", ["epoch", "last loss", "valid NDCG@10", "valid Recall@10"],
            [[e["epoch"], f"{e['last_loss']:.4f}", f"{e['valid_ndcg@10']:.4f}", f"{e['valid_recall@10']:.4f}"]
@@ -174,7 +177,7 @@ def train(params: Path = ParamsOption, overrides: list[str] = SetOption, experim
 
 @app.command()
 def evaluate(params: Path = ParamsOption, overrides: list[str] = SetOption, experiment: str = ExperimentOption,
-             models: str = typer.Option(None, help="Comma-separated: llmrec, zero_shot, sasrec, popularity "
+             models: str = typer.Option(None, help="Comma-separated: llmrec, zero_shot, seqhead, sasrec, popularity "
                                                   "(default: eval.models)."),
              split: str = typer.Option("test", help="test or valid")) -> None:
     """Rank every target against its domain's items and report Recall/NDCG@K and MRR."""
@@ -244,6 +247,8 @@ def serve(params: Path = ParamsOption, overrides: list[str] = SetOption, experim
 def analyses(params: Path = ParamsOption,
              only: list[str] = typer.Option([], "--only", help="Run just this experiment (repeatable)."),
              force: bool = typer.Option(False, "--force", help="Rerun experiments that are up to date."),
+             no_index: bool = typer.Option(False, "--no-index", help="Skip the serving index (e.g. on a training "
+                                                                      "box without faiss; `llmrec index` builds it later)."),
              status: bool = typer.Option(False, "--status", help="Only say which runs are current, stale or "
                                                                   "not run (and why); run nothing.")) -> None:
     """Train, evaluate and index every run of `experiments` (skipping current ones, rerunning stale ones), for
@@ -259,7 +264,8 @@ def analyses(params: Path = ParamsOption,
         _table("runs", ["run", "status", "why"], [list(r) for r in rows])
         return
     try:
-        stamps = run_analyses(params, only or None, force, log=lambda m: console.print(m, highlight=False))
+        stamps = run_analyses(params, only or None, force, log=lambda m: console.print(m, highlight=False),
+                              index=not no_index)
     except (FileExistsError, FileNotFoundError, ValueError, ConfigError) as e:
         _fail(str(e))
     _table("experiments", ["experiment", "models", "finished", "seconds"],

@@ -181,7 +181,16 @@ class SasrecConfig(Section):
         return self
 
 
-Model = Literal["llmrec", "zero_shot", "sasrec", "popularity"]
+class SeqHeadConfig(SasrecConfig):
+    """LLM-Rec's sequence head (UniSRec-style): the SASRec network over the pre-trained LM's item title
+    vectors (`model`), projected, plus an optional ID embedding for items seen in training."""
+
+    item_ids: bool = True
+    id_dropout: float = Field(default=0.5, ge=0.0, lt=1.0)  # per item and step: keeps text-only ranking trained
+    run_dir: Path = Path("runs/seqhead")
+
+
+Model = Literal["llmrec", "zero_shot", "seqhead", "sasrec", "popularity"]
 
 
 class EvalConfig(Section):
@@ -224,7 +233,7 @@ SEED_RUN = re.compile(r"^(?P<experiment>.+)\.seed(?P<seed>\d+)$")
 class Experiment(Section):
     """A named variant of the base config: dotted keys to values, e.g. {"train.tuning": "lora"}.
     Its runs go to a sibling of `train.run_dir` named after it (unless it sets `train.run_dir`).
-    With `seeds`, it is one run per seed, named `<name>.seed<N>` (train.seed and sasrec.seed set to N)."""
+    With `seeds`, it is one run per seed, named `<name>.seed<N>` (train, sasrec and seqhead seeds set to N)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     set: dict[str, Any] = {}
@@ -248,6 +257,7 @@ class Params(Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     sasrec: SasrecConfig = SasrecConfig()
+    seqhead: SeqHeadConfig = SeqHeadConfig()
     eval: EvalConfig = EvalConfig()
     cost: CostConfig = CostConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
@@ -363,9 +373,10 @@ def apply_experiment(raw: dict, name: str) -> dict:
     base_run = Path(str(train.get("run_dir", TrainConfig().run_dir)))
     settings = dict(entry.get("set") or {})
     if seed is not None:
-        settings.update({"train.seed": seed, "sasrec.seed": seed})
+        settings.update({"train.seed": seed, "sasrec.seed": seed, "seqhead.seed": seed})
     settings.setdefault("train.run_dir", str(base_run.parent / name))
     settings.setdefault("sasrec.run_dir", str(Path(settings["train.run_dir"]) / "sasrec"))
+    settings.setdefault("seqhead.run_dir", str(Path(settings["train.run_dir"]) / "seqhead"))
     for key, value in settings.items():
         _assign(raw, key, value, f"experiments.{name}.{key}")
     return raw

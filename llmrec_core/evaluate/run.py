@@ -20,7 +20,11 @@ from ..provenance import EXPERIMENT_CODE, provenance
 from .metrics import breakdown
 from .ranking import ScoreFn, full_ranks, sampled_ranks, vector_scores
 
-MODELS = ("llmrec", "zero_shot", "sasrec", "popularity")
+MODELS = ("llmrec", "zero_shot", "seqhead", "sasrec", "popularity")
+
+
+def best_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _device(module: torch.nn.Module) -> torch.device:
@@ -143,11 +147,11 @@ def evaluate(params: Params, models: tuple[str, ...] = MODELS, split: str = "tes
                 ranks[model] = rank_rows(params, popularity_scores(data), rows, data)
             results[model] = breakdown(rows, ranks[model], params.eval.ks)
             continue
-        if model == "sasrec":
+        if model in ("sasrec", "seqhead"):
             from ..baselines.sasrec import evaluate_sasrec, load_sasrec
 
             with meter.phase("load"):
-                sasrec = load_sasrec(params, len(data.items))
+                sasrec = load_sasrec(params, len(data.items), model)
             with meter.phase("rank"):
                 results[model], ranks[model] = evaluate_sasrec(sasrec, rows, data, params, return_ranks=True)
             costs[model] = meter.record(sasrec, kind="eval", extra={"model": model})
@@ -156,6 +160,7 @@ def evaluate(params: Params, models: tuple[str, ...] = MODELS, split: str = "tes
             bundle = build_bundle(params, data.items, tuning=None if model == "llmrec" else "fpft")
             if model == "llmrec":
                 load_weights(bundle.encoder, run_dir / "weights.safetensors")
+            bundle.encoder.to(best_device())
         results[model], items, ranks[model] = evaluate_encoder_vectors(params, bundle, data, split, meter=meter)
         record = meter.record(bundle.encoder, kind="eval", extra={"model": model})
         record["items_encoded_per_s"] = round(len(data.items) / max(meter.seconds("encode_items"), 1e-9), 1)

@@ -21,7 +21,8 @@ from .markdown import fmt, mean_sd, table
 from .stats import LEVEL, RESAMPLES
 
 SETTINGS = {"single_domain": "Single Domain", "s2piao": "S2PIAO", "mixed": "Mixed"}
-MODEL_LABELS = {"llmrec": "LLM-Rec", "zero_shot": "untuned LM", "sasrec": "SASRec", "popularity": "popularity"}
+MODEL_LABELS = {"llmrec": "LLM-Rec", "zero_shot": "untuned LM", "seqhead": "LLM-Rec seq head", "sasrec": "SASRec",
+                "popularity": "popularity"}
 TUNINGS = {"fpft": "FPFT", "lora": "LoRA"}
 
 
@@ -61,8 +62,8 @@ def budget_text(arm: Arm) -> str:
         if arm.model == "llmrec":
             b = lm_budget(run)
             text = f"{b[0]} steps × {b[1]} ({b[2]:,} examples), {b[3]} user tokens" if b else "–"
-        elif arm.model == "sasrec":
-            c = run.cost_sasrec or {}
+        elif arm.model in ("sasrec", "seqhead"):
+            c = (run.cost_sasrec if arm.model == "sasrec" else run.cost_seqhead) or {}
             text = (f"{c.get('epochs_run')} epochs × {fmt(c.get('targets_per_epoch'))} targets, max_len "
                     f"{c.get('max_len', '?')}" if c else "–")
         elif arm.model == "zero_shot":
@@ -116,13 +117,16 @@ class Report:
         return [n for n, runs in self.experiments.items()
                 if runs[0].setting == "mixed" and runs[0].has("llmrec") and runs[0].cost_train]
 
-    def valid_ndcg(self, name: str) -> float | None:
-        values = [r.valid_ndcg for r in self.experiments[name]]
+    def valid_ndcg(self, name: str, model: str = "llmrec") -> float | None:
+        values = [r.valid_ndcg(model) for r in self.experiments[name]]
         return sum(values) / len(values) if values and None not in values else None
 
-    def headline_experiment(self) -> str | None:
-        """The Mixed LLM-Rec experiment with the best mean NDCG@10 on the whole validation split."""
-        scored = [(self.valid_ndcg(n), n) for n in self.tuned_mixed() if self.valid_ndcg(n) is not None]
+    def headline_experiment(self, model: str = "llmrec") -> str | None:
+        """The Mixed experiment whose tuned `model` (llmrec or seqhead) has the best mean NDCG@10 on the whole
+        validation split."""
+        names = self.tuned_mixed() if model == "llmrec" else [
+            n for n, runs in self.experiments.items() if runs[0].setting == "mixed" and runs[0].has(model)]
+        scored = [(self.valid_ndcg(n, model), n) for n in names if self.valid_ndcg(n, model) is not None]
         return max(scored)[1] if scored else None
 
     def same_budget(self, run: Run, setting: str) -> str | None:
@@ -166,7 +170,8 @@ class Report:
     # ---- sections
     def header(self) -> str:
         devices = sorted({c["device"] + (f" ×{c['device_count']}" if c.get("gpu") else f" ({c['device_count']} threads)")
-                          for r in self.runs for c in (r.cost_train, r.cost_sasrec, *r.cost_eval.values()) if c})
+                          for r in self.runs for c in (r.cost_train, r.cost_sasrec, r.cost_seqhead, *r.cost_eval.values())
+                          if c})
         sources = ", ".join(f"{s.name} ({s.format})" for s in self.base.data.sources)
         m = self.manifest
         models = sorted({f"`{r.model_name}`: {weights_origin(r)}" for r in self.runs if r.has("llmrec") or r.has("zero_shot")})
@@ -203,34 +208,41 @@ class Report:
         best, base = self.headline_experiment(), self.baseline
         if best is None or base is None:
             return "Not run: needs a Mixed-setting LLM-Rec experiment and one with the baselines."
-        arms = [self.arm(best, "llmrec")] + [self.arm(base, m) for m in ("sasrec", "popularity", "zero_shot")
-                                             if self.first(base).has(m)]
+        head = self.headline_experiment("seqhead")
+        ours = [self.arm(best, "llmrec")] + ([self.arm(head, "seqhead")] if head else [])
+        baselines = [self.arm(base, m) for m in ("sasrec", "popularity", "zero_shot") if self.first(base).has(m)]
+        arms = ours + baselines
         rows = []
         for a in arms:
             ndcg, recall = a.summary("ndcg@10"), a.summary("recall@10")
             rows.append([a.label, a.seeds, budget_text(a), ndcg[2], mean_sd(*ndcg[:2]), mean_sd(*recall[:2]),
                          mean_sd(*a.summary("ndcg@10", in_group("tail"))[:2]),
                          mean_sd(*a.summary("ndcg@10", in_group("head"))[:2])])
-        out = [f"Mixed setting, test split. LLM-Rec is `{best}`, the experiment with the best mean NDCG@10 on the whole "
-               f"validation split ({fmt(self.valid_ndcg(best))}) among {len(self.tuned_mixed())} Mixed-setting LLM-Rec "
-               f"experiments; the baselines come from `{base}`.", "",
+        chosen = f"`{best}`, the experiment with the best mean NDCG@10 on the whole validation split " \
+                 f"({fmt(self.valid_ndcg(best))}) among {len(self.tuned_mixed())} Mixed-setting LLM-Rec experiments"
+        if head:
+            chosen += (f"; the sequence head over the LM's item vectors (UniSRec-style) is `{head}`, chosen the same way "
+                       f"({fmt(self.valid_ndcg(head, 'seqhead'))})")
+        out = [f"Mixed setting, test split. LLM-Rec is {chosen}; the baselines come from `{base}`.", "",
                table(["model", "seeds", "budget", "targets", "NDCG@10", "Recall@10", "tail NDCG@10", "head NDCG@10"],
                      rows), ""]
-        lm = arms[0]
-        pairs = [(f"{lm.label} vs {b.label}", lm, b, "ndcg@10", None) for b in arms[1:]]
-        pairs += [(f"{lm.label} vs {b.label}, tail targets", lm, b, "ndcg@10", in_group("tail")) for b in arms[1:3]]
+        pairs = [(f"{a.label} vs {b.label}", a, b, "ndcg@10", None) for a in ours for b in baselines]
+        pairs += [(f"{a.label} vs {b.label}, tail targets", a, b, "ndcg@10", in_group("tail"))
+                  for a in ours for b in baselines[:2]]
         out += ["Differences (A minus B):", "", table(self.COMPARISON_COLUMNS, self.comparison_rows(pairs)), ""]
+        out += self.goal_verdict(ours, next((b for b in baselines if b.model == "sasrec"), None))
+        lm = arms[0]
         by_domain = []
         for d in self.domains:
             row = [d, self._targets(d)] + [mean_sd(*a.summary("ndcg@10", in_domain(d))[:2]) for a in arms]
-            for b in arms[1:3]:
+            for b in baselines[:2]:
                 ci = compare(lm, b, "ndcg@10", in_domain(d))
                 row.append(f"{ci.diff:+.4f} ({ci.low:+.4f} to {ci.high:+.4f})" if ci else None)
             by_domain.append(row)
         out += ["Per domain (NDCG@10; differences with their 95% interval):", "",
                 table(["domain", "targets", *(a.label.split(" (")[0] for a in arms),
-                       *(f"LLM-Rec − {b.label.split(' (')[0]}" for b in arms[1:3])], by_domain), ""]
-        for b in arms[1:3]:
+                       *(f"LLM-Rec − {b.label.split(' (')[0]}" for b in baselines[:2])], by_domain), ""]
+        for b in baselines[:2]:
             cis = [compare(lm, b, "ndcg@10", in_domain(d)) for d in self.domains]
             cis = [c for c in cis if c is not None]
             if cis:
@@ -238,6 +250,22 @@ class Report:
                            f"{sum(c.diff > 0 for c in cis)} of {len(cis)} domains, with an interval above zero on "
                            f"{sum(c.low > 0 for c in cis)} and below zero on {sum(c.high < 0 for c in cis)}.")
         return "\n".join(out)
+
+    @staticmethod
+    def goal_verdict(ours: list[Arm], sasrec: Arm | None) -> list[str]:
+        """Whether an LLM-Rec arm reaches the standard SASRec's NDCG@10 overall and on tail targets."""
+        if sasrec is None:
+            return []
+        lines = []
+        for a in ours:
+            overall, tail = compare(a, sasrec, "ndcg@10"), compare(a, sasrec, "ndcg@10", in_group("tail"))
+            if overall is None or tail is None:
+                continue
+            met = overall.diff >= 0 and tail.diff >= 0
+            lines.append(f"- **{a.label} ≥ SASRec** (NDCG@10, overall and tail): {'reached' if met else 'not reached'}; "
+                         f"overall {overall.diff:+.4f} ({overall.low:+.4f} to {overall.high:+.4f}), tail "
+                         f"{tail.diff:+.4f} ({tail.low:+.4f} to {tail.high:+.4f}).")
+        return lines + [""] if lines else []
 
     def _setting_arms(self, model: str) -> dict[str, Arm]:
         """Mixed, S2PIAO and Single Domain arms of `model` at one budget (the S2PIAO run's, for the LM)."""
@@ -568,18 +596,48 @@ class Report:
                            "work; it predates the standard SASRec above (rerun `make bench-recbole`).")
         return "\n".join(out)
 
+    def levers(self) -> str:
+        """Every Mixed-setting tuned model against the standard SASRec: what each experiment changes and how far it
+        moves NDCG@10 (the ablation of the levers tried toward goal 1)."""
+        base = self.baseline
+        if base is None or not self.first(base).has("sasrec"):
+            return "Not run: needs a Mixed-setting experiment with SASRec."
+        sasrec = self.arm(base, "sasrec")
+        sets = {e.name: e.set for e in self.base.experiments}
+        rows = []
+        for name, runs in self.experiments.items():
+            if runs[0].setting != "mixed":
+                continue
+            for model in ("llmrec", "seqhead"):
+                if not runs[0].has(model) or (model == "llmrec" and not runs[0].cost_train):
+                    continue
+                arm = self.arm(name, model)
+                ci = compare(arm, sasrec, "ndcg@10")
+                changed = ", ".join(f"`{k}={v}`" for k, v in sets.get(name, {}).items()
+                                    if not k.startswith("eval.") and not k.endswith("run_dir")) or "base config"
+                rows.append([f"`{name}`", MODEL_LABELS[model], changed, budget_text(arm), arm.seeds,
+                             self.valid_ndcg(name, model), mean_sd(*arm.summary("ndcg@10")[:2]),
+                             mean_sd(*arm.summary("ndcg@10", in_group("tail"))[:2]),
+                             f"{ci.diff:+.4f} ({ci.low:+.4f} to {ci.high:+.4f})" if ci else None,
+                             ci.verdict if ci else None])
+        return "\n".join([f"Every Mixed-setting experiment's tuned model against SASRec (`{base}`), on the test split; "
+                          f"each row says what its experiment sets on top of the base config (`{self.params_path}`). "
+                          "valid: the whole validation split, on which configurations are chosen.", "",
+                          table(["experiment", "model", "sets", "budget", "seeds", "valid NDCG@10", "NDCG@10",
+                                 "tail NDCG@10", "− SASRec (95% CI)", "verdict (≥ SASRec)"], rows)])
+
     def all_runs(self) -> str:
         rows = []
         for run in self.runs:
             for model, result in run.metrics["models"].items():
                 o = result["overall"]
-                tuned = model == "llmrec" and run.train_metrics
+                tuned = model == "seqhead" or (model == "llmrec" and run.train_metrics)
                 arm = Arm.of("", model, [run])
                 rows.append([run.name, SETTINGS.get(run.setting, run.setting.replace("_", "-")), run.domain or "all",
                              MODEL_LABELS[model], run.model_name if model in ("llmrec", "zero_shot") else "–",
                              TUNINGS[run.tuning] if model == "llmrec" else "–",
-                             budget_text(arm) if model in ("llmrec", "sasrec") else "–", o["count"],
-                             run.valid_ndcg if tuned else None, o.get("recall@10"), o.get("ndcg@10"), o.get("mrr"),
+                             budget_text(arm) if model in ("llmrec", "seqhead", "sasrec") else "–", o["count"],
+                             run.valid_ndcg(model) if tuned else None, o.get("recall@10"), o.get("ndcg@10"), o.get("mrr"),
                              f"`{run.commit}`", run.status[0]])
         return "\n".join(["Overall test metrics of every model each run evaluated (its experiment's `set` in the params "
                           "file says what differs from the base config), the tuned LM's NDCG@10 on the whole "
@@ -590,6 +648,7 @@ class Report:
 
     SECTIONS = [
         ("headline", "LLM-Rec against the baselines", "headline"),
+        ("levers", "Levers toward SASRec on warm items", "levers"),
         ("data_settings", "Data settings: Single Domain vs S2PIAO vs Mixed", "data_settings"),
         ("model_size", "Model size", "model_size"),
         ("tuning", "FPFT vs PEFT (LoRA)", "tuning"),

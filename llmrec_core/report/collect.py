@@ -37,6 +37,7 @@ class Run:
     index: dict | None = None  # index meta (encode and build times)
     train_metrics: dict | None = None  # the LM's training summary (best validation NDCG@10)
     valid_metrics: dict | None = None  # metrics_valid.json: the whole validation split, evaluated like the test
+    cost_seqhead: dict | None = None  # the sequence head's training record
 
     @property
     def experiment(self) -> str:
@@ -68,10 +69,9 @@ class Run:
         path = self.run_dir / "ranks_test.parquet"
         return pd.read_parquet(path) if path.is_file() else None
 
-    @property
-    def valid_ndcg(self) -> float | None:
-        """The tuned LM's NDCG@10 on the whole validation split (None if that was not evaluated)."""
-        return (((self.valid_metrics or {}).get("models", {}).get("llmrec") or {}).get("overall", {})
+    def valid_ndcg(self, model: str = "llmrec") -> float | None:
+        """A tuned model's NDCG@10 on the whole validation split (None if that was not evaluated)."""
+        return (((self.valid_metrics or {}).get("models", {}).get(model) or {}).get("overall", {})
                 .get("ndcg@10"))
 
     @property
@@ -110,7 +110,8 @@ def load_runs(params_path: Path) -> list[Run]:
         runs.append(Run(name, p, metrics, read_json(run_dir / "cost_train.json"),
                         read_json(p.resolve(p.sasrec.run_dir) / "cost_train.json"),
                         read_json(run_dir / "cost_eval.json") or {}, read_json(run_dir / "index" / "index.json"),
-                        read_json(run_dir / "train_metrics.json"), read_json(run_dir / "metrics_valid.json")))
+                        read_json(run_dir / "train_metrics.json"), read_json(run_dir / "metrics_valid.json"),
+                        read_json(p.resolve(p.seqhead.run_dir) / "cost_train.json")))
     return runs
 
 
@@ -130,7 +131,7 @@ class Arm:
     to read, or None for all), pooled. A target's value is its mean over the part's seeds."""
 
     label: str
-    model: str  # "llmrec", "zero_shot", "sasrec" or "popularity"
+    model: str  # "llmrec", "zero_shot", "seqhead", "sasrec" or "popularity"
     parts: list[tuple[list[Run], str | None]]
 
     @classmethod

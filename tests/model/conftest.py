@@ -32,6 +32,7 @@ def sample_prepared(tmp_path_factory):
         d = dict(doc)
         d["model"] = {**doc["model"], **train.pop("model", {})}
         d["sasrec"] = {"run_dir": str(base / "runs" / run / "sasrec"), **train.pop("sasrec", {})}
+        d["seqhead"] = {"run_dir": str(base / "runs" / run / "seqhead"), **train.pop("seqhead", {})}
         d["train"] = {**doc["train"], "run_dir": str(base / "runs" / run), **train}
         path = base / f"params-{run}.yaml"
         path.write_text(yaml.safe_dump(d))

@@ -78,3 +78,35 @@ def test_sasrec_resume_matches_uninterrupted_run(sample_prepared):
     assert a.keys() == b.keys()
     for name in ca:
         assert torch.equal(ca[name], cb[name]), name
+
+
+def test_sequence_head_ranks_items_unseen_in_training_by_their_text_alone():
+    from llmrec_core.config import SeqHeadConfig
+
+    torch.manual_seed(0)
+    text = torch.randn(5, 12)
+    known = torch.tensor([True, True, True, False, False])  # items 3 and 4 never occur in training
+    model = SASRec(5, SeqHeadConfig(hidden=8, heads=2, layers=1, dropout=0.0, id_dropout=0.5), 4, text, known)
+    with torch.no_grad():
+        model.items.weight.normal_()  # as if trained: every row non-zero, the unseen items' rows too
+    model.eval()
+    text_only = model.text_proj(torch.nn.functional.normalize(text, dim=-1))
+    vectors = model.item_vectors()
+    assert torch.allclose(vectors[3:], text_only[3:])  # no ID term for unseen items
+    assert torch.allclose(vectors[:3], text_only[:3] + model.items.weight[1:4])
+    # ID dropout acts in training only, per item, and never touches the text term
+    model.train()
+    dropped = model.item_vectors() - text_only
+    kept = torch.isclose(dropped, model.items.weight[1:] * known[:, None].float(), atol=1e-6).all(1)
+    zeroed = dropped.abs().sum(1) < 1e-6
+    assert (kept | zeroed).all() and zeroed[3:].all()
+
+
+def test_sequence_head_learns_the_sample_and_beats_popularity(sample_prepared):
+    params = sample_prepared("seqhead", seqhead=FAST)
+    summary = train_sasrec(params, show_progress=False, head="seqhead")
+    assert summary["cost"]["model"] == "seqhead"
+    out = evaluate(params, ("seqhead", "popularity"))
+    head, pop = out["models"]["seqhead"]["overall"], out["models"]["popularity"]["overall"]
+    assert head["count"] == pop["count"] == out["users"]
+    assert head["recall@10"] > pop["recall@10"]
