@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -50,9 +51,12 @@ def _git(*args: str) -> str | None:
 
 
 def git_state(scopes: tuple[str, ...] = (".",)) -> dict:
-    """{"commit": HEAD's sha, "dirty": whether the `scopes` sources differ from it}; None for both outside git."""
+    """{"commit": HEAD's sha, "dirty": whether the `scopes` sources differ from it}. Outside git (a Docker image,
+    a copied tree on a training box) the commit is $LLMREC_SOURCE_COMMIT if set, and dirty is unknown (None)."""
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--", *(str(PACKAGE / s) for s in scopes)) if commit else None
+    if commit is None:
+        return {"commit": os.environ.get("LLMREC_SOURCE_COMMIT") or None, "dirty": None}
+    status = _git("status", "--porcelain", "--", *(str(PACKAGE / s) for s in scopes))
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 

@@ -86,5 +86,8 @@ def load_setting(prepared: Path, setting: str, domain: str | None = None) -> Set
         evals = evals[evals["domain"] == domain].reset_index(drop=True)
     else:
         raise ValueError(f"unknown setting {setting!r}")
-    evals = evals.assign(seen=seen_before_target(prepared, evals))
+    if "seen" in evals:  # a time split stores each row's whole past (data/time_split.py); leave-one-out does not
+        evals["seen"] = [np.asarray(s, dtype=np.int64) for s in evals["seen"]]
+    else:
+        evals = evals.assign(seen=seen_before_target(prepared, evals))
     return SettingData(items, ranges, values, offsets, evals)
