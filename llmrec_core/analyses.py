@@ -57,6 +57,14 @@ def is_current(params: Params) -> bool:
     return run_status(params)[0] == "current"
 
 
+def _fresh_accelerator_state() -> None:
+    """accelerate keeps one process-wide state and refuses a second Accelerator with another mixed precision;
+    runs of one sweep may differ in it (e.g. fp32 runs, then a bf16 GPU run). The distributed state is kept."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[str], None] = print,
                    index: bool = True) -> dict:
     """Train what the run's `eval.models` needs, evaluate on the test split, index the items (unless `index`
@@ -80,6 +88,7 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
     started = time.perf_counter()
     if "llmrec" in models:
         log(f"{name}: training LLM-Rec ({params.model.name_or_path}, {params.train.tuning}, {params.train.setting})")
+        _fresh_accelerator_state()
         train(params, resume="auto")
     for head in ("seqhead", "sasrec"):
         if head in models:

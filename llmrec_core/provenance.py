@@ -51,11 +51,14 @@ def _git(*args: str) -> str | None:
 
 
 def git_state(scopes: tuple[str, ...] = (".",)) -> dict:
-    """{"commit": HEAD's sha, "dirty": whether the `scopes` sources differ from it}. Outside git (a Docker image,
-    a copied tree on a training box) the commit is $LLMREC_SOURCE_COMMIT if set, and dirty is unknown (None)."""
+    """{"commit": HEAD's sha, "dirty": whether the `scopes` sources differ from it}. $LLMREC_SOURCE_COMMIT, when set,
+    names the commit instead, with dirty unknown (None): for a tree copied to another machine (a Docker image, a
+    training box), whose .git is missing or is not the source's. The code hash still says what the code was."""
+    if os.environ.get("LLMREC_SOURCE_COMMIT"):
+        return {"commit": os.environ["LLMREC_SOURCE_COMMIT"], "dirty": None}
     commit = _git("rev-parse", "HEAD")
     if commit is None:
-        return {"commit": os.environ.get("LLMREC_SOURCE_COMMIT") or None, "dirty": None}
+        return {"commit": None, "dirty": None}
     status = _git("status", "--porcelain", "--", *(str(PACKAGE / s) for s in scopes))
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 

@@ -20,17 +20,20 @@ def _analyses_doc(sample_prepared, tiny_bert, tmp_path) -> dict:
     doc["train"] = {**doc["train"], "max_steps": 2, "batch_size": 8, "checkpoint_every": 100,
                     "run_dir": str(tmp_path / "runs" / "base")}
     doc["sasrec"] = {"epochs": 1, "eval_every": 1, "hidden": 16, "heads": 2}
+    doc["seqhead"] = {"epochs": 1, "eval_every": 1, "hidden": 16, "heads": 2}
     doc["eval"] = {"max_valid_users": 50, "models": ["llmrec", "sasrec", "popularity"]}
     doc["report"] = {"out": str(tmp_path / "report" / "REPORT.md"), "benchmarks_dir": str(tmp_path / "bench")}
     doc["experiments"] = [
-        {"name": "mixed", "seeds": [0, 1], "set": {"eval.models": ["llmrec", "zero_shot", "sasrec", "popularity"]}},
+        {"name": "mixed", "seeds": [0, 1],
+         "set": {"eval.models": ["llmrec", "zero_shot", "seqhead", "sasrec", "popularity"]}},
         {"name": "mixed-lora", "set": {"train.tuning": "lora", "eval.models": ["llmrec"]}},
         {"name": "s2piao", "set": {"train.setting": "s2piao"}},
         {"name": "single-books", "set": {"train.setting": "single_domain", "train.domain": "Books"}},
         {"name": "lodo-books", "set": {"train.setting": "leave_one_domain_out", "train.domain": "Books",
                                        "eval.models": ["llmrec"]}},
+        # in one process after fp32 runs: a sweep may change the mixed precision between runs
         {"name": "mixed-bank", "set": {"train.item_bank_negatives": True, "train.item_bank_refresh_steps": 1,
-                                       "eval.models": ["llmrec"]}},
+                                       "train.mixed_precision": "bf16", "eval.models": ["llmrec"]}},
     ]
     return doc
 
@@ -98,6 +101,15 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
         low, high = float(low), float(high)
         assert verdict == ("holds" if low > 0 else "does not hold" if high < 0 else "inconclusive at this budget")
     assert re.search(r"- Against SASRec, per domain \(shown, not deciding\): ahead on \d of \d domains", headline)
+    head_row = next(line for line in headline.splitlines() if line.startswith("| LLM-Rec seq head (`mixed`) |"))
+    assert f"| {_mean(path, ['mixed.seed0', 'mixed.seed1'], 'seqhead'):.4f} ± " in head_row
+    assert re.search(r"- \*\*LLM-Rec seq head \(`mixed`\) ≥ SASRec\*\* \(NDCG@10, overall and tail\): (not )?reached",
+                     headline)
+    # the levers: every Mixed tuned model against SASRec, with what its experiment sets
+    levers = _section(text, "Levers")
+    assert re.search(r"\| `mixed-bank` \| LLM-Rec \| `train.item_bank_negatives=True`.*\| (holds|does not hold|"
+                     r"inconclusive at this budget) \|", levers)
+    assert "| `mixed` | LLM-Rec seq head | base config |" in levers
     # data settings: single-domain cells are that run's numbers; settings test other targets (unpaired)
     settings = _section(text, "Data settings")
     books_row = next(line for line in settings.splitlines() if line.startswith("| Books |"))
@@ -123,7 +135,7 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     bank_row = next(line for line in negatives.splitlines() if line.startswith("| mixed-bank |"))
     assert "plus a loss over every item of the target's domain (item bank re-encoded every 1 steps)" in bank_row
     assert set(json.loads((tmp_path / "runs" / "mixed.seed0" / "cost_eval.json").read_text())) == {
-        "llmrec", "zero_shot", "sasrec"}
+        "llmrec", "zero_shot", "seqhead", "sasrec"}
     assert (tmp_path / "runs" / "mixed.seed0" / "cost_eval_valid.json").is_file()
     assert "Not measured yet" in text  # no size sweep file in benchmarks_dir
     for name in ("data_settings.png", "item_groups.png", "zero_shot.png"):
