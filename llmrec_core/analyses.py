@@ -57,6 +57,23 @@ def is_current(params: Params) -> bool:
     return run_status(params)[0] == "current"
 
 
+def ensure_own_data(params: Params, name: str, log: Callable[[str], None]) -> None:
+    """An experiment with its own `data.root` (e.g. the new-item setting's time split) gets its data stages run
+    here when that root has no prepared data, or data prepared with another `prepare.time_split`."""
+    from .data.ingest import ingest
+    from .data.prepare import prepare
+    from .data.validate import validate
+
+    manifest = DataLayout(params.data_root).prepared / "manifest.json"
+    wanted = params.prepare.time_split.model_dump(mode="json") if params.prepare.time_split else None
+    if manifest.is_file() and (json.loads(manifest.read_text()).get("time_split") or {}).get("config") == wanted:
+        return
+    log(f"{name}: preparing its own data in {params.data_root} (ingest, validate, prepare)")
+    ingest(params)
+    validate(params)
+    prepare(params)
+
+
 def _fresh_accelerator_state() -> None:
     """accelerate keeps one process-wide state and refuses a second Accelerator with another mixed precision;
     runs of one sweep may differ in it (e.g. fp32 runs, then a bf16 GPU run). The distributed state is kept."""
@@ -75,7 +92,9 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
 
     params = load_params(path, experiment=name)
     run_dir = params.resolve(params.train.run_dir)
-    if not (DataLayout(params.data_root).prepared / "manifest.json").is_file():
+    if params.data_root != load_params(path).data_root:
+        ensure_own_data(params, name, log)
+    elif not (DataLayout(params.data_root).prepared / "manifest.json").is_file():
         raise FileNotFoundError(f"{params.data_root}: no prepared data; run ingest, validate and prepare "
                                 f"with --params {path} first")
     status, why = run_status(params)

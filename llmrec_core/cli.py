@@ -126,10 +126,18 @@ def print_manifest(m: dict) -> None:
                   f"{m['users']:,} users, {m['items']:,} items")
     if m["dropped"]:
         _table("dropped in preparation", ["reason", "events"], [[k, v] for k, v in m["dropped"].items()])
+    s = m["settings"]
+    if "time_split" in m:  # the new-item setting: Mixed only, targets in a window of time
+        t = m["time_split"]
+        console.print(f"time split: train up to {t['cutoff_utc']} ({t['train_events']:,} events, {t['new_items']:,} items "
+                      f"first seen later); test {t['window_utc'][0]} to {t['window_utc'][1]}: {t['test_rows']:,} "
+                      f"events of {t['test_users']:,} users, {t['test_groups'].get('new', 0):,} of them on new items")
+        _table("data settings", ["setting", "train examples", "test targets"],
+               [["Mixed (time split)", s["mixed"]["train_examples"], s["mixed"]["test_targets"]]])
+        return
     _table("domains", ["domain", "users", "items", "interactions", "test cold", "test tail", "test head"],
            [[d, v["users"], v["items"], v["interactions"], *(v["test_groups"].get(g, 0) for g in ("cold", "tail", "head"))]
             for d, v in m["domains"].items()])
-    s = m["settings"]
     rows = [["Mixed", "all", s["mixed"]["train_examples"], s["mixed"]["test_targets"], s["mixed"]["test_without_history"]],
             ["S2PIAO", "all", s["s2piao"]["train_examples"], s["s2piao"]["test_targets"], s["s2piao"]["test_without_history"]]]
     rows += [["Single Domain", d, v["train_examples"], v["test_targets"], v["test_without_history"]]

@@ -84,6 +84,21 @@ class ValidationConfig(Section):
     results_dir: Path = Path("reports/validation")
 
 
+class TimeSplitConfig(Section):
+    """The new-item setting (data/time_split.py): train up to a cutoff, test on a later window of time."""
+
+    new_item_share: float = Field(default=0.1, gt=0.0, lt=1.0)  # T: about this share of items first appears after T
+    train_shift_days: float = Field(default=0.0, ge=0.0)  # train on events up to T + this (a later retraining)
+    test_offset_days: float = Field(default=0.0, ge=0.0)  # the test window starts at T + this
+    window_days: float = Field(default=14.0, gt=0.0)  # and lasts this long
+
+    @model_validator(mode="after")
+    def _window_after_cutoff(self) -> "TimeSplitConfig":
+        if self.test_offset_days < self.train_shift_days:
+            raise ValueError("test_offset_days must be >= train_shift_days: no test event before the training cutoff")
+        return self
+
+
 class PrepareConfig(Section):
     title_max_chars: int = Field(default=200, ge=8)
     min_user_interactions: int = Field(default=5, ge=1)
@@ -93,6 +108,7 @@ class PrepareConfig(Section):
     drop_consecutive_repeats: bool = True
     max_history: int = Field(default=20, ge=1)
     tail_fraction: float = Field(default=0.8, gt=0.0, lt=1.0)
+    time_split: TimeSplitConfig | None = None  # the new-item setting instead of leave-one-out (Mixed only)
 
 
 class ModelConfig(Section):

@@ -221,6 +221,10 @@ def _prepare_into(out: Path, items: pd.DataFrame, inter: pd.DataFrame, params: P
                 split=d_split[targets_sorted])
 
     manifest = build_manifest(out, domains, rows_in, dropped_frame, params)
+    if cfg.time_split is not None:  # the new-item setting: a split by time instead of leave-one-out
+        from .time_split import with_time_split
+
+        manifest = with_time_split(out, manifest, cfg)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 

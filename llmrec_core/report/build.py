@@ -84,6 +84,10 @@ def in_group(group: str) -> Callable:
     return lambda t: t["group"] == group
 
 
+def not_in_group(group: str) -> Callable:
+    return lambda t: t["group"] != group
+
+
 def in_domain(domain: str) -> Callable:
     return lambda t: t["domain"] == domain
 
@@ -94,9 +98,11 @@ class Report:
         self.base = load_params(params_path)
         self.runs = load_runs(params_path)
         self.missing = missing_runs(params_path)
+        # leave-one-out experiments feed every section but "New items", which reads the time-split ones
         self.experiments: dict[str, list[Run]] = {}
+        self.time_experiments: dict[str, list[Run]] = {}
         for run in self.runs:
-            self.experiments.setdefault(run.experiment, []).append(run)
+            (self.time_experiments if run.time_split else self.experiments).setdefault(run.experiment, []).append(run)
         self.figures_dir = out.parent / "figures"
         self.bench = load_benchmarks(self.base.resolve(self.base.report.benchmarks_dir))
         self.manifest = read_json(DataLayout(self.base.data_root).prepared / "manifest.json") or {}
@@ -188,7 +194,8 @@ class Report:
             f"- **Weights**: {'; '.join(models) or '–'}. Size-sweep cost rows use random-init weights: cost only, no quality.",
             f"- **Protocol**: {self.base.eval.protocol} ranking of each test target against its domain's items, "
             f"{'every item the user rated before the target excluded' if self.base.eval.exclude_history else 'seen items included'}"
-            f"; the last item of each user is the test target.",
+            f"; the last item of each user is the test target"
+            f"{' (the new-item section: every event of a window after a training cutoff)' if self.time_experiments else ''}.",
             f"- **Uncertainty**: experiments run with {' or '.join(map(str, seeds)) or '–'} seed(s); a metric is the mean "
             f"over seeds ± their standard deviation. Each difference carries a {LEVEL:.0%} bootstrap interval over test "
             f"targets ({RESAMPLES:,} resamples of the per-target values averaged over seeds; paired when both arms "
@@ -626,6 +633,67 @@ class Report:
                           table(["experiment", "model", "sets", "budget", "seeds", "valid NDCG@10", "NDCG@10",
                                  "tail NDCG@10", "− SASRec (95% CI)", "verdict (≥ SASRec)"], rows)])
 
+    def new_items(self) -> str:
+        """The new-item setting: every model on targets that are new items (first seen after the training
+        cutoff, so text only for LLM-Rec) and on warm targets; and what a later retraining buys."""
+        if not self.time_experiments:
+            return ("Not run: needs an experiment whose data is a time split (`prepare.time_split`; see "
+                    "`configs/ml-100k.yaml`'s `new-items`).")
+        out = ["Each experiment trains on the events up to a cutoff and ranks every event of a later window of time "
+               "against every item of its domain, new items included, with all of the user's earlier items excluded. "
+               "New items reach LLM-Rec as text only; SASRec ranks them with untrained embeddings, popularity with zero "
+               "counts. A user has several targets here, so intervals resample users.", ""]
+        ours_models = ("llmrec", "seqhead")
+        for name, runs in self.time_experiments.items():
+            t, first = runs[0].time_split, runs[0]
+            models = [m for m in ("llmrec", "seqhead", "zero_shot", "sasrec", "popularity") if first.has(m)]
+            arms = {m: Arm.of(f"{MODEL_LABELS[m]} (`{name}`)", m, runs) for m in models}
+            rows = []
+            for m, arm in arms.items():
+                new, warm = arm.summary("ndcg@10", in_group("new")), arm.summary("ndcg@10", not_in_group("new"))
+                rows.append([MODEL_LABELS[m], arm.seeds, budget_text(arm) if m in ("llmrec", "seqhead", "sasrec") else "–",
+                             new[2], mean_sd(*new[:2]), mean_sd(*arm.summary("recall@10", in_group("new"))[:2]),
+                             warm[2], mean_sd(*warm[:2]), mean_sd(*arm.summary("recall@10", not_in_group("new"))[:2])])
+            out += [f"**`{name}`**: trained on the {fmt(t['train_events'])} events up to {t['cutoff_utc'][:10]} "
+                    f"({fmt(t['new_items'])} items appear only later); tested on the {fmt(t['test_rows'])} events of "
+                    f"{fmt(t['test_users'])} users from {t['window_utc'][0][:10]} to {t['window_utc'][1][:10]}.", "",
+                    table(["model", "seeds", "budget", "new targets", "NDCG@10 new", "Recall@10 new", "warm targets",
+                           "NDCG@10 warm", "Recall@10 warm"], rows), ""]
+            pairs = [(f"{arms[a].label} vs {arms[b].label}, {scope} targets", arms[a], arms[b], "ndcg@10", where)
+                     for a in ours_models if a in arms for b in ("sasrec", "popularity", "zero_shot") if b in arms
+                     for scope, where in (("new", in_group("new")), ("warm", not_in_group("new")))]
+            out += [table(self.COMPARISON_COLUMNS, self.comparison_rows(pairs)), ""]
+            for a in (m for m in ours_models if m in arms):
+                cis = [compare(arms[a], arms[b], "ndcg@10", in_group("new"))
+                       for b in ("sasrec", "popularity", "zero_shot") if b in arms]
+                cis = [c for c in cis if c is not None]
+                if cis:
+                    ahead = all(c.verdict == "holds" for c in cis)
+                    out.append(f"- {arms[a].label} ahead of every baseline on new-item targets (NDCG@10): "
+                               f"**{'holds' if ahead else 'does not hold for all'}** ({sum(c.verdict == 'holds' for c in cis)} "
+                               f"of {len(cis)} comparisons hold).")
+            out.append("")
+        out += self.retraining()
+        return "\n".join(out)
+
+    def retraining(self) -> list[str]:
+        """Experiments that test the same window with models trained up to different cutoffs: the later cutoff
+        is a scheduled retraining, and the difference is what it buys on the same targets."""
+        runs = {n: r for n, r in self.time_experiments.items()}
+        pairs = []
+        for a, ra in runs.items():
+            for b, rb in runs.items():
+                ta, tb = ra[0].time_split, rb[0].time_split
+                if ta["window"] == tb["window"] and tb["cutoff"] > ta["cutoff"]:
+                    for m in ("llmrec", "seqhead", "sasrec", "popularity"):
+                        if ra[0].has(m) and rb[0].has(m):
+                            pairs.append((f"{MODEL_LABELS[m]}: retrained `{b}` vs `{a}`", Arm.of(b, m, rb),
+                                          Arm.of(a, m, ra), "ndcg@10", None))
+        if not pairs:
+            return []
+        return ["**What retraining buys**: the same test window, ranked by a model trained up to a later cutoff "
+                "(all targets; paired, users resampled).", "", table(self.COMPARISON_COLUMNS, self.comparison_rows(pairs))]
+
     def all_runs(self) -> str:
         rows = []
         for run in self.runs:
@@ -633,7 +701,8 @@ class Report:
                 o = result["overall"]
                 tuned = model == "seqhead" or (model == "llmrec" and run.train_metrics)
                 arm = Arm.of("", model, [run])
-                rows.append([run.name, SETTINGS.get(run.setting, run.setting.replace("_", "-")), run.domain or "all",
+                setting = SETTINGS.get(run.setting, run.setting.replace("_", "-")) + (" (time split)" if run.time_split else "")
+                rows.append([run.name, setting, run.domain or "all",
                              MODEL_LABELS[model], run.model_name if model in ("llmrec", "zero_shot") else "–",
                              TUNINGS[run.tuning] if model == "llmrec" else "–",
                              budget_text(arm) if model in ("llmrec", "seqhead", "sasrec") else "–", o["count"],
@@ -653,6 +722,7 @@ class Report:
         ("model_size", "Model size", "model_size"),
         ("tuning", "FPFT vs PEFT (LoRA)", "tuning"),
         ("item_groups", "Cold-start and tail items", "item_groups"),
+        ("new_items", "New items", "new_items"),
         ("zero_shot", "Zero-shot: untuned LM and leave-one-domain-out", "zero_shot"),
         ("negatives", "Negatives", "negatives"),
         ("deployment_cost", "Deployment cost", "deployment_cost"),

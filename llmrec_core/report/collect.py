@@ -19,7 +19,7 @@ from ..analyses import read_stamp, run_status
 from ..config import SEED_RUN, Params, load_params
 from .stats import Interval, paired_interval, per_target, unpaired_interval
 
-KEYS = ["user_idx", "target"]
+KEYS = ["user_idx", "target"]  # a target; "occurrence" tells apart a user's repeated events on one item
 
 
 def read_json(path: Path) -> dict | None:
@@ -73,6 +73,13 @@ class Run:
         """A tuned model's NDCG@10 on the whole validation split (None if that was not evaluated)."""
         return (((self.valid_metrics or {}).get("models", {}).get(model) or {}).get("overall", {})
                 .get("ndcg@10"))
+
+    @cached_property
+    def time_split(self) -> dict | None:
+        """The time-split block of the run's prepared data (the new-item setting), None for leave-one-out."""
+        from ..data.layout import DataLayout
+
+        return (read_json(DataLayout(self.params.data_root).prepared / "manifest.json") or {}).get("time_split")
 
     @property
     def setting(self) -> str:
@@ -151,6 +158,7 @@ class Arm:
         if not tables or any(t is None or f"rank_{self.model}" not in t for t in tables):
             return None
         base = tables[0][[*KEYS, "domain", "group"]].copy()
+        base["occurrence"] = base.groupby(KEYS).cumcount()
         values = np.stack([per_target(t[f"rank_{self.model}"].to_numpy(), metric) for t in tables])
         if any(not t[KEYS].equals(tables[0][KEYS]) for t in tables[1:]):
             raise ValueError(f"{self.label}: the seeds' runs ranked different targets")
@@ -183,7 +191,11 @@ def compare(a: Arm, b: Arm, metric: str, where=None, seed: int = 0) -> Interval 
     if ta is None or tb is None or not len(ta) or not len(tb):
         return None
     if len(ta) == len(tb):
-        merged = ta[[*KEYS, "value"]].merge(tb[[*KEYS, "value"]], on=KEYS, suffixes=("_a", "_b"))
+        on = [*KEYS, "occurrence"]
+        merged = ta[[*on, "value"]].merge(tb[[*on, "value"]], on=on, suffixes=("_a", "_b"))
         if len(merged) == len(ta):
-            return paired_interval(merged["value_a"].to_numpy(), merged["value_b"].to_numpy(), seed)
+            users = merged["user_idx"].to_numpy()
+            several = len(np.unique(users)) < len(users)  # users with several targets: resample users
+            return paired_interval(merged["value_a"].to_numpy(), merged["value_b"].to_numpy(), seed,
+                                   clusters=users if several else None)
     return unpaired_interval(ta["value"].to_numpy(), tb["value"].to_numpy(), seed)

@@ -3,7 +3,9 @@
 Every "A vs B" in the report is the mean over test targets of A's metric minus B's, with a 95%
 bootstrap interval over targets. When both arms ranked the same targets (same users and items) the
 bootstrap is paired (it resamples the per-target differences); otherwise, as when data settings test
-different targets, each arm is resampled on its own. A verdict comes from the interval alone.
+different targets, each arm is resampled on its own. When users have several targets (the new-item
+setting tests every event of a window), the paired bootstrap resamples users, not targets, since one
+user's targets are not independent. A verdict comes from the interval alone.
 """
 from __future__ import annotations
 
@@ -71,13 +73,35 @@ def _resampled_means(values: np.ndarray, rng: np.random.Generator, resamples: in
     return np.concatenate(out)
 
 
-def paired_interval(a: np.ndarray, b: np.ndarray, seed: int = 0, resamples: int = RESAMPLES) -> Interval:
-    """A and B measured on the same targets, in the same order."""
+def _resampled_cluster_means(values: np.ndarray, clusters: np.ndarray, rng: np.random.Generator,
+                             resamples: int) -> np.ndarray:
+    """Means over targets of resamples drawn by cluster: whole clusters with replacement (ratio of sums)."""
+    codes, _ = _factorize(clusters)
+    sums, counts = np.bincount(codes, weights=values), np.bincount(codes).astype(np.float64)
+    n, out = len(sums), []
+    for start in range(0, resamples, _BLOCK):
+        idx = rng.integers(0, n, size=(min(_BLOCK, resamples - start), n))
+        out.append(sums[idx].sum(axis=1) / counts[idx].sum(axis=1))
+    return np.concatenate(out)
+
+
+def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    uniques, codes = np.unique(values, return_inverse=True)
+    return codes, uniques
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, seed: int = 0, resamples: int = RESAMPLES,
+                    clusters: np.ndarray | None = None) -> Interval:
+    """A and B measured on the same targets, in the same order; `clusters` (e.g. user ids) resamples whole
+    clusters of targets instead of single targets."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or not len(a):
         raise ValueError("paired arms need the same, non-empty targets")
     diff = a - b
-    low, high = _quantiles(_resampled_means(diff, np.random.default_rng(seed), resamples))
+    rng = np.random.default_rng(seed)
+    means = (_resampled_means(diff, rng, resamples) if clusters is None
+             else _resampled_cluster_means(diff, np.asarray(clusters), rng, resamples))
+    low, high = _quantiles(means)
     return Interval(float(diff.mean()), low, high, len(a), True)
 
 

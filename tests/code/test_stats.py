@@ -38,3 +38,20 @@ def test_interval_covers_the_sampling_spread():
     flips = np.random.default_rng(1).integers(0, 2, 400).astype(float)
     ci = paired_interval(flips, np.zeros(400))
     assert 0.08 < ci.high - ci.low < 0.12 and ci.low < flips.mean() < ci.high
+
+
+def test_a_cluster_bootstrap_of_singletons_is_the_target_bootstrap():
+    rng = np.random.default_rng(1)
+    a, b = rng.random(300), rng.random(300)
+    assert paired_interval(a, b, seed=3) == paired_interval(a, b, seed=3, clusters=np.arange(300))
+
+
+def test_resampling_users_widens_the_interval_when_a_users_targets_move_together():
+    # 20 users with 30 targets each; a user's targets share one difference: 20 independent values, not 600
+    rng = np.random.default_rng(2)
+    users = np.repeat(np.arange(20), 30)
+    diff = rng.normal(0.0, 1.0, 20)[users] + rng.normal(0.0, 0.01, 600)
+    by_target = paired_interval(diff, np.zeros(600), seed=0)
+    by_user = paired_interval(diff, np.zeros(600), seed=0, clusters=users)
+    assert by_user.diff == pytest.approx(by_target.diff)
+    assert (by_user.high - by_user.low) > 3 * (by_target.high - by_target.low)

@@ -34,6 +34,10 @@ def _analyses_doc(sample_prepared, tiny_bert, tmp_path) -> dict:
         # in one process after fp32 runs: a sweep may change the mixed precision between runs
         {"name": "mixed-bank", "set": {"train.item_bank_negatives": True, "train.item_bank_refresh_steps": 1,
                                        "train.mixed_precision": "bf16", "eval.models": ["llmrec"]}},
+        # the new-item setting: its own data root, which the sweep prepares (a time split of the sample)
+        {"name": "new-items", "set": {"data.root": str(tmp_path / "data-new-items"),
+                                      "prepare.time_split": {"new_item_share": 0.2, "window_days": 60},
+                                      "eval.models": ["llmrec", "seqhead", "sasrec", "popularity"]}},
     ]
     return doc
 
@@ -70,7 +74,7 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     path, stamps = analysed
     tmp_path = path.parent
     assert [s["name"] for s in stamps] == ["mixed.seed0", "mixed.seed1", "mixed-lora", "s2piao", "single-books",
-                                           "lodo-books", "mixed-bank"]
+                                           "lodo-books", "mixed-bank", "new-items"]
     assert [s["seed"] for s in stamps[:2]] == [0, 1]
     assert all(len(s["provenance"]["code_hash"]) == 16 for s in stamps)
 
@@ -90,7 +94,7 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
 
     text = build_report(path).read_text()
     headings = re.findall(r"^## (\d+)\. ", text, flags=re.M)
-    assert headings == [str(i) for i in range(1, len(headings) + 1)] and len(headings) == 11
+    assert headings == [str(i) for i in range(1, len(headings) + 1)] and len(headings) == 12
     # the headline: means over the two seeds, and differences with an interval and a computed verdict
     headline = _section(text, "LLM-Rec against the baselines")
     sasrec_row = next(line for line in headline.splitlines() if line.startswith("| SASRec (`mixed`) |"))
@@ -131,6 +135,14 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     assert re.search(r"\| mixed\.seed1 \| Mixed \| all \| LLM-Rec \|.*\| `[0-9a-f?]{1,10}\*?` \| current \|", runs)
     groups = _section(text, "Cold-start and tail items")
     assert "(the headline run)" in groups and "| tail |" in groups
+    # new items: a table per time-split experiment, paired comparisons on new and warm targets, users resampled
+    new = _section(text, "New items")
+    assert "**`new-items`**: trained on the" in new and "| LLM-Rec | 1 |" in new
+    assert re.search(r"\| LLM-Rec \(`new-items`\) vs SASRec \(`new-items`\), new targets \| NDCG@10 \|.*\| paired \|", new)
+    assert re.search(r"- LLM-Rec \(`new-items`\) ahead of every baseline on new-item targets \(NDCG@10\): \*\*", new)
+    ranks = __import__("pandas").read_parquet(tmp_path / "runs" / "new-items" / "ranks_test.parquet")
+    assert (ranks["group"] == "new").any() and ranks["user_idx"].duplicated().any()
+    assert "new-items" not in _section(text, "LLM-Rec against the baselines")  # leave-one-out sections only
     negatives = _section(text, "Negatives")
     bank_row = next(line for line in negatives.splitlines() if line.startswith("| mixed-bank |"))
     assert "plus a loss over every item of the target's domain (item bank re-encoded every 1 steps)" in bank_row

@@ -1,0 +1,124 @@
+"""The new-item setting: a split by time that mirrors the product (`prepare.time_split`).
+
+A model is trained on everything before a cutoff and then serves a window of time: items that first
+appear after the cutoff reach it as text only (the `ingest-new-items` path), never through training.
+
+- T is the time from which about `new_item_share` of the catalogue first appears. The model trains on
+  events before the cutoff T + `train_shift_days` (a later cutoff: a scheduled retraining).
+- Test rows are every event in the window [T + `test_offset_days`, + `window_days`), each with the whole
+  past of its user (pre- and post-cutoff events) as `seen`, and the last `max_history` of it as history.
+  An event with no past is left out (counted in the manifest).
+- Validation rows are each user's last event before the cutoff (users with two or more); the rest of
+  the pre-cutoff events are the training sequences.
+- Item groups come from the training counts; an item with no event before the cutoff is "new".
+
+Only the Mixed setting is defined on a time split: the in-domain files are removed. The k-core filter of
+`prepare` ran on all events, so a new item here is one that gathers enough ratings later.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .parquet_io import write_table
+from .sequences import gather_ranges, group_starts
+
+DAY = 86_400
+
+
+def cutoff_times(first_seen: np.ndarray, cfg) -> tuple[int, int, int]:
+    """(training cutoff, test window start, test window end) in seconds, from each item's first event time."""
+    base = int(np.quantile(first_seen, 1.0 - cfg.new_item_share, method="higher"))
+    start = base + int(cfg.test_offset_days * DAY)
+    return base + int(cfg.train_shift_days * DAY), start, start + int(cfg.window_days * DAY)
+
+
+def apply_time_split(out: Path, cfg, max_history: int, tail_fraction: float) -> dict:
+    """Rewrite the leave-one-out files `prepare` wrote in `out` as a time split; returns the manifest block."""
+    from .prepare import SPLITS, _write_sequences, item_groups  # prepare calls this module
+
+    events = pd.read_parquet(out / "events.parquet")  # user-major, time-ordered within each user
+    items = pd.read_parquet(out / "items.parquet")
+    users, item_idx = events["user_idx"].to_numpy(), events["item_idx"].to_numpy()
+    times = events["timestamp"].to_numpy()
+    first_seen = np.full(len(items), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first_seen, item_idx, times)
+    cutoff, window_start, window_end = cutoff_times(first_seen, cfg)  # cutoff <= window_start (config checks)
+
+    before = times < cutoff
+    starts, lengths = group_starts(users)
+    n_before = np.add.reduceat(before.astype(np.int64), starts) if len(starts) else np.zeros(0, np.int64)
+    last_before = starts + n_before - 1  # events are time-ordered per user, so pre-cutoff events come first
+    has_valid = n_before >= 2
+    is_valid = np.zeros(len(events), dtype=bool)
+    is_valid[last_before[has_valid]] = True
+    is_train = before & ~is_valid
+    position = np.arange(len(events)) - np.repeat(starts, lengths)  # events before this one, per user
+    in_window = (times >= window_start) & (times < window_end)
+    is_test = in_window & (position > 0)
+    skipped_first = int((in_window & (position == 0)).sum())
+
+    train_count = np.bincount(item_idx[is_train], minlength=len(items))
+    known = np.bincount(item_idx[before], minlength=len(items)) > 0
+    groups = item_groups(train_count, tail_fraction)
+    groups[~known] = "new"
+    items = items.assign(train_count=train_count.astype(np.int64), group=groups.astype(str))
+    write_table(items, out / "items.parquet")
+    split = np.select([is_train, is_valid, is_test], [0, 1, 2], 3)
+    write_table(events.assign(split=np.append(SPLITS, "unused")[split]), out / "events.parquet")
+
+    # training sequences: each user's pre-cutoff events but the validation one (possibly none)
+    _write_sequences(out / "sequences_mixed.parquet", {"user_idx": np.arange(len(starts), dtype=np.int32)},
+                     gather_ranges(item_idx[is_train], *group_starts_with_empty(users[is_train], len(starts))))
+    rows = np.concatenate([np.flatnonzero(is_valid), np.flatnonzero(is_test)])
+    past = position[rows]
+    shown = np.minimum(past, max_history)
+    table = pa.table({
+        "user_idx": pa.array(users[rows].astype(np.int32)),
+        "split": pa.array(SPLITS[np.where(is_valid[rows], 1, 2)]),
+        "target": pa.array(item_idx[rows].astype(np.int32)),
+        "domain": pa.array(events["domain"].to_numpy()[rows].astype(str)),
+        "group": pa.array(groups[item_idx[rows]].astype(str)),
+        "history_len": pa.array(past.astype(np.int32)),
+        "history": gather_ranges(item_idx, rows - shown, shown),
+        "seen": gather_ranges(item_idx, rows - past, past),
+    })
+    pq.write_table(table, out / "eval_mixed.parquet", compression="zstd")
+    for name in ("sequences_in_domain.parquet", "eval_in_domain.parquet"):
+        (out / name).unlink(missing_ok=True)
+
+    test_groups = pd.Series(groups[item_idx[is_test]]).value_counts()
+    return {
+        "cutoff": int(cutoff), "window": [int(window_start), int(window_end)],
+        "cutoff_utc": pd.Timestamp(cutoff, unit="s").isoformat(),
+        "window_utc": [pd.Timestamp(t, unit="s").isoformat() for t in (window_start, window_end)],
+        "new_items": int((~known).sum()), "train_events": int(is_train.sum()), "valid_rows": int(is_valid.sum()),
+        "test_rows": int(is_test.sum()), "test_users": int(np.unique(users[is_test]).size),
+        "test_groups": {str(k): int(v) for k, v in test_groups.items()},
+        "test_without_history_skipped": skipped_first,
+        "test_targets_by_domain": {str(k): int(v) for k, v in
+                                   events["domain"][is_test].value_counts().items()},
+        "config": cfg.model_dump(mode="json"),
+    }
+
+
+def with_time_split(out: Path, manifest: dict, prepare_cfg) -> dict:
+    """The manifest of a time split: its block, and the Mixed setting (the only one defined) recounted."""
+    block = apply_time_split(out, prepare_cfg.time_split, prepare_cfg.max_history, prepare_cfg.tail_fraction)
+    lengths = pq.read_table(out / "sequences_mixed.parquet").column("items").combine_chunks().value_lengths()
+    lengths = lengths.to_numpy(zero_copy_only=False)
+    mixed = {"models": 1, "train_sequences": int((lengths > 0).sum()),
+             "train_examples": int(np.clip(lengths - 1, 0, None).sum()), "test_targets": block["test_rows"],
+             "test_without_history": 0}
+    return {**manifest, "time_split": block, "settings": {"mixed": mixed}}
+
+
+def group_starts_with_empty(sorted_users: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, lengths) of every user 0..n_users-1 in a user-sorted array, zero-length for absent users."""
+    lengths = np.bincount(sorted_users, minlength=n_users).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return starts, lengths
