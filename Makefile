@@ -13,7 +13,7 @@ API    := http://127.0.0.1:4200/api
 WITH_ENV := set -a; [ -n "$$AWS_ACCESS_KEY_ID" ] || [ ! -f .run/storage.env ] || . ./.run/storage.env; set +a;
 
 .PHONY: help venv demo pipeline up down storage storage-stop deployment-run test test-slow bench-data bench-model \
-        bench-sizes bench-recbole report-ml100k sample clean
+        bench-sizes bench-recbole bench-serve report-ml100k sample clean
 
 help:
 	@echo "make demo        local S3 + Prefect server, then the train-eval flow on the embedded sample"
@@ -22,6 +22,7 @@ help:
 	@echo "make deployment-run   prefect deployment run 'train-eval/default' against the local server"
 	@echo "make bench-model ranking, FPFT/LoRA throughput and model-size cost benchmarks"
 	@echo "make bench-recbole   our SASRec beside RecBole's on ml-100k (RecBole in its own venv)"
+	@echo "make bench-serve     load test of llmrec serve with a 100k-item index (concurrency 1, 8, 32)"
 	@echo "make report-ml100k   the analyses on ml-100k and reports/REPORT.md (hours on CPU)"
 	@echo "make test        run the test suite (creates .venv first)"
 	@echo "make test-slow   run the slow tests too"
@@ -81,6 +82,9 @@ bench-sizes: $(STAMP)
 
 bench-recbole: $(STAMP)
 	$(BIN)/python benchmarks/bench_recbole.py
+
+bench-serve: $(STAMP)
+	$(BIN)/python benchmarks/bench_serve.py
 
 ML100K := configs/ml-100k.yaml
 # The committed reports/REPORT.md: ml-100k data stages, every experiment of $(ML100K), then the report.

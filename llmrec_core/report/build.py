@@ -473,7 +473,8 @@ class Report:
                        f"model **{said(sasrec_tail[-1])}** here (tail NDCG@10 {sasrec_tail[2]}, 95% CI {sasrec_tail[3]}).")
         if "cold" not in groups:
             out.append(f"- No test target is cold in this data (every test item occurs in training after the k-core "
-                       f"filter), so cold-start is shown by zero-shot and leave-one-domain-out in {self.ref('zero_shot')}.")
+                       f"filter), so cold-start is shown by new items in {self.ref('new_items')} and by zero-shot and "
+                       f"leave-one-domain-out in {self.ref('zero_shot')}.")
         return "\n".join(out)
 
     def zero_shot(self) -> str:
@@ -639,7 +640,7 @@ class Report:
         if not self.time_experiments:
             return ("Not run: needs an experiment whose data is a time split (`prepare.time_split`; see "
                     "`configs/ml-100k.yaml`'s `new-items`).")
-        out = ["Each experiment trains on the events up to a cutoff and ranks every event of a later window of time "
+        out = ["Each experiment trains on the events before a cutoff and ranks every event of a later window of time "
                "against every item of its domain, new items included, with all of the user's earlier items excluded. "
                "New items reach LLM-Rec as text only; SASRec ranks them with untrained embeddings, popularity with zero "
                "counts. A user has several targets here, so intervals resample users.", ""]
@@ -654,7 +655,7 @@ class Report:
                 rows.append([MODEL_LABELS[m], arm.seeds, budget_text(arm) if m in ("llmrec", "seqhead", "sasrec") else "–",
                              new[2], mean_sd(*new[:2]), mean_sd(*arm.summary("recall@10", in_group("new"))[:2]),
                              warm[2], mean_sd(*warm[:2]), mean_sd(*arm.summary("recall@10", not_in_group("new"))[:2])])
-            out += [f"**`{name}`**: trained on the {fmt(t['train_events'])} events up to {t['cutoff_utc'][:10]} "
+            out += [f"**`{name}`**: trained on the {fmt(t['train_events'])} events before {t['cutoff_utc'][:16]} "
                     f"({fmt(t['new_items'])} items appear only later); tested on the {fmt(t['test_rows'])} events of "
                     f"{fmt(t['test_users'])} users from {t['window_utc'][0][:10]} to {t['window_utc'][1][:10]}.", "",
                     table(["model", "seeds", "budget", "new targets", "NDCG@10 new", "Recall@10 new", "warm targets",
