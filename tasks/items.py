@@ -24,7 +24,7 @@ def ingest_file(project: str, file: str) -> dict:
 
 @task(name="reset-new-item-count")
 def reset_count(project: str) -> None:
-    from llmrec_core.serve.new_items import reset_since_training
+    from llmrec_core.serve.item_store import reset_since_training
 
     reset_since_training(load_params(Path(project) / "params.yaml"))
 

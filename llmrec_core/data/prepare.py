@@ -29,9 +29,8 @@ from .layout import DataLayout
 from .parquet_io import read_table, write_table
 from .stage import stage_output
 from .sequences import gather_ranges, group_starts, rank_within_groups
-
-SPLITS = np.array(["train", "valid", "test"])
-
+from .splits import SPLITS, item_groups, write_sequences
+from .time_split import with_time_split
 
 class PreparationError(UserError, ValueError):
     """The data cannot be prepared as configured (for example a domain left empty)."""
@@ -69,16 +68,6 @@ def kcore_mask(user_key: np.ndarray, item_key: np.ndarray, min_user: int, min_it
         if keep.sum() == alive.sum():
             return keep
         alive = keep
-
-
-def item_groups(train_count: np.ndarray, tail_fraction: float) -> np.ndarray:
-    """cold: never in training; tail: the least popular `tail_fraction` of items; head: the rest."""
-    order = np.argsort(train_count, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    groups = np.where(rank < int(round(tail_fraction * len(order))), "tail", "head").astype(object)
-    groups[train_count == 0] = "cold"
-    return groups
 
 
 def read_validated(layout: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -190,7 +179,7 @@ def _prepare_into(out: Path, items: pd.DataFrame, inter: pd.DataFrame, params: P
 
     # Mixed: one time-ordered history across all domains.
     train_len = lengths - 2
-    _write_sequences(out / "sequences_mixed.parquet", {"user_idx": np.arange(len(starts), dtype=np.int32)},
+    write_sequences(out / "sequences_mixed.parquet", {"user_idx": np.arange(len(starts), dtype=np.int32)},
                      gather_ranges(item_idx, starts, train_len))
     target_pos = np.concatenate([starts + lengths - 2, starts + lengths - 1])
     full_hist = np.concatenate([train_len, train_len + 1])
@@ -207,7 +196,7 @@ def _prepare_into(out: Path, items: pd.DataFrame, inter: pd.DataFrame, params: P
     train_sorted = d_split == 0
     t_key = key[train_sorted]
     t_starts, t_lengths = group_starts(t_key)
-    _write_sequences(
+    write_sequences(
         out / "sequences_in_domain.parquet",
         {"user_idx": (t_key[t_starts] // len(domains)).astype(np.int32),
          "domain": domain_names[(t_key[t_starts] % len(domains)).astype(int)]},
@@ -222,18 +211,9 @@ def _prepare_into(out: Path, items: pd.DataFrame, inter: pd.DataFrame, params: P
 
     manifest = build_manifest(out, domains, rows_in, dropped_frame, params)
     if cfg.time_split is not None:  # the new-item setting: a split by time instead of leave-one-out
-        from .time_split import with_time_split
-
         manifest = with_time_split(out, manifest, cfg)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
-
-
-def _write_sequences(path: Path, columns: dict, items: pa.ListArray) -> None:
-    table = pa.table({**{k: pa.array(v) for k, v in columns.items()}, "items": items})
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
 
 
 def _write_eval(path: Path, items: np.ndarray, users: np.ndarray, domains: np.ndarray, groups: np.ndarray,

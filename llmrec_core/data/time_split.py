@@ -13,7 +13,9 @@ appear after the cutoff reach it as text only (the `ingest-new-items` path), nev
 - Item groups come from the training counts; an item with no event before the cutoff is "new".
 
 Only the Mixed setting is defined on a time split: the in-domain files are removed. The k-core filter of
-`prepare` ran on all events, so a new item here is one that gathers enough ratings later.
+`prepare` ran on all events, so a new item here is one that gathers enough ratings later. The catalogue
+holds every item, so training can draw a new item as a negative (LLM-Rec's same-domain negatives, the
+softmax of SASRec and the sequence head), which a model trained at the cutoff could not.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import pyarrow.parquet as pq
 
 from .parquet_io import write_table
 from .sequences import gather_ranges, group_starts
+from .splits import SPLITS, item_groups, write_sequences
 
 DAY = 86_400
 
@@ -39,8 +42,6 @@ def cutoff_times(first_seen: np.ndarray, cfg) -> tuple[int, int, int]:
 
 def apply_time_split(out: Path, cfg, max_history: int, tail_fraction: float) -> dict:
     """Rewrite the leave-one-out files `prepare` wrote in `out` as a time split; returns the manifest block."""
-    from .prepare import SPLITS, _write_sequences, item_groups  # prepare calls this module
-
     events = pd.read_parquet(out / "events.parquet")  # user-major, time-ordered within each user
     items = pd.read_parquet(out / "items.parquet")
     users, item_idx = events["user_idx"].to_numpy(), events["item_idx"].to_numpy()
@@ -72,7 +73,7 @@ def apply_time_split(out: Path, cfg, max_history: int, tail_fraction: float) -> 
     write_table(events.assign(split=np.append(SPLITS, "unused")[split]), out / "events.parquet")
 
     # training sequences: each user's pre-cutoff events but the validation one (possibly none)
-    _write_sequences(out / "sequences_mixed.parquet", {"user_idx": np.arange(len(starts), dtype=np.int32)},
+    write_sequences(out / "sequences_mixed.parquet", {"user_idx": np.arange(len(starts), dtype=np.int32)},
                      gather_ranges(item_idx[is_train], *group_starts_with_empty(users[is_train], len(starts))))
     rows = np.concatenate([np.flatnonzero(is_valid), np.flatnonzero(is_test)])
     past = position[rows]

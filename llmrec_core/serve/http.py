@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..config import Params
 from ..data.sources.common import bad_frame
-from .new_items import new_item_rows, record_new_items, screen_new_items
+from .item_store import record_new_items
+from .new_items import new_item_rows, screen_new_items
 from .recommend import Recommender
 
 log = logging.getLogger("llmrec.serve")

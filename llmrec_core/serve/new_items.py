@@ -9,8 +9,6 @@ counted towards the retraining threshold.
 """
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +17,9 @@ import pandas as pd
 
 from ..config import Params
 from ..data.sources.common import InputError, bad_frame, check_input_file, clean_titles, iter_delimited, iter_json_records
+from .item_store import FIELDS, record_new_items
+from .recommend import add_items, load_index
 
-FIELDS = ["item_id", "domain", "title"]
 
 
 @dataclass
@@ -30,10 +29,6 @@ class NewItemsResult:
     added_ids: np.ndarray
     since_training: int  # accepted items since the last training, this file included
     rejected: bool  # more than validation.max_bad_fraction bad: nothing from the file was indexed
-
-
-def new_items_dir(params: Params) -> Path:
-    return params.data_root / "new_items"
 
 
 def read_new_items(path: Path, chunk_rows: int = 100_000) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -105,27 +100,6 @@ def screen_new_items(params: Params, rows: pd.DataFrame, unreadable: pd.DataFram
     return accepted, quarantined, rejected
 
 
-def record_new_items(params: Params, accepted: pd.DataFrame, quarantined: pd.DataFrame, source: str | Path) -> int:
-    """Persist a batch's outcome (accepted.parquet, quarantine.parquet, state.json); returns the accepted items
-    since the last training."""
-    from ..data.parquet_io import QUARANTINE
-
-    out = new_items_dir(params)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    if len(accepted):
-        _append(out / "accepted.parquet", accepted.assign(added=stamp))
-    if len(quarantined):
-        q = quarantined.assign(stage="new_items", table="items")[QUARANTINE.names]
-        _append(out / "quarantine.parquet", q)
-    state = _state(out)
-    state["since_training"] += len(accepted)
-    state["files"].append({"file": str(source), "at": stamp, "accepted": len(accepted),
-                           "quarantined": len(quarantined)})
-    (out / "state.json").write_text(json.dumps(state, indent=2))
-    return state["since_training"]
-
-
 def new_item_rows(items: list[dict], source: str) -> pd.DataFrame:
     """Items given as records (the HTTP service's POST /items) as `read_new_items` returns them."""
     rows = pd.DataFrame(items, columns=FIELDS).astype("string")
@@ -140,8 +114,6 @@ def new_item_rows(items: list[dict], source: str) -> pd.DataFrame:
 
 def ingest_new_items(params: Params, path: Path) -> NewItemsResult:
     """Validate a new-items file, embed and index what passes, quarantine the rest (with reasons)."""
-    from .recommend import add_items, load_index
-
     index = load_index(params)  # fail early (no index, stale index) before anything is written
     rows, unreadable = read_new_items(path)
     accepted, quarantined, rejected = screen_new_items(params, rows, unreadable, path, set(index.catalog["item_id"]),
@@ -153,30 +125,3 @@ def ingest_new_items(params: Params, path: Path) -> NewItemsResult:
 
 def _records(rows: pd.DataFrame) -> list[str]:
     return rows[FIELDS].astype("string").fillna("").agg(" | ".join, axis=1).tolist() if len(rows) else []
-
-
-def _state(directory: Path) -> dict:
-    path = directory / "state.json"
-    return json.loads(path.read_text()) if path.is_file() else {"since_training": 0, "files": []}
-
-
-def reset_since_training(params: Params) -> None:
-    """Called after a retraining has consumed the new items."""
-    out = new_items_dir(params)
-    if (out / "state.json").is_file():
-        state = _state(out)
-        state["since_training"] = 0
-        (out / "state.json").write_text(json.dumps(state, indent=2))
-
-
-def accepted_items(params: Params) -> pd.DataFrame:
-    path = new_items_dir(params) / "accepted.parquet"
-    return pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=FIELDS)
-
-
-def _append(path: Path, frame: pd.DataFrame) -> None:
-    if path.is_file():
-        frame = pd.concat([pd.read_parquet(path), frame], ignore_index=True)
-    tmp = path.with_suffix(".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)

@@ -22,6 +22,7 @@ from ..evaluate.run import encode_histories, encode_items
 from ..model.bundle import EncoderBundle, build_bundle, load_weights
 from ..model.text import TextTokens
 from .index import ItemIndex
+from .item_store import accepted_items
 
 
 def index_dir(params: Params) -> Path:
@@ -67,7 +68,6 @@ def build_index(params: Params, zero_shot: bool = False) -> ItemIndex:
 
 def _readd_new_items(params: Params, index: ItemIndex, tuned: bool) -> None:
     """Items accepted by `ingest-new-items` and not (yet) in the prepared data stay recommendable."""
-    from .new_items import accepted_items
 
     new = accepted_items(params)
     new = new[~new["item_id"].isin(set(index.catalog["item_id"]))].drop_duplicates("item_id")

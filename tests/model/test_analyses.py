@@ -137,7 +137,7 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     assert "(the headline run)" in groups and "| tail |" in groups
     # new items: a table per time-split experiment, paired comparisons on new and warm targets, users resampled
     new = _section(text, "New items")
-    assert "**`new-items`**: trained on the" in new and "| LLM-Rec | 1 |" in new
+    assert "**`new-items`**: trained on the" in new and "| LLM-Rec (`new-items`) | 1 |" in new
     assert re.search(r"\| LLM-Rec \(`new-items`\) vs SASRec \(`new-items`\), new targets \| NDCG@10 \|.*\| paired \|", new)
     assert re.search(r"- LLM-Rec \(`new-items`\) ahead of every baseline on new-item targets \(NDCG@10\): \*\*", new)
     ranks = __import__("pandas").read_parquet(tmp_path / "runs" / "new-items" / "ranks_test.parquet")
