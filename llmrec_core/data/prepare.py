@@ -16,6 +16,7 @@ are comparable across settings and models.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,22 @@ def prepare(params: Params) -> dict:
 
 
 def _prepare_into(out: Path, items: pd.DataFrame, inter: pd.DataFrame, params: Params) -> dict:
+    rows_in = len(inter)
+    inter, domains, dropped = filter_events(inter, params)
+    indexed = index_events(items, inter, domains, params.prepare)
+    write_tables(out, indexed, inter, dropped)
+    write_mixed(out, indexed, params.prepare.max_history)
+    write_in_domain(out, indexed, params.prepare.max_history)
+    manifest = build_manifest(out, domains, rows_in, dropped, params)
+    if params.prepare.time_split is not None:  # the new-item setting: a split by time instead of leave-one-out
+        manifest = with_time_split(out, manifest, params.prepare)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def filter_events(inter: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
+    """Selected domains, each user's events in time order, without duplicates, consecutive repeats, the k-core's
+    leftovers and users too short to split; returns (kept events, domains, every dropped event with its reason)."""
     cfg = params.prepare
     rows_in = len(inter)
     dropped: list[pd.DataFrame] = []
@@ -145,8 +162,26 @@ def _prepare_into(out: Path, items: pd.DataFrame, inter: pd.DataFrame, params: P
                      else pd.DataFrame(columns=["user_id", "item_id", "domain", "timestamp", "source_file",
                                                 "source_line", "reason"]))
     assert len(inter) + len(dropped_frame) == rows_in, "every input event is either kept or dropped with a reason"
+    return inter, domains, dropped_frame
 
-    # Indices: items sorted by (domain, item_id) so each domain is a contiguous id range.
+
+@dataclass
+class IndexedEvents:
+    """The kept events as integer arrays (user-major, time-ordered) and the catalogue they index."""
+
+    catalog: pd.DataFrame  # item_idx, item_id, domain, title, train_count, group; domains are contiguous ranges
+    domains: list[str]
+    user_idx: np.ndarray
+    item_idx: np.ndarray
+    domain_code: np.ndarray
+    split_code: np.ndarray  # 0 train, 1 valid, 2 test (leave-one-out on each user's mixed history)
+    starts: np.ndarray  # each user's first event
+    lengths: np.ndarray  # and number of events
+
+
+def index_events(items: pd.DataFrame, inter: pd.DataFrame, domains: list[str], cfg) -> IndexedEvents:
+    """Items sorted by (domain, item_id), so each domain is a contiguous id range; the leave-one-out split;
+    item groups from the training counts."""
     catalog = items[items["item_id"].isin(inter["item_id"].unique())].copy()
     catalog["domain"] = pd.Categorical(catalog["domain"], categories=domains)
     catalog = catalog.sort_values(["domain", "item_id"]).reset_index(drop=True)
@@ -160,39 +195,43 @@ def _prepare_into(out: Path, items: pd.DataFrame, inter: pd.DataFrame, params: P
     starts, lengths = group_starts(user_idx)
     from_end = np.repeat(starts + lengths - 1, lengths) - np.arange(len(user_idx))
     split_code = np.minimum(2 - np.minimum(from_end, 2), 2)  # 0 train, 1 valid, 2 test
-    is_train = split_code == 0
-    train_count = np.bincount(item_idx[is_train], minlength=len(catalog))
+    train_count = np.bincount(item_idx[split_code == 0], minlength=len(catalog))
     catalog["train_count"] = train_count.astype(np.int64)
     catalog["group"] = item_groups(train_count, cfg.tail_fraction)
+    return IndexedEvents(catalog, domains, user_idx, item_idx, domain_code, split_code, starts, lengths)
 
-    write_table(catalog[["item_idx", "item_id", "domain", "title", "train_count", "group"]], out / "items.parquet")
-    write_table(pd.DataFrame({"user_idx": np.arange(len(starts), dtype=np.int32),
-                              "user_id": inter["user_id"].to_numpy()[starts]}), out / "users.parquet")
-    write_table(pd.DataFrame({"user_idx": user_idx, "item_idx": item_idx, "domain": inter["domain"].to_numpy(),
-                              "timestamp": inter["timestamp"].to_numpy(), "split": SPLITS[split_code]}),
+
+def write_tables(out: Path, ev: IndexedEvents, inter: pd.DataFrame, dropped: pd.DataFrame) -> None:
+    """items, users, events (with their split) and dropped (with reasons)."""
+    write_table(ev.catalog[["item_idx", "item_id", "domain", "title", "train_count", "group"]], out / "items.parquet")
+    write_table(pd.DataFrame({"user_idx": np.arange(len(ev.starts), dtype=np.int32),
+                              "user_id": inter["user_id"].to_numpy()[ev.starts]}), out / "users.parquet")
+    write_table(pd.DataFrame({"user_idx": ev.user_idx, "item_idx": ev.item_idx, "domain": inter["domain"].to_numpy(),
+                              "timestamp": inter["timestamp"].to_numpy(), "split": SPLITS[ev.split_code]}),
                 out / "events.parquet")
-    write_table(dropped_frame, out / "dropped.parquet")
+    write_table(dropped, out / "dropped.parquet")
 
-    groups = catalog["group"].to_numpy()
-    domain_names = np.asarray(domains, dtype=object)
-    max_h = cfg.max_history
 
-    # Mixed: one time-ordered history across all domains.
-    train_len = lengths - 2
-    write_sequences(out / "sequences_mixed.parquet", {"user_idx": np.arange(len(starts), dtype=np.int32)},
-                     gather_ranges(item_idx, starts, train_len))
-    target_pos = np.concatenate([starts + lengths - 2, starts + lengths - 1])
+def write_mixed(out: Path, ev: IndexedEvents, max_history: int) -> None:
+    """Mixed: one time-ordered history across all domains; its training sequences and valid/test rows."""
+    train_len = ev.lengths - 2
+    write_sequences(out / "sequences_mixed.parquet", {"user_idx": np.arange(len(ev.starts), dtype=np.int32)},
+                    gather_ranges(ev.item_idx, ev.starts, train_len))
+    target_pos = np.concatenate([ev.starts + ev.lengths - 2, ev.starts + ev.lengths - 1])
     full_hist = np.concatenate([train_len, train_len + 1])
-    _write_eval(out / "eval_mixed.parquet", item_idx, user_idx, domain_names[domain_code], groups,
-                target_pos, full_hist, max_h, n_users=len(starts))
+    _write_eval(out / "eval_mixed.parquet", ev.item_idx, ev.user_idx, np.asarray(ev.domains, dtype=object)[ev.domain_code],
+                ev.catalog["group"].to_numpy(), target_pos, full_hist, max_history, n_users=len(ev.starts))
 
-    # In-domain: each user's sub-sequence per domain (Single Domain and S2PIAO).
-    position = np.arange(len(user_idx))
-    by_domain = np.lexsort((position, domain_code, user_idx))
-    key = user_idx[by_domain].astype(np.int64) * len(domains) + domain_code[by_domain]
+
+def write_in_domain(out: Path, ev: IndexedEvents, max_history: int) -> None:
+    """In-domain: each user's sub-sequence per domain (Single Domain and S2PIAO), and the same targets."""
+    domains, domain_names = ev.domains, np.asarray(ev.domains, dtype=object)
+    position = np.arange(len(ev.user_idx))
+    by_domain = np.lexsort((position, ev.domain_code, ev.user_idx))
+    key = ev.user_idx[by_domain].astype(np.int64) * len(domains) + ev.domain_code[by_domain]
     g_starts, g_lengths = group_starts(key)
     rank = rank_within_groups(g_starts, g_lengths)
-    d_items, d_split = item_idx[by_domain], split_code[by_domain]
+    d_items, d_split = ev.item_idx[by_domain], ev.split_code[by_domain]
     train_sorted = d_split == 0
     t_key = key[train_sorted]
     t_starts, t_lengths = group_starts(t_key)
@@ -204,16 +243,10 @@ def _prepare_into(out: Path, items: pd.DataFrame, inter: pd.DataFrame, params: P
     )
     targets_sorted = np.flatnonzero(d_split > 0)
     # Order in-domain eval rows like eval_mixed (valid targets of all users, then test targets).
-    targets_sorted = targets_sorted[np.lexsort((user_idx[by_domain][targets_sorted], d_split[targets_sorted]))]
-    _write_eval(out / "eval_in_domain.parquet", d_items, user_idx[by_domain], domain_names[domain_code[by_domain]],
-                groups, targets_sorted, rank[targets_sorted], max_h, n_users=None,
+    targets_sorted = targets_sorted[np.lexsort((ev.user_idx[by_domain][targets_sorted], d_split[targets_sorted]))]
+    _write_eval(out / "eval_in_domain.parquet", d_items, ev.user_idx[by_domain], domain_names[ev.domain_code[by_domain]],
+                ev.catalog["group"].to_numpy(), targets_sorted, rank[targets_sorted], max_history, n_users=None,
                 split=d_split[targets_sorted])
-
-    manifest = build_manifest(out, domains, rows_in, dropped_frame, params)
-    if cfg.time_split is not None:  # the new-item setting: a split by time instead of leave-one-out
-        manifest = with_time_split(out, manifest, cfg)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return manifest
 
 
 def _write_eval(path: Path, items: np.ndarray, users: np.ndarray, domains: np.ndarray, groups: np.ndarray,
@@ -294,5 +327,5 @@ def build_manifest(out: Path, domains: list[str], rows_in: int, dropped: pd.Data
         "items": int(len(items)),
         "domains": per_domain,
         "settings": settings,
-        "params": json.loads(params.prepare.model_dump_json()),
+        "params": json.loads(params.prepare.model_dump_json(exclude_none=True)),  # an option left off is not listed
     }
