@@ -22,6 +22,7 @@ STAMP = "experiment.json"
 
 def experiment_config(params: Params) -> dict:
     # values left at their defaults are not part of it, so a new option does not make finished runs stale
+    """The sections of the params that decide an experiment's results, without values left at their defaults."""
     return {section: getattr(params, section).model_dump(mode="json", exclude_defaults=True)
             for section in ("prepare", "model", "train", "sasrec", "seqhead", "eval")}
 
@@ -33,6 +34,7 @@ def experiment_fingerprint(params: Params) -> str:
 
 
 def read_stamp(params: Params) -> dict | None:
+    """The run's experiment.json (what `run_experiment` wrote when it finished), or None."""
     stamp = params.resolve(params.train.run_dir) / STAMP
     return json.loads(stamp.read_text()) if stamp.is_file() else None
 
@@ -54,6 +56,7 @@ def run_status(params: Params) -> tuple[str, str]:
 
 
 def is_current(params: Params) -> bool:
+    """Whether the run these params describe finished with the same params, data and code."""
     return run_status(params)[0] == "current"
 
 
@@ -149,4 +152,5 @@ def analyses_status(path: Path, names: list[str] | None = None) -> list[tuple[st
 
 def run_analyses(path: Path, names: list[str] | None = None, force: bool = False,
                  log: Callable[[str], None] = print, index: bool = True) -> list[dict]:
+    """Run every run of the params file's experiments (or those `names` select) that is not current; reads the prepared data, writes each run folder; returns the stamps."""
     return [run_experiment(path, run, force, log, index) for run in select_runs(load_params(path), names)]

@@ -122,6 +122,7 @@ def prepare(params: Path = ParamsOption, overrides: list[str] = SetOption) -> No
 
 
 def print_manifest(m: dict) -> None:
+    """Print what `prepare` kept and dropped, per domain and per data setting."""
     console.print(f"{m['interactions_kept']:,} of {m['interactions_in']:,} interactions kept; "
                   f"{m['users']:,} users, {m['items']:,} items")
     if m["dropped"]:
@@ -309,6 +310,7 @@ def convert_gguf(source: Path = typer.Argument(None, help="A .gguf file or a whe
 
 
 def print_metrics(out: dict, ks: list[int]) -> None:
+    """Print an evaluation's metrics per model: overall, per domain and per item group."""
     cols = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")] + ["mrr"]
     rows = []
     for model, res in out["models"].items():
@@ -320,6 +322,7 @@ def print_metrics(out: dict, ks: list[int]) -> None:
 
 
 def main() -> None:  # pragma: no cover
+    """The `llmrec` command (and `python -m llmrec_core`)."""
     app(prog_name="llmrec")
 
 

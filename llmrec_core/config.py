@@ -400,6 +400,7 @@ def apply_experiment(raw: dict, name: str) -> dict:
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = (),
                 experiment: str | None = None) -> Params:
+    """Read a params file (YAML), apply an experiment and `section.key=value` overrides, and validate it; relative paths resolve against the file's folder."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")

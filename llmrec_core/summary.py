@@ -10,11 +10,13 @@ def _read(path: Path) -> dict | None:
 
 
 def run_dirs(runs_root: Path, names: list[str] | None = None) -> list[Path]:
+    """Every run folder under `runs_root` with test metrics (or only those `names` lists)."""
     runs = sorted(p.parent for p in runs_root.glob("*/metrics_test.json"))
     return runs if names is None else [r for r in runs if r.name in names]
 
 
 def metrics_markdown(runs_root: Path, ks=(10, 50), names: list[str] | None = None) -> str:
+    """A markdown table of each run's overall test metrics per model."""
     rows = ["| run | model | targets | " + " | ".join(f"Recall@{k} | NDCG@{k}" for k in ks) + " | MRR |",
             "| --- | --- | ---: | " + " | ".join("---: | ---:" for _ in ks) + " | ---: |"]
     for run in run_dirs(runs_root, names):
@@ -28,6 +30,7 @@ def metrics_markdown(runs_root: Path, ks=(10, 50), names: list[str] | None = Non
 
 
 def cost_markdown(runs_root: Path, names: list[str] | None = None) -> str:
+    """A markdown table of each run's training and evaluation cost."""
     rows = ["| run | phase | model | device | params (trainable) | samples/s | wall s | peak host MB | device-h | money |",
             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for run in run_dirs(runs_root, names):

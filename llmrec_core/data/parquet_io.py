@@ -52,6 +52,7 @@ class ParquetSink:
 
 
 def write_table(frame: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> None:
+    """Write a DataFrame as one zstd Parquet file through a temporary file (a reader never sees half a file)."""
     if schema is None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
@@ -63,6 +64,7 @@ def write_table(frame: pd.DataFrame, path: Path, schema: pa.Schema | None = None
 
 
 def read_table(path: Path) -> pd.DataFrame:
+    """Read a Parquet file written by this package into a DataFrame."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; run the previous pipeline stage first")
     return pq.read_table(path).to_pandas()

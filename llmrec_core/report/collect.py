@@ -23,6 +23,7 @@ KEYS = ["user_idx", "target"]  # a target; "occurrence" tells apart a user's rep
 
 
 def read_json(path: Path) -> dict | None:
+    """A JSON file's content, or None when it does not exist."""
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -123,6 +124,7 @@ def load_runs(params_path: Path) -> list[Run]:
 
 
 def missing_runs(params_path: Path) -> list[str]:
+    """The runs of the params file's experiments that have no test metrics yet."""
     done = {r.name for r in load_runs(params_path)}
     return [name for name in load_params(params_path).run_names() if name not in done]
 

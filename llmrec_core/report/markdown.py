@@ -3,6 +3,8 @@ from __future__ import annotations
 
 
 def fmt(value, digits: int = 4) -> str:
+    """A value as the report prints it: integers with thousands separators; floats with `digits` decimals below 1,
+    two below 100, none above; yes/no for booleans; '–' for None."""
     if value is None:
         return "–"
     if isinstance(value, bool):

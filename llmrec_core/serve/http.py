@@ -88,6 +88,7 @@ class Service:
 
 
 def create_app(params: Params) -> FastAPI:
+    """The FastAPI app serving one run's recommender (loaded now), with its routes and Prometheus metrics."""
     service = Service(params)
     app = FastAPI(title="llmrec", summary="LLM-Rec recommendations over HTTP", version="1")
     app.state.service = service
@@ -160,6 +161,7 @@ def create_app(params: Params) -> FastAPI:
 
 
 def serve(params: Params, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the app with uvicorn on host:port (127.0.0.1 unless told otherwise) until interrupted."""
     import uvicorn
 
     uvicorn.run(create_app(params), host=host, port=port, log_level="info")

@@ -16,6 +16,7 @@ FIELDS = ["item_id", "domain", "title"]
 
 
 def new_items_dir(params: Params) -> Path:
+    """`<data root>/new_items`: the accepted and quarantined new items and their state."""
     return params.data_root / "new_items"
 
 

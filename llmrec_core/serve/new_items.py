@@ -32,6 +32,7 @@ class NewItemsResult:
 
 
 def read_new_items(path: Path, chunk_rows: int = 100_000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows (item_id, domain, title, source file and line) of a JSONL or CSV new-items file, and the lines that could not be read."""
     check_input_file(path, "new-items")
     name = path.name.lower()
     if name.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz")):

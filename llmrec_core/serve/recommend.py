@@ -26,6 +26,7 @@ from .item_store import accepted_items
 
 
 def index_dir(params: Params) -> Path:
+    """Where the run's item index lives: `<train.run_dir>/index`."""
     return params.resolve(params.train.run_dir) / "index"
 
 
@@ -78,6 +79,7 @@ def _readd_new_items(params: Params, index: ItemIndex, tuned: bool) -> None:
 
 
 def load_index(params: Params) -> ItemIndex:
+    """The run's saved index; refuses one built from other weights than the run's current ones."""
     index = ItemIndex.load(index_dir(params))
     if index.meta["tuned"]:
         weights = params.resolve(params.train.run_dir) / "weights.safetensors"

@@ -20,12 +20,14 @@ _MODULES = {"amazon2018": amazon2018, "amazon2023": amazon2023, "movielens": mov
 
 
 def read_items(src: SourceConfig, path: Path, chunk_rows: int) -> Iterator[Batch]:
+    """Batches of (items in the contract's columns, unreadable rows) from one source's item file, whatever its format."""
     if src.format == "table":
         return table.read_items(path, chunk_rows, src.columns)
     return _MODULES[src.format].read_items(path, chunk_rows)
 
 
 def read_interactions(src: SourceConfig, path: Path, chunk_rows: int) -> Iterator[Batch]:
+    """Batches of (interactions in the contract's columns, unreadable rows) from one source's interaction file, timestamps in seconds."""
     if src.format == "table":
         raw, unit = table.read_interactions(path, chunk_rows, src.columns), src.timestamp_unit
     else:

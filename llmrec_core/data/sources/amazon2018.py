@@ -30,6 +30,7 @@ def _join_text(value) -> str | None:
 
 
 def read_items(path: Path, chunk_rows: int) -> Iterator[Batch]:
+    """Items of an Amazon 2018 (or 2014) metadata file `meta_<Category>.json[.gz]`: asin, title."""
     fields = ["asin", "title", "brand", "category", "categories", "description"]
     for frame, bad in iter_json_records(path, chunk_rows, fields, allow_python_literal=True):
         categories = frame["category"].where(frame["category"].notna(), frame["categories"])
@@ -54,6 +55,7 @@ def _has_header(path: Path) -> bool:
 
 
 def read_interactions(path: Path, chunk_rows: int) -> Iterator[RawRows]:
+    """Ratings of an Amazon 2018 ratings-only CSV or reviews JSON-lines file: user, item, rating, time."""
     name = path.name.lower()
     if ".csv" in name:
         yield from _read_ratings_csv(path, chunk_rows)

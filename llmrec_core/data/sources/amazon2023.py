@@ -14,6 +14,7 @@ from .common import Batch, RawRows, iter_json_records
 
 
 def read_items(path: Path, chunk_rows: int) -> Iterator[Batch]:
+    """Items of an Amazon Reviews 2023 metadata file (JSON lines), keyed by parent_asin, with their title text."""
     fields = ["parent_asin", "title", "store", "categories", "description"]
     for frame, bad in iter_json_records(path, chunk_rows, fields):
         rows = pd.DataFrame(
@@ -31,6 +32,7 @@ def read_items(path: Path, chunk_rows: int) -> Iterator[Batch]:
 
 
 def read_interactions(path: Path, chunk_rows: int) -> Iterator[RawRows]:
+    """Ratings of an Amazon Reviews 2023 review file (JSON lines): user_id, parent_asin, rating, timestamp in ms."""
     fields = ["user_id", "parent_asin", "rating", "timestamp"]
     for frame, bad in iter_json_records(path, chunk_rows, fields):
         frame = frame.rename(columns={"parent_asin": "native_item"})

@@ -43,6 +43,7 @@ class Batch:
 
 
 def bad_frame(file: Path | str, lines, reasons, records) -> pd.DataFrame:
+    """Quarantine rows (file, line, reason, raw record) in the contract's quarantine schema."""
     return pd.DataFrame(
         {
             "source_file": pd.Series([str(file)] * len(lines), dtype="string"),
@@ -59,6 +60,7 @@ def bad_rows(file: Path | str, rows: list[tuple[int, str, object]]) -> pd.DataFr
 
 
 def check_input_file(path: Path, role: str) -> Path:
+    """Refuse a missing path, a path that is not a file, or an empty file, naming the file and its role."""
     if not path.exists():
         raise InputError(f"{path}: {role} file not found")
     if not path.is_file():
@@ -69,6 +71,7 @@ def check_input_file(path: Path, role: str) -> Path:
 
 
 def open_binary(path: Path) -> IO[bytes]:
+    """Open a file, transparently gunzipping `.gz`."""
     if path.suffix != ".gz":
         return open(path, "rb")
     with open(path, "rb") as fh:
@@ -341,6 +344,7 @@ def clean_titles(titles: pd.Series) -> pd.Series:
 
 
 def with_provenance(frame: pd.DataFrame, path: Path, columns: list[str]) -> pd.DataFrame:
+    """Add each row's source file and line, so any later report can point back at it."""
     out = frame[columns + ["source_line"]].copy()
     out.insert(len(columns), "source_file", pd.Series(str(path), index=out.index, dtype="string"))
     out["source_line"] = out["source_line"].astype("int64")

@@ -34,6 +34,7 @@ def _first_genre(genres: pd.Series) -> pd.Series:
 
 
 def read_items(path: Path, chunk_rows: int) -> Iterator[Batch]:
+    """Movies of a MovieLens item file (ml-100k `u.item`, ml-1m `*.dat` or ml-latest `*.csv`): id, title, genres."""
     flavour = _flavour(path)
     if flavour == "latest":
         for frame, bad in iter_delimited(path, chunk_rows, delimiter=","):
@@ -61,6 +62,7 @@ def read_items(path: Path, chunk_rows: int) -> Iterator[Batch]:
 
 
 def read_interactions(path: Path, chunk_rows: int) -> Iterator[RawRows]:
+    """Ratings of a MovieLens ratings file (ml-100k `u.data`, ml-1m `*.dat` or ml-latest `*.csv`)."""
     flavour = _flavour(path)
     if flavour == "100k":
         names = ["user_id", "native_item", "rating", "timestamp"]

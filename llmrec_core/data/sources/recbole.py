@@ -32,6 +32,7 @@ def _pick(columns, candidates, path: Path, what: str, required: bool = True):
 
 
 def read_items(path: Path, chunk_rows: int) -> Iterator[Batch]:
+    """Items of a RecBole atomic `.item` file: its id, title and (optional) genre columns."""
     for frame, bad in _stream(path, chunk_rows):
         cols = [c for c in frame.columns if c != "source_line"]
         if "item_id" not in cols:
@@ -46,6 +47,7 @@ def read_items(path: Path, chunk_rows: int) -> Iterator[Batch]:
 
 
 def read_interactions(path: Path, chunk_rows: int) -> Iterator[RawRows]:
+    """Interactions of a RecBole atomic `.inter` file: user, item, rating (optional), timestamp."""
     for frame, bad in _stream(path, chunk_rows):
         missing = {"user_id", "item_id", "timestamp"} - set(frame.columns)
         if missing:

@@ -60,6 +60,7 @@ def _as_text(path: Path, name: str, column: pa.Array, is_id: bool) -> pa.Array:
 
 
 def read_items(path: Path, chunk_rows: int, columns: dict[str, str]) -> Iterator[Batch]:
+    """Items of a CSV/TSV/Parquet table, its columns mapped onto the contract by `columns`."""
     mapping = {columns["item_id"]: "native_item", columns["title"]: "title"}
     for optional in ("genre", "brand", "categories", "description"):
         if optional in columns:
@@ -72,6 +73,7 @@ def read_items(path: Path, chunk_rows: int, columns: dict[str, str]) -> Iterator
 
 
 def read_interactions(path: Path, chunk_rows: int, columns: dict[str, str]) -> Iterator[RawRows]:
+    """Interactions of a CSV/TSV/Parquet table, its columns mapped onto the contract by `columns`."""
     mapping = {columns["user_id"]: "user_id", columns["item_id"]: "native_item", columns["timestamp"]: "timestamp"}
     if "rating" in columns:
         mapping[columns["rating"]] = "rating"
