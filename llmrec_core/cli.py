@@ -75,12 +75,12 @@ def _table(title: str, columns: list[str], rows: list[list]) -> None:
 @app.command()
 def ingest(params: Path = ParamsOption, overrides: list[str] = SetOption) -> None:
     """Read every configured source into contract Parquet (bad records are quarantined)."""
-    from .data.ingest import ingest as run
+    from .data.ingest import ingest as ingest_data
     from .data.sources import InputError
 
     p = _load(params, overrides)
     try:
-        counts = run(p)
+        counts = ingest_data(p)
     except InputError as e:
         _fail(str(e))
     _table("ingest", ["source", "items", "items quarantined", "interactions", "interactions quarantined"],
@@ -90,11 +90,11 @@ def ingest(params: Path = ParamsOption, overrides: list[str] = SetOption) -> Non
 @app.command()
 def validate(params: Path = ParamsOption, overrides: list[str] = SetOption) -> None:
     """Check items and interactions with great-expectations; quarantine failing rows."""
-    from .data.validate import ValidationFailed, validate as run
+    from .data.validate import ValidationFailed, validate as validate_data
 
     p = _load(params, overrides)
     try:
-        reports = run(p)
+        reports = validate_data(p)
     except (ValidationFailed, FileNotFoundError) as e:
         _fail(str(e))
     _print_validation(reports)
@@ -111,11 +111,11 @@ def _print_validation(reports) -> None:
 @app.command()
 def prepare(params: Path = ParamsOption, overrides: list[str] = SetOption) -> None:
     """Filter, split and build the data settings (Single Domain, S2PIAO, Mixed)."""
-    from .data.prepare import PreparationError, prepare as run
+    from .data.prepare import PreparationError, prepare as prepare_data
 
     p = _load(params, overrides)
     try:
-        manifest = run(p)
+        manifest = prepare_data(p)
     except (PreparationError, FileNotFoundError) as e:
         _fail(str(e))
     print_manifest(manifest)
@@ -190,7 +190,7 @@ def evaluate(params: Path = ParamsOption, overrides: list[str] = SetOption, expe
                                                   "(default: eval.models)."),
              split: str = typer.Option("test", help="test or valid")) -> None:
     """Rank every target against its domain's items and report Recall/NDCG@K and MRR."""
-    from .evaluate.run import MODELS, evaluate as run
+    from .evaluate.run import MODELS, evaluate as evaluate_models
 
     p = _load(params, overrides, experiment)
     chosen = tuple(p.eval.models) if models is None else tuple(m.strip() for m in models.split(",") if m.strip())
@@ -198,7 +198,7 @@ def evaluate(params: Path = ParamsOption, overrides: list[str] = SetOption, expe
     if unknown or split not in ("test", "valid"):
         _fail(f"unknown model(s) {sorted(unknown)} or split {split!r}; models: {', '.join(MODELS)}")
     try:
-        out = run(p, chosen, split)
+        out = evaluate_models(p, chosen, split)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     print_metrics(out, p.eval.ks)
@@ -228,11 +228,11 @@ def recommend(params: Path = ParamsOption, overrides: list[str] = SetOption, exp
               k: int = typer.Option(10, "-k", min=1, max=1000, help="How many items."),
               domain: str = typer.Option(None, "--domain", help="Only items of this domain.")) -> None:
     """Print the top-K items for a known user or for a free-text history of titles."""
-    from .serve.recommend import recommend as run
+    from .serve.recommend import recommend as recommend_items
 
     p = _load(params, overrides, experiment)
     try:
-        hist, recs = run(p, user=user, history=None if history is None else history.split(";"), k=k, domain=domain)
+        hist, recs = recommend_items(p, user=user, history=None if history is None else history.split(";"), k=k, domain=domain)
     except (FileNotFoundError, KeyError, ValueError) as e:
         _fail(str(e.args[0] if isinstance(e, KeyError) else e))
     _table("history (oldest first)", ["title", "domain"], hist[["title", "domain"]].values.tolist())
@@ -246,10 +246,10 @@ def serve(params: Path = ParamsOption, overrides: list[str] = SetOption, experim
           port: int = typer.Option(8000, "--port", min=1, max=65535)) -> None:
     """Serve recommendations over HTTP (POST /recommend, POST /items, POST /reload, GET /healthz, /metrics,
     /docs), with the run's model and index loaded once; build the index first with `llmrec index`."""
-    from .serve.http import serve as run
+    from .serve.http import serve as serve_http
 
     p = _load(params, overrides, experiment)
-    run(p, host, port)
+    serve_http(p, host, port)
 
 
 @app.command()
