@@ -76,19 +76,8 @@ def apply_time_split(out: Path, cfg, max_history: int, tail_fraction: float) -> 
     write_sequences(out / "sequences_mixed.parquet", {"user_idx": np.arange(len(starts), dtype=np.int32)},
                      gather_ranges(item_idx[is_train], *group_starts_with_empty(users[is_train], len(starts))))
     rows = np.concatenate([np.flatnonzero(is_valid), np.flatnonzero(is_test)])
-    past = position[rows]
-    shown = np.minimum(past, max_history)
-    table = pa.table({
-        "user_idx": pa.array(users[rows].astype(np.int32)),
-        "split": pa.array(SPLITS[np.where(is_valid[rows], 1, 2)]),
-        "target": pa.array(item_idx[rows].astype(np.int32)),
-        "domain": pa.array(events["domain"].to_numpy()[rows].astype(str)),
-        "group": pa.array(groups[item_idx[rows]].astype(str)),
-        "history_len": pa.array(past.astype(np.int32)),
-        "history": gather_ranges(item_idx, rows - shown, shown),
-        "seen": gather_ranges(item_idx, rows - past, past),
-    })
-    pq.write_table(table, out / "eval_mixed.parquet", compression="zstd")
+    pq.write_table(eval_table(events, rows, position[rows], is_valid[rows], groups, max_history),
+                   out / "eval_mixed.parquet", compression="zstd")
     for name in ("sequences_in_domain.parquet", "eval_in_domain.parquet"):
         (out / name).unlink(missing_ok=True)
 
@@ -105,6 +94,24 @@ def apply_time_split(out: Path, cfg, max_history: int, tail_fraction: float) -> 
                                    events["domain"][is_test].value_counts().items()},
         "config": cfg.model_dump(mode="json"),
     }
+
+
+def eval_table(events: pd.DataFrame, rows: np.ndarray, past: np.ndarray, valid: np.ndarray, groups: np.ndarray,
+               max_history: int) -> pa.Table:
+    """Eval rows for the events at `rows`, each with its user's `past` events before it as `seen` and the last
+    `max_history` of them as `history`; `valid` marks validation rows (the rest are test rows)."""
+    item_idx = events["item_idx"].to_numpy()
+    shown = np.minimum(past, max_history)
+    return pa.table({
+        "user_idx": pa.array(events["user_idx"].to_numpy()[rows].astype(np.int32)),
+        "split": pa.array(SPLITS[np.where(valid, 1, 2)]),
+        "target": pa.array(item_idx[rows].astype(np.int32)),
+        "domain": pa.array(events["domain"].to_numpy()[rows].astype(str)),
+        "group": pa.array(groups[item_idx[rows]].astype(str)),
+        "history_len": pa.array(past.astype(np.int32)),
+        "history": gather_ranges(item_idx, rows - shown, shown),
+        "seen": gather_ranges(item_idx, rows - past, past),
+    })
 
 
 def with_time_split(out: Path, manifest: dict, prepare_cfg) -> dict:
