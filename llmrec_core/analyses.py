@@ -21,8 +21,8 @@ STAMP = "experiment.json"
 
 
 def experiment_config(params: Params) -> dict:
-    # values left at their defaults are not part of it, so a new option does not make finished runs stale
-    """The sections of the params that decide an experiment's results, without values left at their defaults."""
+    """The sections of the params that decide an experiment's results, without values left at their defaults
+    (so that a new option does not make finished runs stale)."""
     return {section: getattr(params, section).model_dump(mode="json", exclude_defaults=True)
             for section in ("prepare", "model", "train", "sasrec", "seqhead", "eval")}
 
@@ -152,5 +152,6 @@ def analyses_status(path: Path, names: list[str] | None = None) -> list[tuple[st
 
 def run_analyses(path: Path, names: list[str] | None = None, force: bool = False,
                  log: Callable[[str], None] = print, index: bool = True) -> list[dict]:
-    """Run every run of the params file's experiments (or those `names` select) that is not current; reads the prepared data, writes each run folder; returns the stamps."""
+    """Run every run of the params file's experiments (or those `names` select) that is not current: reads the
+    prepared data, writes each run's folder; returns the stamps."""
     return [run_experiment(path, run, force, log, index) for run in select_runs(load_params(path), names)]
