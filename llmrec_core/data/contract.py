@@ -1,15 +1,61 @@
-"""The items/interactions data contract (DESIGN §2) and the provenance columns that travel with it.
+"""The data contract, in one place: the Arrow schemas of the tables the data stages write, the item-id rule,
+and the great-expectations checks that items and interactions must pass (at validation, and for new items
+arriving between trainings).
 
-Every row keeps the file and line it came from until preparation, so a row rejected at any
-stage can be reported as "file:line: reason".
+Every row keeps the file and line it came from until preparation, so a row rejected at any stage can be
+reported as "file:line: reason".
 """
-ITEM_COLUMNS = ["item_id", "domain", "title"]
-ITEM_OPTIONAL = ["brand", "categories", "description", "first_seen"]
-INTERACTION_COLUMNS = ["user_id", "item_id", "domain", "timestamp", "rating"]
-PROVENANCE = ["source_file", "source_line"]
-QUARANTINE_COLUMNS = ["stage", "table", "source_file", "source_line", "reason", "record"]
+from __future__ import annotations
+
+import pyarrow as pa
+
+STR = pa.string()
+PROVENANCE = [("source_file", STR), ("source_line", pa.int64())]
+ITEMS = pa.schema([("item_id", STR), ("domain", STR), ("title", STR), ("brand", STR), ("categories", STR),
+                   ("description", STR), *PROVENANCE])
+INTERACTIONS = pa.schema([("user_id", STR), ("item_id", STR), ("domain", STR), ("timestamp", pa.int64()),
+                          ("rating", pa.float64()), *PROVENANCE])
+QUARANTINE = pa.schema([("stage", STR), ("table", STR), *PROVENANCE, ("reason", STR), ("record", STR)])
 
 
 def make_item_id(domain, native_id):
     """Item ids are unique across domains: `<domain>:<native id>` (vectorised over pandas Series)."""
     return domain + ":" + native_id
+
+
+def item_expectations(max_title_chars: int, domains: list[str] | None = None) -> list:
+    """An item has a unique id, a domain (one of `domains` when given) and a title of 1 to `max_title_chars`
+    characters."""
+    import great_expectations as gx  # ~5 s import: only where items are checked
+
+    E = gx.expectations
+    checks = [
+        E.ExpectColumnValuesToNotBeNull(column="item_id"),
+        E.ExpectColumnValuesToBeUnique(column="item_id"),
+        E.ExpectColumnValuesToNotBeNull(column="domain"),
+        E.ExpectColumnValuesToNotBeNull(column="title"),
+        E.ExpectColumnValueLengthsToBeBetween(column="title", min_value=1, max_value=max_title_chars),
+    ]
+    if domains:
+        checks.append(E.ExpectColumnValuesToBeInSet(column="domain", value_set=list(domains)))
+    return checks
+
+
+def interaction_expectations(min_timestamp: int, max_timestamp: int, item_ids: list[str] | None = None,
+                             domains: list[str] | None = None) -> list:
+    """An interaction has a user, an item (one of `item_ids` when given), a domain among `domains` when given,
+    and a timestamp in [min_timestamp, max_timestamp] seconds."""
+    import great_expectations as gx
+
+    E = gx.expectations
+    checks = [
+        E.ExpectColumnValuesToNotBeNull(column="user_id"),
+        E.ExpectColumnValuesToNotBeNull(column="item_id"),
+        E.ExpectColumnValuesToNotBeNull(column="timestamp"),
+        E.ExpectColumnValuesToBeBetween(column="timestamp", min_value=min_timestamp, max_value=max_timestamp),
+    ]
+    if item_ids is not None:
+        checks.append(E.ExpectColumnValuesToBeInSet(column="item_id", value_set=list(item_ids)))
+    if domains:
+        checks.append(E.ExpectColumnValuesToBeInSet(column="domain", value_set=list(domains)))
+    return checks

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import Params, SourceConfig
-from .contract import make_item_id
+from .contract import INTERACTIONS, ITEMS, QUARANTINE, make_item_id
 from .layout import DataLayout
-from .parquet_io import INTERACTIONS, ITEMS, QUARANTINE, ParquetSink
+from .parquet_io import ParquetSink
 from .sources import Batch, read_interactions, read_items
 from .sources.common import check_input_file, clean_titles
 from .stage import stage_output

@@ -1,4 +1,4 @@
-"""Typed Parquet schemas for every table the data stages write, and a streaming writer."""
+"""Writing and reading the data stages' Parquet files (their schemas are in contract.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,19 +6,6 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-STR = pa.string()
-ITEMS = pa.schema([
-    ("item_id", STR), ("domain", STR), ("title", STR), ("brand", STR), ("categories", STR),
-    ("description", STR), ("source_file", STR), ("source_line", pa.int64()),
-])
-INTERACTIONS = pa.schema([
-    ("user_id", STR), ("item_id", STR), ("domain", STR), ("timestamp", pa.int64()), ("rating", pa.float64()),
-    ("source_file", STR), ("source_line", pa.int64()),
-])
-QUARANTINE = pa.schema([
-    ("stage", STR), ("table", STR), ("source_file", STR), ("source_line", pa.int64()), ("reason", STR), ("record", STR),
-])
 
 
 class ParquetSink:

@@ -17,7 +17,8 @@ import pandas as pd
 from ..config import Params
 from ..errors import UserError
 from .layout import DataLayout
-from .parquet_io import INTERACTIONS, ITEMS, QUARANTINE, ParquetSink, read_table
+from .contract import INTERACTIONS, ITEMS, QUARANTINE, interaction_expectations, item_expectations
+from .parquet_io import ParquetSink, read_table
 from .stage import stage_output
 
 DOCS_SITE = "llmrec"
@@ -54,31 +55,12 @@ def _describe(expectation_type: str, kwargs: dict) -> str:
     }.get(expectation_type, f"{expectation_type} on {column}")
 
 
-def _suites(params: Params, valid_item_ids: np.ndarray | None):
-    import great_expectations as gx  # ~5 s import: only in this stage
-
-    v = params.validation
+def _suites(params: Params, valid_item_ids: np.ndarray | None) -> dict[str, list]:
+    v, domains = params.validation, list(params.data.domains) or None
     max_ts = v.max_timestamp or int(time.time()) + 86_400
-    E = gx.expectations
-    items = [
-        E.ExpectColumnValuesToNotBeNull(column="item_id"),
-        E.ExpectColumnValuesToBeUnique(column="item_id"),
-        E.ExpectColumnValuesToNotBeNull(column="domain"),
-        E.ExpectColumnValuesToNotBeNull(column="title"),
-        E.ExpectColumnValueLengthsToBeBetween(column="title", min_value=1, max_value=v.max_title_chars),
-    ]
-    interactions = [
-        E.ExpectColumnValuesToNotBeNull(column="user_id"),
-        E.ExpectColumnValuesToNotBeNull(column="item_id"),
-        E.ExpectColumnValuesToNotBeNull(column="timestamp"),
-        E.ExpectColumnValuesToBeBetween(column="timestamp", min_value=v.min_timestamp, max_value=max_ts),
-    ]
-    if valid_item_ids is not None:
-        interactions.append(E.ExpectColumnValuesToBeInSet(column="item_id", value_set=valid_item_ids.tolist()))
-    if params.data.domains:
-        items.append(E.ExpectColumnValuesToBeInSet(column="domain", value_set=list(params.data.domains)))
-        interactions.append(E.ExpectColumnValuesToBeInSet(column="domain", value_set=list(params.data.domains)))
-    return {"items": items, "interactions": interactions}
+    item_ids = None if valid_item_ids is None else valid_item_ids.tolist()
+    return {"items": item_expectations(v.max_title_chars, domains),
+            "interactions": interaction_expectations(v.min_timestamp, max_ts, item_ids, domains)}
 
 
 def gx_context(docs_dir: Path | None = None):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import Params
-from ..data.parquet_io import QUARANTINE
+from ..data.contract import QUARANTINE
 
 FIELDS = ["item_id", "domain", "title"]
 

@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 from ..config import Params
+from ..data.contract import item_expectations, make_item_id
 from ..data.sources.common import InputError, bad_frame, check_input_file, clean_titles, iter_delimited, iter_json_records
+from ..data.validate import run_suite
 from .item_store import FIELDS, record_new_items
 from .recommend import add_items, load_index
 
@@ -51,26 +53,14 @@ def read_new_items(path: Path, chunk_rows: int = 100_000) -> tuple[pd.DataFrame,
     for col in ("item_id", "domain"):
         rows[col] = rows[col].astype("string").str.strip()
     rows["title"] = clean_titles(rows["title"]).replace("", pd.NA)
-    rows["item_id"] = (rows["domain"] + ":" + rows["item_id"]).astype("string")
+    rows["item_id"] = make_item_id(rows["domain"], rows["item_id"]).astype("string")
     rows["source_file"] = str(path)
     return rows.reset_index(drop=True), bad
 
 
 def check_new_items(params: Params, rows: pd.DataFrame, known_ids: set[str], domains: list[str]) -> pd.Series:
     """A reason string per failing row index: GX item expectations, plus indexed domains and unseen ids."""
-    import great_expectations as gx
-
-    from ..data.validate import run_suite
-
-    v = params.validation
-    E = gx.expectations
-    suite = [
-        E.ExpectColumnValuesToNotBeNull(column="item_id"),
-        E.ExpectColumnValuesToBeUnique(column="item_id"),
-        E.ExpectColumnValuesToNotBeNull(column="title"),
-        E.ExpectColumnValueLengthsToBeBetween(column="title", min_value=1, max_value=v.max_title_chars),
-        E.ExpectColumnValuesToBeInSet(column="domain", value_set=domains),
-    ]
+    suite = item_expectations(params.validation.max_title_chars, domains)
     _, reasons = run_suite("new_items", rows.drop(columns=["source_file"]), suite)
     seen = rows["item_id"].isin(known_ids).to_numpy()
     for idx in np.flatnonzero(seen):
@@ -108,7 +98,7 @@ def new_item_rows(items: list[dict], source: str) -> pd.DataFrame:
     for col in ("item_id", "domain"):
         rows[col] = rows[col].str.strip()
     rows["title"] = clean_titles(rows["title"]).replace("", pd.NA)
-    rows["item_id"] = (rows["domain"] + ":" + rows["item_id"]).astype("string")
+    rows["item_id"] = make_item_id(rows["domain"], rows["item_id"]).astype("string")
     rows["source_file"] = source
     return rows
 
