@@ -91,7 +91,8 @@ def levers(report: Report) -> str:
             arm = report.arm(name, model)
             ci = compare(arm, sasrec, "ndcg@10")
             changed = ", ".join(f"`{k}={v}`" for k, v in sets.get(name, {}).items()
-                                if not k.startswith("eval.") and not k.endswith("run_dir")) or "base config"
+                                if not k.startswith("eval.") and not k.endswith("run_dir")
+                                and not (model == "seqhead" and k.startswith("train."))) or "base config"
             rows.append([f"`{name}`", MODEL_LABELS[model], changed, budget_text(arm), arm.seeds,
                          report.valid_ndcg(name, model), mean_sd(*arm.summary("ndcg@10")[:2]),
                          mean_sd(*arm.summary("ndcg@10", in_group("tail"))[:2]),
