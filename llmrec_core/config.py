@@ -85,10 +85,10 @@ class ValidationConfig(Section):
 
 
 class TimeSplitConfig(Section):
-    """The new-item setting (data/time_split.py): train up to a cutoff, test on a later window of time."""
+    """The new-item setting (data/time_split.py): train before a cutoff, test on a later window of time."""
 
-    new_item_share: float = Field(default=0.1, gt=0.0, lt=1.0)  # T: about this share of items first appears after T
-    train_shift_days: float = Field(default=0.0, ge=0.0)  # train on events up to T + this (a later retraining)
+    new_item_share: float = Field(default=0.1, gt=0.0, lt=1.0)  # T: about this share of items first appears from T
+    train_shift_days: float = Field(default=0.0, ge=0.0)  # train on events before T + this (a later retraining)
     test_offset_days: float = Field(default=0.0, ge=0.0)  # the test window starts at T + this
     window_days: float = Field(default=14.0, gt=0.0)  # and lasts this long
 
@@ -143,7 +143,7 @@ class TrainConfig(Section):
     domain_negatives: int = Field(default=10, ge=0)  # sampled from the target's domain (the paper: 10)
     # subtract each candidate's log sampling share from its logit (sampled-softmax correction; needs in-batch)
     logq_correction: bool = False
-    # mask candidates the row's user rated before its target (false negatives; DESIGN section 4)
+    # mask candidates the row's user rated before its target (false negatives: full ranking never counts them)
     mask_rated_negatives: bool = True
     # add a softmax of each user over every item of its target's domain, against a bank of item vectors
     # re-encoded every `item_bank_refresh_steps` optimizer steps (null: each epoch); see item_bank.py
@@ -400,7 +400,8 @@ def apply_experiment(raw: dict, name: str) -> dict:
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = (),
                 experiment: str | None = None) -> Params:
-    """Read a params file (YAML), apply an experiment and `section.key=value` overrides, and validate it; relative paths resolve against the file's folder."""
+    """Read a params file (YAML), apply an experiment and `section.key=value` overrides, and validate it;
+    relative paths resolve against the file's folder."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
