@@ -1,4 +1,4 @@
-"""Stage 3: clean, filter and split the validated data into the three data settings (DESIGN §3).
+"""Stage 3: clean, filter and split the validated data into the three data settings; the README describes them.
 
 Outputs under `<data.root>/prepared/`:
 - `items.parquet`        item_idx, item_id, domain, title, train_count, group (cold/tail/head)
