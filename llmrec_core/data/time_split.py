@@ -1,7 +1,8 @@
 """The new-item setting: a split by time that mirrors the product (`prepare.time_split`).
 
 A model is trained on everything before a cutoff and then serves a window of time: items that first
-appear after the cutoff reach it as text only (the `ingest-new-items` path), never through training.
+appear after the cutoff reach it as text only, never through training. Evaluation encodes their titles as
+the `ingest-new-items` path does (tests/model/test_new_item_path.py checks that the vectors are the same).
 
 - T is the time from which about `new_item_share` of the catalogue first appears. The model trains on
   events before the cutoff T + `train_shift_days` (a later cutoff: a scheduled retraining).
