@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_ML100K = REPO.parent / "shared" / "data" / "ml-100k"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def ml100k_dir() -> Path:
     if not (SHARED_ML100K / "ml-100k.inter").is_file():
         pytest.skip("../shared/data/ml-100k is not present")

@@ -15,6 +15,13 @@ def group_starts(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, lengths
 
 
+def group_starts_with_empty(sorted_users: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, lengths) of every user 0..n_users-1 in a user-sorted array, zero-length for absent users."""
+    lengths = np.bincount(sorted_users, minlength=n_users).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return starts, lengths
+
+
 def gather_ranges(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> pa.ListArray:
     """A list column whose row r is values[starts[r] : starts[r] + lengths[r]]."""
     lengths = np.asarray(lengths, dtype=np.int64)

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .parquet_io import write_table
-from .sequences import gather_ranges, group_starts
+from .sequences import gather_ranges, group_starts, group_starts_with_empty
 from .splits import SPLITS, item_groups, write_sequences
 
 DAY = 86_400
@@ -124,10 +124,3 @@ def with_time_split(out: Path, manifest: dict, prepare_cfg) -> dict:
              "train_examples": int(np.clip(lengths - 1, 0, None).sum()), "test_targets": block["test_rows"],
              "test_without_history": 0}
     return {**manifest, "time_split": block, "settings": {"mixed": mixed}}
-
-
-def group_starts_with_empty(sorted_users: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, lengths) of every user 0..n_users-1 in a user-sorted array, zero-length for absent users."""
-    lengths = np.bincount(sorted_users, minlength=n_users).astype(np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    return starts, lengths

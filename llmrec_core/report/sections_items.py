@@ -98,7 +98,7 @@ def new_items(report: Report) -> str:
 def retraining(report: Report) -> list[str]:
     """Experiments that test the same window with models trained up to different cutoffs: the later cutoff
     is a scheduled retraining, and the difference is what it buys on the same targets."""
-    runs = {n: r for n, r in report.time_experiments.items()}
+    runs = report.time_experiments
     pairs = []
     for a, ra in runs.items():
         for b, rb in runs.items():

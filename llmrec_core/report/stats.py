@@ -65,29 +65,19 @@ def _quantiles(means: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _resampled_means(values: np.ndarray, rng: np.random.Generator, resamples: int) -> np.ndarray:
+def _resampled_means(values: np.ndarray, rng: np.random.Generator, resamples: int,
+                     clusters: np.ndarray | None = None) -> np.ndarray:
+    """Means over targets of `resamples` bootstrap resamples: of targets, or of whole `clusters` of targets
+    (e.g. users) drawn with replacement, each mean then the ratio of the drawn sums and counts."""
+    counts = None
+    if clusters is not None:
+        codes = np.unique(clusters, return_inverse=True)[1]
+        values, counts = np.bincount(codes, weights=values), np.bincount(codes).astype(np.float64)
     n, out = len(values), []
     for start in range(0, resamples, _BLOCK):
         idx = rng.integers(0, n, size=(min(_BLOCK, resamples - start), n))
-        out.append(values[idx].mean(axis=1))
+        out.append(values[idx].mean(axis=1) if counts is None else values[idx].sum(axis=1) / counts[idx].sum(axis=1))
     return np.concatenate(out)
-
-
-def _resampled_cluster_means(values: np.ndarray, clusters: np.ndarray, rng: np.random.Generator,
-                             resamples: int) -> np.ndarray:
-    """Means over targets of resamples drawn by cluster: whole clusters with replacement (ratio of sums)."""
-    codes, _ = _factorize(clusters)
-    sums, counts = np.bincount(codes, weights=values), np.bincount(codes).astype(np.float64)
-    n, out = len(sums), []
-    for start in range(0, resamples, _BLOCK):
-        idx = rng.integers(0, n, size=(min(_BLOCK, resamples - start), n))
-        out.append(sums[idx].sum(axis=1) / counts[idx].sum(axis=1))
-    return np.concatenate(out)
-
-
-def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    uniques, codes = np.unique(values, return_inverse=True)
-    return codes, uniques
 
 
 def paired_interval(a: np.ndarray, b: np.ndarray, seed: int = 0, resamples: int = RESAMPLES,
@@ -99,8 +89,7 @@ def paired_interval(a: np.ndarray, b: np.ndarray, seed: int = 0, resamples: int 
         raise ValueError("paired arms need the same, non-empty targets")
     diff = a - b
     rng = np.random.default_rng(seed)
-    means = (_resampled_means(diff, rng, resamples) if clusters is None
-             else _resampled_cluster_means(diff, np.asarray(clusters), rng, resamples))
+    means = _resampled_means(diff, rng, resamples, None if clusters is None else np.asarray(clusters))
     low, high = _quantiles(means)
     return Interval(float(diff.mean()), low, high, len(a), True)
 

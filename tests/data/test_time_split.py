@@ -1,6 +1,4 @@
 """The new-item setting (a time split) on the real MovieLens-100K, checked against straightforward loops."""
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,18 +11,14 @@ from llmrec_core.data.settings import load_setting
 from llmrec_core.data.validate import validate
 
 DAY = 86_400
-SHARED_ML100K = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ml-100k"
 
 
 @pytest.fixture(scope="module")
-def time_split(tmp_path_factory):
+def time_split(ml100k_dir, tmp_path_factory):
     import yaml
 
     from llmrec_core.config import load_params
 
-    ml100k_dir = SHARED_ML100K
-    if not (ml100k_dir / "ml-100k.inter").is_file():
-        pytest.skip("../shared/data/ml-100k is not present")
     base = tmp_path_factory.mktemp("time-split")
     src = {"name": "ml-100k", "format": "recbole", "domain_from": "first_genre",
            "interactions": str(ml100k_dir / "ml-100k.inter"), "items": str(ml100k_dir / "ml-100k.item")}
