@@ -12,7 +12,7 @@ API    := http://127.0.0.1:4200/api
 # Local-only credentials made by `scripts/storage.py start` (.run/storage.env) unless you export your own.
 WITH_ENV := set -a; [ -n "$$AWS_ACCESS_KEY_ID" ] || [ ! -f .run/storage.env ] || . ./.run/storage.env; set +a;
 
-.PHONY: help venv demo pipeline up down storage storage-stop deployment-run test test-slow bench-data bench-model \
+.PHONY: help venv demo pipeline up down storage storage-stop deployment-run test test-slow bench-data bench-data-30m bench-model \
         bench-sizes bench-recbole bench-serve report-ml100k sample clean
 
 help:
@@ -27,6 +27,7 @@ help:
 	@echo "make test        run the test suite (creates .venv first)"
 	@echo "make test-slow   run the slow tests too"
 	@echo "make bench-data  data-stage benchmark at the paper's scale (~3M interactions)"
+	@echo "make bench-data-30m  the same with 30M interactions, 1M items, 10 domains (out of core, < 4 GB)"
 	@echo "make sample      regenerate the embedded sample (seeded)"
 
 $(STAMP): pyproject.toml
@@ -72,7 +73,10 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench-data: $(STAMP)
-	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_data.py --scale 3m
+
+bench-data-30m: $(STAMP)
+	$(BIN)/python benchmarks/bench_data.py --scale 30m
 
 bench-model: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py --sections ranking,throughput,sizes

@@ -64,6 +64,8 @@ class DataConfig(Section):
     top_domains: int | None = Field(default=None, ge=1)
     root: Path = Path("data")
     chunk_rows: int = Field(default=500_000, ge=1_000)
+    # Memory for the out-of-core engine (DuckDB) of validate and prepare; beyond it, it spills to disk under root.
+    memory_limit_mb: int = Field(default=2048, ge=256)
 
     @model_validator(mode="after")
     def _nothing_twice(self) -> "DataConfig":

@@ -16,64 +16,29 @@ are comparable across settings and models.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..config import Params
-from ..errors import UserError
+from .event_filter import LSTR, KeptEvents, PreparationError, engine, filter_events, kcore_mask  # noqa: F401
 from .layout import DataLayout
-from .parquet_io import read_table, write_table
+from .parquet_io import read_table
 from .stage import stage_output
 from .sequences import gather_ranges, group_starts, rank_within_groups
 from .splits import SPLITS, item_groups, write_sequences
 from .time_split import with_time_split
 
-class PreparationError(UserError, ValueError):
-    """The data cannot be prepared as configured (for example a domain left empty)."""
 
-
-def _drop(frame: pd.DataFrame, mask: np.ndarray, reason: str, dropped: list[pd.DataFrame]) -> pd.DataFrame:
-    if mask.any():
-        dropped.append(frame.loc[mask, ["user_id", "item_id", "domain", "timestamp", "source_file", "source_line"]]
-                       .assign(reason=reason))
-    return frame.loc[~mask]
-
-
-def select_domains(inter: pd.DataFrame, params: Params) -> list[str]:
-    """The domains to keep: `data.domains`, or the `data.top_domains` largest, or all; a named domain without data is an error."""
-    sizes = inter["domain"].value_counts()
-    if params.data.domains:
-        empty = [d for d in params.data.domains if d not in sizes.index]
-        if empty:
-            raise PreparationError(
-                f"domain(s) {empty} have no valid interactions (found: {sorted(sizes.index)}); "
-                "fix data.domains in params.yaml or the sources"
-            )
-        return list(params.data.domains)
-    if params.data.top_domains:
-        return list(sizes.index[: params.data.top_domains])
-    return sorted(sizes.index)
-
-
-def kcore_mask(user_key: np.ndarray, item_key: np.ndarray, min_user: int, min_item: int) -> np.ndarray:
-    """Iterative k-core: keep events whose user group and item both have enough kept events."""
-    alive = np.ones(len(user_key), dtype=bool)
-    while True:
-        u_count = np.bincount(user_key[alive], minlength=user_key.max(initial=-1) + 1)
-        i_count = np.bincount(item_key[alive], minlength=item_key.max(initial=-1) + 1)
-        keep = alive & (u_count[user_key] >= min_user) & (i_count[item_key] >= min_item)
-        if keep.sum() == alive.sum():
-            return keep
-        alive = keep
-
-
-def read_validated(layout: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The tables that passed validation, refusing outputs of a failed, unfinished or outdated validation."""
+def read_validated(layout: DataLayout) -> pd.DataFrame:
+    """The items that passed validation, refusing outputs of a failed, unfinished or outdated validation (the
+    interactions are read out of core by `filter_events`)."""
     report_path = layout.validated / "validation_report.json"
     if not report_path.is_file():
         raise PreparationError(f"{layout.validated}: no validated data (a failed or unfinished `llmrec validate` "
@@ -86,84 +51,35 @@ def read_validated(layout: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
             raise PreparationError(f"{layout.validated} was validated from an earlier ingest than {layout.interim} "
                                    f"holds now; run `llmrec validate` first")
     items = read_table(layout.validated / "items.parquet")
-    inter = read_table(layout.validated / "interactions.parquet")
-    for name, table in (("items", items), ("interactions", inter)):
-        if not len(table):
+    n_events = pq.ParquetFile(layout.validated / "interactions.parquet").metadata.num_rows
+    for name, rows in (("items", len(items)), ("interactions", n_events)):
+        if not rows:
             raise PreparationError(f"{layout.validated / (name + '.parquet')}: no {name} passed validation; "
                                    f"nothing to prepare")
-    return items, inter
+    return items
 
 
 def prepare(params: Params) -> dict:
     """Read data/validated, write data/prepared (items, users, events, data settings, manifest.json) in one swap."""
     layout = DataLayout(params.data_root)
-    items, inter = read_validated(layout)
+    items = read_validated(layout)
     with stage_output(layout.prepared, "llmrec prepare") as out:
-        return _prepare_into(out, items, inter, params)
+        with engine(layout.root / f".prepare-engine-{os.getpid()}", params.data.memory_limit_mb) as con:
+            kept = filter_events(con, layout.validated / "interactions.parquet", params, out / "dropped.parquet")
+        indexed = index_events(items, kept, params.prepare)
+        del kept  # its arrays are copied into `indexed`; at tens of millions of events this is ~1 GB
+        return _prepare_into(out, indexed, params)
 
 
-def _prepare_into(out: Path, items: pd.DataFrame, inter: pd.DataFrame, params: Params) -> dict:
-    rows_in = len(inter)
-    inter, domains, dropped = filter_events(inter, params)
-    indexed = index_events(items, inter, domains, params.prepare)
-    write_tables(out, indexed, inter, dropped)
+def _prepare_into(out: Path, indexed: "IndexedEvents", params: Params) -> dict:
+    write_tables(out, indexed)
     write_mixed(out, indexed, params.prepare.max_history)
     write_in_domain(out, indexed, params.prepare.max_history)
-    manifest = build_manifest(out, domains, rows_in, dropped, params)
+    manifest = build_manifest(out, indexed, params)
     if params.prepare.time_split is not None:  # the new-item setting: a split by time instead of leave-one-out
         manifest = with_time_split(out, manifest, params.prepare)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
-
-
-def filter_events(inter: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
-    """Selected domains, each user's events in time order, without duplicates, consecutive repeats, the k-core's
-    leftovers and users too short to split; returns (kept events, domains, every dropped event with its reason)."""
-    cfg = params.prepare
-    rows_in = len(inter)
-    dropped: list[pd.DataFrame] = []
-
-    domains = select_domains(inter, params)
-    inter = _drop(inter, ~inter["domain"].isin(domains).to_numpy(), "domain not selected", dropped)
-
-    # Time order per user; ties keep file order, so the result does not depend on sort internals.
-    user_code, user_ids = pd.factorize(inter["user_id"], sort=True)
-    file_code = pd.factorize(inter["source_file"])[0]
-    order = np.lexsort((inter["source_line"].to_numpy(), file_code, inter["timestamp"].to_numpy(), user_code))
-    inter = inter.iloc[order].reset_index(drop=True)
-
-    inter = _drop(inter, inter.duplicated(["user_id", "item_id", "timestamp"]).to_numpy(), "duplicate event", dropped)
-    if cfg.drop_consecutive_repeats:
-        same_user = inter["user_id"].to_numpy()[1:] == inter["user_id"].to_numpy()[:-1]
-        same_item = inter["item_id"].to_numpy()[1:] == inter["item_id"].to_numpy()[:-1]
-        repeat = np.concatenate([[False], same_user & same_item])
-        inter = _drop(inter, repeat, "consecutive repeat of the same item", dropped)
-
-    if cfg.kcore_scope == "mixed":
-        user_key = pd.factorize(inter["user_id"])[0]
-    else:
-        user_key = pd.factorize(inter["user_id"] + "\x1f" + inter["domain"])[0]
-    item_key = pd.factorize(inter["item_id"])[0]
-    keep = kcore_mask(user_key, item_key, cfg.min_user_interactions, cfg.min_item_interactions)
-    inter = _drop(inter, ~keep, f"k-core ({cfg.kcore_scope}: user>={cfg.min_user_interactions}, "
-                                f"item>={cfg.min_item_interactions})", dropped)
-    per_user = inter.groupby("user_id", sort=False)["user_id"].transform("size").to_numpy()
-    inter = _drop(inter, per_user < 3, "user has fewer than 3 events (no train/valid/test split)", dropped)
-
-    empty = sorted(set(domains) - set(inter["domain"].unique()))
-    if empty:
-        raise PreparationError(
-            f"domain(s) {empty} have no interactions left after filtering (k-core {cfg.kcore_scope}, "
-            f"user>={cfg.min_user_interactions}, item>={cfg.min_item_interactions}); lower prepare.min_* "
-            "or remove the domain(s)"
-        )
-    domains = [d for d in domains if d in set(inter["domain"].unique())]
-
-    dropped_frame = (pd.concat(dropped, ignore_index=True) if dropped
-                     else pd.DataFrame(columns=["user_id", "item_id", "domain", "timestamp", "source_file",
-                                                "source_line", "reason"]))
-    assert len(inter) + len(dropped_frame) == rows_in, "every input event is either kept or dropped with a reason"
-    return inter, domains, dropped_frame
 
 
 @dataclass
@@ -172,26 +88,34 @@ class IndexedEvents:
 
     catalog: pd.DataFrame  # item_idx, item_id, domain, title, train_count, group; domains are contiguous ranges
     domains: list[str]
+    user_ids: pa.Array  # per user_idx
     user_idx: np.ndarray
     item_idx: np.ndarray
     domain_code: np.ndarray
+    timestamp: np.ndarray
     split_code: np.ndarray  # 0 train, 1 valid, 2 test (leave-one-out on each user's mixed history)
     starts: np.ndarray  # each user's first event
     lengths: np.ndarray  # and number of events
+    rows_in: int
+    dropped: dict[str, int]
 
 
-def index_events(items: pd.DataFrame, inter: pd.DataFrame, domains: list[str], cfg) -> IndexedEvents:
+def index_events(items: pd.DataFrame, kept: KeptEvents, cfg) -> IndexedEvents:
     """Items sorted by (domain, item_id), so each domain is a contiguous id range; the leave-one-out split;
     item groups from the training counts."""
-    catalog = items[items["item_id"].isin(inter["item_id"].unique())].copy()
-    catalog["domain"] = pd.Categorical(catalog["domain"], categories=domains)
+    present = kept.item_ids[np.bincount(kept.item, minlength=len(kept.item_ids)) > 0]
+    catalog = items[items["item_id"].isin(present)].copy()
+    catalog["domain"] = pd.Categorical(catalog["domain"], categories=kept.domains)
     catalog = catalog.sort_values(["domain", "item_id"]).reset_index(drop=True)
     catalog["domain"] = catalog["domain"].astype("string")
     catalog["item_idx"] = np.arange(len(catalog), dtype=np.int32)
     catalog["title"] = catalog["title"].str.slice(0, cfg.title_max_chars)
-    item_idx = pd.Index(catalog["item_id"]).get_indexer(inter["item_id"]).astype(np.int32)
-    user_idx = pd.factorize(inter["user_id"])[0].astype(np.int32)  # events are user-sorted: ids follow
-    domain_code = pd.Categorical(inter["domain"], categories=domains).codes.astype(np.int16)
+    item_idx = pd.Index(catalog["item_id"]).get_indexer(kept.item_ids).astype(np.int32)[kept.item]
+    if (item_idx < 0).any():
+        raise PreparationError(f"{int((item_idx < 0).sum())} events name an item missing from the validated "
+                               "items; run `llmrec validate` again")
+    new_user = np.concatenate([[len(kept.user) > 0], kept.user[1:] != kept.user[:-1]])
+    user_idx = (np.cumsum(new_user) - 1).astype(np.int32)  # events are user-sorted: ids follow
 
     starts, lengths = group_starts(user_idx)
     from_end = np.repeat(starts + lengths - 1, lengths) - np.arange(len(user_idx))
@@ -199,18 +123,25 @@ def index_events(items: pd.DataFrame, inter: pd.DataFrame, domains: list[str], c
     train_count = np.bincount(item_idx[split_code == 0], minlength=len(catalog))
     catalog["train_count"] = train_count.astype(np.int64)
     catalog["group"] = item_groups(train_count, cfg.tail_fraction)
-    return IndexedEvents(catalog, domains, user_idx, item_idx, domain_code, split_code, starts, lengths)
+    user_ids = kept.user_ids.take(pa.array(kept.user[starts]))
+    return IndexedEvents(catalog, kept.domains, user_ids, user_idx, item_idx, kept.domain.astype(np.int16),
+                         kept.timestamp, split_code, starts, lengths, kept.rows_in, kept.dropped)
 
 
-def write_tables(out: Path, ev: IndexedEvents, inter: pd.DataFrame, dropped: pd.DataFrame) -> None:
-    """items, users, events (with their split) and dropped (with reasons)."""
-    write_table(ev.catalog[["item_idx", "item_id", "domain", "title", "train_count", "group"]], out / "items.parquet")
-    write_table(pd.DataFrame({"user_idx": np.arange(len(ev.starts), dtype=np.int32),
-                              "user_id": inter["user_id"].to_numpy()[ev.starts]}), out / "users.parquet")
-    write_table(pd.DataFrame({"user_idx": ev.user_idx, "item_idx": ev.item_idx, "domain": inter["domain"].to_numpy(),
-                              "timestamp": inter["timestamp"].to_numpy(), "split": SPLITS[ev.split_code]}),
-                out / "events.parquet")
-    write_table(dropped, out / "dropped.parquet")
+def _labels(codes: np.ndarray, names) -> pa.Array:
+    """Text column from small integer codes, without a Python string per row."""
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(list(names), LSTR)).cast(LSTR)
+
+
+def write_tables(out: Path, ev: IndexedEvents) -> None:
+    """items, users and events (with their split); dropped.parquet is written while filtering."""
+    pq.write_table(pa.Table.from_pandas(ev.catalog[["item_idx", "item_id", "domain", "title", "train_count", "group"]],
+                                        preserve_index=False), out / "items.parquet", compression="zstd")
+    pq.write_table(pa.table({"user_idx": np.arange(len(ev.starts), dtype=np.int32), "user_id": ev.user_ids.cast(LSTR)}),
+                   out / "users.parquet", compression="zstd")
+    pq.write_table(pa.table({"user_idx": ev.user_idx, "item_idx": ev.item_idx, "domain": _labels(ev.domain_code, ev.domains),
+                             "timestamp": ev.timestamp, "split": _labels(ev.split_code, SPLITS)}),
+                   out / "events.parquet", compression="zstd")
 
 
 def write_mixed(out: Path, ev: IndexedEvents, max_history: int) -> None:
@@ -272,40 +203,50 @@ def _write_eval(path: Path, items: np.ndarray, users: np.ndarray, domains: np.nd
     tmp.replace(path)
 
 
-def _pairs(lengths: pd.Series) -> int:
+def _pairs(lengths: np.ndarray) -> int:
     """Training examples from sequences: every prefix of length >= 1 predicts the next item."""
-    return int(np.clip(lengths.to_numpy() - 1, 0, None).sum())
+    return int(np.clip(np.asarray(lengths, dtype=np.int64) - 1, 0, None).sum())
 
 
-def build_manifest(out: Path, domains: list[str], rows_in: int, dropped: pd.DataFrame, params: Params) -> dict:
-    """Counts of the prepared data (users, items, interactions, drops by reason, per domain and per data setting) and the prepare params."""
-    events = pq.read_table(out / "events.parquet", columns=["user_idx", "item_idx", "domain", "split"]).to_pandas()
-    items = pq.read_table(out / "items.parquet", columns=["domain", "group"]).to_pandas()
-    mixed = pq.read_table(out / "sequences_mixed.parquet").to_pandas()
-    in_domain = pq.read_table(out / "sequences_in_domain.parquet").to_pandas()
+def _list_lengths(path: Path, columns: list[str]) -> pd.DataFrame:
+    table = pq.read_table(path, columns=[*columns, "items"])
+    return pd.DataFrame({**{c: table.column(c).to_pandas() for c in columns},
+                         "length": pc.list_value_length(table.column("items")).to_numpy()})
+
+
+def build_manifest(out: Path, ev: IndexedEvents, params: Params) -> dict:
+    """Counts of the prepared data (users, items, interactions, drops by reason, per domain and per data setting)
+    and the prepare params."""
+    domains, nd = ev.domains, len(ev.domains)
+    n_users = len(ev.starts)
+    mixed_len = ev.lengths - 2  # write_mixed's training sequences
+    in_domain = _list_lengths(out / "sequences_in_domain.parquet", ["domain"])
     ev_mixed = pq.read_table(out / "eval_mixed.parquet", columns=["split", "domain", "group", "history_len"]).to_pandas()
     ev_dom = pq.read_table(out / "eval_in_domain.parquet", columns=["split", "domain", "history_len"]).to_pandas()
-    mixed_len = mixed["items"].map(len)
-    dom_len = in_domain["items"].map(len)
+    dom_len = in_domain["length"].to_numpy()
     test_m, test_d = ev_mixed[ev_mixed["split"] == "test"], ev_dom[ev_dom["split"] == "test"]
 
+    # events per (user, domain): all of them, and the training ones
+    pair = ev.user_idx.astype(np.int64) * nd + ev.domain_code
+    users_per_domain = np.bincount(np.unique(pair) % nd, minlength=nd)
+    events_per_domain = np.bincount(ev.domain_code, minlength=nd)
+    train_by_user_domain = np.bincount(pair[ev.split_code == 0], minlength=n_users * nd).reshape(n_users, nd)
+    train_by_user = train_by_user_domain.sum(axis=1)
+    items_per_domain = ev.catalog["domain"].value_counts()
+
     per_domain = {}
-    for d in domains:
-        ev = events[events["domain"] == d]
+    for k, d in enumerate(domains):
         per_domain[d] = {
-            "users": int(ev["user_idx"].nunique()),
-            "items": int((items["domain"] == d).sum()),
-            "interactions": int(len(ev)),
+            "users": int(users_per_domain[k]),
+            "items": int(items_per_domain.get(d, 0)),
+            "interactions": int(events_per_domain[k]),
             "test_targets": int((test_m["domain"] == d).sum()),
             "test_groups": {g: int(n) for g, n in test_m[test_m["domain"] == d]["group"].value_counts().items()},
         }
 
-    lodo = {}
-    for d in domains:
-        # Leave-one-domain-out: train on the other domains' events, test on the held-out domain.
-        other = events[(events["split"] == "train") & (events["domain"] != d)]
-        seq_len = other.groupby("user_idx").size()
-        lodo[d] = {"train_examples": _pairs(seq_len), "test_targets": int((test_m["domain"] == d).sum())}
+    # Leave-one-domain-out: train on the other domains' events, test on the held-out domain.
+    lodo = {d: {"train_examples": _pairs(train_by_user - train_by_user_domain[:, k]),
+                "test_targets": int((test_m["domain"] == d).sum())} for k, d in enumerate(domains)}
 
     settings = {
         "mixed": {"models": 1, "train_sequences": int((mixed_len >= 2).sum()), "train_examples": _pairs(mixed_len),
@@ -314,7 +255,7 @@ def build_manifest(out: Path, domains: list[str], rows_in: int, dropped: pd.Data
                    "test_targets": len(test_d), "test_without_history": int((test_d["history_len"] == 0).sum())},
         "single_domain": {
             d: {"train_sequences": int(((dom_len >= 2) & (in_domain["domain"] == d)).sum()),
-                "train_examples": _pairs(dom_len[in_domain["domain"] == d]),
+                "train_examples": _pairs(dom_len[(in_domain["domain"] == d).to_numpy()]),
                 "test_targets": int((test_d["domain"] == d).sum()),
                 "test_without_history": int(((test_d["domain"] == d) & (test_d["history_len"] == 0)).sum())}
             for d in domains
@@ -322,11 +263,11 @@ def build_manifest(out: Path, domains: list[str], rows_in: int, dropped: pd.Data
         "leave_one_domain_out": lodo,
     }
     return {
-        "interactions_in": rows_in,
-        "interactions_kept": int(len(events)),
-        "dropped": {str(k): int(v) for k, v in dropped["reason"].value_counts().items()},
-        "users": int(events["user_idx"].nunique()),
-        "items": int(len(items)),
+        "interactions_in": ev.rows_in,
+        "interactions_kept": int(len(ev.user_idx)),
+        "dropped": ev.dropped,
+        "users": n_users,
+        "items": int(len(ev.catalog)),
         "domains": per_domain,
         "settings": settings,
         "params": json.loads(params.prepare.model_dump_json(exclude_none=True)),  # an option left off is not listed

@@ -1,23 +1,30 @@
 """Stage 2: check both tables with great-expectations (1.x) suites and quarantine failing rows.
 
 Each failing row goes to the quarantine file with every expectation it broke; the GX results
-of the run are kept as JSON and rendered as GX Data Docs (<results_dir>/<run>/data_docs/index.html). The stage fails only when the share of bad records (ingest and
-validation together) passes `validation.max_bad_fraction`.
+of the run are kept as JSON and rendered as GX Data Docs (<results_dir>/<run>/data_docs/index.html). The stage
+fails only when the share of bad records (ingest and validation together) passes `validation.max_bad_fraction`.
+Interactions are read and checked `data.chunk_rows` at a time, so memory does not grow with their number; items
+are checked whole (their ids must be unique).
 """
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..config import Params
 from ..errors import UserError
 from .layout import DataLayout
-from .contract import INTERACTIONS, ITEMS, QUARANTINE, interaction_expectations, item_expectations
+from .contract import INTERACTIONS, ITEMS, KNOWN_ITEM, QUARANTINE, interaction_expectations, item_expectations, \
+    with_known_item
 from .parquet_io import ParquetSink, read_table
 from .stage import stage_output
 
@@ -43,7 +50,7 @@ def _describe(expectation_type: str, kwargs: dict) -> str:
     return {
         "expect_column_values_to_not_be_null": f"{column} is missing",
         "expect_column_values_to_be_in_set": (
-            "unknown item (not in items)" if column == "item_id" else f"{column} not in configured set"
+            "unknown item (not in items)" if column == KNOWN_ITEM else f"{column} not in configured set"
         ),
         "expect_column_value_lengths_to_be_between": (
             f"{column} length outside [{kwargs.get('min_value')}, {kwargs.get('max_value')}]"
@@ -55,12 +62,11 @@ def _describe(expectation_type: str, kwargs: dict) -> str:
     }.get(expectation_type, f"{expectation_type} on {column}")
 
 
-def _suites(params: Params, valid_item_ids: np.ndarray | None) -> dict[str, list]:
+def _suites(params: Params) -> dict[str, list]:
     v, domains = params.validation, list(params.data.domains) or None
     max_ts = v.max_timestamp or int(time.time()) + 86_400
-    item_ids = None if valid_item_ids is None else valid_item_ids.tolist()
     return {"items": item_expectations(v.max_title_chars, domains),
-            "interactions": interaction_expectations(v.min_timestamp, max_ts, item_ids, domains)}
+            "interactions": interaction_expectations(v.min_timestamp, max_ts, check_items=True, domains=domains)}
 
 
 def gx_context(docs_dir: Path | None = None):
@@ -77,36 +83,57 @@ def gx_context(docs_dir: Path | None = None):
     return ctx
 
 
-def run_suite(name: str, frame: pd.DataFrame, expectations, ctx=None) -> tuple[dict, pd.Series]:
-    """Run one suite; returns (GX result as JSON dict, reason string per failing row index)."""
-    import great_expectations as gx
+class Suite:
+    """One GX suite, set up once in a context and run on any number of DataFrames (e.g. chunks of one table)."""
 
-    ctx = ctx or gx_context()
-    batch_def = ctx.data_sources.add_pandas(f"llmrec-{name}").add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
-    suite = ctx.suites.add(gx.ExpectationSuite(name=name, expectations=list(expectations)))
-    definition = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_def, suite=suite))
-    docs = [gx.checkpoint.UpdateDataDocsAction(name="data-docs", site_names=[DOCS_SITE])] \
-        if DOCS_SITE in (ctx.get_site_names() or []) else []
-    checkpoint = ctx.checkpoints.add(gx.Checkpoint(name=name, validation_definitions=[definition], actions=docs,
-                                                   result_format={"result_format": "COMPLETE"}))
-    result = next(iter(checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()))
-    reasons: dict[int, list[str]] = {}
-    for r in result.results:
-        if r.success:
-            continue
-        if r.exception_info and r.exception_info.get("raised_exception"):
-            raise RuntimeError(f"great-expectations failed on {name}: {r.exception_info.get('exception_message')}")
-        why = _describe(r.expectation_config.type, r.expectation_config.kwargs)
-        for idx in r.result.get("unexpected_index_list") or []:
-            reasons.setdefault(int(idx), []).append(why)
-    per_row = pd.Series({i: "; ".join(rs) for i, rs in reasons.items()}, dtype="string")
-    summary = result.to_json_dict()
-    for r in summary.get("results", []):  # full index lists can be huge; the quarantine file has them
-        res = r.get("result") or {}
-        for key in ("unexpected_index_list", "unexpected_list", "unexpected_index_query"):
-            if key in res:
-                res[key] = res[key][:20] if isinstance(res[key], list) else res[key]
-    return summary, per_row
+    def __init__(self, name: str, expectations, ctx=None):
+        import great_expectations as gx
+
+        ctx = ctx or gx_context()
+        self.name = name
+        batch_def = (ctx.data_sources.add_pandas(f"llmrec-{name}").add_dataframe_asset(name)
+                     .add_batch_definition_whole_dataframe("all"))
+        suite = ctx.suites.add(gx.ExpectationSuite(name=name, expectations=list(expectations)))
+        definition = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_def, suite=suite))
+        docs = [gx.checkpoint.UpdateDataDocsAction(name="data-docs", site_names=[DOCS_SITE])] \
+            if DOCS_SITE in (ctx.get_site_names() or []) else []
+        self.checkpoint = ctx.checkpoints.add(gx.Checkpoint(
+            name=name, validation_definitions=[definition], actions=docs, result_format={"result_format": "COMPLETE"}))
+
+    def run(self, frame: pd.DataFrame) -> tuple[dict, pd.Series]:
+        """(GX result as JSON dict, reason string per failing row index of `frame`)."""
+        result = next(iter(self.checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()))
+        reasons: dict[int, list[str]] = {}
+        for r in result.results:
+            if r.success:
+                continue
+            if r.exception_info and r.exception_info.get("raised_exception"):
+                raise RuntimeError(f"great-expectations failed on {self.name}: "
+                                   f"{r.exception_info.get('exception_message')}")
+            why = _describe(r.expectation_config.type, r.expectation_config.kwargs)
+            for idx in r.result.get("unexpected_index_list") or []:
+                reasons.setdefault(int(idx), []).append(why)
+        per_row = pd.Series({i: "; ".join(rs) for i, rs in reasons.items()}, dtype="string")
+        summary = result.to_json_dict()
+        for r in summary.get("results", []):  # full index lists can be huge; the quarantine file has them
+            res = r.get("result") or {}
+            for key in ("unexpected_index_list", "unexpected_list", "unexpected_index_query"):
+                if key in res:
+                    res[key] = res[key][:20] if isinstance(res[key], list) else res[key]
+        return summary, per_row
+
+
+def run_suite(name: str, frame: pd.DataFrame, expectations, ctx=None) -> tuple[dict, pd.Series]:
+    """Run one suite once; returns (GX result as JSON dict, reason string per failing row index)."""
+    return Suite(name, expectations, ctx).run(frame)
+
+
+def read_chunks(path: Path, rows: int):
+    """A Parquet file written by this package as DataFrames of at most `rows` rows (each with a fresh index)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; run the previous pipeline stage first")
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+        yield pa.Table.from_batches([batch]).to_pandas()
 
 
 def _record_text(rows: pd.DataFrame) -> np.ndarray:
@@ -143,7 +170,6 @@ def validate(params: Params, run_id: str | None = None) -> list[TableReport]:
 
 def _validate_into(out: Path, layout: DataLayout, params: Params, run_id: str | None) -> list[TableReport]:
     items = read_table(layout.interim / "items.parquet")
-    interactions = read_table(layout.interim / "interactions.parquet")
     ingest_bad = read_table(layout.quarantine("interim"))
     ingest_report = layout.interim / "ingest_report.json"
     input_run_id = json.loads(ingest_report.read_text()).get("run_id") if ingest_report.is_file() else None
@@ -158,37 +184,47 @@ def _validate_into(out: Path, layout: DataLayout, params: Params, run_id: str | 
     _, items_dup_q = _split_bad(items, dup_reasons, "items")
 
     ctx = gx_context(results_dir / "data_docs")
-    suites = _suites(params, None)
+    suites = _suites(params)
     items_result, item_reasons = run_suite("items", items_unique, suites["items"], ctx)
     good_items, items_q = _split_bad(items_unique, item_reasons, "items")
+    (results_dir / "items.json").write_text(json.dumps(items_result, indent=1, default=str))
+    known = pd.Index(good_items["item_id"])
 
-    suites = _suites(params, good_items["item_id"].to_numpy())
-    inter_result, inter_reasons = run_suite("interactions", interactions, suites["interactions"], ctx)
-    good_inter, inter_q = _split_bad(interactions, inter_reasons, "interactions")
-
-    for name, res in (("items", items_result), ("interactions", inter_result)):
-        (results_dir / f"{name}.json").write_text(json.dumps(res, indent=1, default=str))
-
-    quarantine = pd.concat([items_dup_q, items_q, inter_q], ignore_index=True)
-    # the quarantine goes beside the GX results too: it must outlive a failed gate, which keeps no data/validated
-    for path in (out / "quarantine.parquet", results_dir / "quarantine.parquet"):
-        with ParquetSink(path, QUARANTINE) as sink:
-            sink.write(quarantine)
+    reasons = {"items": Counter(items_dup_q["reason"]) + Counter(items_q["reason"]), "interactions": Counter()}
+    quarantined = {"items": len(items_dup_q) + len(items_q), "interactions": 0}
+    rows_in = {"items": len(items), "interactions": 0}
+    chunks = []
+    with (ParquetSink(out / "quarantine.parquet", QUARANTINE) as q_out,
+          # the quarantine goes beside the GX results too: it must outlive a failed gate, which keeps no data/validated
+          ParquetSink(results_dir / "quarantine.parquet", QUARANTINE) as q_kept,
+          ParquetSink(out / "interactions.parquet", INTERACTIONS) as inter_out):
+        for bad in (items_dup_q, items_q):
+            q_out.write(bad), q_kept.write(bad)
+        suite = Suite("interactions", suites["interactions"], ctx)
+        for chunk in read_chunks(layout.interim / "interactions.parquet", params.data.chunk_rows):
+            result, chunk_reasons = suite.run(with_known_item(chunk, known))
+            good, bad = _split_bad(chunk, chunk_reasons, "interactions")
+            inter_out.write(good)
+            q_out.write(bad), q_kept.write(bad)
+            reasons["interactions"].update(bad["reason"].value_counts().to_dict())
+            quarantined["interactions"] += len(bad)
+            chunks.append({"first_row": rows_in["interactions"], "rows": len(chunk), "result": result})
+            rows_in["interactions"] += len(chunk)
     with ParquetSink(out / "items.parquet", ITEMS) as sink:
         sink.write(good_items)
-    with ParquetSink(out / "interactions.parquet", INTERACTIONS) as sink:
-        sink.write(good_inter)
+    inter_ok = all(c["result"]["success"] for c in chunks)
+    (results_dir / "interactions.json").write_text(json.dumps(
+        {"success": inter_ok, "rows": rows_in["interactions"], "chunks": chunks}, indent=1, default=str))
 
     reports = []
-    for table, total, kept, gx_ok in (
-        ("items", len(items), len(good_items), items_result["success"]),
-        ("interactions", len(interactions), len(good_inter), inter_result["success"]),
-    ):
+    for table, kept, gx_ok in (("items", len(good_items), items_result["success"]),
+                               ("interactions", rows_in["interactions"] - quarantined["interactions"], inter_ok)):
         prior = ingest_bad[ingest_bad["table"] == table]
-        q = quarantine[quarantine["table"] == table]
-        reasons = pd.concat([prior["reason"], q["reason"]]).str.replace(r": .*$", "", regex=True).value_counts()
-        reports.append(TableReport(table, total + len(prior), kept, len(prior) + len(q),
-                                   {str(k): int(v) for k, v in reasons.items()}, bool(gx_ok) and not len(prior)))
+        why = Counter()
+        for reason, n in (Counter(prior["reason"]) + reasons[table]).items():
+            why[re.sub(r": .*$", "", str(reason))] += int(n)  # "bad timestamp: 'x'" counts as "bad timestamp"
+        reports.append(TableReport(table, rows_in[table] + len(prior), kept, len(prior) + quarantined[table],
+                                   dict(why.most_common()), bool(gx_ok) and not len(prior)))
     summary = {"run_id": run_id, "input_run_id": input_run_id, "tables": [r.__dict__ for r in reports]}
     (out / "validation_report.json").write_text(json.dumps(summary, indent=2))
     (results_dir / "summary.json").write_text(json.dumps(summary, indent=2))
