@@ -15,7 +15,7 @@ from typing import Callable
 
 from .config import Params, load_params
 from .data.layout import DataLayout
-from .provenance import EXPERIMENT_CODE, code_hash, fingerprint, provenance
+from .provenance import EARLIER_EXPERIMENT_CODES, EXPERIMENT_CODE, code_hash, code_hash_at, fingerprint, provenance
 
 STAMP = "experiment.json"
 
@@ -130,6 +130,39 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
              "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(time.perf_counter() - started, 1)}
     (run_dir / STAMP).write_text(json.dumps(stamp, indent=2))
     return stamp
+
+
+def restamp(params: Params) -> tuple[str, str]:
+    """Carry a finished run over a change of what counts as its code (provenance.EXPERIMENT_CODE), without
+    rerunning it, when git proves it would not change: the recorded code hash is that of its scope at the
+    recorded commit (so the run was made from that commit's code), its fingerprint with that hash is today's
+    (same params and prepared data), and every file of today's scope is the same at that commit as in this
+    tree. Returns (outcome, why); outcome is "restamped", "current" or "kept stale"."""
+    status, _ = run_status(params)
+    stamp = read_stamp(params)
+    if status != "stale" or stamp is None:
+        return status, "nothing to carry over"
+    recorded = stamp.get("provenance") or {}
+    commit, old_hash = recorded.get("commit"), recorded.get("code_hash")
+    scopes = [tuple(recorded["code_scope"])] if recorded.get("code_scope") else list(EARLIER_EXPERIMENT_CODES)
+    if not commit or not old_hash or not any(code_hash_at(commit, scope) == old_hash for scope in scopes):
+        return "kept stale", f"its code hash is not that of commit {str(commit)[:12]} (uncommitted code?)"
+    config, manifest = experiment_config(params), DataLayout(params.data_root).prepared / "manifest.json"
+    if stamp.get("fingerprint") != fingerprint(config, manifest, code=old_hash):
+        return "kept stale", "params or prepared data changed"
+    if code_hash_at(commit, EXPERIMENT_CODE) != code_hash(EXPERIMENT_CODE):
+        return "kept stale", f"code its results depend on changed since commit {commit[:12]}"
+    stamp["restamped"] = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "code_hash": old_hash,
+                          "code_scope": recorded.get("code_scope"), "fingerprint": stamp["fingerprint"]}
+    stamp["fingerprint"] = experiment_fingerprint(params)
+    stamp["provenance"] = {**recorded, "code_hash": code_hash(EXPERIMENT_CODE), "code_scope": list(EXPERIMENT_CODE)}
+    (params.resolve(params.train.run_dir) / STAMP).write_text(json.dumps(stamp, indent=2))
+    return "restamped", f"code of commit {commit[:12]} is today's in llmrec_core/{{{','.join(EXPERIMENT_CODE)}}}"
+
+
+def restamp_runs(path: Path, names: list[str] | None = None) -> list[tuple[str, str, str]]:
+    """(run, outcome, why) of `restamp` for each run; rewrites the experiment.json of those carried over."""
+    return [(run, *restamp(load_params(path, experiment=run))) for run in select_runs(load_params(path), names)]
 
 
 def select_runs(params: Params, names: list[str] | None) -> list[str]:

@@ -259,10 +259,13 @@ def analyses(params: Path = ParamsOption,
              no_index: bool = typer.Option(False, "--no-index", help="Skip the serving index (e.g. on a training "
                                                                       "box without faiss; `llmrec index` builds it later)."),
              status: bool = typer.Option(False, "--status", help="Only say which runs are current, stale or "
-                                                                  "not run (and why); run nothing.")) -> None:
+                                                                  "not run (and why); run nothing."),
+             restamp: bool = typer.Option(False, "--restamp", help="Carry stale runs over a change of what counts "
+                                          "as their code, where git proves their results would not change; run "
+                                          "nothing.")) -> None:
     """Train, evaluate and index every run of `experiments` (skipping current ones, rerunning stale ones), for
     `llmrec report`. A run is stale when its params, prepared data or source code changed since it finished."""
-    from .analyses import analyses_status, run_analyses
+    from .analyses import analyses_status, restamp_runs, run_analyses
 
     _load(params)
     if status:
@@ -271,6 +274,13 @@ def analyses(params: Path = ParamsOption,
         except (ValueError, ConfigError) as e:
             _fail(str(e))
         _table("runs", ["run", "status", "why"], [list(r) for r in rows])
+        return
+    if restamp:
+        try:
+            rows = restamp_runs(params, only or None)
+        except (ValueError, ConfigError) as e:
+            _fail(str(e))
+        _table("runs", ["run", "outcome", "why"], [list(r) for r in rows])
         return
     try:
         stamps = run_analyses(params, only or None, force, log=lambda m: console.print(m, highlight=False),

@@ -21,8 +21,11 @@ PACKAGE = Path(__file__).resolve().parent
 # the config values themselves are in every fingerprint (and a new option must not orphan finished runs).
 LM_TRAINING_CODE = ("cost.py", "data/layout.py", "data/settings.py", "evaluate", "model", "train")
 SASREC_TRAINING_CODE = ("cost.py", "data/layout.py", "data/settings.py", "evaluate", "baselines")
-# What an experiment's metrics depend on: both trainers, the evaluator and the index it builds.
-EXPERIMENT_CODE = tuple(sorted({*LM_TRAINING_CODE, *SASREC_TRAINING_CODE, "serve/index.py"}))
+# What an experiment's metrics depend on: both trainers and the evaluator. The serving index it also builds
+# decides no metric (evaluation ranks every item exactly), so serve/ is not part of it.
+EXPERIMENT_CODE = tuple(sorted({*LM_TRAINING_CODE, *SASREC_TRAINING_CODE}))
+# Scopes EXPERIMENT_CODE had before (newest first): `llmrec analyses --restamp` checks records made under them.
+EARLIER_EXPERIMENT_CODES = (tuple(sorted({*EXPERIMENT_CODE, "serve/index.py"})),)
 
 
 def _files(scopes: tuple[str, ...], root: Path) -> list[Path]:
@@ -33,13 +36,35 @@ def _files(scopes: tuple[str, ...], root: Path) -> list[Path]:
     return sorted(found)
 
 
+def _digest(files: list[tuple[str, bytes]]) -> str:
+    digest = hashlib.sha256()
+    for relative, content in sorted(files):
+        digest.update(relative.encode() + b"\0" + content + b"\0")
+    return digest.hexdigest()[:16]
+
+
 @lru_cache(maxsize=None)
 def code_hash(scopes: tuple[str, ...], root: Path = PACKAGE) -> str:
     """sha256 over the relative path and bytes of every .py file in `scopes` under `root` (16 hex digits)."""
-    digest = hashlib.sha256()
-    for path in _files(scopes, root):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+    return _digest([(path.relative_to(root).as_posix(), path.read_bytes()) for path in _files(scopes, root)])
+
+
+@lru_cache(maxsize=None)
+def code_hash_at(commit: str, scopes: tuple[str, ...]) -> str | None:
+    """code_hash of `scopes` as they were at git `commit`; None when git or the commit is not available."""
+    prefix = PACKAGE.name + "/"
+    listing = _git("ls-tree", "-r", "--name-only", "--full-tree", commit)
+    if listing is None:
+        return None
+    wanted = [p for p in listing.splitlines() if p.endswith(".py") and any(
+        p[len(prefix):] == s or p[len(prefix):].startswith(s.rstrip("/") + "/") for s in scopes)]
+    files = []
+    for path in wanted:
+        shown = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=PACKAGE, capture_output=True, timeout=10)
+        if shown.returncode != 0:
+            return None
+        files.append((path[len(prefix):], shown.stdout))
+    return _digest(files)
 
 
 def _git(*args: str) -> str | None:
@@ -64,16 +89,18 @@ def git_state(scopes: tuple[str, ...] = (".",)) -> dict:
 
 
 def provenance(scopes: tuple[str, ...]) -> dict:
-    """What to store in a run record: git commit, whether the `scopes` sources were uncommitted, and their hash."""
-    return {**git_state(scopes), "code_hash": code_hash(scopes)}
+    """What to store in a run record: git commit, whether the `scopes` sources were uncommitted, their hash and
+    the scopes themselves."""
+    return {**git_state(scopes), "code_hash": code_hash(scopes), "code_scope": list(scopes)}
 
 
-def fingerprint(config: dict, data_manifest: Path, scopes: tuple[str, ...] = ()) -> str:
-    """What a result was made from: a config, the prepared data's manifest and (optionally) source code.
-    Values left at their defaults are expected to be left out of `config` by the caller, so that adding an
-    option does not make finished runs stale."""
+def fingerprint(config: dict, data_manifest: Path, scopes: tuple[str, ...] = (), code: str | None = None) -> str:
+    """What a result was made from: a config, the prepared data's manifest and (optionally) source code: the
+    code_hash of `scopes`, or `code`, a hash computed before. Values left at their defaults are expected to be
+    left out of `config` by the caller, so that adding an option does not make finished runs stale."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     digest.update(data_manifest.read_bytes() if data_manifest.is_file() else b"")
-    if scopes:
-        digest.update(code_hash(scopes).encode())
+    code = code or (code_hash(scopes) if scopes else None)
+    if code:
+        digest.update(code.encode())
     return digest.hexdigest()[:16]

@@ -1,7 +1,12 @@
 """Provenance: a code change in what produced a result changes its hash; elsewhere it does not."""
+import json
 import shutil
+import subprocess
 
-from llmrec_core.provenance import EXPERIMENT_CODE, LM_TRAINING_CODE, PACKAGE, code_hash, git_state, provenance
+import pytest
+
+from llmrec_core.provenance import (EARLIER_EXPERIMENT_CODES, EXPERIMENT_CODE, LM_TRAINING_CODE, PACKAGE, code_hash,
+                                    code_hash_at, git_state, provenance)
 
 
 def _copy(tmp_path):
@@ -34,3 +39,62 @@ def test_provenance_names_the_commit():
     assert record["code_hash"] == code_hash(EXPERIMENT_CODE)
     if state["commit"] is not None:  # a git checkout (CI clones one)
         assert len(record["commit"]) == 40 and isinstance(record["dirty"], bool)
+
+
+def _head_tree(monkeypatch):
+    """Pretend this tree is HEAD's (a developer's tree may hold uncommitted code)."""
+    import llmrec_core.analyses as analyses
+    import llmrec_core.provenance as prov
+
+    def at_head(scopes, root=PACKAGE):
+        return code_hash_at("HEAD", scopes)
+
+    monkeypatch.setattr(prov, "code_hash", at_head)
+    monkeypatch.setattr(analyses, "code_hash", at_head)
+
+
+def _stamp(params, code: str, commit: str = "HEAD", config: dict | None = None) -> None:
+    from llmrec_core.analyses import STAMP, experiment_config
+    from llmrec_core.data.layout import DataLayout
+    from llmrec_core.provenance import fingerprint
+
+    run_dir = params.resolve(params.train.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = DataLayout(params.data_root).prepared / "manifest.json"
+    stamp = {"name": "x", "fingerprint": fingerprint(config or experiment_config(params), manifest, code=code),
+             "provenance": {"commit": commit, "dirty": False, "code_hash": code}}
+    (run_dir / STAMP).write_text(json.dumps(stamp))
+
+
+@pytest.mark.skipif(git_state()["commit"] is None, reason="needs a git checkout")
+def test_restamp_carries_a_run_over_a_narrower_code_scope_only_when_git_proves_it(tmp_path, monkeypatch):
+    from llmrec_core.analyses import restamp, run_status
+    from llmrec_core.config import load_params
+
+    _head_tree(monkeypatch)
+    params = load_params("params.yaml", [f"train.run_dir={tmp_path / 'run'}", f"data.root={tmp_path / 'data'}"])
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=PACKAGE).stdout.strip()
+    old = code_hash_at(head, EARLIER_EXPERIMENT_CODES[0])
+    assert old and old != code_hash_at(head, EXPERIMENT_CODE)
+
+    _stamp(params, "0" * 16, head)  # a hash that is not the commit's: the code was not that commit's
+    assert restamp(params)[0] == "kept stale"
+    _stamp(params, old, head, config={"train": {"lr": 1.0}})  # other params
+    assert restamp(params) == ("kept stale", "params or prepared data changed")
+    # a commit whose evaluator differs from today's
+    commits = subprocess.run(["git", "log", "--format=%H", "--", "llmrec_core/evaluate"], capture_output=True,
+                             text=True, cwd=PACKAGE).stdout.split()
+    older = next((c for c in commits[1:] if code_hash_at(c, EXPERIMENT_CODE) != code_hash_at(head, EXPERIMENT_CODE)),
+                 None)
+    if older is not None:
+        _stamp(params, code_hash_at(older, EARLIER_EXPERIMENT_CODES[0]), older)
+        outcome, why = restamp(params)
+        assert outcome == "kept stale" and "changed since commit" in why
+
+    _stamp(params, old, head)
+    assert run_status(params)[0] == "stale"
+    assert restamp(params)[0] == "restamped"
+    assert run_status(params)[0] == "current"
+    stamp = json.loads((tmp_path / "run" / "experiment.json").read_text())
+    assert stamp["restamped"]["code_hash"] == old and stamp["provenance"]["commit"] == head
+    assert stamp["provenance"]["code_scope"] == list(EXPERIMENT_CODE)
