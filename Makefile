@@ -79,7 +79,7 @@ bench-data-30m: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py --scale 30m
 
 bench-model: $(STAMP)
-	$(BIN)/python benchmarks/bench_model.py --sections ranking,throughput,sizes
+	$(BIN)/python benchmarks/bench_model.py --sections ranking,ann,throughput,sizes
 
 bench-sizes: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py --sections sizes

@@ -4,6 +4,10 @@ Sections (each in its own process, so peak RSS is per section):
   ranking     10k users x 100k items, dim 384 (random unit vectors): full ranking top-50 with the
               evaluation code (chunked torch matmul + top-k) and with the faiss serving index.
               Target on 2 CPU cores: < 20 s, < 4 GB peak RSS.
+  ann         the approximate (HNSW) index `llmrec index` builds for large catalogues, 1M items x 384
+              (clustered synthetic vectors): recall@10 against exact search (all items and one domain of
+              10), build time, memory, single-query p50/p95/p99, adding items. Target: recall@10 >= 0.95,
+              p95 < 10 ms on 2 CPU cores.
   throughput  all-MiniLM-L6-v2 on the embedded sample: training samples/s for FPFT and LoRA, and item
               titles encoded per second.
   sizes       random-init OPT-style decoders (~40M, 125M, 350M, and 1.3B on a GPU): training samples/s,
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -53,6 +58,10 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def current_rss_mb() -> float:
+    return round(int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20, 1)
+
+
 def bench_ranking(users: int, items: int, dim: int, k: int) -> dict:
     import numpy as np
     import torch
@@ -81,6 +90,95 @@ def bench_ranking(users: int, items: int, dim: int, k: int) -> dict:
     return {"users": users, "items": items, "dim": dim, "k": k, "torch_topk_s": round(torch_s, 2),
             "peak_rss_mb_after_torch": rss_torch, "faiss_build_s": round(build_s, 3), "faiss_search_s": round(faiss_s, 2),
             "faiss_equals_torch_fraction": agree, "peak_rss_mb": peak_rss_mb(), "target": "< 20 s, < 4096 MB"}
+
+
+def clustered_unit_vectors(n: int, dim: int, clusters: int, spread: float, rng) -> "np.ndarray":
+    """Unit vectors around `clusters` random centres (cosine to the centre ~ 1/sqrt(1 + spread^2)): a stand-in
+    for text embeddings, whose neighbours are clustered; uniform random vectors have no neighbours to find."""
+    import numpy as np
+
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 100_000):  # in blocks: the float64 noise of 1M x 384 alone would be 3 GB
+        m = min(n, start + 100_000) - start
+        block = centres[rng.integers(0, clusters, m)] + spread / np.sqrt(dim) * rng.standard_normal((m, dim))
+        out[start:start + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def _latencies_ms(search, queries) -> dict:
+    import numpy as np
+
+    times = []
+    for q in queries:
+        started = time.perf_counter()
+        search(q[None, :])
+        times.append((time.perf_counter() - started) * 1000)
+    p50, p95, p99 = np.percentile(times, [50, 95, 99])
+    return {"p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3), "p99_ms": round(float(p99), 3)}
+
+
+def bench_ann(items: int, dim: int, queries: int, k: int) -> dict:
+    """The approximate index `llmrec index` builds above `index.exact_max_items` items, against exact search."""
+    import faiss
+    import numpy as np
+    import pandas as pd
+
+    from llmrec_core.config import IndexConfig
+    from llmrec_core.serve.index import ItemIndex, index_kind
+
+    rng = np.random.default_rng(0)
+    spread, clusters, domains = 0.8, max(10, items // 1000), 10
+    vectors = clustered_unit_vectors(items, dim, clusters, spread, rng)
+    q = vectors[rng.integers(0, items, queries)] + 0.5 / np.sqrt(dim) * rng.standard_normal((queries, dim))
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    catalog = pd.DataFrame({"item_id": np.arange(items).astype(str), "domain": np.arange(items) % domains,
+                            "title": "", "added": ""})
+    rss_vectors = peak_rss_mb()
+    exact = faiss.IndexFlatIP(dim)
+    exact.add(vectors)
+    started = time.perf_counter()
+    _, truth = exact.search(q, k)
+    exact_batch_s = time.perf_counter() - started
+    exact_latency = _latencies_ms(lambda x: exact.search(x, k), q[:100])
+    allowed = np.flatnonzero(catalog["domain"].to_numpy() == 3)
+    sel = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed.astype(np.int64)))
+    _, truth_domain = exact.search(q, k, params=sel)
+    del exact
+
+    cfg = IndexConfig()
+    rss_before = current_rss_mb()
+    started = time.perf_counter()
+    index = ItemIndex.build(vectors, catalog, {}, cfg)
+    build_s = time.perf_counter() - started
+    rss_built = current_rss_mb()
+    found, _ = index.search(q, k)
+    found_domain, _ = index.search(q, k, allowed)
+
+    def recall(a, b):
+        return round(float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a, b)])), 4)
+
+    started = time.perf_counter()
+    new_ids = index.add(vectors[:1000] * -1, catalog.iloc[:1000].assign(item_id=[f"new{i}" for i in range(1000)]))
+    add_s = time.perf_counter() - started
+    new_found = float(np.mean(index.search(vectors[:1000] * -1, 1)[0].ravel() == new_ids))
+    return {
+        "items": items, "dim": dim, "queries": queries, "k": k, "index": index_kind(items, cfg),
+        "rule": f"exact up to index.exact_max_items={cfg.exact_max_items} items, HNSW above",
+        "hnsw": index.meta.get("hnsw"),
+        "data": f"synthetic clustered unit vectors ({clusters} clusters, spread {spread}); queries near items",
+        "recall@10_vs_exact": recall(found, truth),
+        "recall@10_vs_exact_one_domain_of_10": recall(found_domain, truth_domain),
+        "build_s": round(build_s, 1), "index_memory_mb": round(rss_built - rss_before, 1),
+        "vectors_mb": round(vectors.nbytes / 2**20, 1), "peak_rss_mb": peak_rss_mb(),
+        "rss_mb_with_vectors": rss_vectors, "load_average_1min": round(os.getloadavg()[0], 2),
+        "single_query": _latencies_ms(lambda x: index.search(x, k), q),
+        "single_query_one_domain": _latencies_ms(lambda x: index.search(x, k, allowed), q[:300]),
+        "exact_single_query": exact_latency, "exact_batch_s_per_query_ms": round(exact_batch_s / queries * 1000, 3),
+        "add_1000_items_s": round(add_s, 3), "added_items_found_fraction": new_found,
+        "targets": "recall@10 >= 0.95, single-query p95 < 10 ms",
+    }
 
 
 def _sample_params(workdir: Path, extra: tuple[str, ...] = (), **train):
@@ -186,14 +284,15 @@ PEAK_BF16_FLOPS = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H200": 989e12, "NVID
 def run_section(name: str, args) -> dict:
     """Each section in a fresh interpreter so its peak RSS is its own."""
     cmd = [sys.executable, __file__, "--only", name, "--steps", str(args.steps), "--batch", str(args.batch),
-           "--sizes", args.sizes]
+           "--sizes", args.sizes, "--ann-items", str(args.ann_items)]
     subprocess.run(cmd, check=True)
     return json.loads((OUT / f"{name}.json").read_text())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["ranking", "throughput", "sizes", "recbole"])
+    ap.add_argument("--only", choices=["ranking", "ann", "throughput", "sizes", "recbole"])
+    ap.add_argument("--ann-items", type=int, default=1_000_000)
     ap.add_argument("--sections", default="ranking,throughput,recbole")
     ap.add_argument("--steps", type=int, default=12, help="training steps per tuning mode")
     ap.add_argument("--batch", type=int, default=16)
@@ -204,6 +303,8 @@ def main() -> None:
     if args.only:
         if args.only == "ranking":
             result = bench_ranking(10_000, 100_000, 384, 50)
+        elif args.only == "ann":
+            result = bench_ann(args.ann_items, 384, 1000, 10)
         elif args.only == "throughput":
             result = bench_throughput(args.steps, args.batch)
         elif args.only == "sizes":

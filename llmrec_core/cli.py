@@ -218,7 +218,7 @@ def index(params: Path = ParamsOption, overrides: list[str] = SetOption, experim
     m = built.meta
     console.print(f"indexed {m['items']:,} items (dim {m['dim']}, {'tuned' if m['tuned'] else 'zero-shot'} "
                   f"{m['model']}) in {index_dir(p)}: encode {m['encode_seconds']} s "
-                  f"({m['items_encoded_per_s']:,} items/s), index build {m['build_seconds']} s")
+                  f"({m['items_encoded_per_s']:,} items/s), {m['kind']} index build {m['build_seconds']} s")
 
 
 @app.command()

@@ -1,8 +1,10 @@
 """A faiss index of item vectors plus its catalog, for serving top-K queries.
 
-Vectors are L2-normalised, so inner product is cosine similarity and an exact `IndexFlatIP` gives
-the same ranking as evaluation. Ids are catalog rows: the prepared items keep their `item_idx`, and
-items added later (new arrivals, embedded zero-shot) are appended after them.
+Vectors are L2-normalised, so inner product is cosine similarity. Up to `index.exact_max_items` items the
+index is exact (`IndexFlatIP`: the same ranking as evaluation); above, it is HNSW (`IndexHNSWFlat`, inner
+product), whose query time grows with log(items) instead of items (`index.kind` overrides the rule). Both take
+new items without a rebuild. Ids are catalog rows: the prepared items keep their `item_idx`, and items added
+later (new arrivals, embedded zero-shot) are appended after them.
 """
 from __future__ import annotations
 
@@ -17,7 +19,27 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from ..config import IndexConfig
+
 CATALOG_COLUMNS = ["item_id", "domain", "title", "added"]
+MAX_FILTER_BOOST = 4  # a filter multiplies HNSW's candidate list by 1/selectivity, at most 4x (200k items, one
+# domain of 10: recall@10 0.92 at 1x, 0.97 at 4x in 1.1 ms, 0.98 at 10x in 3.5 ms)
+
+
+def index_kind(n_items: int, cfg: IndexConfig) -> str:
+    """`cfg.kind`, or for "auto": exact up to `cfg.exact_max_items` items, HNSW above."""
+    if cfg.kind != "auto":
+        return cfg.kind
+    return "exact" if n_items <= cfg.exact_max_items else "hnsw"
+
+
+def _empty_index(kind: str, dim: int, cfg: IndexConfig) -> faiss.IndexIDMap2:
+    if kind == "exact":
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    inner = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    inner.hnsw.efConstruction = cfg.hnsw_ef_construction
+    inner.hnsw.efSearch = cfg.hnsw_ef_search
+    return faiss.IndexIDMap2(inner)
 
 
 @dataclass
@@ -27,14 +49,21 @@ class ItemIndex:
     meta: dict
 
     @classmethod
-    def build(cls, vectors: np.ndarray, catalog: pd.DataFrame, meta: dict) -> "ItemIndex":
+    def build(cls, vectors: np.ndarray, catalog: pd.DataFrame, meta: dict,
+              cfg: IndexConfig | None = None) -> "ItemIndex":
+        """Index `vectors` (row r is catalog row r), exact or HNSW by `cfg` (default: the rule's default)."""
         if len(vectors) != len(catalog):
             raise ValueError(f"{len(vectors)} vectors for {len(catalog)} catalog rows")
+        cfg = cfg or IndexConfig()
+        kind = index_kind(len(vectors), cfg)
         started = time.perf_counter()
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
+        index = _empty_index(kind, vectors.shape[1], cfg)
         index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.arange(len(vectors), dtype=np.int64))
-        meta = {**meta, "dim": int(vectors.shape[1]), "items": len(vectors),
+        meta = {**meta, "dim": int(vectors.shape[1]), "items": len(vectors), "kind": kind,
                 "build_seconds": round(time.perf_counter() - started, 4)}
+        if kind == "hnsw":
+            meta["hnsw"] = {"m": cfg.hnsw_m, "ef_construction": cfg.hnsw_ef_construction,
+                            "ef_search": cfg.hnsw_ef_search}
         return cls(index, catalog[CATALOG_COLUMNS].reset_index(drop=True), meta)
 
     def add(self, vectors: np.ndarray, rows: pd.DataFrame) -> np.ndarray:
@@ -51,10 +80,18 @@ class ItemIndex:
 
     def search(self, users: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k ids and scores per user; `allowed` restricts the candidates (e.g. one domain)."""
-        params = None
+        k = max(1, min(k, self.index.ntotal if allowed is None else len(allowed)))
+        selector = None
         if allowed is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64)))
-        k = min(k, self.index.ntotal if allowed is None else len(allowed))
+            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        if self.meta.get("kind", "exact") == "hnsw":
+            # HNSW keeps `ef` candidates; a filter drops most of them, so look at more in proportion
+            boost = 1 if allowed is None else min(MAX_FILTER_BOOST, -(-self.index.ntotal // max(len(allowed), 1)))
+            params = faiss.SearchParametersHNSW(efSearch=max(self.meta["hnsw"]["ef_search"], k) * boost)
+            if selector is not None:
+                params.sel = selector
+        else:
+            params = faiss.SearchParameters(sel=selector) if selector is not None else None
         scores, ids = self.index.search(np.ascontiguousarray(users, dtype=np.float32), k, params=params)
         return ids, scores
 

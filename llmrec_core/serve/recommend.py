@@ -61,7 +61,7 @@ def build_index(params: Params, zero_shot: bool = False) -> ItemIndex:
             "weights_sha256": None if zero_shot else _sha256(weights),
             "built_at": time.strftime("%Y-%m-%d %H:%M:%S"), "encode_seconds": round(encode_s, 3),
             "items_encoded_per_s": round(len(items) / max(encode_s, 1e-9), 1)}
-    index = ItemIndex.build(vectors, catalog, meta)
+    index = ItemIndex.build(vectors, catalog, meta, params.index)
     _readd_new_items(params, index, tuned=not zero_shot)
     index.save(index_dir(params))
     return index

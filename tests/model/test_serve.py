@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from llmrec_core.serve.index import ItemIndex
+from llmrec_core.config import IndexConfig
+from llmrec_core.serve.index import ItemIndex, index_kind
 from llmrec_core.serve.recommend import add_items, build_index, load_index, recommend, user_events
 from llmrec_core.train.loop import train
 
@@ -28,6 +29,39 @@ def test_index_search_equals_exact_topk_and_filters_domain(tmp_path):
     assert np.array_equal(ids_b, (users @ items[250:].T).topk(10).indices.numpy() + 250)
     with pytest.raises(ValueError, match="already indexed"):
         index.add(items[:1].numpy(), _catalog(1))
+
+
+def test_index_kind_rule_follows_catalogue_size_unless_overridden():
+    cfg = IndexConfig(exact_max_items=1000)
+    assert index_kind(1000, cfg) == "exact" and index_kind(1001, cfg) == "hnsw"
+    assert index_kind(10, cfg.model_copy(update={"kind": "hnsw"})) == "hnsw"
+    assert index_kind(10**7, cfg.model_copy(update={"kind": "exact"})) == "exact"
+
+
+def test_hnsw_index_finds_the_exact_neighbours_filters_domains_and_takes_new_items(tmp_path):
+    rng = np.random.default_rng(1)
+    n, dim = 4000, 32  # clustered, as text embeddings are
+    centres = rng.standard_normal((40, dim))
+    items = centres[rng.integers(0, 40, n)] + 0.6 * rng.standard_normal((n, dim))
+    items = (items / np.linalg.norm(items, axis=1, keepdims=True)).astype(np.float32)
+    users = items[rng.integers(0, n, 50)] + 0.3 * rng.standard_normal((50, dim)).astype(np.float32)
+    index = ItemIndex.build(items, _catalog(n), {"tuned": False}, IndexConfig(exact_max_items=1000))
+    assert index.meta["kind"] == "hnsw"
+    index.save(tmp_path / "idx")
+    index = ItemIndex.load(tmp_path / "idx")
+    exact = np.argsort(-(users @ items.T), axis=1)[:, :10]
+    ids, scores = index.search(users, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact)])
+    assert recall >= 0.95 and (np.diff(scores, axis=1) <= 1e-6).all()
+    domain_b = np.arange(n // 2, n)
+    ids_b, _ = index.search(users, 10, allowed=domain_b)
+    exact_b = np.argsort(-(users @ items[n // 2:].T), axis=1)[:, :10] + n // 2
+    assert np.isin(ids_b, domain_b).all()
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids_b, exact_b)]) >= 0.95
+    new = -items[:3]  # far from everything indexed: found only if really added
+    added = index.add(new, _catalog(3).assign(item_id=["new:0", "new:1", "new:2"]))
+    assert added.tolist() == [n, n + 1, n + 2]
+    assert index.search(new, 1)[0].ravel().tolist() == added.tolist()
 
 
 def test_recommend_for_a_known_user_excludes_history_and_detects_stale_index(tiny_bert, sample_prepared):
