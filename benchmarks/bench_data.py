@@ -85,7 +85,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", choices=sorted(SCALES), default="3m")
     ap.add_argument("--out", type=Path, default=None, help="default: bench/data/<scale>")
-    ap.add_argument("--memory-limit-mb", type=int, default=2048, help="data.memory_limit_mb (prepare's DuckDB)")
+    ap.add_argument("--memory-limit-mb", type=int, default=1024, help="data.memory_limit_mb (prepare's DuckDB)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     users, items, interactions, n_domains, target_s, cap_mb = SCALES[args.scale]

@@ -207,14 +207,18 @@ def evaluate(params: Path = ParamsOption, overrides: list[str] = SetOption, expe
 @app.command()
 def index(params: Path = ParamsOption, overrides: list[str] = SetOption, experiment: str = ExperimentOption,
           zero_shot: bool = typer.Option(False, "--zero-shot", help="Index with the untuned model.")) -> None:
-    """Encode every item with the run's encoder into a faiss index (<run_dir>/index) for serving."""
+    """Encode every item with the run's encoder into a faiss index (<run_dir>/index) for serving. Resumes an
+    interrupted encoding; `accelerate launch --num_processes N -m llmrec_core index ...` splits it across
+    processes or GPUs."""
     from .serve.recommend import build_index, index_dir
 
     p = _load(params, overrides, experiment)
     try:
-        built = build_index(p, zero_shot=zero_shot)
+        built = build_index(p, zero_shot=zero_shot, log=lambda m: console.print(m, highlight=False))
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
+    if built is None:  # not the main process of `accelerate launch`: it encoded its shards
+        return
     m = built.meta
     console.print(f"indexed {m['items']:,} items (dim {m['dim']}, {'tuned' if m['tuned'] else 'zero-shot'} "
                   f"{m['model']}) in {index_dir(p)}: encode {m['encode_seconds']} s "

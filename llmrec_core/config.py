@@ -65,7 +65,7 @@ class DataConfig(Section):
     root: Path = Path("data")
     chunk_rows: int = Field(default=500_000, ge=1_000)
     # Memory for the out-of-core engine (DuckDB) of validate and prepare; beyond it, it spills to disk under root.
-    memory_limit_mb: int = Field(default=2048, ge=256)
+    memory_limit_mb: int = Field(default=1024, ge=256)
 
     @model_validator(mode="after")
     def _nothing_twice(self) -> "DataConfig":
@@ -250,6 +250,9 @@ class IndexConfig(Section):
     hnsw_m: int = Field(default=32, ge=4, le=128)  # links per node: more, better recall, more memory
     hnsw_ef_construction: int = Field(default=80, ge=8, le=2048)
     hnsw_ef_search: int = Field(default=128, ge=8, le=4096)  # candidates per query: more, better recall, slower
+    # `llmrec index` encodes the catalogue in shards of this many items, kept on disk until the index is saved
+    # (an interrupted run resumes) and split across the processes of `accelerate launch`
+    encode_shard_items: int = Field(default=50_000, ge=100)
 
 
 class ReportConfig(Section):

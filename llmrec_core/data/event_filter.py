@@ -100,11 +100,18 @@ def kcore_mask(user_key: np.ndarray, item_key: np.ndarray, min_user: int, min_it
 
 def duplicate_mask(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
     """Events (user-major, time-ordered) repeating an earlier event's (user, item, timestamp)."""
-    moment = np.cumsum(np.concatenate([[True], (user[1:] != user[:-1]) | (timestamp[1:] != timestamp[:-1])]))
-    order = np.lexsort((item, moment))  # stable: the first of equal events stays first
-    same = (moment[order][1:] == moment[order][:-1]) & (item[order][1:] == item[order][:-1])
     mask = np.zeros(len(user), dtype=bool)
-    mask[order[1:][same]] = True
+    if len(user) < 2:
+        return mask
+    same_moment = (user[1:] == user[:-1]) & (timestamp[1:] == timestamp[:-1])  # as the previous event
+    # only events sharing their (user, timestamp) with another can be duplicates: usually a few
+    shared = np.flatnonzero(np.concatenate([[False], same_moment]) | np.concatenate([same_moment, [False]]))
+    if not len(shared):
+        return mask
+    moment = np.cumsum(np.concatenate([[True], ~same_moment[shared[1:] - 1] | (np.diff(shared) > 1)]))
+    order = np.lexsort((item[shared], moment))  # stable: the first of equal events stays first
+    same = (moment[order][1:] == moment[order][:-1]) & (item[shared][order][1:] == item[shared][order][:-1])
+    mask[shared[order[1:][same]]] = True
     return mask
 
 
@@ -167,12 +174,14 @@ def filter_events(con, validated: Path, params: Params, dropped_path: Path) -> K
             f"user>={cfg.min_user_interactions}, item>={cfg.min_item_interactions}); lower prepare.min_* "
             "or remove the domain(s)"
         )
-    counts = _write_dropped(con, dropped_path, list(reasons), reason, events["row"])
+    counts = _write_dropped(con, dropped_path, list(reasons), reason, events.pop("row"))
     assert int(kept.sum()) + sum(counts.values()) == rows_in, "every input event is either kept or dropped"
+    del u, i, d, ts, reason
+    kept_columns = {name: events.pop(name)[kept] for name in ("u", "i", "d", "timestamp")}  # one array at a time
     item_ids = con.sql("SELECT item_id FROM items ORDER BY i").fetchnumpy()["item_id"]
     user_ids = con.sql("SELECT user_id FROM users ORDER BY u").to_arrow_table().column(0).combine_chunks()
-    return KeptEvents(u[kept], user_ids, i[kept], np.asarray(item_ids, dtype=object), d[kept], domains, ts[kept],
-                      rows_in, counts)
+    return KeptEvents(kept_columns["u"], user_ids, kept_columns["i"], np.asarray(item_ids, dtype=object),
+                      kept_columns["d"], domains, kept_columns["timestamp"], rows_in, counts)
 
 
 def _ordered_events(con, n: int) -> dict[str, np.ndarray]:

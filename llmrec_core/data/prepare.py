@@ -31,7 +31,7 @@ from .event_filter import LSTR, KeptEvents, PreparationError, engine, filter_eve
 from .layout import DataLayout
 from .parquet_io import read_table
 from .stage import stage_output
-from .sequences import gather_ranges, group_starts, rank_within_groups
+from .sequences import gather_ranges, group_starts
 from .splits import SPLITS, item_groups, write_sequences
 from .time_split import with_time_split
 
@@ -119,7 +119,7 @@ def index_events(items: pd.DataFrame, kept: KeptEvents, cfg) -> IndexedEvents:
 
     starts, lengths = group_starts(user_idx)
     from_end = np.repeat(starts + lengths - 1, lengths) - np.arange(len(user_idx))
-    split_code = np.minimum(2 - np.minimum(from_end, 2), 2)  # 0 train, 1 valid, 2 test
+    split_code = (2 - np.minimum(from_end, 2)).astype(np.int8)  # 0 train, 1 valid, 2 test
     train_count = np.bincount(item_idx[split_code == 0], minlength=len(catalog))
     catalog["train_count"] = train_count.astype(np.int64)
     catalog["group"] = item_groups(train_count, cfg.tail_fraction)
@@ -151,19 +151,18 @@ def write_mixed(out: Path, ev: IndexedEvents, max_history: int) -> None:
                     gather_ranges(ev.item_idx, ev.starts, train_len))
     target_pos = np.concatenate([ev.starts + ev.lengths - 2, ev.starts + ev.lengths - 1])
     full_hist = np.concatenate([train_len, train_len + 1])
-    _write_eval(out / "eval_mixed.parquet", ev.item_idx, ev.user_idx, np.asarray(ev.domains, dtype=object)[ev.domain_code],
+    _write_eval(out / "eval_mixed.parquet", ev.item_idx, ev.user_idx, ev.domain_code, ev.domains,
                 ev.catalog["group"].to_numpy(), target_pos, full_hist, max_history, n_users=len(ev.starts))
 
 
 def write_in_domain(out: Path, ev: IndexedEvents, max_history: int) -> None:
     """In-domain: each user's sub-sequence per domain (Single Domain and S2PIAO), and the same targets."""
     domains, domain_names = ev.domains, np.asarray(ev.domains, dtype=object)
-    position = np.arange(len(ev.user_idx))
-    by_domain = np.lexsort((position, ev.domain_code, ev.user_idx))
-    key = ev.user_idx[by_domain].astype(np.int64) * len(domains) + ev.domain_code[by_domain]
-    g_starts, g_lengths = group_starts(key)
-    rank = rank_within_groups(g_starts, g_lengths)
+    by_domain = np.lexsort((ev.domain_code, ev.user_idx))  # stable: time order within (user, domain)
+    d_users, d_codes = ev.user_idx[by_domain], ev.domain_code[by_domain]
+    key = d_users.astype(np.int64) * len(domains) + d_codes
     d_items, d_split = ev.item_idx[by_domain], ev.split_code[by_domain]
+    del by_domain
     train_sorted = d_split == 0
     t_key = key[train_sorted]
     t_starts, t_lengths = group_starts(t_key)
@@ -173,17 +172,20 @@ def write_in_domain(out: Path, ev: IndexedEvents, max_history: int) -> None:
          "domain": domain_names[(t_key[t_starts] % len(domains)).astype(int)]},
         gather_ranges(d_items[train_sorted], t_starts, t_lengths),
     )
+    del t_key, t_starts, t_lengths, train_sorted
     targets_sorted = np.flatnonzero(d_split > 0)
     # Order in-domain eval rows like eval_mixed (valid targets of all users, then test targets).
-    targets_sorted = targets_sorted[np.lexsort((ev.user_idx[by_domain][targets_sorted], d_split[targets_sorted]))]
-    _write_eval(out / "eval_in_domain.parquet", d_items, ev.user_idx[by_domain], domain_names[ev.domain_code[by_domain]],
-                ev.catalog["group"].to_numpy(), targets_sorted, rank[targets_sorted], max_history, n_users=None,
-                split=d_split[targets_sorted])
+    targets_sorted = targets_sorted[np.lexsort((d_users[targets_sorted], d_split[targets_sorted]))]
+    # a target's in-domain history: the events before it in its (user, domain) group
+    group_start = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+    rank = targets_sorted - group_start[np.searchsorted(group_start, targets_sorted, side="right") - 1]
+    _write_eval(out / "eval_in_domain.parquet", d_items, d_users, d_codes, domains, ev.catalog["group"].to_numpy(),
+                targets_sorted, rank, max_history, n_users=None, split=d_split[targets_sorted])
 
 
-def _write_eval(path: Path, items: np.ndarray, users: np.ndarray, domains: np.ndarray, groups: np.ndarray,
-                target_pos: np.ndarray, history_len: np.ndarray, max_history: int, n_users: int | None,
-                split: np.ndarray | None = None) -> None:
+def _write_eval(path: Path, items: np.ndarray, users: np.ndarray, domain_codes: np.ndarray, domains: list[str],
+                groups: np.ndarray, target_pos: np.ndarray, history_len: np.ndarray, max_history: int,
+                n_users: int | None, split: np.ndarray | None = None) -> None:
     """One row per target: the target, its domain and group, and the (capped) history before it."""
     shown = np.minimum(history_len, max_history)
     if split is None:  # targets given as [valid of every user, test of every user]
@@ -193,7 +195,7 @@ def _write_eval(path: Path, items: np.ndarray, users: np.ndarray, domains: np.nd
         "user_idx": pa.array(users[target_pos].astype(np.int32)),
         "split": pa.array(SPLITS[split]),
         "target": pa.array(targets.astype(np.int32)),
-        "domain": pa.array(domains[target_pos].astype(str)),
+        "domain": pa.array(np.asarray(domains, dtype=object)[domain_codes[target_pos]].astype(str)),
         "group": pa.array(groups[targets].astype(str)),
         "history_len": pa.array(history_len.astype(np.int32)),
         "history": gather_ranges(items, target_pos - shown, shown),
@@ -228,9 +230,10 @@ def build_manifest(out: Path, ev: IndexedEvents, params: Params) -> dict:
 
     # events per (user, domain): all of them, and the training ones
     pair = ev.user_idx.astype(np.int64) * nd + ev.domain_code
-    users_per_domain = np.bincount(np.unique(pair) % nd, minlength=nd)
+    users_per_domain = (np.bincount(pair, minlength=n_users * nd).reshape(n_users, nd) > 0).sum(axis=0)
     events_per_domain = np.bincount(ev.domain_code, minlength=nd)
     train_by_user_domain = np.bincount(pair[ev.split_code == 0], minlength=n_users * nd).reshape(n_users, nd)
+    del pair
     train_by_user = train_by_user_domain.sum(axis=1)
     items_per_domain = ev.catalog["domain"].value_counts()
 

@@ -29,9 +29,3 @@ def gather_ranges(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -
     np.cumsum(lengths, out=offsets[1:])
     index = np.repeat(np.asarray(starts, dtype=np.int64) - offsets[:-1], lengths) + np.arange(offsets[-1])
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values[index]))
-
-
-def rank_within_groups(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """For a sorted array split into groups, each element's 0-based position inside its group."""
-    total = int(lengths.sum())
-    return np.arange(total) - np.repeat(starts, lengths)

@@ -8,6 +8,8 @@ recommended before any retraining.
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ from ..data.layout import DataLayout
 from ..evaluate.run import encode_histories, encode_items
 from ..model.bundle import EncoderBundle, build_bundle, load_weights
 from ..model.text import TextTokens
+from .catalog_encoding import catalog_key, encode_catalog, process_state
 from .index import ItemIndex
 from .item_store import accepted_items
 
@@ -46,24 +49,33 @@ def _encoder_for(params: Params, items: pd.DataFrame, tuned: bool) -> EncoderBun
     return bundle
 
 
-def build_index(params: Params, zero_shot: bool = False) -> ItemIndex:
-    """Encode every prepared item with the run's tuned weights (or the untuned model) and index them."""
+def build_index(params: Params, zero_shot: bool = False, log=print) -> ItemIndex | None:
+    """Encode every prepared item with the run's tuned weights (or the untuned model) and index them. Under
+    `accelerate launch`, every process encodes its shards and the main process builds and saves the index
+    (the others return None)."""
     items = pd.read_parquet(DataLayout(params.data_root).prepared / "items.parquet")
     weights = params.resolve(params.train.run_dir) / "weights.safetensors"
     if not zero_shot and not weights.is_file():
         raise FileNotFoundError(f"{weights}: no trained weights; run `llmrec train` first or pass --zero-shot")
     bundle = _encoder_for(params, items, tuned=not zero_shot)
+    weights_sha = None if zero_shot else _sha256(weights)
+    model_key = json.dumps([params.model.model_dump(mode="json"), weights_sha], sort_keys=True)
+    encoding = index_dir(params).with_name(index_dir(params).name + ".encoding")
     started = time.perf_counter()
-    vectors = encode_items(bundle, len(items), params.eval.batch_size).numpy()
+    vectors = encode_catalog(bundle, len(items), params.eval.batch_size, encoding, catalog_key(items, model_key),
+                             params.index.encode_shard_items, log)
     encode_s = time.perf_counter() - started
+    if vectors is None:  # not the main process: its shards are on disk
+        return None
     catalog = items.assign(added="prepared")
-    meta = {"model": params.model.name_or_path, "tuned": not zero_shot,
-            "weights_sha256": None if zero_shot else _sha256(weights),
+    meta = {"model": params.model.name_or_path, "tuned": not zero_shot, "weights_sha256": weights_sha,
             "built_at": time.strftime("%Y-%m-%d %H:%M:%S"), "encode_seconds": round(encode_s, 3),
-            "items_encoded_per_s": round(len(items) / max(encode_s, 1e-9), 1)}
+            "items_encoded_per_s": round(len(items) / max(encode_s, 1e-9), 1),
+            "encode_processes": process_state().num_processes}
     index = ItemIndex.build(vectors, catalog, meta, params.index)
     _readd_new_items(params, index, tuned=not zero_shot)
     index.save(index_dir(params))
+    shutil.rmtree(encoding, ignore_errors=True)  # the index holds the vectors now
     return index
 
 
