@@ -161,3 +161,26 @@ def test_too_many_bad_rows_fail_the_run_but_keep_the_quarantine(tmp_path, write_
     assert not DataLayout(params.data_root).validated.exists()
     with pytest.raises(PreparationError, match="no validated data"):
         prepare(params)
+
+
+def test_validation_in_chunks_keeps_and_quarantines_the_same_rows(tmp_path, write_params):
+    ratings = _good_ratings(users=100, per_user=25)  # 2500 rows: three chunks of 1000
+    for row in (10, 999, 1000, 1001, 2499):  # unknown items and bad timestamps on and beside chunk edges
+        ratings[row] = b"NOPE,u1,5.0,1400000999" if row % 2 else b"I1,u1,5.0,99"
+    source = [_source(tmp_path, [json.dumps(m) for m in GOOD_META], ratings)]
+    outputs = {}
+    for chunk in (1000, 100_000):
+        params = write_params(source, data={"chunk_rows": chunk},
+                              validation={"max_bad_fraction": 0.5, "max_timestamp": 1_500_000_000})
+        ingest(params)
+        validate(params)
+        layout = DataLayout(params.data_root)
+        outputs[chunk] = [pd.read_parquet(layout.validated / f"{t}.parquet") for t in ("interactions", "quarantine")]
+        results = sorted((tmp_path / "gx").glob("*/interactions.json"))[-1]
+        assert len(json.loads(results.read_text())["chunks"]) == -(-len(ratings) // chunk)
+        (tmp_path / "gx").rename(tmp_path / f"gx-{chunk}")
+    for small, whole in zip(outputs[1000], outputs[100_000]):
+        pd.testing.assert_frame_equal(small, whole)
+    quarantined = outputs[1000][1]
+    assert sorted(quarantined["source_line"]) == [11, 1000, 1001, 1002, 2500]
+    assert len(outputs[1000][0]) == len(ratings) - 5
