@@ -242,6 +242,9 @@ class OrchestrationConfig(Section):
 class IndexConfig(Section):
     """The item index `llmrec index` builds and `llmrec serve` searches (serving only: no metric depends on it)."""
 
+    # the model that embeds items and users: LLM-Rec's fine-tuned LM, or its sequence head (`seqhead`)
+    model: Literal["llmrec", "seqhead"] = "llmrec"
+
     # auto: exact search up to `exact_max_items` items, HNSW above. Exact search scans every vector (~5 ms per
     # query at 100k x 384 on 2 cores, growing linearly); HNSW answers a 1M-item query in about a millisecond
     # at recall@10 >= 0.95 (make bench-model, section ann).

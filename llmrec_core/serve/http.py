@@ -82,7 +82,8 @@ class Service:
 
     def health(self) -> dict:
         r = self.recommender
-        return {"status": "ok", "model": r.index.meta.get("model"), "tuned": r.index.meta.get("tuned"),
+        return {"status": "ok", "model_kind": r.tower.kind, "model": r.index.meta.get("model"),
+                "tuned": r.index.meta.get("tuned"),
                 "items": int(r.index.index.ntotal), "index": r.index.meta.get("kind", "exact"), "domains": r.domains,
                 "loaded_at": r.loaded_at,
                 "generation": self.generation}

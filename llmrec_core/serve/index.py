@@ -95,6 +95,10 @@ class ItemIndex:
         scores, ids = self.index.search(np.ascontiguousarray(users, dtype=np.float32), k, params=params)
         return ids, scores
 
+    def vectors(self) -> np.ndarray:
+        """Every indexed vector, in id (catalog row) order."""
+        return faiss.downcast_index(self.index.index).reconstruct_n(0, self.index.ntotal)
+
     def save(self, directory: Path) -> None:
         """Write to a temporary folder and swap it in, so a reader never sees half an index."""
         directory = Path(directory)

@@ -1,9 +1,9 @@
-"""Serving: build the item index from a trained (or untuned) encoder, add new items, answer queries.
+"""Serving: build the item index from a trained (or untuned) model, add new items, answer queries.
 
-A query is a user's recent history (a known user's events, or free-text titles); it is written as a
-sentence and encoded exactly as in training, then searched in the item index. New items need only
-their title: they are embedded with the current encoder and added to the index, so they can be
-recommended before any retraining.
+A query is a user's recent history (a known user's events, or free-text titles); the model of
+`index.model` turns it into a user vector exactly as in evaluation (towers.py), which is searched in the
+item index. New items need only their title: they are embedded with the current model and added to the
+index, so they can be recommended before any retraining.
 """
 from __future__ import annotations
 
@@ -20,17 +20,15 @@ import torch
 
 from ..config import Params
 from ..data.layout import DataLayout
-from ..evaluate.run import encode_histories, encode_items
-from ..model.bundle import EncoderBundle, build_bundle, load_weights
-from ..model.text import TextTokens
 from .catalog_encoding import catalog_key, encode_catalog, process_state
 from .index import ItemIndex
 from .item_store import accepted_items
+from .towers import LMTower, SeqHeadTower, encoder_for, load_seqhead, weights_path
 
 
 def index_dir(params: Params) -> Path:
-    """Where the run's item index lives: `<train.run_dir>/index`."""
-    return params.resolve(params.train.run_dir) / "index"
+    """Where the index of `index.model` lives: `<train.run_dir>/index` (or `<seqhead.run_dir>/index`)."""
+    return weights_path(params).parent / "index"
 
 
 def _sha256(path: Path) -> str:
@@ -41,64 +39,80 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _encoder_for(params: Params, items: pd.DataFrame, tuned: bool) -> EncoderBundle:
-    bundle = build_bundle(params, items, tuning=None if tuned else "fpft")
-    if tuned:
-        load_weights(bundle.encoder, params.resolve(params.train.run_dir) / "weights.safetensors")
-    bundle.encoder.eval()
-    return bundle
-
-
 def build_index(params: Params, zero_shot: bool = False, log=print) -> ItemIndex | None:
-    """Encode every prepared item with the run's tuned weights (or the untuned model) and index them. Under
-    `accelerate launch`, every process encodes its shards and the main process builds and saves the index
+    """Embed every prepared item with the model of `index.model` (for llmrec: the run's tuned LM, or the
+    untuned one with `zero_shot`) and index them, with the accepted new items. Under `accelerate launch`,
+    every process encodes its shards of the LM's catalogue and the main process builds and saves the index
     (the others return None)."""
     items = pd.read_parquet(DataLayout(params.data_root).prepared / "items.parquet")
-    weights = params.resolve(params.train.run_dir) / "weights.safetensors"
+    weights = weights_path(params)
+    if params.index.model == "seqhead" and zero_shot:
+        raise ValueError("--zero-shot indexes the untuned LM; it does not apply to index.model=seqhead")
     if not zero_shot and not weights.is_file():
-        raise FileNotFoundError(f"{weights}: no trained weights; run `llmrec train` first or pass --zero-shot")
-    bundle = _encoder_for(params, items, tuned=not zero_shot)
+        hint = "llmrec train --model seqhead" if params.index.model == "seqhead" else "llmrec train"
+        raise FileNotFoundError(f"{weights}: no trained weights; run `{hint}` first"
+                                + ("" if params.index.model == "seqhead" else " or pass --zero-shot"))
     weights_sha = None if zero_shot else _sha256(weights)
-    model_key = json.dumps([params.model.model_dump(mode="json"), weights_sha], sort_keys=True)
-    encoding = index_dir(params).with_name(index_dir(params).name + ".encoding")
+    encoding = index_dir(params).with_name(index_dir(params).name + ".encoding")  # the LM's shards
     started = time.perf_counter()
-    vectors = encode_catalog(bundle, len(items), params.eval.batch_size, encoding, catalog_key(items, model_key),
-                             params.index.encode_shard_items, log)
+    if params.index.model == "seqhead":
+        model = load_seqhead(params, len(items))
+        with torch.no_grad():
+            vectors = model.item_vectors().numpy()
+        tower = SeqHeadTower(params, model, LMTower(params, encoder_for(params, items.iloc[:1], tuned=False)), vectors)
+    else:
+        bundle = encoder_for(params, items, tuned=not zero_shot)
+        model_key = json.dumps([params.model.model_dump(mode="json"), weights_sha], sort_keys=True)
+        vectors = encode_catalog(bundle, len(items), params.eval.batch_size, encoding, catalog_key(items, model_key),
+                                 params.index.encode_shard_items, log)
+        if vectors is None:  # not the main process: its shards are on disk
+            return None
+        tower = LMTower(params, bundle)
     encode_s = time.perf_counter() - started
-    if vectors is None:  # not the main process: its shards are on disk
-        return None
     catalog = items.assign(added="prepared")
-    meta = {"model": params.model.name_or_path, "tuned": not zero_shot, "weights_sha256": weights_sha,
-            "built_at": time.strftime("%Y-%m-%d %H:%M:%S"), "encode_seconds": round(encode_s, 3),
-            "items_encoded_per_s": round(len(items) / max(encode_s, 1e-9), 1),
+    meta = {"model_kind": params.index.model, "model": params.model.name_or_path, "tuned": not zero_shot,
+            "weights_sha256": weights_sha, "built_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "encode_seconds": round(encode_s, 3), "items_encoded_per_s": round(len(items) / max(encode_s, 1e-9), 1),
             "encode_processes": process_state().num_processes}
     index = ItemIndex.build(vectors, catalog, meta, params.index)
-    _readd_new_items(params, index, tuned=not zero_shot)
+    _readd_new_items(params, index, tower)
     index.save(index_dir(params))
     shutil.rmtree(encoding, ignore_errors=True)  # the index holds the vectors now
     return index
 
 
-def _readd_new_items(params: Params, index: ItemIndex, tuned: bool) -> None:
+def _readd_new_items(params: Params, index: ItemIndex, tower) -> None:
     """Items accepted by `ingest-new-items` and not (yet) in the prepared data stay recommendable."""
-
     new = accepted_items(params)
-    new = new[~new["item_id"].isin(set(index.catalog["item_id"]))].drop_duplicates("item_id")
+    new = new[~new["item_id"].isin(set(index.catalog["item_id"]))].drop_duplicates("item_id").reset_index(drop=True)
     if len(new):
-        bundle = _encoder_for(params, new.reset_index(drop=True), tuned=tuned)
-        index.add(encode_items(bundle, len(new), params.eval.batch_size).numpy(),
-                  new.assign(added=new.get("added", "new")).reset_index(drop=True))
+        vectors = tower.item_vectors(new)
+        index.add(vectors, new.assign(added=new.get("added", "new")))
+        tower.extend(vectors)
 
 
 def load_index(params: Params) -> ItemIndex:
-    """The run's saved index; refuses one built from other weights than the run's current ones."""
+    """The saved index of `index.model`; refuses one built from other weights than the run's current ones."""
     index = ItemIndex.load(index_dir(params))
+    kind = index.meta.get("model_kind", "llmrec")
+    if kind != params.index.model:
+        raise ValueError(f"{index_dir(params)} holds a {kind} index, not {params.index.model}: rebuild it with "
+                         f"`llmrec index`")
     if index.meta["tuned"]:
-        weights = params.resolve(params.train.run_dir) / "weights.safetensors"
+        weights = weights_path(params)
         if not weights.is_file() or _sha256(weights) != index.meta["weights_sha256"]:
             raise ValueError(f"{index_dir(params)} was built from other weights than {weights}: "
                              "rebuild it with `llmrec index`")
     return index
+
+
+def load_tower(params: Params, index: ItemIndex):
+    """The model that answers queries against `index`."""
+    if params.index.model == "seqhead":
+        model = load_seqhead(params, int((index.catalog["added"] == "prepared").sum()))
+        titles = LMTower(params, encoder_for(params, index.catalog.iloc[:1], tuned=False))
+        return SeqHeadTower(params, model, titles, index.vectors())
+    return LMTower(params, encoder_for(params, index.catalog.iloc[:1], tuned=index.meta["tuned"]))
 
 
 def add_items(params: Params, new_items: pd.DataFrame) -> np.ndarray:
@@ -124,8 +138,8 @@ class Recommender:
     service keeps one and swaps in a fresh one after a retrain). Known users' histories come from
     `user_events`; searching and adding items are serialised by a lock, encoding runs in parallel."""
 
-    def __init__(self, params: Params, index: ItemIndex, bundle: EncoderBundle):
-        self.params, self.index, self.bundle = params, index, bundle
+    def __init__(self, params: Params, index: ItemIndex, tower):
+        self.params, self.index, self.tower = params, index, tower
         self.loaded_at = time.strftime("%Y-%m-%d %H:%M:%S")
         self._lock = threading.RLock()
         self._refresh_lookup()
@@ -133,7 +147,7 @@ class Recommender:
     @classmethod
     def load(cls, params: Params) -> "Recommender":
         index = load_index(params)
-        return cls(params, index, _encoder_for(params, index.catalog.iloc[:1], tuned=index.meta["tuned"]))
+        return cls(params, index, load_tower(params, index))
 
     def _refresh_lookup(self) -> None:
         catalog = self.index.catalog
@@ -141,37 +155,31 @@ class Recommender:
         self._by_title = lookup[~lookup.index.duplicated()]
         self.domains = sorted(catalog["domain"].unique())
 
-    def _texts(self, titles: list[str], domains: list[str]) -> EncoderBundle:
-        m = self.params.model
-        tokens = TextTokens(self.bundle.tokens.tok, titles, domains, m.item_template, m.separator, m.item_max_tokens,
-                            m.user_max_tokens)
-        return EncoderBundle(self.bundle.encoder, tokens, self.bundle.model_path)
-
     def recommend(self, user: str | None = None, history: list[str] | None = None, k: int = 10,
                   domain: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Top-k items for a known user or a list of titles; returns (history rows, recommendations)."""
         if (user is None) == (history is None):
             raise ValueError("give exactly one of a user id or a history of titles")
         catalog = self.index.catalog
-        if user is not None:  # the sentence is the recent window; everything the user rated is excluded
+        if user is not None:  # the model reads the recent window; everything the user rated is excluded
             seen = user_events(self.params, user)
-            hist = catalog.iloc[seen[-self.params.prepare.max_history:]][["title", "domain"]].reset_index(drop=True)
+            window = seen[-self.tower.window:]
+            hist = catalog.iloc[window][["title", "domain"]].reset_index(drop=True).assign(row=window)
         else:
             titles = [t.strip() for t in history if t.strip()]
             if not titles:
                 raise ValueError("the history has no titles")
             known = self._by_title.reindex([t.casefold() for t in titles])
             seen = known.dropna().to_numpy(dtype=np.int64)
-            domains = catalog["domain"].to_numpy()[known.fillna(0).to_numpy(dtype=np.int64)]
-            hist = pd.DataFrame({"title": titles, "domain": np.where(known.notna(), domains, "")})
+            rows = known.fillna(-1).to_numpy(dtype=np.int64)
+            domains = catalog["domain"].to_numpy()[np.maximum(rows, 0)]
+            hist = pd.DataFrame({"title": titles, "domain": np.where(rows >= 0, domains, ""), "row": rows})
         allowed = None
         if domain is not None:
             allowed = np.flatnonzero(catalog["domain"].to_numpy() == domain)
             if not len(allowed):
                 raise ValueError(f"unknown domain {domain!r}; domains: {', '.join(self.domains)}")
-        with torch.no_grad():
-            vector = encode_histories(self._texts(hist["title"].tolist(), hist["domain"].tolist()),
-                                      [np.arange(len(hist))], 1).numpy()
+        vector = self.tower.user_vector(hist)
         with self._lock:
             ids, scores = self.index.search(vector, k + len(seen), allowed)
             catalog = self.index.catalog
@@ -181,17 +189,17 @@ class Recommender:
         recs = catalog.iloc[ids][["item_id", "domain", "title", "added"]].reset_index(drop=True)
         recs.insert(0, "rank", np.arange(1, len(recs) + 1))
         recs["score"] = scores.round(4)
-        return hist, recs
+        return hist[["title", "domain"]], recs
 
     def add(self, rows: pd.DataFrame) -> np.ndarray:
         """Embed new items (item_id, domain, title) and add them to the index in memory and on disk."""
         if rows.empty:
             return np.zeros(0, dtype=np.int64)
         rows = rows[["item_id", "domain", "title"]].assign(added=time.strftime("%Y-%m-%d %H:%M:%S"))
-        vectors = encode_items(self._texts(rows["title"].tolist(), rows["domain"].tolist()), len(rows),
-                               self.params.eval.batch_size).numpy()
+        vectors = self.tower.item_vectors(rows.reset_index(drop=True))
         with self._lock:
             ids = self.index.add(vectors, rows.reset_index(drop=True))
+            self.tower.extend(vectors)
             self.index.save(index_dir(self.params))
             self._refresh_lookup()
         return ids

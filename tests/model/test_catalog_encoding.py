@@ -13,7 +13,8 @@ import llmrec_core.serve.catalog_encoding as catalog_encoding
 from llmrec_core.evaluate.run import encode_items
 from llmrec_core.serve.catalog_encoding import catalog_key, encode_catalog
 from llmrec_core.serve.index import ItemIndex
-from llmrec_core.serve.recommend import _encoder_for, build_index, index_dir
+from llmrec_core.serve.recommend import build_index, index_dir
+from llmrec_core.serve.towers import encoder_for
 
 
 def _vectors(index: ItemIndex) -> np.ndarray:
@@ -23,7 +24,7 @@ def _vectors(index: ItemIndex) -> np.ndarray:
 def test_length_sorted_shards_equal_plain_encoding_and_resume(tiny_bert, sample_prepared, tmp_path, monkeypatch):
     params = sample_prepared("encode", model={"name_or_path": str(tiny_bert)})
     items = pd.read_parquet(params.data_root / "prepared" / "items.parquet")
-    bundle = _encoder_for(params, items, tuned=False)
+    bundle = encoder_for(params, items, tuned=False)
     lengths = [len(t) for t in bundle.tokens.item_ids]
     assert len(set(lengths)) > 5  # titles of many lengths: sorting reorders the batches
     plain = encode_items(bundle, len(items), 16).numpy()

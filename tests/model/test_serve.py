@@ -6,7 +6,8 @@ import torch
 
 from llmrec_core.config import IndexConfig
 from llmrec_core.serve.index import ItemIndex, index_kind
-from llmrec_core.serve.recommend import add_items, build_index, load_index, recommend, user_events
+from llmrec_core.serve.recommend import add_items, build_index, index_dir, load_index, recommend, user_events
+from llmrec_core.baselines.sasrec import train_sasrec
 from llmrec_core.train.loop import train
 
 
@@ -101,3 +102,40 @@ def test_new_items_are_recommendable_without_retraining(sample_prepared):
     _, recs = recommend(params, history=["Quantum Teapot Chronicles: The Porcelain Nebula"], k=5)
     assert recs["item_id"].iloc[0] == "Books:NEW1"
     assert recs["added"].iloc[0] != "prepared"
+
+
+def test_the_sequence_head_serves_like_it_evaluates_and_takes_new_items(tiny_bert, sample_prepared):
+    from llmrec_core.baselines.sasrec import history_matrix, load_sasrec
+    from llmrec_core.serve.recommend import Recommender
+
+    params = sample_prepared("serve-seqhead", model={"name_or_path": str(tiny_bert)},
+                             seqhead={"epochs": 1, "eval_every": 1, "hidden": 16, "heads": 2, "max_len": 10})
+    train_sasrec(params, show_progress=False, head="seqhead")
+    params = params.model_copy(update={"index": params.index.model_copy(update={"model": "seqhead"})})
+    index = build_index(params)
+    assert index.meta["model_kind"] == "seqhead" and index_dir(params).parent.name == "seqhead"
+    users = pd.read_parquet(params.data_root / "prepared" / "users.parquet")
+    user = str(users["user_id"].iloc[5])
+    seen = user_events(params, user)
+    recommender = Recommender.load(params)
+    hist, recs = recommender.recommend(user=user, k=10)
+    assert len(hist) == min(len(seen), 10)
+
+    # what evaluation would rank: the head's user vector over the last max_len items, all items, minus history
+    model = load_sasrec(params, int(index.meta["items"]), "seqhead")
+    user_vector = model.user_vectors(history_matrix(pd.Series([seen]), model.max_len))
+    scores = (user_vector @ model.item_vectors().detach().T)[0]
+    scores[torch.from_numpy(seen)] = -float("inf")
+    assert list(recs["item_id"]) == list(index.catalog["item_id"].iloc[scores.topk(10).indices.numpy()])
+
+    new = pd.DataFrame({"item_id": ["Books:new-1"], "domain": ["Books"], "title": ["A brand new book"]})
+    (added,) = recommender.add(new)
+    assert recommender.tower.table.shape[0] == recommender.index.index.ntotal == len(index.catalog) + 1
+    _, after = recommender.recommend(history=["A brand new book", "a title nobody has"], k=5)
+    assert len(after) == 5 and "Books:new-1" not in set(after["item_id"])  # its own history is excluded
+    reloaded = Recommender.load(params)  # the new item was saved with the index
+    assert reloaded.index.catalog["item_id"].iloc[added] == "Books:new-1"
+    np.testing.assert_allclose(reloaded.tower.table[added], recommender.tower.table[added], atol=1e-6)
+    with pytest.raises(ValueError, match="seqhead index, not llmrec"):
+        load_index(params.model_copy(update={"index": params.index.model_copy(update={"model": "llmrec"})}).model_copy(
+            update={"train": params.train.model_copy(update={"run_dir": params.seqhead.run_dir})}))

@@ -1,0 +1,115 @@
+"""The models `llmrec index` and `llmrec serve` can answer with (`index.model`), behind one interface.
+
+- `LMTower` (llmrec): the fine-tuned LM writes a user's recent history as one sentence and encodes it; each
+  item is its encoded title.
+- `SeqHeadTower` (seqhead): the sequence head reads the history as a sequence of item vectors (the untuned
+  LM's title vector, projected, plus an ID embedding for items seen in training); a new item is its
+  projected title vector, so it can be recommended before any retraining.
+
+A tower gives item vectors for the index (`item_vectors`) and one user vector for a history
+(`user_vector`: titles, domains and catalogue rows, -1 for a title not in the catalogue).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..config import Params
+from ..evaluate.run import encode_histories, encode_items
+from ..model.bundle import EncoderBundle, build_bundle, load_weights
+from ..model.text import TextTokens
+
+TOWERS = ("llmrec", "seqhead")
+
+
+def weights_path(params: Params) -> Path:
+    """The trained weights the index of `index.model` is built from."""
+    run_dir = params.seqhead.run_dir if params.index.model == "seqhead" else params.train.run_dir
+    return params.resolve(run_dir) / "weights.safetensors"
+
+
+def encoder_for(params: Params, items: pd.DataFrame, tuned: bool) -> EncoderBundle:
+    """The LM of `params.model` with the run's fine-tuned weights (`tuned`) or as pre-trained, in eval mode."""
+    bundle = build_bundle(params, items, tuning=None if tuned else "fpft")
+    if tuned:
+        load_weights(bundle.encoder, params.resolve(params.train.run_dir) / "weights.safetensors")
+    bundle.encoder.eval()
+    return bundle
+
+
+class LMTower:
+    """LLM-Rec: history sentence and item titles through the same LM."""
+
+    kind = "llmrec"
+
+    def __init__(self, params: Params, bundle: EncoderBundle):
+        self.params, self.bundle = params, bundle
+        self.window = params.prepare.max_history  # the most recent titles the sentence holds
+
+    def _texts(self, titles: list[str], domains: list[str]) -> EncoderBundle:
+        m = self.params.model
+        tokens = TextTokens(self.bundle.tokens.tok, titles, domains, m.item_template, m.separator, m.item_max_tokens,
+                            m.user_max_tokens)
+        return EncoderBundle(self.bundle.encoder, tokens, self.bundle.model_path)
+
+    def item_vectors(self, rows: pd.DataFrame) -> np.ndarray:
+        """Vectors of items given by title and domain."""
+        texts = self._texts(rows["title"].tolist(), rows["domain"].tolist())
+        with torch.no_grad():
+            return encode_items(texts, len(rows), self.params.eval.batch_size).numpy()
+
+    def user_vector(self, history: pd.DataFrame) -> np.ndarray:
+        """[1, dim]: the history (oldest first) written as one sentence and encoded."""
+        texts = self._texts(history["title"].tolist(), history["domain"].tolist())
+        with torch.no_grad():
+            return encode_histories(texts, [np.arange(len(history))], 1).numpy()
+
+    def extend(self, vectors: np.ndarray) -> None:
+        """Items were added to the index (nothing to remember: the LM encodes titles afresh)."""
+
+
+class SeqHeadTower:
+    """The sequence head over item vectors; `table` holds every indexed item's vector (catalogue order)."""
+
+    kind = "seqhead"
+
+    def __init__(self, params: Params, model, titles: LMTower, table: np.ndarray):
+        self.params, self.model, self.titles = params, model.eval(), titles
+        self.table = np.asarray(table, dtype=np.float32)
+        self.window = model.max_len
+
+    def item_vectors(self, rows: pd.DataFrame) -> np.ndarray:
+        """A new item's vector: its untuned title vector through the head's projection (no ID embedding)."""
+        text = torch.from_numpy(self.titles.item_vectors(rows))
+        with torch.no_grad():
+            return self.model.text_proj(F.normalize(text.float(), dim=-1)).numpy()
+
+    def user_vector(self, history: pd.DataFrame) -> np.ndarray:
+        """[1, hidden]: the head's last state over the history's item vectors (the last `max_len` items)."""
+        history = history.iloc[-self.window:]
+        rows = history["row"].to_numpy(dtype=np.int64)
+        vectors = np.zeros((len(rows), self.table.shape[1]), dtype=np.float32)
+        known = rows >= 0
+        vectors[known] = self.table[rows[known]]
+        if (~known).any():  # titles outside the catalogue: read like new items
+            vectors[~known] = self.item_vectors(history[~known])
+        # a table of just this history (row 0 is padding) keeps a query's cost independent of the catalogue
+        table = torch.cat([torch.zeros(1, vectors.shape[1]), torch.from_numpy(vectors)])
+        seq = torch.arange(1, len(rows) + 1).reshape(1, -1)
+        with torch.no_grad():
+            return self.model(seq, table)[:, -1].numpy()
+
+    def extend(self, vectors: np.ndarray) -> None:
+        """Items were added to the index: their vectors join the table histories are read from."""
+        self.table = np.concatenate([self.table, np.asarray(vectors, dtype=np.float32)])
+
+
+def load_seqhead(params: Params, n_items: int):
+    """The trained sequence head (its weights hold the title vectors of the prepared items)."""
+    from ..baselines.sasrec import load_sasrec
+
+    return load_sasrec(params, n_items, "seqhead")
