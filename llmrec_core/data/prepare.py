@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..config import Params
-from .event_filter import LSTR, KeptEvents, PreparationError, engine, filter_events, kcore_mask  # noqa: F401
+from .event_filter import LSTR, KeptEvents, PreparationError, engine, filter_events
 from .layout import DataLayout
 from .parquet_io import read_table
 from .stage import stage_output
@@ -71,7 +71,7 @@ def prepare(params: Params) -> dict:
         return _prepare_into(out, indexed, params)
 
 
-def _prepare_into(out: Path, indexed: "IndexedEvents", params: Params) -> dict:
+def _prepare_into(out: Path, indexed: IndexedEvents, params: Params) -> dict:
     write_tables(out, indexed)
     write_mixed(out, indexed, params.prepare.max_history)
     write_in_domain(out, indexed, params.prepare.max_history)
