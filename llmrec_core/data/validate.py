@@ -12,7 +12,7 @@ import json
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -168,68 +168,98 @@ def validate(params: Params, run_id: str | None = None) -> list[TableReport]:
         return _validate_into(out, layout, params, run_id)
 
 
+@dataclass
+class Tally:
+    """What validation did to one table: rows read, rows quarantined and why, GX's verdict."""
+
+    rows_in: int = 0
+    quarantined: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    gx_success: bool = True
+
+    def add(self, rows: int, bad: pd.DataFrame, gx_success: bool = True) -> None:
+        self.rows_in += rows
+        self.quarantined += len(bad)
+        self.reasons.update(bad["reason"].value_counts().to_dict())
+        self.gx_success &= bool(gx_success)
+
+
 def _validate_into(out: Path, layout: DataLayout, params: Params, run_id: str | None) -> list[TableReport]:
-    items = read_table(layout.interim / "items.parquet")
-    ingest_bad = read_table(layout.quarantine("interim"))
     ingest_report = layout.interim / "ingest_report.json"
     input_run_id = json.loads(ingest_report.read_text()).get("run_id") if ingest_report.is_file() else None
     run_id = run_id or time.strftime("%Y%m%dT%H%M%S")
     results_dir = params.resolve(params.validation.results_dir) / run_id
     results_dir.mkdir(parents=True, exist_ok=True)
+    ctx, suites = gx_context(results_dir / "data_docs"), _suites(params)
+    tallies = {"items": Tally(), "interactions": Tally()}
+    with (ParquetSink(out / "quarantine.parquet", QUARANTINE) as q_out,
+          # the quarantine goes beside the GX results too: it must outlive a failed gate, which keeps no data/validated
+          ParquetSink(results_dir / "quarantine.parquet", QUARANTINE) as q_kept):
+        def quarantine(bad: pd.DataFrame) -> pd.DataFrame:
+            q_out.write(bad)
+            q_kept.write(bad)
+            return bad
 
+        good_items = _check_items(layout, out, results_dir, suites["items"], ctx, quarantine, tallies["items"])
+        _check_interactions(layout, out, results_dir, suites["interactions"], ctx, pd.Index(good_items["item_id"]),
+                            params.data.chunk_rows, quarantine, tallies["interactions"])
+    reports = _reports(tallies, read_table(layout.quarantine("interim")))
+    summary = {"run_id": run_id, "input_run_id": input_run_id, "tables": [r.__dict__ for r in reports]}
+    (out / "validation_report.json").write_text(json.dumps(summary, indent=2))
+    (results_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    _gate(reports, params.validation.max_bad_fraction, results_dir, layout)
+    return reports
+
+
+def _check_items(layout: DataLayout, out: Path, results_dir: Path, expectations, ctx, quarantine,
+                 tally: Tally) -> pd.DataFrame:
+    """Items, whole (their ids must be unique): write the good ones, quarantine the rest; returns the good ones."""
+    items = read_table(layout.interim / "items.parquet")
     # Exact duplicate item ids: keep the first, quarantine the rest (GX's uniqueness check flags every copy).
     dup = items["item_id"].notna() & items.duplicated("item_id", keep="first")
     dup_reasons = pd.Series("duplicate item_id (first occurrence kept)", index=items.index[dup], dtype="string")
     items_unique = items[~dup].reset_index(drop=True)
-    _, items_dup_q = _split_bad(items, dup_reasons, "items")
-
-    ctx = gx_context(results_dir / "data_docs")
-    suites = _suites(params)
-    items_result, item_reasons = run_suite("items", items_unique, suites["items"], ctx)
-    good_items, items_q = _split_bad(items_unique, item_reasons, "items")
-    (results_dir / "items.json").write_text(json.dumps(items_result, indent=1, default=str))
-    known = pd.Index(good_items["item_id"])
-
-    reasons = {"items": Counter(items_dup_q["reason"]) + Counter(items_q["reason"]), "interactions": Counter()}
-    quarantined = {"items": len(items_dup_q) + len(items_q), "interactions": 0}
-    rows_in = {"items": len(items), "interactions": 0}
-    chunks = []
-    with (ParquetSink(out / "quarantine.parquet", QUARANTINE) as q_out,
-          # the quarantine goes beside the GX results too: it must outlive a failed gate, which keeps no data/validated
-          ParquetSink(results_dir / "quarantine.parquet", QUARANTINE) as q_kept,
-          ParquetSink(out / "interactions.parquet", INTERACTIONS) as inter_out):
-        for bad in (items_dup_q, items_q):
-            q_out.write(bad), q_kept.write(bad)
-        suite = Suite("interactions", suites["interactions"], ctx)
-        for chunk in read_chunks(layout.interim / "interactions.parquet", params.data.chunk_rows):
-            result, chunk_reasons = suite.run(with_known_item(chunk, known))
-            good, bad = _split_bad(chunk, chunk_reasons, "interactions")
-            inter_out.write(good)
-            q_out.write(bad), q_kept.write(bad)
-            reasons["interactions"].update(bad["reason"].value_counts().to_dict())
-            quarantined["interactions"] += len(bad)
-            chunks.append({"first_row": rows_in["interactions"], "rows": len(chunk), "result": result})
-            rows_in["interactions"] += len(chunk)
+    _, duplicates = _split_bad(items, dup_reasons, "items")
+    result, reasons = run_suite("items", items_unique, expectations, ctx)
+    good, bad = _split_bad(items_unique, reasons, "items")
+    (results_dir / "items.json").write_text(json.dumps(result, indent=1, default=str))
     with ParquetSink(out / "items.parquet", ITEMS) as sink:
-        sink.write(good_items)
-    inter_ok = all(c["result"]["success"] for c in chunks)
-    (results_dir / "interactions.json").write_text(json.dumps(
-        {"success": inter_ok, "rows": rows_in["interactions"], "chunks": chunks}, indent=1, default=str))
+        sink.write(good)
+    tally.add(len(items), pd.concat([quarantine(duplicates), quarantine(bad)]), result["success"])
+    return good
 
+
+def _check_interactions(layout: DataLayout, out: Path, results_dir: Path, expectations, ctx, known: pd.Index,
+                        chunk_rows: int, quarantine, tally: Tally) -> None:
+    """Interactions, `chunk_rows` at a time through one GX suite: write the good ones, quarantine the rest."""
+    suite, chunks = Suite("interactions", expectations, ctx), []
+    with ParquetSink(out / "interactions.parquet", INTERACTIONS) as sink:
+        for chunk in read_chunks(layout.interim / "interactions.parquet", chunk_rows):
+            result, reasons = suite.run(with_known_item(chunk, known))
+            good, bad = _split_bad(chunk, reasons, "interactions")
+            sink.write(good)
+            chunks.append({"first_row": tally.rows_in, "rows": len(chunk), "result": result})
+            tally.add(len(chunk), quarantine(bad), result["success"])
+    (results_dir / "interactions.json").write_text(json.dumps(
+        {"success": tally.gx_success, "rows": tally.rows_in, "chunks": chunks}, indent=1, default=str))
+
+
+def _reports(tallies: dict[str, Tally], ingest_bad: pd.DataFrame) -> list[TableReport]:
+    """Per table: records in and kept, and the reasons of ingest's and validation's quarantine together."""
     reports = []
-    for table, kept, gx_ok in (("items", len(good_items), items_result["success"]),
-                               ("interactions", rows_in["interactions"] - quarantined["interactions"], inter_ok)):
+    for table, tally in tallies.items():
         prior = ingest_bad[ingest_bad["table"] == table]
         why = Counter()
-        for reason, n in (Counter(prior["reason"]) + reasons[table]).items():
+        for reason, n in (Counter(prior["reason"]) + tally.reasons).items():
             why[re.sub(r": .*$", "", str(reason))] += int(n)  # "bad timestamp: 'x'" counts as "bad timestamp"
-        reports.append(TableReport(table, rows_in[table] + len(prior), kept, len(prior) + quarantined[table],
-                                   dict(why.most_common()), bool(gx_ok) and not len(prior)))
-    summary = {"run_id": run_id, "input_run_id": input_run_id, "tables": [r.__dict__ for r in reports]}
-    (out / "validation_report.json").write_text(json.dumps(summary, indent=2))
-    (results_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        reports.append(TableReport(table, tally.rows_in + len(prior), tally.rows_in - tally.quarantined,
+                                   len(prior) + tally.quarantined, dict(why.most_common()),
+                                   tally.gx_success and not len(prior)))
+    return reports
 
-    limit = params.validation.max_bad_fraction
+
+def _gate(reports: list[TableReport], limit: float, results_dir: Path, layout: DataLayout) -> None:
+    """Fail the stage when a table's share of bad records passes `validation.max_bad_fraction`."""
     for r in reports:
         if r.rows_in and r.quarantined / r.rows_in > limit:
             top = max(r.reasons, key=r.reasons.get) if r.reasons else ""
@@ -241,4 +271,3 @@ def _validate_into(out: Path, layout: DataLayout, params: Params, run_id: str | 
                 f"({r.quarantined / r.rows_in:.1%} > validation.max_bad_fraction={limit:.1%}){hint}; no validated "
                 f"data was written; see {results_dir / 'quarantine.parquet'} and {layout.quarantine('interim')}"
             )
-    return reports
