@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..baselines.sasrec import load_sasrec
 from ..config import Params
 from ..evaluate.run import encode_histories, encode_items
 from ..model.bundle import EncoderBundle, build_bundle, load_weights
@@ -110,6 +111,4 @@ class SeqHeadTower:
 
 def load_seqhead(params: Params, n_items: int):
     """The trained sequence head (its weights hold the title vectors of the prepared items)."""
-    from ..baselines.sasrec import load_sasrec
-
     return load_sasrec(params, n_items, "seqhead")
