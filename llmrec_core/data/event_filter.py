@@ -131,7 +131,7 @@ def filter_events(con, validated: Path, params: Params, dropped_path: Path) -> K
                 f"source_line FROM read_parquet({_literal(validated)}, file_row_number = true)")
     rows_in = con.sql("SELECT count(*) FROM src").fetchall()[0][0]
     sizes = dict(con.sql("SELECT domain, count(*) AS n FROM src WHERE domain IS NOT NULL GROUP BY domain "
-                             "ORDER BY n DESC, min(row)").fetchall())
+                         "ORDER BY n DESC, min(row)").fetchall())
     domains = select_domains(sizes, params)
     con.execute("CREATE TABLE domains (domain VARCHAR, d SMALLINT)")
     con.executemany("INSERT INTO domains VALUES (?, ?)", [(name, k) for k, name in enumerate(domains)])

@@ -1,7 +1,8 @@
 """A faiss index of item vectors plus its catalog, for serving top-K queries.
 
-Vectors are L2-normalised, so inner product is cosine similarity. Up to `index.exact_max_items` items the
-index is exact (`IndexFlatIP`: the same ranking as evaluation); above, it is HNSW (`IndexHNSWFlat`, inner
+Scores are inner products, as in evaluation (LLM-Rec's vectors are L2-normalised, so for it that is cosine
+similarity). Up to `index.exact_max_items` items the index is exact (`IndexFlatIP`: the same ranking as
+evaluation); above, it is HNSW (`IndexHNSWFlat`, inner
 product), whose query time grows with log(items) instead of items (`index.kind` overrides the rule). Both take
 new items without a rebuild. Ids are catalog rows: the prepared items keep their `item_idx`, and items added
 later (new arrivals, embedded zero-shot) are appended after them.
