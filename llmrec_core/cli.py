@@ -272,19 +272,13 @@ def analyses(params: Path = ParamsOption,
     from .analyses import analyses_status, restamp_runs, run_analyses
 
     _load(params)
-    if status:
+    if status or restamp:  # a table of runs, nothing trained
+        listing, column = (analyses_status, "status") if status else (restamp_runs, "outcome")
         try:
-            rows = analyses_status(params, only or None)
+            rows = listing(params, only or None)
         except (ValueError, ConfigError) as e:
             _fail(str(e))
-        _table("runs", ["run", "status", "why"], [list(r) for r in rows])
-        return
-    if restamp:
-        try:
-            rows = restamp_runs(params, only or None)
-        except (ValueError, ConfigError) as e:
-            _fail(str(e))
-        _table("runs", ["run", "outcome", "why"], [list(r) for r in rows])
+        _table("runs", ["run", column, "why"], [list(r) for r in rows])
         return
     try:
         stamps = run_analyses(params, only or None, force, log=lambda m: console.print(m, highlight=False),

@@ -28,12 +28,14 @@ EXPERIMENT_CODE = tuple(sorted({*LM_TRAINING_CODE, *SASREC_TRAINING_CODE}))
 EARLIER_EXPERIMENT_CODES = (tuple(sorted({*EXPERIMENT_CODE, "serve/index.py"})),)
 
 
+def _in_scopes(relative: str, scopes: tuple[str, ...]) -> bool:
+    """Whether a file (path relative to llmrec_core/) is Python source that a scope names, or lies under one."""
+    return relative.endswith(".py") and any(relative == s or relative.startswith(s.rstrip("/") + "/")
+                                            for s in scopes)
+
+
 def _files(scopes: tuple[str, ...], root: Path) -> list[Path]:
-    found = set()
-    for scope in scopes:
-        path = root / scope
-        found.update(path.rglob("*.py") if path.is_dir() else [path] if path.is_file() else [])
-    return sorted(found)
+    return sorted(p for p in root.rglob("*.py") if _in_scopes(p.relative_to(root).as_posix(), scopes))
 
 
 def _digest(files: list[tuple[str, bytes]]) -> str:
@@ -56,8 +58,7 @@ def code_hash_at(commit: str, scopes: tuple[str, ...]) -> str | None:
     listing = _git("ls-tree", "-r", "--name-only", "--full-tree", commit)
     if listing is None:
         return None
-    wanted = [p for p in listing.splitlines() if p.endswith(".py") and any(
-        p[len(prefix):] == s or p[len(prefix):].startswith(s.rstrip("/") + "/") for s in scopes)]
+    wanted = [p for p in listing.splitlines() if p.startswith(prefix) and _in_scopes(p[len(prefix):], scopes)]
     files = []
     for path in wanted:
         shown = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=PACKAGE, capture_output=True, timeout=10)

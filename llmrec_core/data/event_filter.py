@@ -176,8 +176,8 @@ def filter_events(con, validated: Path, params: Params, dropped_path: Path) -> K
         )
     counts = _write_dropped(con, dropped_path, list(reasons), reason, events.pop("row"))
     assert int(kept.sum()) + sum(counts.values()) == rows_in, "every input event is either kept or dropped"
-    del u, i, d, ts, reason
-    kept_columns = {name: events.pop(name)[kept] for name in ("u", "i", "d", "timestamp")}  # one array at a time
+    del u, i, d, ts  # the arrays below are compacted one by one, each freed as it goes
+    kept_columns = {name: events.pop(name)[kept] for name in ("u", "i", "d", "timestamp")}
     item_ids = con.sql("SELECT item_id FROM items ORDER BY i").fetchnumpy()["item_id"]
     user_ids = con.sql("SELECT user_id FROM users ORDER BY u").to_arrow_table().column(0).combine_chunks()
     return KeptEvents(kept_columns["u"], user_ids, kept_columns["i"], np.asarray(item_ids, dtype=object),

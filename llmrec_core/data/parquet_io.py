@@ -55,3 +55,11 @@ def read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; run the previous pipeline stage first")
     return pq.read_table(path).to_pandas()
+
+
+def read_chunks(path: Path, rows: int):
+    """A Parquet file written by this package as DataFrames of at most `rows` rows (each with a fresh index)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; run the previous pipeline stage first")
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+        yield pa.Table.from_batches([batch]).to_pandas()

@@ -17,15 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..config import Params
 from ..errors import UserError
 from .layout import DataLayout
 from .contract import INTERACTIONS, ITEMS, KNOWN_ITEM, QUARANTINE, interaction_expectations, item_expectations, \
     with_known_item
-from .parquet_io import ParquetSink, read_table
+from .parquet_io import ParquetSink, read_chunks, read_table
 from .stage import stage_output
 
 DOCS_SITE = "llmrec"
@@ -126,14 +124,6 @@ class Suite:
 def run_suite(name: str, frame: pd.DataFrame, expectations, ctx=None) -> tuple[dict, pd.Series]:
     """Run one suite once; returns (GX result as JSON dict, reason string per failing row index)."""
     return Suite(name, expectations, ctx).run(frame)
-
-
-def read_chunks(path: Path, rows: int):
-    """A Parquet file written by this package as DataFrames of at most `rows` rows (each with a fresh index)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run the previous pipeline stage first")
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
-        yield pa.Table.from_batches([batch]).to_pandas()
 
 
 def _record_text(rows: pd.DataFrame) -> np.ndarray:

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..config import Params
 from ..data.layout import DataLayout
 from .catalog_encoding import catalog_key, encode_catalog, process_state
 from .index import ItemIndex
 from .item_store import accepted_items
-from .towers import LMTower, SeqHeadTower, encoder_for, load_seqhead, weights_path
+from .towers import LMTower, encoder_for, seqhead_tower, weights_path
 
 
 def index_dir(params: Params) -> Path:
@@ -56,10 +55,8 @@ def build_index(params: Params, zero_shot: bool = False, log=print) -> ItemIndex
     encoding = index_dir(params).with_name(index_dir(params).name + ".encoding")  # the LM's shards
     started = time.perf_counter()
     if params.index.model == "seqhead":
-        model = load_seqhead(params, len(items))
-        with torch.no_grad():
-            vectors = model.item_vectors().numpy()
-        tower = SeqHeadTower(params, model, LMTower(params, encoder_for(params, items.iloc[:1], tuned=False)), vectors)
+        tower = seqhead_tower(params, len(items), items)
+        vectors = tower.table
     else:
         bundle = encoder_for(params, items, tuned=not zero_shot)
         model_key = json.dumps([params.model.model_dump(mode="json"), weights_sha], sort_keys=True)
@@ -109,9 +106,7 @@ def load_index(params: Params) -> ItemIndex:
 def load_tower(params: Params, index: ItemIndex):
     """The model that answers queries against `index`."""
     if params.index.model == "seqhead":
-        model = load_seqhead(params, int((index.catalog["added"] == "prepared").sum()))
-        titles = LMTower(params, encoder_for(params, index.catalog.iloc[:1], tuned=False))
-        return SeqHeadTower(params, model, titles, index.vectors())
+        return seqhead_tower(params, int((index.catalog["added"] == "prepared").sum()), index.catalog, index.vectors())
     return LMTower(params, encoder_for(params, index.catalog.iloc[:1], tuned=index.meta["tuned"]))
 
 

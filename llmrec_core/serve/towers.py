@@ -24,8 +24,6 @@ from ..evaluate.run import encode_histories, encode_items
 from ..model.bundle import EncoderBundle, build_bundle, load_weights
 from ..model.text import TextTokens
 
-TOWERS = ("llmrec", "seqhead")
-
 
 def weights_path(params: Params) -> Path:
     """The trained weights the index of `index.model` is built from."""
@@ -109,6 +107,12 @@ class SeqHeadTower:
         self.table = np.concatenate([self.table, np.asarray(vectors, dtype=np.float32)])
 
 
-def load_seqhead(params: Params, n_items: int):
-    """The trained sequence head (its weights hold the title vectors of the prepared items)."""
-    return load_sasrec(params, n_items, "seqhead")
+def seqhead_tower(params: Params, n_items: int, catalog: pd.DataFrame, table: np.ndarray | None = None
+                  ) -> SeqHeadTower:
+    """The trained sequence head over the first `n_items` (prepared) items of `catalog` (its weights hold their
+    title vectors), with the untuned LM for new titles; `table` defaults to the head's own item vectors."""
+    model = load_sasrec(params, n_items, "seqhead")
+    if table is None:
+        with torch.no_grad():
+            table = model.item_vectors().numpy()
+    return SeqHeadTower(params, model, LMTower(params, encoder_for(params, catalog.iloc[:1], tuned=False)), table)
