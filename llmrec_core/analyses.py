@@ -9,12 +9,14 @@ are still current), so an interrupted sweep continues where it stopped.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
 from .config import Params, load_params
 from .data.layout import DataLayout
+from .probe import probe_digest, probe_params, probes_agree, record_probe
 from .provenance import EARLIER_EXPERIMENT_CODES, EXPERIMENT_CODE, code_hash, code_hash_at, fingerprint, provenance
 
 STAMP = "experiment.json"
@@ -77,7 +79,7 @@ def ensure_own_data(params: Params, name: str, log: Callable[[str], None]) -> No
     prepare(params)
 
 
-def _fresh_accelerator_state() -> None:
+def fresh_accelerator_state() -> None:
     """accelerate keeps one process-wide state and refuses a second Accelerator with another mixed precision;
     runs of one sweep may differ in it (e.g. fp32 runs, then a bf16 GPU run). The distributed state is kept."""
     from accelerate.state import AcceleratorState
@@ -110,7 +112,7 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
     started = time.perf_counter()
     if "llmrec" in models:
         log(f"{name}: training LLM-Rec ({params.model.name_or_path}, {params.train.tuning}, {params.train.setting})")
-        _fresh_accelerator_state()
+        fresh_accelerator_state()
         train(params, resume="auto")
     for head in ("seqhead", "sasrec"):
         if head in models:
@@ -133,11 +135,12 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
 
 
 def restamp(params: Params) -> tuple[str, str]:
-    """Carry a finished run over a change of what counts as its code (provenance.EXPERIMENT_CODE), without
-    rerunning it, when git proves it would not change: the recorded code hash is that of its scope at the
+    """Carry a finished run over a change of its code or of what counts as its code (provenance.EXPERIMENT_CODE),
+    without rerunning it, when it is proven not to change its results: the recorded code hash is that of its scope at the
     recorded commit (so the run was made from that commit's code), its fingerprint with that hash is today's
     (same params and prepared data), and every file of today's scope is the same at that commit as in this
-    tree. Returns (outcome, why); outcome is "restamped", "current" or "kept stale"."""
+    tree -- or, where the code changed, probes made with the old and the new code agree (probe.py).
+    Returns (outcome, why); outcome is "restamped", "current" or "kept stale"."""
     status, _ = run_status(params)
     stamp = read_stamp(params)
     if status != "stale" or stamp is None:
@@ -150,14 +153,19 @@ def restamp(params: Params) -> tuple[str, str]:
     config, manifest = experiment_config(params), DataLayout(params.data_root).prepared / "manifest.json"
     if stamp.get("fingerprint") != fingerprint(config, manifest, code=old_hash):
         return "kept stale", "params or prepared data changed"
-    if code_hash_at(commit, EXPERIMENT_CODE) != code_hash(EXPERIMENT_CODE):
-        return "kept stale", f"code its results depend on changed since commit {commit[:12]}"
-    stamp["restamped"] = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "code_hash": old_hash,
-                          "code_scope": recorded.get("code_scope"), "fingerprint": stamp["fingerprint"]}
+    run_dir, new_hash = params.resolve(params.train.run_dir), code_hash(EXPERIMENT_CODE)
+    carried_by, why = "git", f"code of commit {commit[:12]} is today's in llmrec_core/{{{','.join(EXPERIMENT_CODE)}}}"
+    if code_hash_at(commit, EXPERIMENT_CODE) != new_hash:
+        agree, why = probes_agree(run_dir, old_hash, new_hash)
+        if not agree:
+            return "kept stale", f"code changed since commit {commit[:12]}; {why}"
+        carried_by = "probe"
+    stamp["restamped"] = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "code_hash": old_hash, "by": carried_by,
+                          "why": why, "code_scope": recorded.get("code_scope"), "fingerprint": stamp["fingerprint"]}
     stamp["fingerprint"] = experiment_fingerprint(params)
     stamp["provenance"] = {**recorded, "code_hash": code_hash(EXPERIMENT_CODE), "code_scope": list(EXPERIMENT_CODE)}
-    (params.resolve(params.train.run_dir) / STAMP).write_text(json.dumps(stamp, indent=2))
-    return "restamped", f"code of commit {commit[:12]} is today's in llmrec_core/{{{','.join(EXPERIMENT_CODE)}}}"
+    (run_dir / STAMP).write_text(json.dumps(stamp, indent=2))
+    return "restamped", why
 
 
 def restamp_runs(path: Path, names: list[str] | None = None) -> list[tuple[str, str, str]]:
@@ -188,3 +196,46 @@ def run_analyses(path: Path, names: list[str] | None = None, force: bool = False
     """Run every run of the params file's experiments (or those `names` select) that is not current: reads the
     prepared data, writes each run's folder; returns the stamps."""
     return [run_experiment(path, run, force, log, index) for run in select_runs(load_params(path), names)]
+
+
+def run_probe(params: Params, log: Callable[[str], None] = print) -> tuple[str, dict]:
+    """Train and evaluate (valid split) what probe params name, in their scratch folder; (digest, NDCG@10s)."""
+    from .baselines.sasrec import train_sasrec
+    from .evaluate.run import evaluate
+    from .train.loop import train
+
+    scratch = params.resolve(params.train.run_dir)
+    shutil.rmtree(scratch, ignore_errors=True)
+    if not (DataLayout(params.data_root).prepared / "manifest.json").is_file():
+        ensure_own_data(params, scratch.parent.name, log)
+    models = tuple(params.eval.models)
+    try:
+        if "llmrec" in models:
+            fresh_accelerator_state()
+            train(params, show_progress=False)
+        for head in ("seqhead", "sasrec"):
+            if head in models:
+                train_sasrec(params, show_progress=False, head=head)
+        evaluate(params, models, "valid")
+        return probe_digest(scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def probe_runs(path: Path, names: list[str] | None = None, log: Callable[[str], None] = print) -> list[tuple[str, str, str]]:
+    """Probe each selected experiment (its first run; seeds choose random draws, not code paths) with the code in
+    this tree and record it in every run of the experiment (probe.py). Returns (experiment, digest, NDCG@10s)."""
+    params = load_params(path)
+    selected = set(select_runs(params, names))
+    out = []
+    for experiment in params.experiments:
+        runs = [r for r in experiment.run_names if r in selected]
+        if not runs:
+            continue
+        started = time.perf_counter()
+        digest, readable = run_probe(probe_params(path, runs[0]), log)
+        run_dirs = [load_params(path, experiment=r).resolve(load_params(path, experiment=r).train.run_dir) for r in runs]
+        record = record_probe(run_dirs, digest, readable, runs[0], time.perf_counter() - started)
+        log(f"{experiment.name}: probe {digest} in {record['seconds']} s")
+        out.append((experiment.name, digest, json.dumps(readable)))
+    return out

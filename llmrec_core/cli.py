@@ -266,12 +266,22 @@ def analyses(params: Path = ParamsOption,
                                                                   "not run (and why); run nothing."),
              restamp: bool = typer.Option(False, "--restamp", help="Carry stale runs over a change of what counts "
                                           "as their code, where git proves their results would not change; run "
-                                          "nothing.")) -> None:
+                                          "nothing."),
+             probe: bool = typer.Option(False, "--probe", help="Replay each experiment briefly with this tree's code "
+                                        "and record its digest; before and after a refactor, equal digests let "
+                                        "--restamp carry the runs over.")) -> None:
     """Train, evaluate and index every run of `experiments` (skipping current ones, rerunning stale ones), for
     `llmrec report`. A run is stale when its params, prepared data or source code changed since it finished."""
-    from .analyses import analyses_status, restamp_runs, run_analyses
+    from .analyses import analyses_status, probe_runs, restamp_runs, run_analyses
 
     _load(params)
+    if probe:
+        try:
+            rows = probe_runs(params, only or None, log=lambda m: console.print(m, highlight=False))
+        except (FileNotFoundError, ValueError, ConfigError) as e:
+            _fail(str(e))
+        _table("probes", ["experiment", "digest", "valid NDCG@10"], [list(r) for r in rows])
+        return
     if status or restamp:  # a table of runs, nothing trained
         listing, column = (analyses_status, "status") if status else (restamp_runs, "outcome")
         try:
