@@ -190,15 +190,13 @@ def _sample_params(workdir: Path, extra: tuple[str, ...] = (), **train):
 
 
 def bench_throughput(steps: int, batch: int) -> dict:
-    import numpy as np
     import pandas as pd
 
     from llmrec_core.data.ingest import ingest
     from llmrec_core.data.prepare import prepare
     from llmrec_core.data.validate import validate
-    from llmrec_core.evaluate.run import encode_items
     from llmrec_core.model.bundle import build_bundle
-    from llmrec_core.serve.catalog_encoding import encode_length_sorted
+    from llmrec_core.model.inference import encode_items
     from llmrec_core.train.loop import train
 
     results = {}
@@ -217,7 +215,7 @@ def bench_throughput(steps: int, batch: int) -> dict:
             encode_items(bundle, len(items), 256)
             encode_s = time.perf_counter() - started
             started = time.perf_counter()
-            encode_length_sorted(bundle, np.arange(len(items)), 256)  # what `llmrec index` does
+            encode_items(bundle, len(items), 256, by_length=True)  # what `llmrec index` does
             sorted_s = time.perf_counter() - started
             results[tuning] = {"parameters_total": record["parameters_total"],
                                "parameters_trainable": record["parameters_trainable"],
@@ -235,7 +233,7 @@ def bench_sizes(steps: int, batch: int, names: list[str]) -> dict:
     from llmrec_core.data.ingest import ingest
     from llmrec_core.data.prepare import prepare
     from llmrec_core.data.validate import validate
-    from llmrec_core.evaluate.run import encode_items
+    from llmrec_core.model.inference import encode_items
     from llmrec_core.model.bundle import build_bundle
     from llmrec_core.model.random_init import write_random_opt
     from llmrec_core.train.loop import train

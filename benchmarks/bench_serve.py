@@ -33,7 +33,7 @@ def build_index(items_total: int, seed: int = 0) -> dict:
 
     from llmrec_core.config import load_params
     from llmrec_core.data.layout import DataLayout
-    from llmrec_core.evaluate.run import encode_items
+    from llmrec_core.model.inference import encode_items
     from llmrec_core.serve.index import ItemIndex
     from llmrec_core.serve.recommend import index_dir
     from llmrec_core.serve.towers import encoder_for

@@ -17,15 +17,15 @@ from typing import Callable
 from .config import Params, load_params
 from .data.layout import DataLayout
 from .probe import probe_digest, probe_params, probes_agree, record_probe
-from .provenance import EARLIER_EXPERIMENT_CODES, EXPERIMENT_CODE, code_hash, code_hash_at, fingerprint, provenance
+from .provenance import (EARLIER_EXPERIMENT_CODES, EXPERIMENT_CODE, code_hash, code_hash_at, fingerprint,
+                         non_default, provenance)
 
 STAMP = "experiment.json"
 
 
 def experiment_config(params: Params) -> dict:
-    """The sections of the params that decide an experiment's results, without values left at their defaults
-    (so that a new option does not make finished runs stale)."""
-    return {section: getattr(params, section).model_dump(mode="json", exclude_defaults=True)
+    """The sections of the params that decide an experiment's results (their non-default values)."""
+    return {section: non_default(getattr(params, section))
             for section in ("prepare", "model", "train", "sasrec", "seqhead", "eval")}
 
 
@@ -91,7 +91,7 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
                    index: bool = True) -> dict:
     """Train what the run's `eval.models` needs, evaluate on the test split, index the items (unless `index`
     is False: the index is for serving, and no result depends on it)."""
-    from .baselines.sasrec import train_sasrec
+    from .train.sasrec import train_sasrec
     from .evaluate.run import evaluate
     from .train.loop import train
 
@@ -200,7 +200,7 @@ def run_analyses(path: Path, names: list[str] | None = None, force: bool = False
 
 def run_probe(params: Params, log: Callable[[str], None] = print) -> tuple[str, dict]:
     """Train and evaluate (valid split) what probe params name, in their scratch folder; (digest, NDCG@10s)."""
-    from .baselines.sasrec import train_sasrec
+    from .train.sasrec import train_sasrec
     from .evaluate.run import evaluate
     from .train.loop import train
 

@@ -1,4 +1,4 @@
-"""Cost accounting (DESIGN §6): wall time per phase, throughput, memory, device and money."""
+"""Cost accounting: parameters, wall time per phase, throughput, memory, device and money."""
 from __future__ import annotations
 
 import platform
@@ -10,10 +10,17 @@ import numpy as np
 import torch
 
 from .config import CostConfig
-from .model.encoder import parameter_counts
+
+
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(all parameters, trainable parameters) of a model."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
 
 
 def device_info() -> dict:
+    """The device a cost record is for: GPU name and count, or the CPU and its thread count."""
     if torch.cuda.is_available():
         return {"device": torch.cuda.get_device_name(0), "device_count": torch.cuda.device_count(), "gpu": True}
     return {"device": f"CPU {platform.processor() or platform.machine()}", "device_count": torch.get_num_threads(),
@@ -21,10 +28,13 @@ def device_info() -> dict:
 
 
 def peak_host_mb() -> float:
+    """This process's peak resident memory so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class CostMeter:
+    """Wall time per named phase of a job, turned into a cost record (`record`) with throughput and money."""
+
     def __init__(self, cfg: CostConfig):
         self.cfg = cfg
         self.phases: dict[str, float] = {}
@@ -62,5 +72,6 @@ class CostMeter:
 
 
 def latency_percentiles(samples_s: list[float]) -> dict:
+    """p50 and p95 in milliseconds of latencies given in seconds."""
     arr = np.asarray(samples_s) * 1000
     return {"p50_ms": round(float(np.percentile(arr, 50)), 2), "p95_ms": round(float(np.percentile(arr, 95)), 2)}

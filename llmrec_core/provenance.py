@@ -19,13 +19,15 @@ PACKAGE = Path(__file__).resolve().parent
 # Sources, relative to llmrec_core/, whose change can change a trained LM's weights. Training validates
 # every epoch to decide which weights are kept, so the evaluator is part of it. config.py is left out:
 # the config values themselves are in every fingerprint (and a new option must not orphan finished runs).
+# SASRec and the sequence head share the LM's packages (model/sasrec.py, train/sasrec.py, evaluate/sasrec.py).
 LM_TRAINING_CODE = ("cost.py", "data/layout.py", "data/settings.py", "evaluate", "model", "train")
-SASREC_TRAINING_CODE = ("cost.py", "data/layout.py", "data/settings.py", "evaluate", "baselines")
+SASREC_TRAINING_CODE = LM_TRAINING_CODE
 # What an experiment's metrics depend on: both trainers and the evaluator. The serving index it also builds
 # decides no metric (evaluation ranks every item exactly), so serve/ is not part of it.
 EXPERIMENT_CODE = tuple(sorted({*LM_TRAINING_CODE, *SASREC_TRAINING_CODE}))
 # Scopes EXPERIMENT_CODE had before (newest first): `llmrec analyses --restamp` checks records made under them.
-EARLIER_EXPERIMENT_CODES = (tuple(sorted({*EXPERIMENT_CODE, "serve/index.py"})),)
+EARLIER_EXPERIMENT_CODES = (tuple(sorted({*EXPERIMENT_CODE, "baselines"})),
+                            tuple(sorted({*EXPERIMENT_CODE, "baselines", "serve/index.py"})))
 
 
 def _in_scopes(relative: str, scopes: tuple[str, ...]) -> bool:
@@ -95,10 +97,15 @@ def provenance(scopes: tuple[str, ...]) -> dict:
     return {**git_state(scopes), "code_hash": code_hash(scopes), "code_scope": list(scopes)}
 
 
+def non_default(section, exclude: set[str] = frozenset()) -> dict:
+    """A config section's values that differ from their defaults, as JSON values. Fingerprints are taken over
+    these, so that a new option (whose default keeps today's behaviour) orphans no finished run or checkpoint."""
+    return section.model_dump(mode="json", exclude=set(exclude), exclude_defaults=True)
+
+
 def fingerprint(config: dict, data_manifest: Path, scopes: tuple[str, ...] = (), code: str | None = None) -> str:
     """What a result was made from: a config, the prepared data's manifest and (optionally) source code: the
-    code_hash of `scopes`, or `code`, a hash computed before. Values left at their defaults are expected to be
-    left out of `config` by the caller, so that adding an option does not make finished runs stale."""
+    code_hash of `scopes`, or `code`, a hash computed before. `config` holds `non_default` sections."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     digest.update(data_manifest.read_bytes() if data_manifest.is_file() else b"")
     code = code or (code_hash(scopes) if scopes else None)

@@ -16,7 +16,7 @@ import platform
 import time
 from pathlib import Path
 
-from llmrec_core.baselines.sasrec import train_sasrec
+from llmrec_core.train.sasrec import train_sasrec
 from llmrec_core.config import load_params
 from llmrec_core.evaluate.run import evaluate
 

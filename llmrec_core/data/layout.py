@@ -7,6 +7,8 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class DataLayout:
+    """Where each data stage writes under `data.root`: interim (ingest), validated, prepared, and quarantines."""
+
     root: Path
 
     @property

@@ -12,6 +12,9 @@ import pyarrow.parquet as pq
 
 @dataclass
 class SettingData:
+    """The prepared data as one data setting sees it: the catalogue, its domain ranges, the training sequences and
+    the evaluation rows."""
+
     items: pd.DataFrame  # item_idx, item_id, domain, title, train_count, group
     domain_ranges: dict[str, tuple[int, int]]  # each domain's contiguous item_idx range [start, end)
     seq_values: np.ndarray  # training sequences, flattened
@@ -58,6 +61,8 @@ def seen_before_target(prepared: Path, evals: pd.DataFrame) -> list[np.ndarray]:
 
 
 def load_setting(prepared: Path, setting: str, domain: str | None = None) -> SettingData:
+    """Read the prepared folder's files for `setting` (and `domain`, for the per-domain settings): what training
+    and evaluation use."""
     items = pd.read_parquet(prepared / "items.parquet")
     domains = list(dict.fromkeys(items["domain"]))
     starts = items.groupby("domain", sort=False)["item_idx"].agg(["min", "max"])

@@ -8,6 +8,7 @@ HISTORY_BUCKETS = [(0, 0), (1, 4), (5, 9), (10, 19), (20, None)]
 
 
 def metric_values(ranks: np.ndarray, ks: list[int]) -> dict[str, float]:
+    """NDCG@k, Recall@k and MRR of 0-based target ranks (full ranking: one relevant item per row)."""
     ranks = np.asarray(ranks, dtype=np.float64)
     out = {"count": int(len(ranks))}
     if not len(ranks):

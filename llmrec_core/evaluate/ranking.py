@@ -8,12 +8,17 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
+
+from ..config import Params
+from ..data.settings import SettingData
 
 ScoreFn = Callable[[np.ndarray, int, int], torch.Tensor]  # (row ids, start, end) -> [rows, end-start]
 
 
 def vector_scores(users: torch.Tensor, items: torch.Tensor) -> ScoreFn:
+    """A ScoreFn of inner products between users' and items' vectors."""
     def score(rows: np.ndarray, start: int, end: int) -> torch.Tensor:
         return users[torch.from_numpy(rows)] @ items[start:end].T
     return score
@@ -80,8 +85,28 @@ def sampled_ranks(score: ScoreFn, targets: np.ndarray, histories: list[np.ndarra
 
 def top_k(score: ScoreFn, rows: np.ndarray, start: int, end: int, k: int,
           exclude: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The k best items of [start, end) for each row, the `exclude` items of each row left out: (ids, scores)."""
     scores = score(rows, start, end).float()
     if exclude is not None:
         _exclude(scores, exclude, np.full(len(rows), -1), start, end)
     values, idx = scores.topk(min(k, end - start), dim=1)
     return idx.numpy() + start, values.numpy()
+
+
+def select_rows(data: SettingData, split: str, max_users: int | None, seed: int) -> pd.DataFrame:
+    """The eval rows of `split`, at most `max_users` of them (a seeded sample, in their original order)."""
+    rows = data.eval_rows[data.eval_rows["split"] == split]
+    if max_users is not None and len(rows) > max_users:
+        rows = rows.sample(n=max_users, random_state=seed).sort_index()
+    return rows.reset_index(drop=True)
+
+
+def rank_rows(params: Params, score: ScoreFn, rows: pd.DataFrame, data: SettingData) -> np.ndarray:
+    """Each row's 0-based target rank under `eval.protocol` (full: every item of the domain; sampled), what the
+    user rated before excluded."""
+    targets = rows["target"].to_numpy(dtype=np.int64)
+    seen = list(rows["seen"]) if params.eval.exclude_history else None  # all earlier items, not only the window
+    if params.eval.protocol == "sampled":
+        return sampled_ranks(score, targets, seen, data.domain_ranges, params.eval.sampled_negatives,
+                             params.eval.seed)
+    return full_ranks(score, targets, seen, data.domain_ranges)

@@ -1,4 +1,5 @@
-"""Evaluate LLM-Rec (tuned or zero-shot) and the popularity baseline on one data setting.
+"""Evaluate the models of `eval.models` on one data setting and split: LLM-Rec (tuned or zero-shot), the
+sequence head, SASRec and popularity; writes metrics, per-target ranks and cost records to the run folder.
 
 Item vectors are encoded once per evaluation in large batches; users' history sentences are
 encoded in batches; ranking is chunked matrix multiplication (see ranking.py).
@@ -13,62 +14,23 @@ import pandas as pd
 import torch
 
 from ..config import Params
-from ..cost import CostMeter, latency_percentiles
+from ..cost import CostMeter, latency_percentiles, parameter_counts
 from ..data.layout import DataLayout
 from ..data.settings import SettingData, load_setting
+from ..model.bundle import build_bundle, load_weights
+from ..model.inference import best_device, encode_histories, encode_items
+from ..model.sasrec import load_sasrec
 from ..provenance import EXPERIMENT_CODE, provenance
 from .metrics import breakdown
-from .ranking import ScoreFn, full_ranks, sampled_ranks, vector_scores
+from .ranking import ScoreFn, rank_rows, select_rows, vector_scores
+from .sasrec import evaluate_sasrec
 
 MODELS = ("llmrec", "zero_shot", "seqhead", "sasrec", "popularity")
 
 
-def best_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _device(module: torch.nn.Module) -> torch.device:
-    return next(module.parameters()).device
-
-
-@torch.no_grad()
-def encode_items(bundle, n_items: int, batch_size: int) -> torch.Tensor:
-    enc = bundle.encoder
-    device, out = _device(enc), []
-    for s in range(0, n_items, batch_size):
-        ids, mask = bundle.tokens.items(range(s, min(n_items, s + batch_size)))
-        out.append(enc(ids.to(device), mask.to(device)).cpu())
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def encode_histories(bundle, histories: list[np.ndarray], batch_size: int) -> torch.Tensor:
-    enc = bundle.encoder
-    device, out = _device(enc), []
-    for s in range(0, len(histories), batch_size):
-        ids, mask = bundle.tokens.users(histories[s: s + batch_size])
-        out.append(enc(ids.to(device), mask.to(device)).cpu())
-    return torch.cat(out) if out else torch.zeros(0, 1)
-
-
-def select_rows(data: SettingData, split: str, max_users: int | None, seed: int) -> pd.DataFrame:
-    rows = data.eval_rows[data.eval_rows["split"] == split]
-    if max_users is not None and len(rows) > max_users:
-        rows = rows.sample(n=max_users, random_state=seed).sort_index()
-    return rows.reset_index(drop=True)
-
-
-def rank_rows(params: Params, score: ScoreFn, rows: pd.DataFrame, data: SettingData) -> np.ndarray:
-    targets = rows["target"].to_numpy(dtype=np.int64)
-    seen = list(rows["seen"]) if params.eval.exclude_history else None  # all earlier items, not only the window
-    if params.eval.protocol == "sampled":
-        return sampled_ranks(score, targets, seen, data.domain_ranges, params.eval.sampled_negatives,
-                             params.eval.seed)
-    return full_ranks(score, targets, seen, data.domain_ranges)
-
-
 def evaluate_encoder(params: Params, bundle, data: SettingData, split: str = "test",
                      max_users: int | None = None, meter: CostMeter | None = None) -> dict:
+    """Metrics of an LM encoder (training's validation): evaluate_encoder_vectors without the vectors."""
     return evaluate_encoder_vectors(params, bundle, data, split, max_users, meter)[0]
 
 
@@ -131,9 +93,9 @@ def write_summaries(run_dir, split: str, results: dict) -> None:
 
 
 def evaluate(params: Params, models: tuple[str, ...] = MODELS, split: str = "test") -> dict:
-    from ..model.bundle import build_bundle, load_weights
-    from ..model.encoder import parameter_counts
-
+    """`llmrec evaluate`: rank the `split` targets of the run's setting with each model of `models`; reads the
+    prepared data and the run's weights, writes metrics_<split>.json, ranks_<split>.parquet, summary_<split>.json,
+    domains_<split>.csv and the cost record to `train.run_dir`."""
     cfg = params.train
     data = load_setting(DataLayout(params.data_root).prepared, cfg.setting, cfg.domain)
     run_dir = params.resolve(cfg.run_dir)
@@ -148,8 +110,6 @@ def evaluate(params: Params, models: tuple[str, ...] = MODELS, split: str = "tes
             results[model] = breakdown(rows, ranks[model], params.eval.ks)
             continue
         if model in ("sasrec", "seqhead"):
-            from ..baselines.sasrec import evaluate_sasrec, load_sasrec
-
             with meter.phase("load"):
                 sasrec = load_sasrec(params, len(data.items), model)
             with meter.phase("rank"):

@@ -9,19 +9,21 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..config import Params
-from ..train.checkpoint import trainable_state
 from .encoder import RecEncoder, apply_lora, load_backbone, load_tokenizer, resolve_model_path
 from .text import TextTokens
 
 
 @dataclass
 class EncoderBundle:
+    """The LM encoder with the tokens of every catalogue title, and where the model came from."""
+
     encoder: RecEncoder
     tokens: TextTokens
     model_path: Path
 
 
 def build_bundle(params: Params, items: pd.DataFrame, tuning: str | None = None) -> EncoderBundle:
+    """The encoder of `params.model` (with LoRA adapters when tuning is lora) and the items' tokens."""
     m = params.model
     path = resolve_model_path(m.name_or_path, params.base_dir)
     tokenizer = load_tokenizer(path)
@@ -34,6 +36,12 @@ def build_bundle(params: Params, items: pd.DataFrame, tuning: str | None = None)
     return EncoderBundle(encoder, tokens, path)
 
 
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """All weights for full fine-tuning; only the adapter (and projection) weights for LoRA."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in names}
+
+
 def save_weights(encoder: torch.nn.Module, path: Path) -> None:
     """The tuned weights only (all of them for FPFT, the adapter for LoRA), as safetensors."""
     tmp = path.with_suffix(".tmp")
@@ -42,6 +50,7 @@ def save_weights(encoder: torch.nn.Module, path: Path) -> None:
 
 
 def load_weights(encoder: torch.nn.Module, path: Path) -> None:
+    """Load tuned weights (save_weights' file) into `encoder`; refuses weights of another model."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained weights; run `llmrec train` first")
     state = load_file(str(path))

@@ -36,6 +36,7 @@ def resolve_model_path(name_or_path: str, base_dir: Path | None = None) -> Path:
 
 
 def load_backbone(path: Path, gradient_checkpointing: bool = False) -> nn.Module:
+    """The pre-trained transformer at `path` (safetensors only, no remote code)."""
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
@@ -47,6 +48,7 @@ def load_backbone(path: Path, gradient_checkpointing: bool = False) -> nn.Module
 
 
 def load_tokenizer(path: Path):
+    """The tokenizer at `path`, with a padding token (decoders often have none)."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
@@ -56,6 +58,7 @@ def load_tokenizer(path: Path):
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """One vector per row from token states: the first token (cls), the masked mean, or the last real token."""
     if how == "cls":
         return hidden[:, 0]
     if how == "mean":
@@ -68,6 +71,8 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
 
 
 class RecEncoder(nn.Module):
+    """A pre-trained LM as a text encoder: pooled, optionally projected, L2-normalised vectors."""
+
     def __init__(self, backbone: nn.Module, pooling: str, projection_dim: int | None = None):
         super().__init__()
         self.backbone = backbone
@@ -84,6 +89,7 @@ class RecEncoder(nn.Module):
 
 
 def apply_lora(encoder: RecEncoder, r: int, alpha: int, dropout: float, target_modules: list[str] | None) -> RecEncoder:
+    """Wrap the backbone with LoRA adapters (peft); only they and the projection train."""
     from peft import LoraConfig, get_peft_model
 
     model_type = encoder.backbone.config.model_type
@@ -93,9 +99,3 @@ def apply_lora(encoder: RecEncoder, r: int, alpha: int, dropout: float, target_m
     encoder.backbone = get_peft_model(encoder.backbone,
                                       LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets))
     return encoder
-
-
-def parameter_counts(model: nn.Module) -> tuple[int, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return total, trainable

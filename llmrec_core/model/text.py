@@ -11,6 +11,8 @@ import torch
 
 
 class TextTokens:
+    """Token ids of every catalogue title, and the history sentences built from them (newest titles kept)."""
+
     def __init__(self, tokenizer, titles: list[str], domains: list[str], item_template: str, separator: str,
                  item_max_tokens: int, user_max_tokens: int):
         self.tok = tokenizer

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..analyses import read_stamp, run_status
 from ..config import SEED_RUN, Params, load_params
+from ..data.layout import DataLayout
 from .stats import Interval, paired_interval, per_target, unpaired_interval
 
 KEYS = ["user_idx", "target"]  # a target; "occurrence" tells apart a user's repeated events on one item
@@ -78,8 +79,6 @@ class Run:
     @cached_property
     def time_split(self) -> dict | None:
         """The time-split block of the run's prepared data (the new-item setting), None for leave-one-out."""
-        from ..data.layout import DataLayout
-
         return (read_json(DataLayout(self.params.data_root).prepared / "manifest.json") or {}).get("time_split")
 
     @property

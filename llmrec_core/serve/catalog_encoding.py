@@ -19,31 +19,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..model.inference import encode_items
+
 
 def catalog_key(items: pd.DataFrame, model_key: str) -> str:
     """What the shards were encoded from: the items (ids, domains, titles) and the encoder (`model_key`)."""
     digest = hashlib.sha256(model_key.encode())
     digest.update(pd.util.hash_pandas_object(items[["item_id", "domain", "title"]], index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-@torch.no_grad()
-def encode_length_sorted(bundle, rows: np.ndarray, batch_size: int) -> np.ndarray:
-    """Vectors of items `rows` (catalogue order), encoded in batches of similar title length."""
-    lengths = np.fromiter((len(bundle.tokens.item_ids[i]) for i in rows), dtype=np.int64, count=len(rows))
-    by_length = np.argsort(lengths, kind="stable")
-    order = rows[by_length]
-    device = next(bundle.encoder.parameters()).device
-    out = []
-    for start in range(0, len(order), batch_size):
-        ids, mask = bundle.tokens.items(order[start:start + batch_size])
-        out.append(bundle.encoder(ids.to(device), mask.to(device)).float().cpu())
-    if not out:
-        return np.zeros((0, 0), dtype=np.float32)
-    sorted_vectors = torch.cat(out).numpy()
-    vectors = np.empty_like(sorted_vectors)
-    vectors[by_length] = sorted_vectors  # back to catalogue order
-    return vectors
 
 
 def process_state():
@@ -80,7 +63,7 @@ def encode_catalog(bundle, n_items: int, batch_size: int, work: Path, key: str, 
         log(f"process {state.process_index}: resuming, {len(mine) - len(todo)} of {len(mine)} shards on disk")
     for shard in todo:
         rows = np.arange(shard * shard_items, min(n_items, (shard + 1) * shard_items))
-        vectors = encode_length_sorted(bundle, rows, batch_size)
+        vectors = encode_items(bundle, rows, batch_size, by_length=True).float().numpy()
         tmp = work / f".shard-{shard:05d}.{os.getpid()}.npy"
         np.save(tmp, vectors)
         os.replace(tmp, _shard_path(work, shard))  # a shard on disk is always complete

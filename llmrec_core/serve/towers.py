@@ -18,10 +18,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..baselines.sasrec import load_sasrec
 from ..config import Params
-from ..evaluate.run import encode_histories, encode_items
 from ..model.bundle import EncoderBundle, build_bundle, load_weights
+from ..model.inference import encode_histories, encode_items
+from ..model.sasrec import load_sasrec
 from ..model.text import TextTokens
 
 

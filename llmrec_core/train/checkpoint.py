@@ -6,14 +6,11 @@ from pathlib import Path
 
 import torch
 
-
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """All weights for full fine-tuning; only the adapter (and projection) weights for LoRA."""
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in names}
+from ..model.bundle import trainable_state
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> None:
+    """Write weights, optimizer, scheduler, RNG and `state` to `path` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "model": trainable_state(model),
@@ -29,6 +26,7 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> Non
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    """Restore a checkpoint into the model, optimizer, scheduler and RNG; returns its `state`."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     missing = set(payload["model"]) - set(model.state_dict())
     if missing:
@@ -43,6 +41,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
 
 
 def saved_fingerprint(path: Path) -> str | None:
+    """The fingerprint of the params and data a checkpoint was trained from."""
     return torch.load(path, map_location="cpu", weights_only=True)["state"].get("fingerprint")
 
 

@@ -9,6 +9,8 @@ import torch
 
 @dataclass
 class Examples:
+    """Training examples: where each target sits in the flattened sequences, and where its sequence starts."""
+
     target_pos: np.ndarray  # index into seq_values of each example's target
     seq_start: np.ndarray  # where the example's sequence starts in seq_values
 
@@ -17,6 +19,8 @@ class Examples:
 
 
 def build_examples(offsets: np.ndarray, max_per_sequence: int | None = None) -> Examples:
+    """Every prefix of every sequence with at least one earlier item (the most recent `max_per_sequence` per
+    sequence)."""
     lengths = np.diff(offsets)
     pos = np.arange(offsets[-1])
     start = np.repeat(offsets[:-1], lengths)
@@ -34,14 +38,21 @@ def histories(values: np.ndarray, ex: Examples, idx: np.ndarray, max_history: in
     return [values[s:e] for s, e in zip(starts, ends)]
 
 
+def ragged_pairs(lists: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, item) int64 index pairs of per-row item lists: row i repeated once per item of lists[i]."""
+    lengths = np.fromiter((len(r) for r in lists), dtype=np.int64, count=len(lists))
+    if not lengths.sum():
+        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    rows = torch.from_numpy(np.repeat(np.arange(len(lists)), lengths))
+    return rows, torch.from_numpy(np.concatenate(lists).astype(np.int64))
+
+
 def rated_columns(candidates: torch.Tensor, rated: list[np.ndarray], positive: torch.Tensor) -> torch.Tensor:
     """(rows, candidates) True where a candidate column is an item the row's user rated before its target
     (other than the target itself): false negatives, which full ranking never counts against the user."""
     mask = torch.zeros(len(rated), len(candidates), dtype=torch.bool)
-    lengths = np.fromiter((len(r) for r in rated), dtype=np.int64, count=len(rated))
-    if lengths.sum():
-        items = torch.from_numpy(np.concatenate(rated).astype(np.int64))
-        rows = torch.from_numpy(np.repeat(np.arange(len(rated)), lengths))
+    rows, items = ragged_pairs(rated)
+    if len(items):
         cols = torch.searchsorted(candidates, items).clamp(max=len(candidates) - 1)
         hit = candidates[cols] == items
         mask[rows[hit], cols[hit]] = True

@@ -19,9 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .examples import ragged_pairs
+
 
 @dataclass
 class ItemBank:
+    """Every item's vector, refreshed without gradients, for the item-bank loss."""
+
     vectors: torch.Tensor  # (n_items, dim) L2-normalised item vectors, no gradient
     domains: torch.Tensor  # (n_items,) domain code of each item
 
@@ -35,9 +39,7 @@ def bank_logits(users: torch.Tensor, targets: torch.Tensor, hists: list[np.ndarr
     logits = users @ bank.vectors.to(device, users.dtype).T / temperature
     domains = bank.domains.to(device)
     allowed = domains[None, :] == domains[targets][:, None]
-    lengths = np.fromiter((len(h) for h in hists), dtype=np.int64, count=len(hists))
-    if lengths.sum():
-        rows = torch.from_numpy(np.repeat(np.arange(len(hists)), lengths)).to(device)
-        allowed[rows, torch.from_numpy(np.concatenate(hists).astype(np.int64)).to(device)] = False
+    rows, items = ragged_pairs(hists)
+    allowed[rows.to(device), items.to(device)] = False
     allowed[torch.arange(len(targets), device=device), targets] = True
     return logits.masked_fill(~allowed, float("-inf"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,10 +25,11 @@ from ..config import Params
 from ..cost import CostMeter
 from ..data.layout import DataLayout
 from ..data.settings import SettingData, load_setting
-from ..evaluate.run import encode_items, evaluate_encoder
+from ..evaluate.run import evaluate_encoder
 from ..model.bundle import build_bundle, save_weights
+from ..model.inference import encode_items
 from ..model.text import TextTokens
-from ..provenance import LM_TRAINING_CODE, fingerprint, provenance
+from ..provenance import LM_TRAINING_CODE, fingerprint, non_default, provenance
 from .checkpoint import decide_resume, load_checkpoint, save_checkpoint
 from .examples import build_examples, histories, log_proposal, rated_columns, sample_domain_negatives
 from .item_bank import ItemBank, bank_logits
@@ -72,14 +74,6 @@ def _domain_tensors(data: SettingData, targets: np.ndarray) -> tuple[torch.Tenso
     return torch.from_numpy(ranges[codes, 0]), torch.from_numpy(ranges[codes, 1] - ranges[codes, 0])
 
 
-def _bank_due(state: dict, cfg, epoch: int) -> bool:
-    if state.get("item_bank") is None:
-        return True
-    if cfg.item_bank_refresh_steps:
-        return state["global_step"] - state["bank_step"] >= cfg.item_bank_refresh_steps
-    return state["bank_epoch"] != epoch
-
-
 def _encode_bank(bundle, n_items: int, batch_size: int) -> torch.Tensor:
     """Every item's vector in eval mode (no dropout, so the RNG a resumed run replays is untouched)."""
     was_training = bundle.encoder.training
@@ -90,16 +84,156 @@ def _encode_bank(bundle, n_items: int, batch_size: int) -> torch.Tensor:
 
 
 def train_fingerprint(params: Params) -> str:
-    # values left at their defaults are not part of it, so a new option does not orphan a checkpoint
-    train_cfg = params.train.model_dump(exclude={"run_dir", "checkpoint_every"}, exclude_defaults=True)
-    config = {"model": params.model.model_dump(exclude_defaults=True), "train": train_cfg,
-              "prepare": params.prepare.model_dump(exclude_defaults=True)}
+    """What an LM checkpoint was trained from: model, train and prepare params, the prepared data and the training
+    code."""
+    config = {"model": non_default(params.model), "train": non_default(params.train, {"run_dir", "checkpoint_every"}),
+              "prepare": non_default(params.prepare)}
     return fingerprint(config, DataLayout(params.data_root).prepared / "manifest.json", LM_TRAINING_CODE)
 
 
-def train(params: Params, resume: bool | str = False, show_progress: bool = True) -> dict:
-    """resume: False (refuse an existing checkpoint), True (continue it), "auto" (continue if it matches)."""
+@dataclass
+class TrainState:
+    """Where a run is: what the checkpoint holds besides weights, optimizer and RNG, so a killed run resumes."""
+
+    fingerprint: str
+    epoch: int = 0
+    batch: int = 0  # next batch of `epoch`
+    global_step: int = 0
+    best_ndcg: float = -1.0
+    bad_epochs: int = 0
+    done: bool = False
+    last_loss: float | None = None
+    epochs: list = field(default_factory=list)  # one record per finished epoch
+    log: list = field(default_factory=list)  # (step, epoch, loss) per optimizer step
+    item_bank: torch.Tensor | None = None  # item vectors of the bank loss, and when they were encoded
+    bank_step: int = 0
+    bank_epoch: int = -1
+
+    def bank_due(self, cfg) -> bool:
+        if self.item_bank is None:
+            return True
+        if cfg.item_bank_refresh_steps:
+            return self.global_step - self.bank_step >= cfg.item_bank_refresh_steps
+        return self.bank_epoch != self.epoch
+
+
+@dataclass
+class TrainRun:
+    """What an epoch works with: the prepared engine (accelerate), the model and the setting's examples."""
+
+    params: Params
+    acc: object  # accelerate.Accelerator
+    encoder: torch.nn.Module  # as accelerate prepared it
+    bundle: object  # model.bundle.EncoderBundle (its encoder unwrapped)
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    data: SettingData
+    examples: object  # examples.Examples
+    log_q: torch.Tensor | None
+    batches_per_epoch: int
+    ckpt_path: object  # pathlib.Path
+
+    def save(self, state: TrainState) -> None:
+        save_checkpoint(self.ckpt_path, self.acc.unwrap_model(self.encoder), self.optimizer, self.scheduler, vars(state))
+
+
+def train_epoch(run: TrainRun, state: TrainState, counts: dict, started: float, show_progress: bool) -> None:
+    """The batches of `state.epoch` from `state.batch` on (or up to `max_steps`); adds to `counts` (samples,
+    tokens) and checkpoints every `checkpoint_every` steps."""
+    cfg, acc, data, examples = run.params.train, run.acc, run.data, run.examples
+    epoch, values = state.epoch, data.seq_values
+    domain_codes = torch.from_numpy(data.item_domain_codes())
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(examples))[acc.process_index::acc.num_processes]
+    run.encoder.train()
+    bar = tqdm(range(state.batch, run.batches_per_epoch), disable=not (show_progress and acc.is_main_process),
+               desc=f"epoch {epoch + 1}/{cfg.epochs}", initial=state.batch, total=run.batches_per_epoch,
+               mininterval=0.1 if sys.stderr.isatty() else 20)  # logs (Prefect, DVC): a line per 20 s
+    for b in bar:
+        # checked before the batch, so a run resumed from a checkpoint taken at the limit takes no extra step
+        if cfg.max_steps and state.global_step >= cfg.max_steps:
+            break
+        idx = order[b * cfg.batch_size: (b + 1) * cfg.batch_size]
+        targets_np = values[examples.target_pos[idx]]
+        targets = torch.from_numpy(targets_np)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 100_003 + b)
+        negatives = None
+        if cfg.domain_negatives:
+            start, size = _domain_tensors(data, targets_np)
+            negatives = sample_domain_negatives(targets, start, size, cfg.domain_negatives, gen)
+        hists = histories(values, examples, idx, run.params.prepare.max_history)
+        rated = histories(values, examples, idx, None) if cfg.mask_rated_negatives else None
+        bank = None
+        if cfg.item_bank_negatives:
+            if state.bank_due(cfg):
+                state.item_bank = _encode_bank(run.bundle, len(data.items), run.params.eval.batch_size)
+                state.bank_step, state.bank_epoch = state.global_step, epoch
+            bank = ItemBank(state.item_bank, domain_codes)
+        with acc.accumulate(run.encoder):
+            loss, n_tok = batch_loss(run.encoder, run.bundle.tokens, hists, targets, negatives, cfg.in_batch_negatives,
+                                     run.params.model.temperature, acc.device, run.log_q, bank, rated)
+            acc.backward(loss)
+            run.optimizer.step()
+            run.scheduler.step()
+            run.optimizer.zero_grad()
+        counts["samples"] += len(idx)
+        counts["tokens"] += n_tok
+        state.batch = b + 1
+        if acc.sync_gradients:
+            state.global_step += 1
+            elapsed = time.perf_counter() - started
+            bar.set_postfix(loss=f"{loss.item():.3f}", samples_s=f"{counts['samples'] / elapsed:.1f}", refresh=False)
+            state.last_loss = round(float(loss.item()), 5)
+            state.log.append((state.global_step, epoch + 1, state.last_loss))
+            if state.global_step % cfg.checkpoint_every == 0 and acc.is_main_process:
+                run.save(state)
+
+
+def end_epoch(run: TrainRun, state: TrainState, meter: CostMeter) -> None:
+    """Validate, keep the weights when validation NDCG@10 improved, stop on patience or the step limit, and
+    checkpoint the start of the next epoch."""
+    cfg, acc = run.params.train, run.acc
+    step_limit = bool(cfg.max_steps and state.global_step >= cfg.max_steps)
+    with meter.phase("validate"):
+        metrics = evaluate_encoder(run.params, run.bundle, run.data, split="valid",
+                                   max_users=run.params.eval.max_valid_users)
+    ndcg = metrics["overall"].get("ndcg@10", 0.0)
+    # a run resumed from a checkpoint taken at the epoch's last batch runs no batch: the loss is the saved one
+    state.epochs.append({"epoch": state.epoch + 1, "last_loss": state.last_loss, "valid_ndcg@10": ndcg,
+                         "valid_recall@10": metrics["overall"].get("recall@10", 0.0)})
+    acc.print(f"epoch {state.epoch + 1}: loss {state.last_loss}  valid NDCG@10 {ndcg:.4f}")
+    if ndcg > state.best_ndcg:
+        state.best_ndcg, state.bad_epochs = ndcg, 0
+        if acc.is_main_process:
+            save_weights(acc.unwrap_model(run.encoder), run.params.resolve(cfg.run_dir) / "weights.safetensors")
+    else:
+        state.bad_epochs += 1
+        if state.bad_epochs >= cfg.patience:
+            state.done = True
+    state.epoch += 1
+    state.batch = 0
+    state.done = state.done or step_limit
+    if acc.is_main_process:
+        run.save(state)
+
+
+def accelerator(cfg):
+    """accelerate's engine for `cfg` (train config): precision, gradient accumulation, CPU or GPU."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    precision = cfg.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() else "no"
+    # cpu=True without CUDA lets `accelerate launch --multi_gpu` / torchrun processes form a gloo group.
+    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
+                       cpu=not torch.cuda.is_available(),
+                       # backbones carry heads the pooled vector never uses (e.g. BERT's pooler)
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def train(params: Params, resume: bool | str = False, show_progress: bool = True) -> dict:
+    """Fine-tune the LM of `params.model` on the prepared data's `train.setting`; writes weights.safetensors (the
+    best validation epoch), checkpoint.pt, train_metrics.json, cost_train.json and train_log.csv to `train.run_dir`.
+    resume: False (refuse an existing checkpoint), True (continue it), "auto" (continue if it matches)."""
     from transformers import get_linear_schedule_with_warmup
 
     cfg = params.train
@@ -107,14 +241,7 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
     ckpt_path = run_dir / "checkpoint.pt"
     current = train_fingerprint(params)
     resume = decide_resume(ckpt_path, resume, current, [run_dir / "weights.safetensors"])
-    precision = cfg.mixed_precision
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() else "no"
-    # cpu=True without CUDA lets `accelerate launch --multi_gpu` / torchrun processes form a gloo group.
-    acc = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
-                      cpu=not torch.cuda.is_available(),
-                      # backbones carry heads the pooled vector never uses (e.g. BERT's pooler)
-                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    acc = accelerator(cfg)
     torch.manual_seed(cfg.seed)
     meter = CostMeter(params.cost)
 
@@ -128,7 +255,7 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
     if cfg.logq_correction:
         log_q = torch.from_numpy(log_proposal(data.seq_values[examples.target_pos], data.item_domain_codes(),
                                               cfg.domain_negatives)).float()
-    world, rank = acc.num_processes, acc.process_index
+    world = acc.num_processes
     batches_per_epoch = len(examples) // (cfg.batch_size * world) or 1
     steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
     total_steps = cfg.epochs * steps_per_epoch
@@ -138,108 +265,47 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
 
-    state = {"epoch": 0, "batch": 0, "global_step": 0, "best_ndcg": -1.0, "bad_epochs": 0, "epochs": [],
-             "done": False, "fingerprint": current, "log": [], "last_loss": None}
+    state = TrainState(fingerprint=current)
     if resume:
-        state = load_checkpoint(ckpt_path, bundle.encoder, optimizer, scheduler)
-        state.setdefault("last_loss", None)
-        finished = state["done"] or state["epoch"] >= cfg.epochs
+        state = TrainState(**load_checkpoint(ckpt_path, bundle.encoder, optimizer, scheduler))
+        finished = state.done or state.epoch >= cfg.epochs
         if finished and (run_dir / "train_metrics.json").is_file():  # keep the record of the run that did the work
             acc.print(f"{ckpt_path}: this run already finished; nothing to do")
             return json.loads((run_dir / "train_metrics.json").read_text())
-        acc.print(f"resuming from {ckpt_path}: epoch {state['epoch']}, batch {state['batch']}")
+        acc.print(f"resuming from {ckpt_path}: epoch {state.epoch}, batch {state.batch}")
     encoder, optimizer, scheduler = acc.prepare(bundle.encoder, optimizer, scheduler)
-    device = acc.device
-    values = data.seq_values
-    domain_codes = torch.from_numpy(data.item_domain_codes())
+    run = TrainRun(params, acc, encoder, bundle, optimizer, scheduler, data, examples, log_q, batches_per_epoch,
+                   ckpt_path)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "params.json").write_text(params.model_dump_json(indent=2))
 
-    samples = tokens = 0
-    train_start = time.perf_counter()
-    while not state["done"] and state["epoch"] < cfg.epochs:
-        epoch = state["epoch"]
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(examples))[rank::world]
-        encoder.train()
-        bar = tqdm(range(state["batch"], batches_per_epoch), disable=not (show_progress and acc.is_main_process),
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", initial=state["batch"], total=batches_per_epoch,
-                   mininterval=0.1 if sys.stderr.isatty() else 20)  # logs (Prefect, DVC): a line per 20 s
+    counts, started = {"samples": 0, "tokens": 0}, time.perf_counter()
+    while not state.done and state.epoch < cfg.epochs:
         with meter.phase("train"):
-            for b in bar:
-                # checked before the batch, so a run resumed from a checkpoint taken at the limit takes no extra step
-                if cfg.max_steps and state["global_step"] >= cfg.max_steps:
-                    break
-                idx = order[b * cfg.batch_size: (b + 1) * cfg.batch_size]
-                targets_np = values[examples.target_pos[idx]]
-                targets = torch.from_numpy(targets_np)
-                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 100_003 + b)
-                negatives = None
-                if cfg.domain_negatives:
-                    start, size = _domain_tensors(data, targets_np)
-                    negatives = sample_domain_negatives(targets, start, size, cfg.domain_negatives, gen)
-                hists = histories(values, examples, idx, params.prepare.max_history)
-                rated = histories(values, examples, idx, None) if cfg.mask_rated_negatives else None
-                bank = None
-                if cfg.item_bank_negatives:
-                    if _bank_due(state, cfg, epoch):
-                        state["item_bank"] = _encode_bank(bundle, len(data.items), params.eval.batch_size)
-                        state["bank_step"], state["bank_epoch"] = state["global_step"], epoch
-                    bank = ItemBank(state["item_bank"], domain_codes)
-                with acc.accumulate(encoder):
-                    loss, n_tok = batch_loss(encoder, bundle.tokens, hists, targets, negatives, cfg.in_batch_negatives,
-                                             params.model.temperature, device, log_q, bank, rated)
-                    acc.backward(loss)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-                samples += len(idx)
-                tokens += n_tok
-                state["batch"] = b + 1
-                if acc.sync_gradients:
-                    state["global_step"] += 1
-                    elapsed = time.perf_counter() - train_start
-                    bar.set_postfix(loss=f"{loss.item():.3f}", samples_s=f"{samples / elapsed:.1f}", refresh=False)
-                    state["last_loss"] = round(float(loss.item()), 5)
-                    state["log"].append((state["global_step"], epoch + 1, state["last_loss"]))
-                    if state["global_step"] % cfg.checkpoint_every == 0 and acc.is_main_process:
-                        save_checkpoint(ckpt_path, acc.unwrap_model(encoder), optimizer, scheduler, state)
-        step_limit = bool(cfg.max_steps and state["global_step"] >= cfg.max_steps)
-        with meter.phase("validate"):
-            metrics = evaluate_encoder(params, bundle, data, split="valid", max_users=params.eval.max_valid_users)
-        ndcg = metrics["overall"].get("ndcg@10", 0.0)
-        # a run resumed from a checkpoint taken at the epoch's last batch runs no batch: the loss is the saved one
-        state["epochs"].append({"epoch": epoch + 1, "last_loss": state["last_loss"], "valid_ndcg@10": ndcg,
-                                "valid_recall@10": metrics["overall"].get("recall@10", 0.0)})
-        acc.print(f"epoch {epoch + 1}: loss {state['last_loss']}  valid NDCG@10 {ndcg:.4f}")
-        if ndcg > state["best_ndcg"]:
-            state["best_ndcg"], state["bad_epochs"] = ndcg, 0
-            if acc.is_main_process:
-                save_weights(acc.unwrap_model(encoder), run_dir / "weights.safetensors")
-        else:
-            state["bad_epochs"] += 1
-            if state["bad_epochs"] >= cfg.patience:
-                state["done"] = True
-        state["epoch"] += 1
-        state["batch"] = 0
-        state["done"] = state["done"] or step_limit
-        if acc.is_main_process:
-            save_checkpoint(ckpt_path, acc.unwrap_model(encoder), optimizer, scheduler, state)
+            train_epoch(run, state, counts, started, show_progress)
+        end_epoch(run, state, meter)
 
-    train_seconds = meter.seconds("train")
+    return train_records(run, state, meter, counts, current)
+
+
+def train_records(run: TrainRun, state: TrainState, meter: CostMeter, counts: dict, run_fingerprint: str) -> dict:
+    """The run's summary (validation per epoch, cost) written with its cost record and loss log; returned."""
+    params, cfg, acc = run.params, run.params.train, run.acc
+    world, run_dir = acc.num_processes, run.params.resolve(cfg.run_dir)
     record = meter.record(
-        model=acc.unwrap_model(encoder), kind="train", samples=samples, tokens=tokens, seconds=train_seconds,
+        model=acc.unwrap_model(run.encoder), kind="train", samples=counts["samples"], tokens=counts["tokens"],
+        seconds=meter.seconds("train"),
         extra={"setting": cfg.setting, "domain": cfg.domain, "tuning": cfg.tuning, "model": params.model.name_or_path,
-               "examples_per_epoch": len(examples), "global_steps": state["global_step"], "world_size": world,
-               "batch_size": cfg.batch_size * world * cfg.grad_accum, "examples_seen": state["global_step"] *
+               "examples_per_epoch": len(run.examples), "global_steps": state.global_step, "world_size": world,
+               "batch_size": cfg.batch_size * world * cfg.grad_accum, "examples_seen": state.global_step *
                cfg.batch_size * world * cfg.grad_accum, "user_max_tokens": params.model.user_max_tokens,
                "seed": cfg.seed, "provenance": provenance(LM_TRAINING_CODE)},
     )
-    summary = {"epochs": state["epochs"], "best_valid_ndcg@10": state["best_ndcg"], "cost": record,
-               "fingerprint": current, "provenance": record["provenance"]}
+    summary = {"epochs": state.epochs, "best_valid_ndcg@10": state.best_ndcg, "cost": record,
+               "fingerprint": run_fingerprint, "provenance": record["provenance"]}
     if acc.is_main_process:
         (run_dir / "train_metrics.json").write_text(json.dumps(summary, indent=2))
         (run_dir / "cost_train.json").write_text(json.dumps(record, indent=2))
-        lines = ["step,epoch,loss", *(f"{s},{e},{l}" for s, e, l in state["log"])]
+        lines = ["step,epoch,loss", *(f"{s},{e},{l}" for s, e, l in state.log)]
         (run_dir / "train_log.csv").write_text("\n".join(lines) + "\n")
     return summary
-

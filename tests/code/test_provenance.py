@@ -74,7 +74,8 @@ def test_restamp_carries_a_run_over_a_narrower_code_scope_only_when_git_proves_i
     _head_tree(monkeypatch)
     params = load_params("params.yaml", [f"train.run_dir={tmp_path / 'run'}", f"data.root={tmp_path / 'data'}"])
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=PACKAGE).stdout.strip()
-    old = code_hash_at(head, EARLIER_EXPERIMENT_CODES[0])
+    wider = next(scope for scope in EARLIER_EXPERIMENT_CODES if "serve/index.py" in scope)  # a file that still exists
+    old = code_hash_at(head, wider)
     assert old and old != code_hash_at(head, EXPERIMENT_CODE)
 
     _stamp(params, "0" * 16, head)  # a hash that is not the commit's: the code was not that commit's
@@ -83,13 +84,13 @@ def test_restamp_carries_a_run_over_a_narrower_code_scope_only_when_git_proves_i
     assert restamp(params) == ("kept stale", "params or prepared data changed")
     # a commit whose evaluator differs from today's
     commits = subprocess.run(["git", "log", "--format=%H", "--", "llmrec_core/evaluate"], capture_output=True,
-                             text=True, cwd=PACKAGE).stdout.split()
+                             text=True, cwd=PACKAGE.parent).stdout.split()
     older = next((c for c in commits[1:] if code_hash_at(c, EXPERIMENT_CODE) != code_hash_at(head, EXPERIMENT_CODE)),
                  None)
     if older is not None:
-        _stamp(params, code_hash_at(older, EARLIER_EXPERIMENT_CODES[0]), older)
+        _stamp(params, code_hash_at(older, wider), older)
         outcome, why = restamp(params)
-        assert outcome == "kept stale" and "changed since commit" in why
+        assert outcome == "kept stale" and "changed since commit" in why and "no probe" in why
 
     _stamp(params, old, head)
     assert run_status(params)[0] == "stale"
@@ -98,3 +99,36 @@ def test_restamp_carries_a_run_over_a_narrower_code_scope_only_when_git_proves_i
     stamp = json.loads((tmp_path / "run" / "experiment.json").read_text())
     assert stamp["restamped"]["code_hash"] == old and stamp["provenance"]["commit"] == head
     assert stamp["provenance"]["code_scope"] == list(EXPERIMENT_CODE)
+
+
+@pytest.mark.skipif(git_state()["commit"] is None, reason="needs a git checkout")
+def test_restamp_carries_a_run_over_a_code_change_only_when_probes_of_both_codes_agree(tmp_path, monkeypatch):
+    from llmrec_core.analyses import restamp, run_status
+    from llmrec_core.config import load_params
+    from llmrec_core.probe import PROBE_OVERRIDES, PROBES
+
+    _head_tree(monkeypatch)
+    params = load_params("params.yaml", [f"train.run_dir={tmp_path / 'run'}", f"data.root={tmp_path / 'data'}"])
+    head = code_hash_at("HEAD", EXPERIMENT_CODE)
+    commits = subprocess.run(["git", "log", "--format=%H", "--", "llmrec_core/evaluate"], capture_output=True,
+                             text=True, cwd=PACKAGE.parent).stdout.split()
+    older = next((c for c in commits[1:] if code_hash_at(c, EXPERIMENT_CODE) != head), None)
+    if older is None:
+        pytest.skip("no commit in this clone's history with other experiment code")
+    old = code_hash_at(older, EARLIER_EXPERIMENT_CODES[0])  # a record without code_scope: earlier scopes are tried
+    now = head  # what this tree counts as (_head_tree)
+
+    def probes(old_digest: str, new_digest: str) -> None:
+        record = {"overrides": list(PROBE_OVERRIDES)}
+        (tmp_path / "run" / PROBES).write_text(json.dumps({old: {**record, "digest": old_digest},
+                                                           now: {**record, "digest": new_digest}}))
+
+    _stamp(params, old, older)
+    probes("aaaa", "bbbb")  # the change altered what the probe produced
+    outcome, why = restamp(params)
+    assert outcome == "kept stale" and "digests differ" in why
+    probes("aaaa", "aaaa")
+    assert restamp(params)[0] == "restamped"
+    assert run_status(params)[0] == "current"
+    stamp = json.loads((tmp_path / "run" / "experiment.json").read_text())
+    assert stamp["restamped"]["by"] == "probe" and stamp["restamped"]["code_hash"] == old

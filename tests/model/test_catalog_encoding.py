@@ -10,7 +10,7 @@ import pandas as pd
 import yaml
 
 import llmrec_core.serve.catalog_encoding as catalog_encoding
-from llmrec_core.evaluate.run import encode_items
+from llmrec_core.model.inference import encode_items
 from llmrec_core.serve.catalog_encoding import catalog_key, encode_catalog
 from llmrec_core.serve.index import ItemIndex
 from llmrec_core.serve.recommend import build_index, index_dir
@@ -35,9 +35,9 @@ def test_length_sorted_shards_equal_plain_encoding_and_resume(tiny_bert, sample_
     assert len(shards) == -(-len(items) // shard) > 2
 
     encoded = []
-    real = catalog_encoding.encode_length_sorted
-    monkeypatch.setattr(catalog_encoding, "encode_length_sorted",
-                        lambda b, rows, size: encoded.append(int(rows[0])) or real(b, rows, size))
+    real = catalog_encoding.encode_items
+    monkeypatch.setattr(catalog_encoding, "encode_items",
+                        lambda b, rows, size, by_length: encoded.append(int(rows[0])) or real(b, rows, size, by_length))
     shards[1].unlink()  # killed while encoding shard 1
     np.testing.assert_allclose(encode_catalog(bundle, len(items), 16, work, key, shard), got, atol=1e-6)
     assert encoded == [shard]  # only the missing shard was encoded again

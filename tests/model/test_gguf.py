@@ -26,7 +26,7 @@ def test_smollm2_converts_and_encodes(tmp_path):
     import torch
 
     from llmrec_core.config import load_params
-    from llmrec_core.evaluate.run import encode_items
+    from llmrec_core.model.inference import encode_items
     from llmrec_core.model.bundle import build_bundle
 
     out = convert(None, tmp_path / "smollm2")

@@ -13,7 +13,7 @@ from llmrec_core.data.layout import DataLayout
 from llmrec_core.data.prepare import prepare
 from llmrec_core.data.settings import load_setting
 from llmrec_core.data.validate import validate
-from llmrec_core.evaluate.run import encode_items
+from llmrec_core.model.inference import encode_items
 from llmrec_core.serve.index import ItemIndex
 from llmrec_core.serve.new_items import ingest_new_items
 from llmrec_core.serve.recommend import build_index, index_dir, load_index

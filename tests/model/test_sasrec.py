@@ -4,7 +4,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmrec_core.baselines.sasrec import SASRec, pad_left, train_sasrec, training_windows
+from llmrec_core.model.sasrec import SASRec, pad_left
+from llmrec_core.train.sasrec import train_sasrec, training_windows
 from llmrec_core.config import SasrecConfig
 from llmrec_core.evaluate.run import evaluate
 

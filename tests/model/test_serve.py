@@ -7,7 +7,7 @@ import torch
 from llmrec_core.config import IndexConfig
 from llmrec_core.serve.index import ItemIndex, index_kind
 from llmrec_core.serve.recommend import add_items, build_index, index_dir, load_index, recommend, user_events
-from llmrec_core.baselines.sasrec import train_sasrec
+from llmrec_core.train.sasrec import train_sasrec
 from llmrec_core.train.loop import train
 
 
@@ -105,7 +105,7 @@ def test_new_items_are_recommendable_without_retraining(sample_prepared):
 
 
 def test_the_sequence_head_serves_like_it_evaluates_and_takes_new_items(tiny_bert, sample_prepared):
-    from llmrec_core.baselines.sasrec import history_matrix, load_sasrec
+    from llmrec_core.model.sasrec import history_matrix, load_sasrec
     from llmrec_core.serve.recommend import Recommender
 
     params = sample_prepared("serve-seqhead", model={"name_or_path": str(tiny_bert)},
