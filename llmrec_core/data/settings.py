@@ -21,6 +21,13 @@ class SettingData:
     seq_offsets: np.ndarray  # sequence s is seq_values[seq_offsets[s]:seq_offsets[s + 1]]
     eval_rows: pd.DataFrame  # user_idx, split, target, domain, group, history_len, history, seen
 
+    def known_items(self) -> np.ndarray | None:
+        """Which items a model trained on this setting can know of (a bool per item), or None for all of them.
+        On a time split, items first seen after the cutoff (group "new") do not exist yet when the model
+        trains: they are never its negatives, nor columns of its softmax. Evaluation still ranks them."""
+        new = self.items["group"].to_numpy() == "new"
+        return ~new if new.any() else None
+
     def item_domain_codes(self) -> np.ndarray:
         codes = np.empty(len(self.items), dtype=np.int64)
         for code, (start, end) in enumerate(self.domain_ranges.values()):

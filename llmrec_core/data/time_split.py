@@ -15,8 +15,9 @@ the `ingest-new-items` path does (tests/model/test_new_item_path.py checks that 
 
 Only the Mixed setting is defined on a time split: the in-domain files are removed. The k-core filter of
 `prepare` ran on all events, so a new item here is one that gathers enough ratings later. The catalogue
-holds every item, so training can draw a new item as a negative (LLM-Rec's same-domain negatives, the
-softmax of SASRec and the sequence head), which a model trained at the cutoff could not.
+holds every item, and evaluation ranks every one; training does not see new items at all: they are never
+negatives (LLM-Rec's same-domain and item-bank negatives) nor columns of the softmax of SASRec and the
+sequence head (`SettingData.known_items`), as for a model trained at the cutoff.
 """
 from __future__ import annotations
 

@@ -60,6 +60,30 @@ def rated_columns(candidates: torch.Tensor, rated: list[np.ndarray], positive: t
     return mask
 
 
+@dataclass
+class NegativePool:
+    """The items same-domain negatives are drawn from: every item, or only those `known` at training time.
+    `items` is sorted, so each domain (a contiguous item range) is a contiguous run of it."""
+
+    items: np.ndarray  # item ids in the pool, ascending
+    start: np.ndarray  # per domain code: the domain's first position in `items`
+    size: np.ndarray  # per domain code: how many of its items are in the pool
+
+    @classmethod
+    def of(cls, domain_ranges: dict[str, tuple[int, int]], n_items: int, known: np.ndarray | None) -> "NegativePool":
+        items = np.arange(n_items) if known is None else np.flatnonzero(known)
+        bounds = np.asarray(list(domain_ranges.values()), dtype=np.int64).reshape(-1, 2)
+        start, end = np.searchsorted(items, bounds[:, 0]), np.searchsorted(items, bounds[:, 1])
+        return cls(items, start, end - start)
+
+    def sample(self, targets: np.ndarray, codes: np.ndarray, k: int, generator: torch.Generator) -> torch.Tensor:
+        """k pool items per row from the row's target domain (`codes`), never the target (which is in the pool)."""
+        position = torch.from_numpy(np.searchsorted(self.items, targets))
+        drawn = sample_domain_negatives(position, torch.from_numpy(self.start[codes]),
+                                        torch.from_numpy(self.size[codes]), k, generator)
+        return torch.from_numpy(self.items)[drawn]
+
+
 def sample_domain_negatives(targets: torch.Tensor, domain_start: torch.Tensor, domain_size: torch.Tensor,
                             k: int, generator: torch.Generator) -> torch.Tensor:
     """k items per row drawn uniformly from the target's domain, never the target itself."""
@@ -70,17 +94,20 @@ def sample_domain_negatives(targets: torch.Tensor, domain_start: torch.Tensor, d
     return domain_start[:, None] + torch.minimum(draw, (domain_size[:, None] - 1).clamp(min=0))
 
 
-def log_proposal(targets: np.ndarray, domain_codes: np.ndarray, domain_negatives: int) -> np.ndarray:
+def log_proposal(targets: np.ndarray, domain_codes: np.ndarray, domain_negatives: int,
+                 known: np.ndarray | None = None) -> np.ndarray:
     """log of each item's expected share of a batch's candidate columns, per training row.
 
     An item enters the candidates as some row's target (as often as it is a training target) or as a
     same-domain negative (k per row, uniform within the domain). Subtracting this from the logits is the
     sampled-softmax ("logQ") correction: the in-batch loss then estimates the softmax over all items, so
-    popular items are not pushed down merely for being frequent in-batch negatives.
+    popular items are not pushed down merely for being frequent in-batch negatives. Negatives are drawn
+    from the `known` items only (all when None).
     """
     n_items, n_domains = len(domain_codes), int(domain_codes.max()) + 1
     target_share = np.bincount(targets, minlength=n_items) / len(targets)
     domain_share = np.bincount(domain_codes[targets], minlength=n_domains) / len(targets)
-    domain_size = np.bincount(domain_codes, minlength=n_domains)
-    q = target_share + domain_negatives * domain_share[domain_codes] / domain_size[domain_codes]
+    pool = np.ones(n_items, dtype=bool) if known is None else known
+    domain_size = np.maximum(np.bincount(domain_codes[pool], minlength=n_domains), 1)
+    q = target_share + pool * domain_negatives * domain_share[domain_codes] / domain_size[domain_codes]
     return np.log(np.maximum(q, 1e-12))

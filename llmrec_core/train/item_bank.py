@@ -28,17 +28,20 @@ class ItemBank:
 
     vectors: torch.Tensor  # (n_items, dim) L2-normalised item vectors, no gradient
     domains: torch.Tensor  # (n_items,) domain code of each item
+    known: torch.Tensor | None = None  # (n_items,) bool: items that exist at training time (None: all)
 
 
 def bank_logits(users: torch.Tensor, targets: torch.Tensor, hists: list[np.ndarray], bank: ItemBank,
                 temperature: float) -> torch.Tensor:
     """(rows, n_items) logits of each user against every bank vector; -inf for items outside the target's
-    domain and for the row's history (unless it is the target)."""
+    domain, for items not known at training time and for the row's history (unless it is the target)."""
     device = users.device
     targets = targets.to(device)
     logits = users @ bank.vectors.to(device, users.dtype).T / temperature
     domains = bank.domains.to(device)
     allowed = domains[None, :] == domains[targets][:, None]
+    if bank.known is not None:
+        allowed &= bank.known.to(device)[None, :]
     rows, items = ragged_pairs(hists)
     allowed[rows.to(device), items.to(device)] = False
     allowed[torch.arange(len(targets), device=device), targets] = True

@@ -31,7 +31,7 @@ from ..model.inference import encode_items
 from ..model.text import TextTokens
 from ..provenance import LM_TRAINING_CODE, fingerprint, non_default, provenance
 from .checkpoint import decide_resume, load_checkpoint, save_checkpoint
-from .examples import build_examples, histories, log_proposal, rated_columns, sample_domain_negatives
+from .examples import NegativePool, build_examples, histories, log_proposal, rated_columns
 from .item_bank import ItemBank, bank_logits
 
 
@@ -66,12 +66,6 @@ def batch_loss(encoder: torch.nn.Module, tokens: TextTokens, hists: list[np.ndar
     if bank is not None:
         loss = loss + F.cross_entropy(bank_logits(users, targets, hists, bank, temperature), targets.to(device))
     return loss, n_tokens
-
-
-def _domain_tensors(data: SettingData, targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    codes = data.item_domain_codes()[targets]
-    ranges = np.asarray(list(data.domain_ranges.values()), dtype=np.int64)
-    return torch.from_numpy(ranges[codes, 0]), torch.from_numpy(ranges[codes, 1] - ranges[codes, 0])
 
 
 def _encode_bank(bundle, n_items: int, batch_size: int) -> torch.Tensor:
@@ -142,7 +136,9 @@ def train_epoch(run: TrainRun, state: TrainState, counts: dict, started: float, 
     tokens) and checkpoints every `checkpoint_every` steps."""
     cfg, acc, data, examples = run.params.train, run.acc, run.data, run.examples
     epoch, values = state.epoch, data.seq_values
-    domain_codes = torch.from_numpy(data.item_domain_codes())
+    codes, known = data.item_domain_codes(), data.known_items()
+    pool = NegativePool.of(data.domain_ranges, len(data.items), known)
+    domain_codes, bank_known = torch.from_numpy(codes), None if known is None else torch.from_numpy(known)
     order = np.random.default_rng([cfg.seed, epoch]).permutation(len(examples))[acc.process_index::acc.num_processes]
     run.encoder.train()
     bar = tqdm(range(state.batch, run.batches_per_epoch), disable=not (show_progress and acc.is_main_process),
@@ -158,8 +154,7 @@ def train_epoch(run: TrainRun, state: TrainState, counts: dict, started: float, 
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 100_003 + b)
         negatives = None
         if cfg.domain_negatives:
-            start, size = _domain_tensors(data, targets_np)
-            negatives = sample_domain_negatives(targets, start, size, cfg.domain_negatives, gen)
+            negatives = pool.sample(targets_np, codes[targets_np], cfg.domain_negatives, gen)
         hists = histories(values, examples, idx, run.params.prepare.max_history)
         rated = histories(values, examples, idx, None) if cfg.mask_rated_negatives else None
         bank = None
@@ -167,7 +162,7 @@ def train_epoch(run: TrainRun, state: TrainState, counts: dict, started: float, 
             if state.bank_due(cfg):
                 state.item_bank = _encode_bank(run.bundle, len(data.items), run.params.eval.batch_size)
                 state.bank_step, state.bank_epoch = state.global_step, epoch
-            bank = ItemBank(state.item_bank, domain_codes)
+            bank = ItemBank(state.item_bank, domain_codes, bank_known)
         with acc.accumulate(run.encoder):
             loss, n_tok = batch_loss(run.encoder, run.bundle.tokens, hists, targets, negatives, cfg.in_batch_negatives,
                                      run.params.model.temperature, acc.device, run.log_q, bank, rated)
@@ -254,7 +249,7 @@ def train(params: Params, resume: bool | str = False, show_progress: bool = True
     log_q = None
     if cfg.logq_correction:
         log_q = torch.from_numpy(log_proposal(data.seq_values[examples.target_pos], data.item_domain_codes(),
-                                              cfg.domain_negatives)).float()
+                                              cfg.domain_negatives, data.known_items())).float()
     world = acc.num_processes
     batches_per_epoch = len(examples) // (cfg.batch_size * world) or 1
     steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)

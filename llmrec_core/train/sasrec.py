@@ -49,8 +49,9 @@ def head_fingerprint(params: Params, head: str) -> str:
 
 
 def train_epoch(model: SASRec, optimizer: torch.optim.Optimizer, windows: np.ndarray, cfg, epoch: int,
-                device: torch.device) -> tuple[int, torch.Tensor]:
-    """One pass over the training windows in the (seed, epoch) order: (targets trained on, the last loss)."""
+                device: torch.device, unknown: torch.Tensor | None = None) -> tuple[int, torch.Tensor]:
+    """One pass over the training windows in the (seed, epoch) order: (targets trained on, the last loss).
+    `unknown` (bool per item) marks items that do not exist at training time: no column of the softmax."""
     order = np.random.default_rng([cfg.seed, epoch]).permutation(len(windows))
     model.train()
     samples = 0
@@ -60,7 +61,10 @@ def train_epoch(model: SASRec, optimizer: torch.optim.Optimizer, windows: np.nda
         valid = (inputs > 0) & (targets > 0)
         table = model.item_table()  # one ID dropout draw for the step's inputs and outputs
         hidden = model(inputs, table)[valid]
-        loss = F.cross_entropy(hidden @ table[1:].T, targets[valid] - 1)
+        logits = hidden @ table[1:].T
+        if unknown is not None:
+            logits = logits.masked_fill(unknown, float("-inf"))
+        loss = F.cross_entropy(logits, targets[valid] - 1)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -93,6 +97,8 @@ def train_sasrec(params: Params, resume: bool | str = False, show_progress: bool
         known = torch.from_numpy(np.bincount(data.seq_values, minlength=len(data.items)) > 0)
         torch.manual_seed(cfg.seed)  # the same initial weights whatever encoding drew
     device = best_device()
+    known_at_training = data.known_items()
+    unknown = None if known_at_training is None else torch.from_numpy(~known_at_training).to(device)
     model = SASRec(len(data.items), cfg, cfg.max_len, text, known).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant; kept for the checkpoint
@@ -108,7 +114,7 @@ def train_sasrec(params: Params, resume: bool | str = False, show_progress: bool
     while not state["done"] and state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
         with meter.phase("train"):
-            samples_done, loss = train_epoch(model, optimizer, windows, cfg, epoch, device)
+            samples_done, loss = train_epoch(model, optimizer, windows, cfg, epoch, device, unknown)
         samples += samples_done
         state["epoch"] = epoch + 1
         if state["epoch"] % cfg.eval_every == 0 or state["epoch"] == cfg.epochs:
