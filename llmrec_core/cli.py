@@ -121,15 +121,15 @@ def prepare(params: Path = ParamsOption, overrides: list[str] = SetOption) -> No
     print_manifest(manifest)
 
 
-def print_manifest(m: dict) -> None:
+def print_manifest(manifest: dict) -> None:
     """Print what `prepare` kept and dropped, per domain and per data setting."""
-    console.print(f"{m['interactions_kept']:,} of {m['interactions_in']:,} interactions kept; "
-                  f"{m['users']:,} users, {m['items']:,} items")
-    if m["dropped"]:
-        _table("dropped in preparation", ["reason", "events"], [[k, v] for k, v in m["dropped"].items()])
-    s = m["settings"]
-    if "time_split" in m:  # the new-item setting: Mixed only, targets in a window of time
-        t = m["time_split"]
+    console.print(f"{manifest['interactions_kept']:,} of {manifest['interactions_in']:,} interactions kept; "
+                  f"{manifest['users']:,} users, {manifest['items']:,} items")
+    if manifest["dropped"]:
+        _table("dropped in preparation", ["reason", "events"], [[k, v] for k, v in manifest["dropped"].items()])
+    s = manifest["settings"]
+    if "time_split" in manifest:  # the new-item setting: Mixed only, targets in a window of time
+        t = manifest["time_split"]
         console.print(f"time split: train up to {t['cutoff_utc']} ({t['train_events']:,} events, {t['new_items']:,} items "
                       f"first seen later); test {t['window_utc'][0]} to {t['window_utc'][1]}: {t['test_rows']:,} "
                       f"events of {t['test_users']:,} users, {t['test_groups'].get('new', 0):,} of them on new items")
@@ -138,7 +138,7 @@ def print_manifest(m: dict) -> None:
         return
     _table("domains", ["domain", "users", "items", "interactions", "test cold", "test tail", "test head"],
            [[d, v["users"], v["items"], v["interactions"], *(v["test_groups"].get(g, 0) for g in ("cold", "tail", "head"))]
-            for d, v in m["domains"].items()])
+            for d, v in manifest["domains"].items()])
     rows = [["Mixed", "all", s["mixed"]["train_examples"], s["mixed"]["test_targets"], s["mixed"]["test_without_history"]],
             ["S2PIAO", "all", s["s2piao"]["train_examples"], s["s2piao"]["test_targets"], s["s2piao"]["test_without_history"]]]
     rows += [["Single Domain", d, v["train_examples"], v["test_targets"], v["test_without_history"]]
@@ -170,18 +170,18 @@ def train(params: Path = ParamsOption, overrides: list[str] = SetOption, experim
     except (FileExistsError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     if model != "llmrec":
-        c = summary["cost"]
+        cost = summary["cost"]
         _table(f"{model} training", ["epoch", "loss", "valid NDCG@10"],
                [[e["epoch"], f"{e['loss']:.4f}", f"{e['valid_ndcg@10']:.4f}"] for e in summary["evals"]])
-        console.print(f"{c['parameters_total']:,} parameters; {c['seconds_per_epoch']} s/epoch on {c['device']}; "
+        console.print(f"{cost['parameters_total']:,} parameters; {cost['seconds_per_epoch']} s/epoch on {cost['device']}; "
                       f"weights in {p.resolve(getattr(p, model).run_dir)}")
         return
     _table("training", ["epoch", "last loss", "valid NDCG@10", "valid Recall@10"],
            [[e["epoch"], f"{e['last_loss']:.4f}", f"{e['valid_ndcg@10']:.4f}", f"{e['valid_recall@10']:.4f}"]
             for e in summary["epochs"]])
-    c = summary["cost"]
-    console.print(f"{c['parameters_trainable']:,} of {c['parameters_total']:,} parameters trained; "
-                  f"{c['samples_per_s']} samples/s on {c['device']}; weights in {p.resolve(p.train.run_dir)}")
+    cost = summary["cost"]
+    console.print(f"{cost['parameters_trainable']:,} of {cost['parameters_total']:,} parameters trained; "
+                  f"{cost['samples_per_s']} samples/s on {cost['device']}; weights in {p.resolve(p.train.run_dir)}")
 
 
 @app.command()

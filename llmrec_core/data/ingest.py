@@ -23,6 +23,8 @@ from .stage import stage_output
 
 @dataclass
 class SourceCounts:
+    """What ingest read from one source: items and interactions kept and quarantined, per domain."""
+
     source: str
     items: int = 0
     items_quarantined: int = 0
@@ -92,14 +94,14 @@ def _ingest_into(out: Path, sources, chunk: int, progress) -> list[SourceCounts]
         ParquetSink(out / "quarantine.parquet", QUARANTINE) as quarantine,
     ):
         for src, items_path, inter_path in sources:
-            c = SourceCounts(src.name)
+            tally = SourceCounts(src.name)
             domain_maps = []
             for batch in read_items(src, items_path, chunk):
                 rows = _item_rows(src, batch).assign(source_file=str(items_path))
                 items_out.write(rows)
                 quarantine.write(_quarantine_rows(batch.bad, "items"))
-                c.items += len(rows)
-                c.items_quarantined += len(batch.bad)
+                tally.items += len(rows)
+                tally.items_quarantined += len(batch.bad)
                 if src.domain_from == "first_genre":
                     domain_maps.append(pd.Series(rows["domain"].to_numpy(), index=batch.rows["native_item"].to_numpy()))
             domain_of = None
@@ -110,14 +112,14 @@ def _ingest_into(out: Path, sources, chunk: int, progress) -> list[SourceCounts]
                 rows = _interaction_rows(src, batch, domain_of).assign(source_file=str(inter_path))
                 inter_out.write(rows)
                 quarantine.write(_quarantine_rows(batch.bad, "interactions"))
-                c.interactions += len(rows)
-                c.interactions_quarantined += len(batch.bad)
+                tally.interactions += len(rows)
+                tally.interactions_quarantined += len(batch.bad)
                 for d, n in rows["domain"].fillna("?").value_counts().items():
-                    c.domains[d] = c.domains.get(d, 0) + int(n)
+                    tally.domains[d] = tally.domains.get(d, 0) + int(n)
                 if progress:
-                    progress(src.name, c.interactions)
-            counts.append(c)
+                    progress(src.name, tally.interactions)
+            counts.append(tally)
     # run_id ties what validate and prepare read to this ingest (prepare refuses data validated from another)
-    report = {"run_id": uuid.uuid4().hex, "sources": [c.__dict__ for c in counts]}
+    report = {"run_id": uuid.uuid4().hex, "sources": [tally.__dict__ for tally in counts]}
     (out / "ingest_report.json").write_text(json.dumps(report, indent=2))
     return counts

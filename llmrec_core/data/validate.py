@@ -35,6 +35,8 @@ class ValidationFailed(UserError, RuntimeError):
 
 @dataclass
 class TableReport:
+    """The outcome of validating one table: rows in and out, rows quarantined (per reason), and the GX verdict."""
+
     table: str
     rows_in: int
     rows_out: int

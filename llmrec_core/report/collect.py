@@ -30,6 +30,8 @@ def read_json(path: Path) -> dict | None:
 
 @dataclass
 class Run:
+    """One finished run as the report reads it: its params, metrics, ranks and cost records."""
+
     name: str  # the run: the experiment's name, or <experiment>.seed<N>
     params: Params
     metrics: dict | None  # metrics_test.json: {"models": {model: {"overall", "by_domain", "by_group", ...}}}

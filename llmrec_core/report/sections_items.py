@@ -9,6 +9,7 @@ from .markdown import fmt, mean_sd, table
 
 
 def item_groups(report: Report) -> str:
+    """Section: NDCG@10 by item popularity group (head, tail, new) for LLM-Rec and the baselines."""
     best, base = report.headline_experiment(), report.baseline
     if best is None or base is None:
         return "Not run: needs a Mixed-setting LLM-Rec experiment and one with the baselines."
@@ -115,6 +116,7 @@ def retraining(report: Report) -> list[str]:
 
 
 def zero_shot(report: Report) -> str:
+    """Section: leave-one-domain-out, LLM-Rec on a domain it never trained on, beside the untuned LM."""
     lodo = {runs[0].domain: runs for runs in report.experiments.values()
             if runs[0].setting == "leave_one_domain_out" and runs[0].has("llmrec")}
     base = report.baseline

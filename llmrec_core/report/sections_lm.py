@@ -10,6 +10,8 @@ from .markdown import fmt, mean_sd, table
 
 
 def headline(report: Report) -> str:
+    """Section: the chosen LLM-Rec against SASRec, popularity and the untuned LM, with intervals and the goal's
+    verdict."""
     best, base = report.headline_experiment(), report.baseline
     if best is None or base is None:
         return "Not run: needs a Mixed-setting LLM-Rec experiment and one with the baselines."
@@ -128,6 +130,7 @@ def _setting_arms(report: Report, model: str) -> dict[str, Arm]:
 
 
 def data_settings(report: Report) -> str:
+    """Section: Single Domain, S2PIAO and Mixed compared for LLM-Rec and SASRec."""
     per_model = {m: _setting_arms(report, m) for m in ("llmrec", "sasrec")}
     if not any(len(arms) > 1 for arms in per_model.values()):
         return "Not run: the params file needs experiments in at least two data settings."
@@ -169,6 +172,7 @@ def data_settings(report: Report) -> str:
 
 
 def model_size(report: Report) -> str:
+    """Section: model sizes (MiniLM, SmolLM2, random-init decoders) at equal budget."""
     rows, arms = [], {}
     for name, runs in report.experiments.items():
         run = runs[0]
@@ -239,6 +243,7 @@ def _size_cost(report: Report) -> list[str]:
 
 
 def tuning(report: Report) -> str:
+    """Section: FPFT against LoRA at equal budget, per model."""
     groups: dict[tuple, dict[str, str]] = {}
     for name in report.tuned_mixed():
         run = report.first(name)
@@ -282,6 +287,7 @@ def tuning(report: Report) -> str:
 
 
 def negatives(report: Report) -> str:
+    """Section: the loss's levers (masking rated negatives, logQ, the item bank), each against the reference run."""
     ref_name = report.tuned_mixed()[0] if report.tuned_mixed() else None
     if ref_name is None:
         return "Not run."

@@ -8,6 +8,7 @@ from .markdown import fmt, table
 
 
 def deployment_cost(report: Report) -> str:
+    """Section: training and serving cost per run (time, throughput, memory, money)."""
     out = [f"Training and serving cost per run (price {report.base.cost.price_per_gpu_hour}/GPU-hour, "
            f"{report.base.cost.price_per_cpu_hour}/CPU-hour, `cost` in the params file).", ""]
     rows = []
@@ -27,6 +28,7 @@ def deployment_cost(report: Report) -> str:
 
 
 def sasrec(report: Report) -> str:
+    """Section: how the standard SASRec was trained and tuned, and its numbers."""
     out = [f"SASRec as Kang & McAuley and RecBole train it: every position of every training sequence, "
            f"max_len {report.base.sasrec.max_len}, embedding scale, dropout {report.base.sasrec.dropout:g}, early stopping "
            f"on validation NDCG@10 (patience {report.base.sasrec.patience} checks, one every "
@@ -78,6 +80,7 @@ def sasrec(report: Report) -> str:
 
 
 def all_runs(report: Report) -> str:
+    """Section: every run with its settings, headline metrics and provenance."""
     rows = []
     for run in report.runs:
         for model, result in run.metrics["models"].items():

@@ -34,6 +34,8 @@ def per_target(ranks: np.ndarray, metric: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Interval:
+    """A 95% bootstrap interval of a difference of means (A minus B): paired over the same targets when `paired`."""
+
     diff: float  # mean of A minus mean of B
     low: float
     high: float

@@ -36,10 +36,14 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
 class Strict(BaseModel):
+    """A request body that refuses unknown fields."""
+
     model_config = ConfigDict(extra="forbid")
 
 
 class RecommendRequest(Strict):
+    """POST /recommend: a known user or a history of titles, k, and an optional domain."""
+
     user: Id | None = None
     history: list[Title] | None = Field(default=None, min_length=1, max_length=200)
     k: int = Field(default=10, ge=1, le=1000)
@@ -47,12 +51,16 @@ class RecommendRequest(Strict):
 
 
 class NewItem(Strict):
+    """One item of POST /items: its id, domain and title."""
+
     item_id: Id
     domain: Id
     title: Title
 
 
 class NewItemsRequest(Strict):
+    """POST /items: up to 1,000 new items."""
+
     items: list[NewItem] = Field(min_length=1, max_length=1000)
 
 

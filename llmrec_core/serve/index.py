@@ -45,6 +45,8 @@ def _empty_index(kind: str, dim: int, cfg: IndexConfig) -> faiss.IndexIDMap2:
 
 @dataclass
 class ItemIndex:
+    """A faiss index of item vectors (exact or HNSW) with each vector's item id and domain."""
+
     index: faiss.IndexIDMap2
     catalog: pd.DataFrame  # one row per vector, row number = faiss id; columns CATALOG_COLUMNS
     meta: dict

@@ -26,6 +26,9 @@ from .recommend import add_items, load_index
 
 @dataclass
 class NewItemsResult:
+    """What adding new items did: the items accepted and their ids, those quarantined (with reasons), and whether
+    the file was rejected as a whole."""
+
     accepted: pd.DataFrame  # item_id, domain, title, source_file, source_line
     quarantined: pd.DataFrame  # source_file, source_line, reason, record
     added_ids: np.ndarray
