@@ -51,10 +51,9 @@ def new_items(report: Report) -> str:
     out = ["Each experiment trains on the events before a cutoff and ranks every event of a later window of time "
            "against every item of its domain, new items included, with all of the user's earlier items excluded. "
            "New items reach LLM-Rec as text only; SASRec ranks them with untrained embeddings, popularity with zero "
-           "counts. A user has several targets here, so intervals resample users. One way this differs from a "
-           "deployment: training sees the whole catalogue, so new items can be drawn as LLM-Rec's same-domain "
-           "negatives and are in the softmax of SASRec and the sequence head, which pushes them down; a model "
-           "trained at the cutoff would not know them.", ""]
+           "counts. A user has several targets here, so intervals resample users. As in a deployment, training "
+           "does not know the new items: they are never LLM-Rec's negatives nor columns of the softmax of SASRec "
+           "and the sequence head, whose ID embeddings of new items stay untrained.", ""]
     ours_models = ("llmrec", "seqhead")
     for name, runs in report.time_experiments.items():
         t = runs[0].time_split

@@ -81,6 +81,7 @@ class Service:
         self.items.set(self.recommender.index.index.ntotal)
 
     def reload(self) -> dict:
+        """Load the run's current weights and index and swap them in; requests in flight keep the old ones."""
         with self._reload_lock:  # one reload at a time; requests keep using the old one until the swap
             fresh = Recommender.load(self.params)
             self.recommender, self.generation = fresh, self.generation + 1
@@ -88,7 +89,24 @@ class Service:
             self.reloads.inc()
         return self.health()
 
+    def add_items(self, items: list[dict]) -> tuple[dict, int]:
+        """Screen new items as `ingest-new-items` does, index those that pass and record them: (body, status)."""
+        recommender = self.recommender
+        source = f"POST /items {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        rows = new_item_rows(items, source)
+        accepted, quarantined, rejected = screen_new_items(self.params, rows, bad_frame(source, [], [], []), source,
+                                                           set(recommender.index.catalog["item_id"]),
+                                                           recommender.domains)
+        ids = recommender.add(accepted) if len(accepted) else np.zeros(0, dtype=np.int64)
+        since = record_new_items(self.params, accepted, quarantined, source)
+        self.items.set(recommender.index.index.ntotal)
+        result = {"accepted": accepted["item_id"].tolist(), "index_ids": [int(i) for i in ids],
+                  "quarantined": quarantined[["source_line", "reason"]].rename(columns={"source_line": "position"})
+                  .to_dict("records"), "rejected": rejected, "since_training": since}
+        return result, 422 if rejected or not len(accepted) else 200
+
     def health(self) -> dict:
+        """What is served: the model, its index, how many items, and how many reloads so far."""
         r = self.recommender
         return {"status": "ok", "model_kind": r.tower.kind, "model": r.index.meta.get("model"),
                 "tuned": r.index.meta.get("tuned"),
@@ -137,19 +155,7 @@ def create_app(params: Params) -> FastAPI:
 
     @app.post("/items")
     def add_items(body: NewItemsRequest) -> dict:
-        recommender = service.recommender
-        source = f"POST /items {time.strftime('%Y-%m-%d %H:%M:%S')}"
-        rows = new_item_rows([item.model_dump() for item in body.items], source)
-        accepted, quarantined, rejected = screen_new_items(params, rows, bad_frame(source, [], [], []), source,
-                                                           set(recommender.index.catalog["item_id"]),
-                                                           recommender.domains)
-        ids = recommender.add(accepted) if len(accepted) else np.zeros(0, dtype=np.int64)
-        since = record_new_items(params, accepted, quarantined, source)
-        service.items.set(recommender.index.index.ntotal)
-        status = 422 if rejected or not len(accepted) else 200
-        result = {"accepted": accepted["item_id"].tolist(), "index_ids": [int(i) for i in ids],
-                  "quarantined": quarantined[["source_line", "reason"]].rename(columns={"source_line": "position"})
-                  .to_dict("records"), "rejected": rejected, "since_training": since}
+        result, status = service.add_items([item.model_dump() for item in body.items])
         return JSONResponse(result, status_code=status)
 
     @app.post("/reload")

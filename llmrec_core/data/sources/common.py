@@ -174,6 +174,32 @@ def iter_delimited(
     transcode = encoding.lower().replace("-", "") not in ("utf8",)
     has_header = column_names is None
     header = column_names if not has_header else _read_header(path, delimiter, encoding)
+    reader = _open_reader(path, header, has_header, delimiter, encoding, quoting, chunk_rows, on_invalid_row,
+                          pa.string() if transcode else pa.binary())
+    next_line = 2 if has_header else 1
+    any_rows = False
+    for batch in _guarded_stream(path, reader):
+        any_rows = True
+        skipped_lines = {s[0] for s in skipped}
+        lines = _assign_lines(next_line, batch.num_rows, skipped_lines)
+        if len(lines):
+            next_line = int(lines[-1]) + 1
+        frame, bad_utf8 = _decode_batch(path, batch, lines, transcode)
+        _refuse_multiline(path, frame)
+        frame, blank = _drop_empty_records(path, frame)
+        real_skips = [s for s in skipped if s[1]]
+        skipped.clear()
+        yield frame, pd.concat([bad_rows(path, real_skips), bad_utf8, blank], ignore_index=True)
+    real_skips = [s for s in skipped if s[1]]
+    if real_skips:
+        yield pd.DataFrame(columns=[*header, "source_line"]), bad_rows(path, real_skips)
+    elif not any_rows and not has_header:
+        raise InputError(f"{path}: file is empty")
+
+
+def _open_reader(path: Path, header: list[str], has_header: bool, delimiter: str, encoding: str, quoting: bool,
+                 chunk_rows: int, on_invalid_row, string_type):
+    """pyarrow's streaming CSV reader over `path`, every column read as `string_type`."""
     # names are given explicitly (the header line skipped), so every column is typed as text below: an id's
     # type is never guessed from its values, whatever the header looks like (a byte-order mark, say)
     read_options = pacsv.ReadOptions(
@@ -189,7 +215,6 @@ def iter_delimited(
         ignore_empty_lines=False,
         invalid_row_handler=on_invalid_row,
     )
-    string_type = pa.string() if transcode else pa.binary()
     convert_options = pacsv.ConvertOptions(
         column_types={c: string_type for c in header}, strings_can_be_null=False, quoted_strings_can_be_null=False
     )
@@ -201,31 +226,16 @@ def iter_delimited(
         if "Empty CSV file" in str(e):
             raise InputError(f"{path}: file is empty") from None
         raise
+    return reader
 
-    next_line = 2 if has_header else 1
-    any_rows = False
-    for batch in _guarded_stream(path, reader):
-        any_rows = True
-        skipped_lines = {s[0] for s in skipped}
-        lines = _assign_lines(next_line, batch.num_rows, skipped_lines)
-        if len(lines):
-            next_line = int(lines[-1]) + 1
-        frame, bad_utf8 = _decode_batch(path, batch, lines, transcode)
-        _refuse_multiline(path, frame)
-        # pyarrow reads a blank line (or one of bare delimiters) as a row of empty fields: not a record
-        empty = (frame.drop(columns="source_line") == "").all(axis=1).to_numpy()
-        blank = bad_frame(path, frame["source_line"][empty].tolist(), ["empty record (a blank line or only "
-                                                                        "delimiters)"] * int(empty.sum()),
-                          [""] * int(empty.sum()))
-        frame = frame[~empty].reset_index(drop=True)
-        real_skips = [s for s in skipped if s[1]]
-        skipped.clear()
-        yield frame, pd.concat([bad_rows(path, real_skips), bad_utf8, blank], ignore_index=True)
-    real_skips = [s for s in skipped if s[1]]
-    if real_skips:
-        yield pd.DataFrame(columns=[*header, "source_line"]), bad_rows(path, real_skips)
-    elif not any_rows and not has_header:
-        raise InputError(f"{path}: file is empty")
+
+def _drop_empty_records(path: Path, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """pyarrow reads a blank line (or one of bare delimiters) as a row of empty fields: not a record. Returns the
+    frame without them, and them as quarantine rows."""
+    empty = (frame.drop(columns="source_line") == "").all(axis=1).to_numpy()
+    blank = bad_frame(path, frame["source_line"][empty].tolist(),
+                      ["empty record (a blank line or only delimiters)"] * int(empty.sum()), [""] * int(empty.sum()))
+    return frame[~empty].reset_index(drop=True), blank
 
 
 def _refuse_multiline(path: Path, frame: pd.DataFrame) -> None:
