@@ -85,7 +85,7 @@ def read_probes(run_dir: Path) -> dict:
 def record_probe(run_dirs: list[Path], digest: str, readable: dict, probed_run: str, seconds: float) -> dict:
     """Write a probe made with the code in this tree into each run folder's probes.json (under its code hash)."""
     record = {"digest": digest, "valid_ndcg@10": readable, "probed_run": probed_run, "overrides": list(PROBE_OVERRIDES),
-              "commit": git_state(EXPERIMENT_CODE)["commit"], "made_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+              **git_state(EXPERIMENT_CODE), "made_at": time.strftime("%Y-%m-%d %H:%M:%S"),
               "seconds": round(seconds, 1)}
     current = code_hash(EXPERIMENT_CODE)
     for run_dir in run_dirs:
