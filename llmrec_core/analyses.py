@@ -35,6 +35,11 @@ def experiment_fingerprint(params: Params) -> str:
                        EXPERIMENT_CODE)
 
 
+def run_folder(params: Params) -> Path:
+    """The run's folder (`train.run_dir`, resolved)."""
+    return params.resolve(params.train.run_dir)
+
+
 def read_stamp(params: Params) -> dict | None:
     """The run's experiment.json (what `run_experiment` wrote when it finished), or None."""
     stamp = params.resolve(params.train.run_dir) / STAMP
@@ -136,9 +141,9 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
 
 def restamp(params: Params) -> tuple[str, str]:
     """Carry a finished run over a change of its code or of what counts as its code (provenance.EXPERIMENT_CODE),
-    without rerunning it, when it is proven not to change its results: the recorded code hash is that of its scope at the
-    recorded commit (so the run was made from that commit's code), its fingerprint with that hash is today's
-    (same params and prepared data), and every file of today's scope is the same at that commit as in this
+    without rerunning it, when it is proven not to change its results: the recorded code hash is that of its
+    scope at the recorded commit (so the run was made from that commit's code), its fingerprint with that hash is
+    today's (same params and prepared data), and every file of today's scope is the same at that commit as in this
     tree -- or, where the code changed, probes made with the old and the new code agree (probe.py).
     Returns (outcome, why); outcome is "restamped", "current" or "kept stale"."""
     status, _ = run_status(params)
@@ -222,7 +227,8 @@ def run_probe(params: Params, log: Callable[[str], None] = print) -> tuple[str, 
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def probe_runs(path: Path, names: list[str] | None = None, log: Callable[[str], None] = print) -> list[tuple[str, str, str]]:
+def probe_runs(path: Path, names: list[str] | None = None,
+               log: Callable[[str], None] = print) -> list[tuple[str, str, str]]:
     """Probe each selected experiment (its first run; seeds choose random draws, not code paths) with the code in
     this tree and record it in every run of the experiment (probe.py). Returns (experiment, digest, NDCG@10s)."""
     params = load_params(path)
@@ -234,7 +240,7 @@ def probe_runs(path: Path, names: list[str] | None = None, log: Callable[[str], 
             continue
         started = time.perf_counter()
         digest, readable = run_probe(probe_params(path, runs[0]), log)
-        run_dirs = [load_params(path, experiment=r).resolve(load_params(path, experiment=r).train.run_dir) for r in runs]
+        run_dirs = [run_folder(load_params(path, experiment=r)) for r in runs]
         record = record_probe(run_dirs, digest, readable, runs[0], time.perf_counter() - started)
         log(f"{experiment.name}: probe {digest} in {record['seconds']} s")
         out.append((experiment.name, digest, json.dumps(readable)))
