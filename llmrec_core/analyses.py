@@ -42,7 +42,7 @@ def run_folder(params: Params) -> Path:
 
 def read_stamp(params: Params) -> dict | None:
     """The run's experiment.json (what `run_experiment` wrote when it finished), or None."""
-    stamp = params.resolve(params.train.run_dir) / STAMP
+    stamp = run_folder(params) / STAMP
     return json.loads(stamp.read_text()) if stamp.is_file() else None
 
 
@@ -50,7 +50,7 @@ def run_status(params: Params) -> tuple[str, str]:
     """("current" | "stale" | "not run", why) for the run these params describe."""
     stamp = read_stamp(params)
     if stamp is None:
-        if (params.resolve(params.train.run_dir) / "metrics_test.json").is_file():
+        if (run_folder(params) / "metrics_test.json").is_file():
             return "unstamped", "made outside `llmrec analyses` (dvc repro or the CLI): no experiment.json"
         return "not run", "no experiment.json"
     if stamp.get("fingerprint") == experiment_fingerprint(params):
@@ -101,7 +101,7 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
     from .train.loop import train
 
     params = load_params(path, experiment=name)
-    run_dir = params.resolve(params.train.run_dir)
+    run_dir = run_folder(params)
     if params.data_root != load_params(path).data_root:
         ensure_own_data(params, name, log)
     elif not (DataLayout(params.data_root).prepared / "manifest.json").is_file():
@@ -158,7 +158,7 @@ def restamp(params: Params) -> tuple[str, str]:
     config, manifest = experiment_config(params), DataLayout(params.data_root).prepared / "manifest.json"
     if stamp.get("fingerprint") != fingerprint(config, manifest, code=old_hash):
         return "kept stale", "params or prepared data changed"
-    run_dir, new_hash = params.resolve(params.train.run_dir), code_hash(EXPERIMENT_CODE)
+    run_dir, new_hash = run_folder(params), code_hash(EXPERIMENT_CODE)
     carried_by, why = "git", f"code of commit {commit[:12]} is today's in llmrec_core/{{{','.join(EXPERIMENT_CODE)}}}"
     if code_hash_at(commit, EXPERIMENT_CODE) != new_hash:
         agree, why = probes_agree(run_dir, old_hash, new_hash)
@@ -209,7 +209,7 @@ def run_probe(params: Params, log: Callable[[str], None] = print) -> tuple[str, 
     from .evaluate.run import evaluate
     from .train.loop import train
 
-    scratch = params.resolve(params.train.run_dir)
+    scratch = run_folder(params)
     shutil.rmtree(scratch, ignore_errors=True)
     if not (DataLayout(params.data_root).prepared / "manifest.json").is_file():
         ensure_own_data(params, scratch.parent.name, log)
