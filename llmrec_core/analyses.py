@@ -92,13 +92,27 @@ def fresh_accelerator_state() -> None:
     AcceleratorState._reset_state(reset_partial_state=False)
 
 
+def train_models(params: Params, name: str, log: Callable[[str], None], show_progress: bool = True) -> None:
+    """Train what `eval.models` needs (the LM, the sequence head, SASRec), resuming matching checkpoints."""
+    from .train.loop import train
+    from .train.sasrec import train_sasrec
+
+    models = tuple(params.eval.models)
+    if "llmrec" in models:
+        log(f"{name}: training LLM-Rec ({params.model.name_or_path}, {params.train.tuning}, {params.train.setting})")
+        fresh_accelerator_state()
+        train(params, resume="auto", show_progress=show_progress)
+    for head in ("seqhead", "sasrec"):
+        if head in models:
+            log(f"{name}: training {head} ({params.train.setting})")
+            train_sasrec(params, resume="auto", show_progress=False, head=head)
+
+
 def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[str], None] = print,
                    index: bool = True) -> dict:
     """Train what the run's `eval.models` needs, evaluate on the test split, index the items (unless `index`
     is False: the index is for serving, and no result depends on it)."""
-    from .train.sasrec import train_sasrec
     from .evaluate.run import evaluate
-    from .train.loop import train
 
     params = load_params(path, experiment=name)
     run_dir = run_folder(params)
@@ -115,14 +129,7 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
         log(f"{name}: stale ({why}); rerunning")
     models = tuple(params.eval.models)
     started = time.perf_counter()
-    if "llmrec" in models:
-        log(f"{name}: training LLM-Rec ({params.model.name_or_path}, {params.train.tuning}, {params.train.setting})")
-        fresh_accelerator_state()
-        train(params, resume="auto")
-    for head in ("seqhead", "sasrec"):
-        if head in models:
-            log(f"{name}: training {head} ({params.train.setting})")
-            train_sasrec(params, resume="auto", show_progress=False, head=head)
+    train_models(params, name, log)
     log(f"{name}: evaluating {', '.join(models)}")
     evaluate(params, models, "test")
     tuned = tuple(m for m in ("llmrec", "seqhead") if m in models)
@@ -205,23 +212,15 @@ def run_analyses(path: Path, names: list[str] | None = None, force: bool = False
 
 def run_probe(params: Params, log: Callable[[str], None] = print) -> tuple[str, dict]:
     """Train and evaluate (valid split) what probe params name, in their scratch folder; (digest, NDCG@10s)."""
-    from .train.sasrec import train_sasrec
     from .evaluate.run import evaluate
-    from .train.loop import train
 
     scratch = run_folder(params)
     shutil.rmtree(scratch, ignore_errors=True)
     if not (DataLayout(params.data_root).prepared / "manifest.json").is_file():
         ensure_own_data(params, scratch.parent.name, log)
-    models = tuple(params.eval.models)
     try:
-        if "llmrec" in models:
-            fresh_accelerator_state()
-            train(params, show_progress=False)
-        for head in ("seqhead", "sasrec"):
-            if head in models:
-                train_sasrec(params, show_progress=False, head=head)
-        evaluate(params, models, "valid")
+        train_models(params, scratch.parent.name, log, show_progress=False)
+        evaluate(params, tuple(params.eval.models), "valid")
         return probe_digest(scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
