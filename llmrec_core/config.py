@@ -165,6 +165,11 @@ class TrainConfig(Section):
     # re-encoded every `item_bank_refresh_steps` optimizer steps (null: each epoch); see item_bank.py
     item_bank_negatives: bool = False
     item_bank_refresh_steps: int | None = Field(default=None, ge=1)
+    # trained: a step encodes its candidate items and back-propagates through them as well as the users.
+    # cached: candidates are scored against the bank's item vectors (re-encoded without gradients every
+    # `item_bank_refresh_steps` steps, or each epoch), so a step back-propagates only the user sentences:
+    # about half the tokens of a step on ml-100k (see README, "A cached item tower")
+    item_tower: Literal["trained", "cached"] = "trained"
     batch_size: int = Field(default=32, ge=1)
     grad_accum: int = Field(default=1, ge=1)
     lr: float = Field(default=5e-5, gt=0.0)

@@ -64,6 +64,19 @@ def budget_text(arm: Arm) -> str:
     return "; ".join(texts)
 
 
+def train_time_text(arm: Arm) -> str:
+    """Mean training time of an arm's runs (the train phase: optimizer steps, refreshes of cached item vectors)
+    and the device it was measured on; runs made on a GPU at a CPU budget say so by their device."""
+    by_device: dict[str, list[float]] = {}
+    for runs, _ in arm.parts:
+        for run in runs:
+            cost = {"llmrec": run.cost_train, "sasrec": run.cost_sasrec, "seqhead": run.cost_seqhead}.get(arm.model)
+            seconds = ((cost or {}).get("seconds_by_phase") or {}).get("train")
+            if seconds is not None:
+                by_device.setdefault(cost.get("device", "?"), []).append(seconds)
+    return "; ".join(f"{sum(s) / len(s):,.0f} s ({device})" for device, s in by_device.items()) or "–"
+
+
 def said(verdict: str) -> str:
     """A verdict inside a sentence: "holds", "does not hold", "is inconclusive at this budget"."""
     return "is " + verdict if verdict.startswith("inconclusive") else verdict

@@ -5,7 +5,7 @@ from . import figures
 from .collect import Arm, compare
 from .core import Report
 from .labels import (MODEL_LABELS, SETTINGS, TUNINGS, budget_text, in_domain, in_group, lm_budget, negatives_text, said,
-                     weights_origin)
+                     train_time_text, weights_origin)
 from .markdown import fmt, mean_sd, table
 
 
@@ -95,15 +95,17 @@ def levers(report: Report) -> str:
             changed = ", ".join(f"`{k}={v}`" for k, v in sets.get(name, {}).items()
                                 if not k.startswith("eval.") and not k.endswith("run_dir")
                                 and not (model == "seqhead" and k.startswith("train."))) or "base config"
-            rows.append([f"`{name}`", MODEL_LABELS[model], changed, budget_text(arm), arm.seeds,
+            rows.append([f"`{name}`", MODEL_LABELS[model], changed, budget_text(arm), train_time_text(arm), arm.seeds,
                          report.valid_ndcg(name, model), mean_sd(*arm.summary("ndcg@10")[:2]),
                          mean_sd(*arm.summary("ndcg@10", in_group("tail"))[:2]),
                          f"{ci.diff:+.4f} ({ci.low:+.4f} to {ci.high:+.4f})" if ci else None,
                          ci.verdict if ci else None])
     return "\n".join([f"Every Mixed-setting experiment's tuned model against SASRec (`{base}`), on the test split; "
                       f"each row says what its experiment sets on top of the base config (`{report.params_path}`). "
-                      "valid: the whole validation split, on which configurations are chosen.", "",
-                      table(["experiment", "model", "sets", "budget", "seeds", "valid NDCG@10", "NDCG@10",
+                      "valid: the whole validation split, on which configurations are chosen. training: the mean "
+                      "time of the train phase per run, on the device named (runs on a GPU at a CPU budget give "
+                      "CPU-budget quality in GPU time).", "",
+                      table(["experiment", "model", "sets", "budget", "training", "seeds", "valid NDCG@10", "NDCG@10",
                              "tail NDCG@10", "− SASRec (95% CI)", "verdict (≥ SASRec)"], rows)])
 
 

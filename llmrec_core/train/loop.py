@@ -4,6 +4,8 @@ A batch is a set of (history, target) prefixes. Candidates are the batch's targe
 negatives, deduplicated) plus `domain_negatives` items per row drawn from the target's domain;
 the loss is softmax cross-entropy of the positive against them. `item_bank_negatives` adds a
 softmax over every item of the target's domain against a bank of item vectors (item_bank.py).
+`item_tower: cached` scores the candidates against those bank vectors too, so a step encodes and
+back-propagates only the user sentences (the encoder is shared, so the items follow at each refresh).
 Candidates the row's user rated before its target are masked (`mask_rated_negatives`): full ranking
 excludes them, so training should not push them down. The order of examples and the negatives depend only on (seed, epoch, batch), and the checkpoint
 holds the RNG state for dropout and the item bank, so a killed run resumed from its checkpoint
@@ -38,19 +40,26 @@ from .item_bank import ItemBank, bank_logits
 def batch_loss(encoder: torch.nn.Module, tokens: TextTokens, hists: list[np.ndarray], targets: torch.Tensor,
                negatives: torch.Tensor | None, in_batch: bool, temperature: float, device,
                log_q: torch.Tensor | None = None, bank: ItemBank | None = None,
-               rated: list[np.ndarray] | None = None) -> tuple[torch.Tensor, int]:
+               rated: list[np.ndarray] | None = None,
+               item_vectors: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """`encoder` is the module accelerate prepared (DDP-wrapped when distributed), so gradients sync.
     `log_q` (per item, see `log_proposal`) is subtracted from every candidate's logit when given.
     `rated` (each row's whole past) masks the candidates a row's user already rated: they are not negatives.
-    With a `bank`, the loss adds each row's softmax over every item of its target's domain (item_bank.py)."""
+    With a `bank`, the loss adds each row's softmax over every item of its target's domain (item_bank.py).
+    With `item_vectors` (every item's cached vector), candidates are looked up there instead of encoded, and
+    only the users' tokens count."""
     pool = targets if negatives is None else torch.cat([targets, negatives.flatten()])
     candidates = torch.unique(pool)  # deduplicated: an item that is two rows' target is one column
     positive = torch.searchsorted(candidates, targets)
     u_ids, u_mask = tokens.users(hists)
-    i_ids, i_mask = tokens.items(candidates.tolist())
     users = encoder(u_ids.to(device), u_mask.to(device))
-    items = encoder(i_ids.to(device), i_mask.to(device))
-    n_tokens = int(u_mask.sum() + i_mask.sum())
+    if item_vectors is None:
+        i_ids, i_mask = tokens.items(candidates.tolist())
+        items = encoder(i_ids.to(device), i_mask.to(device))
+        n_tokens = int(u_mask.sum() + i_mask.sum())
+    else:
+        items = item_vectors[candidates].to(device, users.dtype)
+        n_tokens = int(u_mask.sum())
     logits = users @ items.T / temperature
     if log_q is not None:
         logits = logits - log_q[candidates].to(device)
@@ -68,11 +77,11 @@ def batch_loss(encoder: torch.nn.Module, tokens: TextTokens, hists: list[np.ndar
     return loss, n_tokens
 
 
-def _encode_bank(bundle, n_items: int, batch_size: int) -> torch.Tensor:
+def _encode_bank(bundle, n_items: int, batch_size: int, by_length: bool = False) -> torch.Tensor:
     """Every item's vector in eval mode (no dropout, so the RNG a resumed run replays is untouched)."""
     was_training = bundle.encoder.training
     bundle.encoder.eval()
-    vectors = encode_items(bundle, n_items, batch_size)
+    vectors = encode_items(bundle, n_items, batch_size, by_length)
     bundle.encoder.train(was_training)
     return vectors
 
@@ -157,15 +166,17 @@ def train_epoch(run: TrainRun, state: TrainState, counts: dict, started: float, 
             negatives = pool.sample(targets_np, codes[targets_np], cfg.domain_negatives, gen)
         hists = histories(values, examples, idx, run.params.prepare.max_history)
         rated = histories(values, examples, idx, None) if cfg.mask_rated_negatives else None
-        bank = None
-        if cfg.item_bank_negatives:
-            if state.bank_due(cfg):
-                state.item_bank = _encode_bank(run.bundle, len(data.items), run.params.eval.batch_size)
+        bank, cached = None, cfg.item_tower == "cached"
+        if cfg.item_bank_negatives or cached:
+            if state.bank_due(cfg):  # cached: length-sorted (faster); the bank loss as its runs were made
+                state.item_bank = _encode_bank(run.bundle, len(data.items), run.params.eval.batch_size, cached)
                 state.bank_step, state.bank_epoch = state.global_step, epoch
-            bank = ItemBank(state.item_bank, domain_codes, bank_known)
+            if cfg.item_bank_negatives:
+                bank = ItemBank(state.item_bank, domain_codes, bank_known)
         with acc.accumulate(run.encoder):
             loss, n_tok = batch_loss(run.encoder, run.bundle.tokens, hists, targets, negatives, cfg.in_batch_negatives,
-                                     run.params.model.temperature, acc.device, run.log_q, bank, rated)
+                                     run.params.model.temperature, acc.device, run.log_q, bank, rated,
+                                     state.item_bank if cached else None)
             acc.backward(loss)
             run.optimizer.step()
             run.scheduler.step()

@@ -93,3 +93,31 @@ def test_batch_loss_with_rated_masking_equals_the_loss_over_unrated_candidates_o
     logits = users @ vectors[[1, 2]].T
     assert unmasked.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, torch.tensor([1, 0])).item(),
                                             rel=1e-5)
+
+
+def test_batch_loss_with_cached_item_vectors_scores_the_cache_and_back_propagates_only_the_users():
+    from llmrec_core.train.loop import batch_loss
+
+    table = torch.nn.Parameter(torch.randn(6, 4, generator=torch.Generator().manual_seed(1)))
+
+    class Lookup(torch.nn.Module):  # "tokens" are item ids; a user is the mean of its history's vectors
+        def forward(self, ids, mask):
+            return (table[ids] * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+
+    class Tokens:
+        def users(self, hists):
+            return torch.tensor([list(h) for h in hists]), torch.ones(len(hists), len(hists[0]), dtype=torch.long)
+
+        def items(self, ids):
+            raise AssertionError("a cached item tower must not encode items")
+
+    cache = torch.randn(6, 4, generator=torch.Generator().manual_seed(2))  # stale vectors, unlike `table`
+    hists, targets, negatives = [np.array([0, 1]), np.array([1, 3])], torch.tensor([2, 4]), torch.tensor([[5], [5]])
+    loss, n_tokens = batch_loss(Lookup(), Tokens(), hists, targets, negatives, True, 0.5, "cpu", item_vectors=cache)
+    users = torch.stack([table[[0, 1]].mean(0), table[[1, 3]].mean(0)]).detach()
+    expected = torch.nn.functional.cross_entropy(users @ cache[[2, 4, 5]].T / 0.5, torch.tensor([0, 1]))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert n_tokens == 4  # the users' tokens only
+    loss.backward()
+    touched = table.grad.abs().sum(1) > 0
+    assert touched.tolist() == [True, True, False, True, False, False]  # history rows only, never a candidate

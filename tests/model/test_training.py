@@ -83,17 +83,20 @@ def test_killed_run_resumes_to_the_same_weights(tiny_bert, sample_prepared):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("uses", [{"item_bank_negatives": True}, {"item_tower": "cached"}], ids=["bank", "cached"])
 def test_item_bank_run_interrupted_between_refreshes_resumes_to_the_same_weights(tiny_bert, sample_prepared,
-                                                                                 monkeypatch):
-    """The bank is re-encoded at steps 0, 2, 4; the run dies at step 4 and resumes from the checkpoint
-    of step 3, whose bank (from step 2) must be restored rather than re-encoded from step-3 weights."""
+                                                                                 monkeypatch, uses):
+    """The bank (the bank loss's vectors, or the cached item tower) is re-encoded at steps 0, 2, 4; the run dies
+    at step 4 and resumes from the checkpoint of step 3, whose bank (from step 2) must be restored rather than
+    re-encoded from step-3 weights."""
     import llmrec_core.train.loop as loop
 
-    bank = {**FAST, "checkpoint_every": 3, "item_bank_negatives": True, "item_bank_refresh_steps": 2}
-    full = sample_prepared("bank-straight", model=_model(tiny_bert), max_steps=6, **bank)
+    name = next(iter(uses))
+    bank = {**FAST, "checkpoint_every": 3, "item_bank_refresh_steps": 2, **uses}
+    full = sample_prepared(f"{name}-straight", model=_model(tiny_bert), max_steps=6, **bank)
     straight = train(full, show_progress=False)
     assert straight["epochs"][0]["last_loss"] > 0
-    killed = sample_prepared("bank-killed", model=_model(tiny_bert), max_steps=6, **bank)
+    killed = sample_prepared(f"{name}-killed", model=_model(tiny_bert), max_steps=6, **bank)
     real, calls = loop.batch_loss, []
 
     def dies_at_step_five(*args, **kwargs):
