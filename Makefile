@@ -20,7 +20,7 @@ help:
 	@echo "make pipeline    the same stages as plain CLI commands (no Prefect, no S3)"
 	@echo "make up / down   start / stop local S3 (moto) + Prefect server + deployments"
 	@echo "make deployment-run   prefect deployment run 'train-eval/default' against the local server"
-	@echo "make bench-model ranking, FPFT/LoRA throughput and model-size cost benchmarks"
+	@echo "make bench-model ranking, FPFT/LoRA throughput, the cached item tower and model-size cost benchmarks"
 	@echo "make bench-recbole   our SASRec beside RecBole's on ml-100k (RecBole in its own venv)"
 	@echo "make bench-serve     load test of llmrec serve with a 100k-item index (concurrency 1, 8, 32)"
 	@echo "make report-ml100k   the analyses on ml-100k and reports/REPORT.md (hours on CPU)"
@@ -79,7 +79,7 @@ bench-data-30m: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py --scale 30m
 
 bench-model: $(STAMP)
-	$(BIN)/python benchmarks/bench_model.py --sections ranking,ann,throughput,sizes
+	$(BIN)/python benchmarks/bench_model.py --sections ranking,ann,throughput,item_tower,sizes
 
 bench-sizes: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py --sections sizes

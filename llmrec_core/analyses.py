@@ -17,8 +17,8 @@ from typing import Callable
 from .config import Params, load_params
 from .data.layout import DataLayout
 from .probe import probe_digest, probe_params, probes_agree, record_probe
-from .provenance import (EARLIER_EXPERIMENT_CODES, EXPERIMENT_CODE, code_hash, code_hash_at, fingerprint,
-                         non_default, provenance)
+from .provenance import (EARLIER_EXPERIMENT_CODES, EXPERIMENT_CODE, code_hash, code_hash_at, committed_code_hashes,
+                         fingerprint, non_default, provenance)
 
 STAMP = "experiment.json"
 
@@ -160,7 +160,9 @@ def restamp(params: Params) -> tuple[str, str]:
     recorded = stamp.get("provenance") or {}
     commit, old_hash = recorded.get("commit"), recorded.get("code_hash")
     scopes = [tuple(recorded["code_scope"])] if recorded.get("code_scope") else list(EARLIER_EXPERIMENT_CODES)
-    if not commit or not old_hash or not any(code_hash_at(commit, scope) == old_hash for scope in scopes):
+    # a run carried over before holds the hash of the code it was carried to: committed code, at or after its commit
+    carried = bool(commit and stamp.get("restamped")) and old_hash in committed_code_hashes(commit, EXPERIMENT_CODE)
+    if not commit or not old_hash or not (carried or any(code_hash_at(commit, scope) == old_hash for scope in scopes)):
         return "kept stale", f"its code hash is not that of commit {str(commit)[:12]} (uncommitted code?)"
     config, manifest = experiment_config(params), DataLayout(params.data_root).prepared / "manifest.json"
     if stamp.get("fingerprint") != fingerprint(config, manifest, code=old_hash):

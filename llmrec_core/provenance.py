@@ -70,6 +70,14 @@ def code_hash_at(commit: str, scopes: tuple[str, ...]) -> str | None:
     return _digest(files)
 
 
+@lru_cache(maxsize=None)
+def committed_code_hashes(since: str, scopes: tuple[str, ...]) -> frozenset[str]:
+    """code_hash of `scopes` at commit `since` and at every later commit (up to HEAD) that changed them."""
+    later = _git("log", "--format=%H", f"{since}..HEAD", "--", *scopes)  # pathspecs relative to PACKAGE
+    hashes = {code_hash_at(c, scopes) for c in [since, *(later or "").split()]}
+    return frozenset(h for h in hashes if h)
+
+
 def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=PACKAGE, capture_output=True, text=True, timeout=10)

@@ -132,3 +132,21 @@ def test_restamp_carries_a_run_over_a_code_change_only_when_probes_of_both_codes
     assert run_status(params)[0] == "current"
     stamp = json.loads((tmp_path / "run" / "experiment.json").read_text())
     assert stamp["restamped"]["by"] == "probe" and stamp["restamped"]["code_hash"] == old
+
+    # carried over again: the record now holds the hash of HEAD's code (committed after `older`); a later change
+    # whose probes agree carries it on, while a carried-over hash that no commit has is refused
+    import llmrec_core.analyses as analyses
+
+    later = "f" * 16
+    monkeypatch.setattr(analyses, "code_hash", lambda scopes, root=PACKAGE: later)
+    monkeypatch.setattr(analyses, "run_status", lambda p: ("stale", "code changed"))
+    record = {"overrides": list(PROBE_OVERRIDES)}
+    (tmp_path / "run" / PROBES).write_text(json.dumps({now: {**record, "digest": "aaaa"},
+                                                       later: {**record, "digest": "aaaa"}}))
+    stamp["provenance"]["code_hash"] = "e" * 16
+    (tmp_path / "run" / "experiment.json").write_text(json.dumps(stamp))
+    assert restamp(params)[0] == "kept stale"  # no commit's code has that hash
+    stamp["provenance"]["code_hash"] = now
+    (tmp_path / "run" / "experiment.json").write_text(json.dumps(stamp))
+    outcome, why = restamp(params)
+    assert outcome == "restamped" and now in why and later in why
