@@ -100,13 +100,32 @@ def levers(report: Report) -> str:
                          mean_sd(*arm.summary("ndcg@10", in_group("tail"))[:2]),
                          f"{ci.diff:+.4f} ({ci.low:+.4f} to {ci.high:+.4f})" if ci else None,
                          ci.verdict if ci else None])
+    pairs = _same_budget_pairs(report, sets)
+    lever_text = ["", "Each lever against the experiment of the same model and LM budget that sets the least (paired, "
+                  "test targets):", "", table(report.COMPARISON_COLUMNS, report.comparison_rows(pairs))] if pairs else []
     return "\n".join([f"Every Mixed-setting experiment's tuned model against SASRec (`{base}`), on the test split; "
                       f"each row says what its experiment sets on top of the base config (`{report.params_path}`). "
                       "valid: the whole validation split, on which configurations are chosen. training: the mean "
                       "time of the train phase per run, on the device named (runs on a GPU at a CPU budget give "
                       "CPU-budget quality in GPU time).", "",
                       table(["experiment", "model", "sets", "budget", "training", "seeds", "valid NDCG@10", "NDCG@10",
-                             "tail NDCG@10", "− SASRec (95% CI)", "verdict (≥ SASRec)"], rows)])
+                             "tail NDCG@10", "− SASRec (95% CI)", "verdict (≥ SASRec)"], rows), *lever_text])
+
+
+def _same_budget_pairs(report: Report, sets: dict) -> list:
+    """(claim, lever arm, anchor arm, metric, None) for Mixed LLM-Rec experiments that share a model and an LM
+    budget (steps, batch, examples, user tokens): each against the one of them whose `set` changes the fewest
+    training keys (the first in the params file on a tie)."""
+    groups: dict[tuple, list[str]] = {}
+    for name, runs in report.experiments.items():
+        if runs[0].setting == "mixed" and runs[0].has("llmrec") and runs[0].cost_train:
+            groups.setdefault((runs[0].model_name, lm_budget(runs[0])), []).append(name)
+    pairs = []
+    for names in groups.values():
+        anchor = min(names, key=lambda n: sum(not k.startswith("eval.") for k in sets.get(n, {})))
+        pairs += [(f"`{n}` vs `{anchor}`", report.arm(n, "llmrec"), report.arm(anchor, "llmrec"), "ndcg@10", None)
+                  for n in names if n != anchor]
+    return pairs
 
 
 def _setting_arms(report: Report, model: str) -> dict[str, Arm]:
