@@ -128,9 +128,13 @@ def main() -> None:
     python = ensure_venv()
     ours, prepared, hyper = our_side(args.max_epochs)
     theirs = recbole_side(python, prepared, hyper)
+    # a side that used every allowed epoch did not converge: the file then reports a fixed epoch budget
+    capped = max(ours["epochs_run"], theirs["epochs_run"]) >= args.max_epochs
     result = {"dataset": "ml-100k (../shared), prepared by llmrec as one domain; identical events on both sides",
-              "protocol": "leave-one-out by time, full ranking over all items, history excluded; both sides to "
-                          "convergence (early stopping on validation NDCG@10), same knobs",
+              "protocol": "leave-one-out by time, full ranking over all items, history excluded; early stopping on "
+                          "validation NDCG@10 with the same knobs on both sides" + (
+                              f", capped at {args.max_epochs} epochs" if capped else ", both to convergence"),
+              "epoch_budget": args.max_epochs if capped else None,
               "ours": ours, "recbole": theirs,
               "machine": {"machine": platform.machine(), "cpu_threads": torch.get_num_threads(), "gpu": None,
                           "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M")}}
