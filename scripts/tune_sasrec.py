@@ -51,8 +51,9 @@ def main() -> None:
                  "valid_recall@10": valid["recall@10"], "seconds": round(time.perf_counter() - started, 1)}
         points.append(point)
         print(json.dumps(point), flush=True)
-        best = _write(base, args.params, points, total)  # after every point: an interrupted grid keeps its points
-    print(f"best on validation: {best}")
+        _write(base, args.params, points, total)  # after every point: an interrupted grid keeps its points
+    if points:
+        print(f"best on validation: {max(points, key=lambda p: p['valid_ndcg@10'])}")
 
 
 def _recorded(base) -> list[dict]:
@@ -61,7 +62,7 @@ def _recorded(base) -> list[dict]:
     return json.loads(path.read_text())["points"] if path.is_file() else []
 
 
-def _write(base, params_path: Path, points: list[dict], total: int) -> dict:
+def _write(base, params_path: Path, points: list[dict], total: int) -> None:
     best = max(points, key=lambda p: p["valid_ndcg@10"])
     out = base.resolve(base.report.benchmarks_dir) / "sasrec_tuning.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,6 @@ def _write(base, params_path: Path, points: list[dict], total: int) -> dict:
                                "points": points, "points_total": total, "best": best,
                                "machine": {"machine": f"CPU {platform.machine()}", "date": time.strftime("%Y-%m-%d")}},
                               indent=2))
-    return best
 
 
 if __name__ == "__main__":
