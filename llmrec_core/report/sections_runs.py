@@ -69,6 +69,12 @@ def sasrec(report: Report) -> str:
             per_ours = ours["seconds_per_epoch"] / ours["targets_per_epoch"] * 1000
             per_theirs = theirs["seconds_per_epoch"] / theirs["targets_per_epoch"] * 1000
             out.append(f"- Per 1,000 training targets: {per_ours:.3f} s (ours) vs {per_theirs:.3f} s (RecBole).")
+            capped = [name for name, side in (("ours", ours), ("RecBole", theirs))
+                      if r.get("epoch_budget") and side["epochs_run"] >= r["epoch_budget"]]
+            if capped:
+                out.append(f"- Stopped by the {r['epoch_budget']}-epoch cap before early stopping: "
+                           f"{' and '.join(capped)}; equal work, not convergence (`make bench-recbole` without "
+                           "`--max-epochs` runs both to convergence).")
             if not r.get("epoch_budget"):
                 out.append(f"- At convergence ({ours['epochs_run']} vs {theirs['epochs_run']} epochs), test NDCG@10 "
                            f"{fmt(ours['test']['ndcg@10'])} (ours) vs {fmt(theirs['test']['ndcg@10'])} (RecBole), "

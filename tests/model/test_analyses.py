@@ -114,6 +114,9 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     assert re.search(r"\| `mixed-bank` \| LLM-Rec \| `train.item_bank_negatives=True`.*\| (holds|does not hold|"
                      r"inconclusive at this budget) \|", levers)
     assert "| `mixed` | LLM-Rec seq head | base config |" in levers
+    # each lever against the same-budget experiment that sets the least, with a paired interval
+    assert re.search(r"\| `mixed-bank` vs `mixed` \| NDCG@10 \| [+-]\d\.\d{4} \| [+-]\d\.\d{4} to [+-]\d\.\d{4} "
+                     r"\| [\d,]+ \| paired \|", levers)
     # data settings: single-domain cells are that run's numbers; settings test other targets (unpaired)
     settings = _section(text, "Data settings")
     books_row = next(line for line in settings.splitlines() if line.startswith("| Books |"))
@@ -201,6 +204,7 @@ def test_report_lists_experiments_not_run_and_reads_a_size_sweep(analysed):
     assert "| llmrec SASRec (5-epoch budget) | 5 | 3,000 | 1.50 |" in text
     # time per training target, computed from the file: 1.5 s / 3000 and 30.25 s / 3000 per 1,000
     assert "Per 1,000 training targets: 0.500 s (ours) vs 10.083 s (RecBole)." in text
+    assert "Stopped by the 5-epoch cap before early stopping: ours and RecBole; equal work, not convergence" in text
     assert "**Not run yet**: never-run (" in text
     assert "| opt-40m | 40,000,000 | lora | 300,000 | CPU (2 threads) | 7.00 |" in text
     examples = json.loads((path.parent.parent / "runs" / "mixed.seed0" / "cost_train.json").read_text())["examples_per_epoch"]
