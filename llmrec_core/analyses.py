@@ -159,10 +159,7 @@ def restamp(params: Params) -> tuple[str, str]:
         return status, "nothing to carry over"
     recorded = stamp.get("provenance") or {}
     commit, old_hash = recorded.get("commit"), recorded.get("code_hash")
-    scopes = [tuple(recorded["code_scope"])] if recorded.get("code_scope") else list(EARLIER_EXPERIMENT_CODES)
-    # a run carried over before holds the hash of the code it was carried to: committed code, at or after its commit
-    carried = bool(commit and stamp.get("restamped")) and old_hash in committed_code_hashes(commit, EXPERIMENT_CODE)
-    if not commit or not old_hash or not (carried or any(code_hash_at(commit, scope) == old_hash for scope in scopes)):
+    if not _recorded_code_was_committed(stamp):
         return "kept stale", f"its code hash is not that of commit {str(commit)[:12]} (uncommitted code?)"
     config, manifest = experiment_config(params), DataLayout(params.data_root).prepared / "manifest.json"
     if stamp.get("fingerprint") != fingerprint(config, manifest, code=old_hash):
@@ -177,9 +174,22 @@ def restamp(params: Params) -> tuple[str, str]:
     stamp["restamped"] = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "code_hash": old_hash, "by": carried_by,
                           "why": why, "code_scope": recorded.get("code_scope"), "fingerprint": stamp["fingerprint"]}
     stamp["fingerprint"] = experiment_fingerprint(params)
-    stamp["provenance"] = {**recorded, "code_hash": code_hash(EXPERIMENT_CODE), "code_scope": list(EXPERIMENT_CODE)}
+    stamp["provenance"] = {**recorded, "code_hash": new_hash, "code_scope": list(EXPERIMENT_CODE)}
     (run_dir / STAMP).write_text(json.dumps(stamp, indent=2))
     return "restamped", why
+
+
+def _recorded_code_was_committed(stamp: dict) -> bool:
+    """Whether the stamp's code hash is that of committed code: its scope at the recorded commit, or, for a run
+    carried over before (whose hash is that of the code it was carried to), at a later commit."""
+    recorded = stamp.get("provenance") or {}
+    commit, old_hash = recorded.get("commit"), recorded.get("code_hash")
+    if not commit or not old_hash:
+        return False
+    scopes = [tuple(recorded["code_scope"])] if recorded.get("code_scope") else list(EARLIER_EXPERIMENT_CODES)
+    if any(code_hash_at(commit, scope) == old_hash for scope in scopes):
+        return True
+    return bool(stamp.get("restamped")) and old_hash in committed_code_hashes(commit, EXPERIMENT_CODE)
 
 
 def restamp_runs(path: Path, names: list[str] | None = None) -> list[tuple[str, str, str]]:

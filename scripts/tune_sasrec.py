@@ -53,7 +53,7 @@ def main() -> None:
         print(json.dumps(point), flush=True)
         _write(base, args.params, points, total)  # after every point: an interrupted grid keeps its points
     if points:
-        print(f"best on validation: {max(points, key=lambda p: p['valid_ndcg@10'])}")
+        print(f"best on validation: {_best(points)}")
 
 
 def _recorded(base) -> list[dict]:
@@ -62,12 +62,15 @@ def _recorded(base) -> list[dict]:
     return json.loads(path.read_text())["points"] if path.is_file() else []
 
 
+def _best(points: list[dict]) -> dict:
+    return max(points, key=lambda p: p["valid_ndcg@10"])
+
+
 def _write(base, params_path: Path, points: list[dict], total: int) -> None:
-    best = max(points, key=lambda p: p["valid_ndcg@10"])
     out = base.resolve(base.report.benchmarks_dir) / "sasrec_tuning.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"params": str(params_path), "split": "valid (whole split)", "grid": GRID,
-                               "points": points, "points_total": total, "best": best,
+                               "points": points, "points_total": total, "best": _best(points),
                                "machine": {"machine": f"CPU {platform.machine()}", "date": time.strftime("%Y-%m-%d")}},
                               indent=2))
 

@@ -43,6 +43,10 @@ class Run:
     valid_metrics: dict | None = None  # metrics_valid.json: the whole validation split, evaluated like the test
     cost_seqhead: dict | None = None  # the sequence head's training record
 
+    def training_cost(self, model: str) -> dict | None:
+        """The training record of `model` ("llmrec", "sasrec" or "seqhead"); None for untrained models."""
+        return {"llmrec": self.cost_train, "sasrec": self.cost_sasrec, "seqhead": self.cost_seqhead}.get(model)
+
     @property
     def experiment(self) -> str:
         seeded = SEED_RUN.match(self.name)

@@ -52,7 +52,7 @@ def budget_text(arm: Arm) -> str:
             b = lm_budget(run)
             text = f"{b[0]} steps × {b[1]} ({b[2]:,} examples), {b[3]} user tokens" if b else "–"
         elif arm.model in ("sasrec", "seqhead"):
-            c = (run.cost_sasrec if arm.model == "sasrec" else run.cost_seqhead) or {}
+            c = run.training_cost(arm.model) or {}
             text = (f"{c.get('epochs_run')} epochs × {fmt(c.get('targets_per_epoch'))} targets, max_len "
                     f"{c.get('max_len', '?')}" if c else "–")
         elif arm.model == "zero_shot":
@@ -70,7 +70,7 @@ def train_time_text(arm: Arm) -> str:
     by_device: dict[str, list[float]] = {}
     for runs, _ in arm.parts:
         for run in runs:
-            cost = {"llmrec": run.cost_train, "sasrec": run.cost_sasrec, "seqhead": run.cost_seqhead}.get(arm.model)
+            cost = run.training_cost(arm.model)
             seconds = ((cost or {}).get("seconds_by_phase") or {}).get("train")
             if seconds is not None:
                 by_device.setdefault(cost.get("device", "?"), []).append(seconds)
