@@ -79,7 +79,7 @@ bench-data-30m: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py --scale 30m
 
 bench-model: $(STAMP)
-	$(BIN)/python benchmarks/bench_model.py --sections ranking,ann,throughput,item_tower,sizes
+	$(BIN)/python benchmarks/bench_model.py --sections ranking,ann,throughput,step_cost,sizes
 
 bench-sizes: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py --sections sizes

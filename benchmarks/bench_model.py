@@ -10,8 +10,10 @@ Sections (each in its own process, so peak RSS is per section):
               p95 < 10 ms on 2 CPU cores.
   throughput  all-MiniLM-L6-v2 on the embedded sample: training samples/s for FPFT (with the item tower
               trained, and cached: `train.item_tower`) and LoRA, and item titles encoded per second.
-  item_tower  MiniLM FPFT at configs/ml-100k.yaml's shape on ml-100k (../shared), the item tower trained vs
-              cached (`train.item_tower`): training samples/s over the same steps. Target: >= 2x.
+  step_cost   MiniLM FPFT at configs/ml-100k.yaml's shape on ml-100k (../shared): training samples/s over the
+              same steps for the default step and each lever that makes a step cheaper (the cached item
+              tower, `train.item_tower`; frozen embeddings and lowest blocks, `train.frozen_layers`).
+              Target: >= 2x the default.
   sizes       random-init OPT-style decoders (~40M, 125M, 350M, and 1.3B on a GPU): training samples/s,
               peak memory, MFU (GPU) for FPFT and LoRA, and titles encoded per second. Cost only: random
               weights say nothing about quality.
@@ -231,9 +233,19 @@ def bench_throughput(steps: int, batch: int) -> dict:
     return results
 
 
-def bench_item_tower(steps: int) -> dict:
-    """Training samples/s at configs/ml-100k.yaml's shape on ml-100k (../shared), the item tower trained
-    vs cached (re-encoded every 20 steps, as the report's runs do); the same steps and examples."""
+STEP_LEVERS = {  # name: train overrides; each lever is measured against `trained`, the default step
+    "trained": [],
+    "cached": ["train.item_tower=cached", "train.item_bank_refresh_steps=20"],
+    "frozen-embeddings": ["train.frozen_layers=0"],
+    "frozen-3": ["train.frozen_layers=3"],
+    "frozen-4": ["train.frozen_layers=4"],
+}
+
+
+def bench_step_cost(steps: int) -> dict:
+    """Training samples/s at configs/ml-100k.yaml's shape on ml-100k (../shared) for each lever that makes a step
+    cheaper: the default step, the cached item tower (re-encoded every 20 steps, as the report's runs do), and
+    frozen embeddings / lowest blocks. The same steps and examples each."""
     from llmrec_core.config import load_params
     from llmrec_core.data.ingest import ingest
     from llmrec_core.data.prepare import prepare
@@ -244,82 +256,25 @@ def bench_item_tower(steps: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
 
-        def params(tower: str):
+        def params(name: str):
             return load_params(REPO / "configs" / "ml-100k.yaml", [
-                f"data.root={work / 'data'}", f"validation.results_dir={work / 'gx'}", f"train.item_tower={tower}",
-                "train.item_bank_refresh_steps=20", f"train.max_steps={steps}", f"train.run_dir={work / tower}",
-                "train.checkpoint_every=100000", "eval.max_valid_users=50"])
+                f"data.root={work / 'data'}", f"validation.results_dir={work / 'gx'}", f"train.max_steps={steps}",
+                f"train.run_dir={work / name}", "train.checkpoint_every=100000", "eval.max_valid_users=50",
+                *STEP_LEVERS[name]])
 
         base = params("trained")
         ingest(base), validate(base), prepare(base)
-        for tower in ("trained", "cached"):
-            record = train(params(tower), show_progress=False)["cost"]
-            results[tower] = {"train_samples_per_s": record["samples_per_s"],
-                              "train_tokens_per_s": record["tokens_per_s"], "train_seconds":
-                              record["seconds_by_phase"]["train"], "batch_size": record["batch_size"],
-                              "user_max_tokens": record["user_max_tokens"], "peak_host_mb": record["peak_host_mb"]}
-    results["cached_over_trained"] = round(results["cached"]["train_samples_per_s"]
-                                           / results["trained"]["train_samples_per_s"], 2)
+        for name in STEP_LEVERS:
+            record = train(params(name), show_progress=False)["cost"]
+            results[name] = {"overrides": STEP_LEVERS[name], "train_samples_per_s": record["samples_per_s"],
+                             "train_tokens_per_s": record["tokens_per_s"],
+                             "train_seconds": record["seconds_by_phase"]["train"],
+                             "parameters_trainable": record["parameters_trainable"], "batch_size": record["batch_size"],
+                             "user_max_tokens": record["user_max_tokens"], "peak_host_mb": record["peak_host_mb"]}
+    baseline = results["trained"]["train_samples_per_s"]
+    results["speedup_over_trained"] = {name: round(results[name]["train_samples_per_s"] / baseline, 2)
+                                       for name in STEP_LEVERS if name != "trained"}
     return results
-
-
-def bench_sizes(steps: int, batch: int, names: list[str]) -> dict:
-    import pandas as pd
-    import torch
-
-    from llmrec_core.data.ingest import ingest
-    from llmrec_core.data.prepare import prepare
-    from llmrec_core.data.validate import validate
-    from llmrec_core.model.inference import encode_items
-    from llmrec_core.model.bundle import build_bundle
-    from llmrec_core.model.random_init import write_random_opt
-    from llmrec_core.train.loop import train
-
-    gpu = torch.cuda.is_available()
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        base = _sample_params(work)
-        ingest(base), validate(base), prepare(base)
-        items = pd.read_parquet(work / "data" / "prepared" / "items.parquet")
-        for name in names:
-            model_dir = write_random_opt(name, work / "models" / name)
-            for tuning in ("fpft", "lora"):
-                if gpu:
-                    torch.cuda.reset_peak_memory_stats()
-                # the end-of-training validation is not what is measured: keep it small for the big shapes
-                params = _sample_params(work, ("eval.max_valid_users=32", f"model.name_or_path={model_dir}",
-                                               "model.pooling=last"), tuning=tuning, max_steps=steps, batch_size=batch,
-                                        run_dir=str(work / "runs" / f"{name}-{tuning}"), checkpoint_every=10_000)
-                try:
-                    record = train(params, show_progress=False)["cost"]
-                except torch.OutOfMemoryError:
-                    results[f"{name}/{tuning}"] = {"model": name, "tuning": tuning, "error": "out of memory"}
-                    continue
-                bundle = build_bundle(params, items, tuning=tuning)
-                bundle.encoder.eval()
-                if gpu:
-                    bundle.encoder.cuda()
-                n_titles = len(items) if gpu else min(len(items), 512)  # a rate: a slice is enough on CPU
-                started = time.perf_counter()
-                encode_items(bundle, n_titles, 256)
-                encode_s = time.perf_counter() - started
-                # MFU: 6 * params * tokens for a training step (2 forward + 4 backward), against bf16 peak
-                flops = 6 * record["parameters_total"] * record["tokens_per_s"]
-                peak = PEAK_BF16_FLOPS.get(torch.cuda.get_device_name(0)) if gpu else None
-                results[f"{name}/{tuning}"] = {
-                    "model": name, "tuning": tuning, "parameters_total": record["parameters_total"],
-                    "parameters_trainable": record["parameters_trainable"],
-                    "train_samples_per_s": record["samples_per_s"], "train_tokens_per_s": record["tokens_per_s"],
-                    "peak_host_mb": record["peak_host_mb"], "peak_gpu_mb": record["peak_gpu_mb"],
-                    "mfu": round(flops / peak, 4) if peak else None, "steps": steps, "batch_size": batch,
-                    "titles_encoded_per_s": round(n_titles / encode_s, 1), "precision": "bf16" if gpu else "fp32"}
-                del bundle
-    return results
-
-
-# dense bf16 peak FLOP/s per device (vendor datasheets)
-PEAK_BF16_FLOPS = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H200": 989e12, "NVIDIA A100-SXM4-80GB": 312e12}
 
 
 def run_section(name: str, args) -> dict:
@@ -332,9 +287,9 @@ def run_section(name: str, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["ranking", "ann", "throughput", "item_tower", "sizes", "recbole"])
+    ap.add_argument("--only", choices=["ranking", "ann", "throughput", "step_cost", "sizes", "recbole"])
     ap.add_argument("--ann-items", type=int, default=1_000_000)
-    ap.add_argument("--sections", default="ranking,throughput,item_tower,recbole")
+    ap.add_argument("--sections", default="ranking,throughput,step_cost,recbole")
     ap.add_argument("--steps", type=int, default=12, help="training steps per tuning mode")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--sizes", default="opt-40m,opt-125m,opt-350m",
@@ -348,8 +303,8 @@ def main() -> None:
             result = bench_ann(args.ann_items, 384, 1000, 10)
         elif args.only == "throughput":
             result = bench_throughput(args.steps, args.batch)
-        elif args.only == "item_tower":
-            result = bench_item_tower(max(args.steps, 40))
+        elif args.only == "step_cost":
+            result = bench_step_cost(max(args.steps, 40))
         elif args.only == "sizes":
             result = bench_sizes(args.steps, args.batch, args.sizes.split(","))
         else:

@@ -18,6 +18,7 @@ Result: reports/benchmarks/recbole_cpu.json (read by `llmrec report`).
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -126,7 +127,9 @@ def main() -> None:
     if not (ML100K / "ml-100k.inter").is_file():
         sys.exit(f"{ML100K}: ml-100k atomic files not found")
     python = ensure_venv()
+    load_before = {"ours": round(os.getloadavg()[0], 2)}  # other jobs on the cores inflate both sides' seconds
     ours, prepared, hyper = our_side(args.max_epochs)
+    load_before["recbole"] = round(os.getloadavg()[0], 2)
     theirs = recbole_side(python, prepared, hyper)
     # a side that used every allowed epoch did not converge: the file then reports a fixed epoch budget
     capped = max(ours["epochs_run"], theirs["epochs_run"]) >= args.max_epochs
@@ -137,7 +140,8 @@ def main() -> None:
               "epoch_budget": args.max_epochs if capped else None,
               "ours": ours, "recbole": theirs,
               "machine": {"machine": platform.machine(), "cpu_threads": torch.get_num_threads(), "gpu": None,
-                          "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M")}}
+                          "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M"),
+                          "load_average_1min_before": load_before}}
     sys.path.insert(0, str(REPO / "benchmarks"))
     from bench_model import OUT, publish
 

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..config import Params
-from .encoder import RecEncoder, apply_lora, load_backbone, load_tokenizer, resolve_model_path
+from .encoder import (RecEncoder, apply_lora, freeze_lower_layers, load_backbone, load_tokenizer,
+                      resolve_model_path)
 from .text import TextTokens
 
 
@@ -31,13 +32,15 @@ def build_bundle(params: Params, items: pd.DataFrame, tuning: str | None = None)
     if (tuning or params.train.tuning) == "lora":
         lora = params.train.lora
         encoder = apply_lora(encoder, lora.r, lora.alpha, lora.dropout, lora.target_modules)
+    elif params.train.frozen_layers is not None:
+        freeze_lower_layers(encoder.backbone, params.train.frozen_layers)
     tokens = TextTokens(tokenizer, items["title"].tolist(), items["domain"].tolist(), m.item_template, m.separator,
                         m.item_max_tokens, m.user_max_tokens)
     return EncoderBundle(encoder, tokens, path)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """All weights for full fine-tuning; only the adapter (and projection) weights for LoRA."""
+    """The weights that train: all for full fine-tuning (less any frozen lower layers), the adapter for LoRA."""
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in names}
 

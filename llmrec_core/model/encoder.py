@@ -88,6 +88,35 @@ class RecEncoder(nn.Module):
         return F.normalize(vec.float(), dim=-1)
 
 
+def transformer_blocks(backbone: nn.Module) -> nn.ModuleList:
+    """The backbone's stack of transformer blocks (BERT's encoder.layer, GPT-2's h, OPT's and Llama's layers)."""
+    depth = backbone.config.num_hidden_layers
+    stacks = [m for m in backbone.modules() if isinstance(m, nn.ModuleList) and len(m) == depth]
+    if not stacks:
+        raise ValueError(f"no stack of {depth} transformer blocks found in {type(backbone).__name__}")
+    return stacks[0]
+
+
+def freeze_lower_layers(backbone: nn.Module, layers: int) -> None:
+    """Stop training the input embeddings and the lowest `layers` blocks (0: the embeddings alone).
+
+    Back-propagation then ends at the first trainable block, and the optimizer skips the ~30k x hidden token
+    embedding matrix, so a step costs less; the upper blocks still adapt every sentence.
+    """
+    blocks = transformer_blocks(backbone)
+    if layers > len(blocks):
+        raise ValueError(f"train.frozen_layers={layers}, but the model has only {len(blocks)} blocks")
+    in_blocks = {id(p) for p in blocks.parameters()}
+    first_block = {id(p) for p in blocks[0].parameters()}
+    for param in backbone.parameters():  # registration order: the embeddings come before the first block
+        if id(param) in first_block:
+            break
+        if id(param) not in in_blocks:
+            param.requires_grad_(False)
+    for block in blocks[:layers]:
+        block.requires_grad_(False)
+
+
 def apply_lora(encoder: RecEncoder, r: int, alpha: int, dropout: float, target_modules: list[str] | None) -> RecEncoder:
     """Wrap the backbone with LoRA adapters (peft); only they and the projection train."""
     from peft import LoraConfig, get_peft_model

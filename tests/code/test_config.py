@@ -43,6 +43,13 @@ def test_out_of_range_value(tmp_path):
         load_params(_write(tmp_path, SOURCE + "prepare:\n  tail_fraction: 1.5\n"))
 
 
+def test_frozen_layers_apply_to_full_fine_tuning_only(tmp_path):
+    path = _write(tmp_path, SOURCE)
+    assert load_params(path, ["train.frozen_layers=3"]).train.frozen_layers == 3
+    with pytest.raises(ConfigError, match="frozen_layers applies to full fine-tuning"):
+        load_params(path, ["train.frozen_layers=3", "train.tuning=lora"])
+
+
 def test_fixed_domain_is_required(tmp_path):
     with pytest.raises(ConfigError, match="domain"):
         load_params(_write(tmp_path, SOURCE.replace("domain: Books, ", "")))

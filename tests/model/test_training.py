@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from llmrec_core.evaluate.run import evaluate
-from llmrec_core.model.bundle import build_bundle
+from llmrec_core.model.bundle import build_bundle, load_weights
 from llmrec_core.model.encoder import pool
 from llmrec_core.train.loop import train
 
@@ -212,3 +212,32 @@ def test_checkpoint_at_the_epochs_last_batch_then_kill_in_validation_resumes(tin
     assert summary["epochs"][0]["last_loss"] == state["last_loss"] is not None
     assert summary["cost"]["global_steps"] == batches
     assert (params.resolve(params.train.run_dir) / "weights.safetensors").is_file()
+
+
+def test_frozen_lower_layers_keep_their_pretrained_weights_and_the_rest_trains(tiny_bert, sample_prepared):
+    params = sample_prepared("frozen", model=_model(tiny_bert), frozen_layers=1, max_steps=5, **FAST)
+    before = load_file(str(tiny_bert / "model.safetensors"))
+    summary = train(params, show_progress=False)
+    saved = load_file(str(params.resolve(params.train.run_dir) / "weights.safetensors"))
+    frozen = [k for k in before if k.startswith(("embeddings.", "encoder.layer.0."))]
+    assert frozen and not any(f"backbone.{k}" in saved for k in frozen)  # only what trains is saved
+    upper = [k for k in saved if ".layer.1." in k]
+    assert upper and any(not torch.equal(saved[k], before[k.removeprefix("backbone.")]) for k in upper)
+    assert summary["cost"]["parameters_trainable"] < summary["cost"]["parameters_total"]
+    bundle = build_bundle(params, __import__("pandas").DataFrame({"title": ["x"], "domain": ["d"]}))
+    load_weights(bundle.encoder, params.resolve(params.train.run_dir) / "weights.safetensors")
+    state = bundle.encoder.backbone.state_dict()
+    assert all(torch.equal(state[k], before[k]) for k in frozen)  # evaluation gets the pre-trained lower layers
+    assert all(torch.equal(bundle.encoder.state_dict()[k], v) for k, v in saved.items())
+
+
+def test_freezing_finds_the_blocks_of_a_decoder_and_refuses_too_many():
+    from transformers import GPT2Config, GPT2Model
+
+    from llmrec_core.model.encoder import freeze_lower_layers
+    model = GPT2Model(GPT2Config(n_embd=16, n_layer=3, n_head=2, vocab_size=100, n_positions=32))
+    freeze_lower_layers(model, 2)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters() if n.startswith(("h.2.", "ln_f."))}
+    with pytest.raises(ValueError, match="only 3 blocks"):
+        freeze_lower_layers(GPT2Model(GPT2Config(n_embd=16, n_layer=3, n_head=2, vocab_size=100)), 4)
