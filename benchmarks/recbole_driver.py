@@ -54,6 +54,7 @@ def main(config_path: str, out_path: str) -> None:
     result = {"users": int(dataset.user_num - 1), "items": int(dataset.item_num - 1), "interactions": len(dataset),
               "targets_per_epoch": len(train_data.dataset),  # each training sequence (a prefix) is one target
               "epochs_run": len(epoch_seconds), "seconds_per_epoch": round(sum(epoch_seconds) / len(epoch_seconds), 3),
+              "epoch_seconds": [round(s, 1) for s in epoch_seconds],  # shows epochs slowed by other jobs
               "fit_seconds": round(fit_s, 1), "test_eval_seconds": round(eval_s, 3),
               "best_valid_ndcg@10": float(best_valid), "test": {k: float(v) for k, v in test.items()},
               "parameters": sum(p.numel() for p in model.parameters()),

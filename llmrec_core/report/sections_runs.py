@@ -68,7 +68,25 @@ def sasrec(report: Report) -> str:
         if ours.get("targets_per_epoch") and theirs.get("targets_per_epoch"):
             per_ours = ours["seconds_per_epoch"] / ours["targets_per_epoch"] * 1000
             per_theirs = theirs["seconds_per_epoch"] / theirs["targets_per_epoch"] * 1000
-            out.append(f"- Per 1,000 training targets: {per_ours:.3f} s (ours) vs {per_theirs:.3f} s (RecBole).")
+            out.append(f"- Per 1,000 training targets: {per_ours:.3f} s (ours) vs {per_theirs:.3f} s (RecBole). "
+                       "The targets are the same; the passes are not: ours scores every position of a window of up "
+                       "to max_len items in one forward pass, RecBole runs one sequence per prefix and scores its "
+                       "last position.")
+            if theirs.get("anomaly_detection_switched_off"):
+                out.append("- RecBole's sine.py turns autograd anomaly detection on when its models are imported; "
+                           "the driver switched it off before training, so RecBole's time is not inflated by it.")
+            elif "anomaly_detection_switched_off" not in theirs:
+                out.append("- Recorded before the driver switched off the autograd anomaly detection that RecBole's "
+                           "sine.py turns on at import: RecBole's seconds here include that debugging overhead.")
+            if theirs.get("epoch_seconds"):
+                spread = sorted(theirs["epoch_seconds"])
+                out.append(f"- RecBole's epochs took {spread[len(spread) // 2]} s (median), {spread[0]} to "
+                           f"{spread[-1]} s; a wide range means other jobs shared the cores for some of them.")
+            load = m.get("load_average_1min_before")
+            if load:
+                out.append(f"- 1-minute load average when each side started: {load.get('ours')} (ours), "
+                           f"{load.get('recbole')} (RecBole), on {m.get('cpu_threads')} threads; above that, other "
+                           "jobs shared the cores and inflated the seconds.")
             capped = [name for name, side in (("ours", ours), ("RecBole", theirs))
                       if r.get("epoch_budget") and side["epochs_run"] >= r["epoch_budget"]]
             if capped:
