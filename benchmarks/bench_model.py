@@ -277,6 +277,65 @@ def bench_step_cost(steps: int) -> dict:
     return results
 
 
+def bench_sizes(steps: int, batch: int, names: list[str]) -> dict:
+    import pandas as pd
+    import torch
+
+    from llmrec_core.data.ingest import ingest
+    from llmrec_core.data.prepare import prepare
+    from llmrec_core.data.validate import validate
+    from llmrec_core.model.inference import encode_items
+    from llmrec_core.model.bundle import build_bundle
+    from llmrec_core.model.random_init import write_random_opt
+    from llmrec_core.train.loop import train
+
+    gpu = torch.cuda.is_available()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        base = _sample_params(work)
+        ingest(base), validate(base), prepare(base)
+        items = pd.read_parquet(work / "data" / "prepared" / "items.parquet")
+        for name in names:
+            model_dir = write_random_opt(name, work / "models" / name)
+            for tuning in ("fpft", "lora"):
+                if gpu:
+                    torch.cuda.reset_peak_memory_stats()
+                # the end-of-training validation is not what is measured: keep it small for the big shapes
+                params = _sample_params(work, ("eval.max_valid_users=32", f"model.name_or_path={model_dir}",
+                                               "model.pooling=last"), tuning=tuning, max_steps=steps, batch_size=batch,
+                                        run_dir=str(work / "runs" / f"{name}-{tuning}"), checkpoint_every=10_000)
+                try:
+                    record = train(params, show_progress=False)["cost"]
+                except torch.OutOfMemoryError:
+                    results[f"{name}/{tuning}"] = {"model": name, "tuning": tuning, "error": "out of memory"}
+                    continue
+                bundle = build_bundle(params, items, tuning=tuning)
+                bundle.encoder.eval()
+                if gpu:
+                    bundle.encoder.cuda()
+                n_titles = len(items) if gpu else min(len(items), 512)  # a rate: a slice is enough on CPU
+                started = time.perf_counter()
+                encode_items(bundle, n_titles, 256)
+                encode_s = time.perf_counter() - started
+                # MFU: 6 * params * tokens for a training step (2 forward + 4 backward), against bf16 peak
+                flops = 6 * record["parameters_total"] * record["tokens_per_s"]
+                peak = PEAK_BF16_FLOPS.get(torch.cuda.get_device_name(0)) if gpu else None
+                results[f"{name}/{tuning}"] = {
+                    "model": name, "tuning": tuning, "parameters_total": record["parameters_total"],
+                    "parameters_trainable": record["parameters_trainable"],
+                    "train_samples_per_s": record["samples_per_s"], "train_tokens_per_s": record["tokens_per_s"],
+                    "peak_host_mb": record["peak_host_mb"], "peak_gpu_mb": record["peak_gpu_mb"],
+                    "mfu": round(flops / peak, 4) if peak else None, "steps": steps, "batch_size": batch,
+                    "titles_encoded_per_s": round(n_titles / encode_s, 1), "precision": "bf16" if gpu else "fp32"}
+                del bundle
+    return results
+
+
+# dense bf16 peak FLOP/s per device (vendor datasheets)
+PEAK_BF16_FLOPS = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H200": 989e12, "NVIDIA A100-SXM4-80GB": 312e12}
+
+
 def run_section(name: str, args) -> dict:
     """Each section in a fresh interpreter so its peak RSS is its own."""
     cmd = [sys.executable, __file__, "--only", name, "--steps", str(args.steps), "--batch", str(args.batch),
