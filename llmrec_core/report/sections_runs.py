@@ -85,8 +85,8 @@ def sasrec(report: Report) -> str:
             load = m.get("load_average_1min_before")
             if load:
                 out.append(f"- 1-minute load average when each side started: {load.get('ours')} (ours), "
-                           f"{load.get('recbole')} (RecBole), on {m.get('cpu_threads')} threads; above that, other "
-                           "jobs shared the cores and inflated the seconds.")
+                           f"{load.get('recbole')} (RecBole), on {m.get('cpu_threads')} threads; a load above the thread "
+                           "count means other jobs shared the cores and inflated the seconds.")
             capped = [name for name, side in (("ours", ours), ("RecBole", theirs))
                       if r.get("epoch_budget") and side["epochs_run"] >= r["epoch_budget"]]
             if capped:
