@@ -93,12 +93,13 @@ def fresh_accelerator_state() -> None:
 
 
 def train_models(params: Params, name: str, log: Callable[[str], None], show_progress: bool = True) -> None:
-    """Train what `eval.models` needs (the LM, the sequence head, SASRec), resuming matching checkpoints."""
+    """Train what `eval.models` needs (the LM, the sequence head, SASRec), resuming matching checkpoints. A
+    sequence head over the fine-tuned LM (`seqhead.item_vectors: tuned`) needs the LM first."""
     from .train.loop import train
     from .train.sasrec import train_sasrec
 
     models = tuple(params.eval.models)
-    if "llmrec" in models:
+    if "llmrec" in models or ("seqhead" in models and params.seqhead.item_vectors == "tuned"):
         log(f"{name}: training LLM-Rec ({params.model.name_or_path}, {params.train.tuning}, {params.train.setting})")
         fresh_accelerator_state()
         train(params, resume="auto", show_progress=show_progress)

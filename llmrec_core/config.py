@@ -224,11 +224,14 @@ class SasrecConfig(Section):
 
 
 class SeqHeadConfig(SasrecConfig):
-    """LLM-Rec's sequence head (UniSRec-style): the SASRec network over the pre-trained LM's item title
-    vectors (`model`), projected, plus an optional ID embedding for items seen in training."""
+    """LLM-Rec's sequence head (UniSRec-style): the SASRec network over the LM's item title vectors (`model`, as
+    pre-trained or fine-tuned: `item_vectors`), projected, plus an optional ID embedding for items seen in training."""
 
     item_ids: bool = True
     id_dropout: float = Field(default=0.5, ge=0.0, lt=1.0)  # per item and step: keeps text-only ranking trained
+    # whose title vectors the head reads: the LM as pre-trained, or LLM-Rec's LM fine-tuned in `train.run_dir`
+    # (train it first); either way a new item is its title through that LM, with no retraining
+    item_vectors: Literal["pretrained", "tuned"] = "pretrained"
     run_dir: Path = Path("runs/seqhead")
 
 

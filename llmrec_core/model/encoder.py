@@ -106,13 +106,11 @@ def freeze_lower_layers(backbone: nn.Module, layers: int) -> None:
     blocks = transformer_blocks(backbone)
     if layers > len(blocks):
         raise ValueError(f"train.frozen_layers={layers}, but the model has only {len(blocks)} blocks")
-    in_blocks = {id(p) for p in blocks.parameters()}
     first_block = {id(p) for p in blocks[0].parameters()}
     for param in backbone.parameters():  # registration order: the embeddings come before the first block
         if id(param) in first_block:
             break
-        if id(param) not in in_blocks:
-            param.requires_grad_(False)
+        param.requires_grad_(False)
     for block in blocks[:layers]:
         block.requires_grad_(False)
 

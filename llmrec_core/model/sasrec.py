@@ -9,15 +9,17 @@ predicted exactly once per epoch, from up to `max_len` earlier items. Evaluation
 items of the user's past in the setting. Sequences are left-padded; padded positions attend only to
 themselves, so no real position ever sees padding and no row of the attention is empty.
 
-The same network is LLM-Rec's sequence head (`seqhead`, UniSRec-style) when it is given `text`, the
-pre-trained LM's vector of every item title: an item's embedding is then a learned projection of its
-text vector plus, with `item_ids`, an ID embedding that starts at zero and is dropped per item with
-probability `id_dropout` in training. Only items seen in training have an ID embedding (`known`): any
+The same network is LLM-Rec's sequence head (`seqhead`, UniSRec-style) when it is given `text`, the LM's
+vector of every item title: the LM as pre-trained, or LLM-Rec's fine-tuned one (`seqhead.item_vectors`), whose
+title vectors already carry what the training histories taught it. An item's embedding is then a learned
+projection of its text vector plus, with `item_ids`, an ID embedding that starts at zero and is dropped per
+item with probability `id_dropout` in training. Only items seen in training have an ID embedding (`known`): any
 other item, a new one included, is ranked by its title alone, and ID dropout keeps that ranking trained.
 """
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,7 +29,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..config import Params, SasrecConfig
-from .bundle import build_bundle
+from .bundle import EncoderBundle, build_bundle, load_weights
 from .inference import best_device, encode_items
 
 
@@ -117,10 +119,26 @@ def history_matrix(histories: pd.Series, width: int) -> np.ndarray:
 HEADS = ("sasrec", "seqhead")  # the ID baseline, and LLM-Rec's sequence head over the LM's item vectors
 
 
+def lm_weights_path(params: Params) -> Path:
+    """LLM-Rec's fine-tuned LM weights, from which a head with `seqhead.item_vectors: tuned` reads titles."""
+    return params.resolve(params.train.run_dir) / "weights.safetensors"
+
+
+def head_text_encoder(params: Params, items: pd.DataFrame) -> EncoderBundle:
+    """The LM whose title vectors the sequence head reads (`seqhead.item_vectors`), in eval mode: `model` as
+    pre-trained, or with LLM-Rec's fine-tuned weights (`lm_weights_path`)."""
+    tuned = params.seqhead.item_vectors == "tuned"
+    bundle = build_bundle(params, items, tuning=None if tuned else "fpft")
+    if tuned:
+        load_weights(bundle.encoder, lm_weights_path(params))
+    bundle.encoder.eval()
+    return bundle
+
+
 def item_text_vectors(params: Params, items: pd.DataFrame) -> torch.Tensor:
-    """Every item title's vector from the pre-trained (untuned) LM of `model`: what the sequence head reads."""
-    bundle = build_bundle(params, items, tuning="fpft")
-    bundle.encoder.eval().to(best_device())
+    """Every item title's vector from `head_text_encoder`'s LM: what the sequence head reads."""
+    bundle = head_text_encoder(params, items)
+    bundle.encoder.to(best_device())
     return encode_items(bundle, len(items), params.eval.batch_size)
 
 

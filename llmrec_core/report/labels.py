@@ -44,17 +44,29 @@ def lm_budget(run: Run) -> tuple | None:
             c.get("user_max_tokens", run.params.model.user_max_tokens))
 
 
+def reads_tuned_lm(run: Run, model: str) -> bool:
+    """Whether `model` of the run is a sequence head over LLM-Rec's fine-tuned LM (trained in the same run)."""
+    return model == "seqhead" and run.params.seqhead.item_vectors == "tuned"
+
+
+def lm_budget_text(run: Run) -> str:
+    b = lm_budget(run)
+    return f"{b[0]} steps × {b[1]} ({b[2]:,} examples), {b[3]} user tokens" if b else "–"
+
+
 def budget_text(arm: Arm) -> str:
-    """The training budget of an arm, per part when its parts differ."""
+    """The training budget of an arm, per part when its parts differ; a head over the fine-tuned LM names the
+    LM's budget too."""
     texts = []
     for run in (runs[0] for runs, _ in arm.parts):
         if arm.model == "llmrec":
-            b = lm_budget(run)
-            text = f"{b[0]} steps × {b[1]} ({b[2]:,} examples), {b[3]} user tokens" if b else "–"
+            text = lm_budget_text(run)
         elif arm.model in ("sasrec", "seqhead"):
             c = run.training_cost(arm.model) or {}
             text = (f"{c.get('epochs_run')} epochs × {fmt(c.get('targets_per_epoch'))} targets, max_len "
                     f"{c.get('max_len', '?')}" if c else "–")
+            if reads_tuned_lm(run, arm.model):
+                text += f", over the LM tuned {lm_budget_text(run)}"
         elif arm.model == "zero_shot":
             text = f"untuned, {run.params.model.user_max_tokens} user tokens"
         else:
@@ -66,15 +78,23 @@ def budget_text(arm: Arm) -> str:
 
 def train_time_text(arm: Arm) -> str:
     """Mean training time of an arm's runs (the train phase: optimizer steps, refreshes of cached item vectors)
-    and the device it was measured on; runs made on a GPU at a CPU budget say so by their device."""
+    and the device it was measured on; runs made on a GPU at a CPU budget say so by their device. A head over
+    the fine-tuned LM adds the LM's training, which it needs."""
     by_device: dict[str, list[float]] = {}
     for runs, _ in arm.parts:
         for run in runs:
             cost = run.training_cost(arm.model)
-            seconds = ((cost or {}).get("seconds_by_phase") or {}).get("train")
+            seconds = _train_seconds(cost)
+            if seconds is not None and reads_tuned_lm(run, arm.model):
+                lm_seconds = _train_seconds(run.cost_train)
+                seconds = None if lm_seconds is None else seconds + lm_seconds
             if seconds is not None:
                 by_device.setdefault(cost.get("device", "?"), []).append(seconds)
     return "; ".join(f"{sum(s) / len(s):,.0f} s ({device})" for device, s in by_device.items()) or "–"
+
+
+def _train_seconds(cost: dict | None) -> float | None:
+    return ((cost or {}).get("seconds_by_phase") or {}).get("train")
 
 
 def said(verdict: str) -> str:

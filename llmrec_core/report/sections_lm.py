@@ -4,8 +4,8 @@ from __future__ import annotations
 from . import figures
 from .collect import Arm, compare
 from .core import Report
-from .labels import (MODEL_LABELS, SETTINGS, TUNINGS, budget_text, in_domain, in_group, lm_budget, negatives_text, said,
-                     train_time_text, weights_origin)
+from .labels import (MODEL_LABELS, SETTINGS, TUNINGS, budget_text, in_domain, in_group, lm_budget, negatives_text,
+                     reads_tuned_lm, said, train_time_text, weights_origin)
 from .markdown import fmt, mean_sd, table
 
 
@@ -92,9 +92,10 @@ def levers(report: Report) -> str:
                 continue
             arm = report.arm(name, model)
             ci = compare(arm, sasrec, "ndcg@10")
+            own_lm = reads_tuned_lm(runs[0], model)  # its LM's training settings are its own
             changed = ", ".join(f"`{k}={v}`" for k, v in sets.get(name, {}).items()
                                 if not k.startswith("eval.") and not k.endswith("run_dir")
-                                and not (model == "seqhead" and k.startswith("train."))) or "base config"
+                                and not (model == "seqhead" and k.startswith("train.") and not own_lm)) or "base config"
             rows.append([f"`{name}`", MODEL_LABELS[model], changed, budget_text(arm), train_time_text(arm), arm.seeds,
                          report.valid_ndcg(name, model), mean_sd(*arm.summary("ndcg@10")[:2]),
                          mean_sd(*arm.summary("ndcg@10", in_group("tail"))[:2]),
@@ -125,6 +126,24 @@ def _same_budget_pairs(report: Report, sets: dict) -> list:
         anchor = min(names, key=lambda n: sum(not k.startswith("eval.") for k in sets.get(n, {})))
         pairs += [(f"`{n}` vs `{anchor}`", report.arm(n, "llmrec"), report.arm(anchor, "llmrec"), "ndcg@10", None)
                   for n in names if n != anchor]
+    return pairs + _head_vector_pairs(report, sets)
+
+
+def _head_vector_pairs(report: Report, sets: dict) -> list:
+    """Each Mixed sequence head over the fine-tuned LM against the head with the same `seqhead` settings over the
+    pre-trained LM (the lever is the item vectors alone)."""
+    def head_settings(name: str) -> dict:
+        return {k: v for k, v in sets.get(name, {}).items() if k.startswith("seqhead.") and k != "seqhead.item_vectors"}
+
+    heads = [n for n, runs in report.experiments.items() if runs[0].setting == "mixed" and runs[0].has("seqhead")]
+    pairs = []
+    for name in heads:
+        if not reads_tuned_lm(report.first(name), "seqhead"):
+            continue
+        for other in heads:
+            if not reads_tuned_lm(report.first(other), "seqhead") and head_settings(other) == head_settings(name):
+                pairs.append((f"`{name}` vs `{other}` (sequence heads: fine-tuned vs pre-trained LM's item vectors)",
+                              report.arm(name, "seqhead"), report.arm(other, "seqhead"), "ndcg@10", None))
     return pairs
 
 

@@ -2,9 +2,9 @@
 
 - `LMTower` (llmrec): the fine-tuned LM writes a user's recent history as one sentence and encodes it; each
   item is its encoded title.
-- `SeqHeadTower` (seqhead): the sequence head reads the history as a sequence of item vectors (the untuned
-  LM's title vector, projected, plus an ID embedding for items seen in training); a new item is its
-  projected title vector, so it can be recommended before any retraining.
+- `SeqHeadTower` (seqhead): the sequence head reads the history as a sequence of item vectors (the LM's title
+  vector, pre-trained or fine-tuned as `seqhead.item_vectors` says, projected, plus an ID embedding for items
+  seen in training); a new item is its projected title vector, so it can be recommended before any retraining.
 
 A tower gives item vectors for the index (`item_vectors`) and one user vector for a history
 (`user_vector`: titles, domains and catalogue rows, -1 for a title not in the catalogue).
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..config import Params
 from ..model.bundle import EncoderBundle, build_bundle, load_weights
 from ..model.inference import encode_histories, encode_items
-from ..model.sasrec import load_sasrec
+from ..model.sasrec import head_text_encoder, load_sasrec
 from ..model.text import TextTokens
 
 
@@ -82,7 +82,7 @@ class SeqHeadTower:
         self.window = model.max_len
 
     def item_vectors(self, rows: pd.DataFrame) -> np.ndarray:
-        """A new item's vector: its untuned title vector through the head's projection (no ID embedding)."""
+        """A new item's vector: its title vector (the head's LM) through the head's projection (no ID embedding)."""
         text = torch.from_numpy(self.titles.item_vectors(rows))
         with torch.no_grad():
             return self.model.text_proj(F.normalize(text.float(), dim=-1)).numpy()
@@ -110,9 +110,9 @@ class SeqHeadTower:
 def seqhead_tower(params: Params, n_items: int, catalog: pd.DataFrame, table: np.ndarray | None = None
                   ) -> SeqHeadTower:
     """The trained sequence head over the first `n_items` (prepared) items of `catalog` (its weights hold their
-    title vectors), with the untuned LM for new titles; `table` defaults to the head's own item vectors."""
+    title vectors), with the LM it was trained on for new titles; `table` defaults to the head's own item vectors."""
     model = load_sasrec(params, n_items, "seqhead")
     if table is None:
         with torch.no_grad():
             table = model.item_vectors().numpy()
-    return SeqHeadTower(params, model, LMTower(params, encoder_for(params, catalog.iloc[:1], tuned=False)), table)
+    return SeqHeadTower(params, model, LMTower(params, head_text_encoder(params, catalog.iloc[:1])), table)

@@ -3,6 +3,7 @@ position of every training window, validating every `eval_every` epochs and keep
 checkpoint dict resumes a killed run."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -18,7 +19,7 @@ from ..data.settings import SettingData, load_setting
 from ..evaluate.ranking import select_rows
 from ..evaluate.sasrec import evaluate_sasrec
 from ..model.inference import best_device
-from ..model.sasrec import SASRec, item_text_vectors, pad_left
+from ..model.sasrec import SASRec, item_text_vectors, lm_weights_path, pad_left
 from ..provenance import SASREC_TRAINING_CODE, fingerprint, non_default, provenance
 from .checkpoint import decide_resume, load_checkpoint, save_checkpoint
 
@@ -37,6 +38,17 @@ def training_windows(data: SettingData, max_len: int) -> np.ndarray:
     return pad_left(data.seq_values, starts, ends - starts, max_len + 1)
 
 
+def tuned_lm_digest(params: Params) -> str:
+    """sha256 (16 hex digits) of LLM-Rec's fine-tuned LM weights, whose title vectors a head with
+    `seqhead.item_vectors: tuned` reads; a clear error when the LM has not been trained."""
+    path = lm_weights_path(params)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: `seqhead.item_vectors: tuned` reads LLM-Rec's fine-tuned LM; "
+                                "run `llmrec train` (the LM) first")
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+
+
 def head_fingerprint(params: Params, head: str) -> str:
     """What a head's checkpoint was trained from: its config, the setting, the prepared data and the code."""
     cfg, setting = getattr(params, head), params.train
@@ -45,6 +57,8 @@ def head_fingerprint(params: Params, head: str) -> str:
               "prepare": non_default(params.prepare)}
     if head == "seqhead":  # its item vectors come from the LM
         config["model"] = non_default(params.model)
+        if cfg.item_vectors == "tuned":  # ... as LLM-Rec fine-tuned it: a retrained LM makes the head stale
+            config["lm_weights"] = tuned_lm_digest(params)
     return fingerprint(config, DataLayout(params.data_root).prepared / "manifest.json", SASREC_TRAINING_CODE)
 
 

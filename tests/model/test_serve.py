@@ -142,3 +142,50 @@ def test_the_sequence_head_serves_like_it_evaluates_and_takes_new_items(tiny_ber
     with pytest.raises(ValueError, match="seqhead index, not llmrec"):
         load_index(params.model_copy(update={"index": params.index.model_copy(update={"model": "llmrec"})}).model_copy(
             update={"train": params.train.model_copy(update={"run_dir": params.seqhead.run_dir})}))
+
+
+def test_a_head_over_the_tuned_lm_reads_its_title_vectors_and_encodes_new_items_with_it(tiny_bert, sample_prepared):
+    import torch.nn.functional as F
+
+    from llmrec_core.data.layout import DataLayout
+    from llmrec_core.model.bundle import build_bundle, save_weights
+    from llmrec_core.model.inference import encode_items
+    from llmrec_core.model.sasrec import lm_weights_path, load_sasrec
+    from llmrec_core.serve.towers import seqhead_tower
+    from llmrec_core.train.sasrec import head_fingerprint
+
+    params = sample_prepared("seqhead-tuned", model={"name_or_path": str(tiny_bert)},
+                             seqhead={"epochs": 1, "eval_every": 1, "hidden": 16, "heads": 2, "max_len": 10,
+                                      "item_vectors": "tuned"})
+    with pytest.raises(FileNotFoundError, match="run `llmrec train`"):  # no fine-tuned LM yet
+        train_sasrec(params, show_progress=False, head="seqhead")
+    items = pd.read_parquet(DataLayout(params.data_root).prepared / "items.parquet")
+
+    def fine_tune(seed: int) -> torch.Tensor:
+        """Stands in for `llmrec train`: the pre-trained LM with moved weights, saved where the LM's go."""
+        bundle = build_bundle(params, items, tuning="fpft")
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for weight in bundle.encoder.parameters():
+                weight.add_(0.05 * torch.randn_like(weight))
+        lm_weights_path(params).parent.mkdir(parents=True, exist_ok=True)
+        save_weights(bundle.encoder, lm_weights_path(params))
+        return encode_items(bundle, len(items), 64)
+
+    tuned = fine_tune(0)
+    untuned = build_bundle(params, items, tuning="fpft")
+    pretrained = encode_items(untuned, len(items), 64)
+    train_sasrec(params, show_progress=False, head="seqhead")
+    head = load_sasrec(params, len(items), "seqhead")
+    torch.testing.assert_close(head.text, F.normalize(tuned, dim=-1), atol=1e-5, rtol=0)
+    assert not torch.allclose(head.text, F.normalize(pretrained, dim=-1), atol=1e-2)
+
+    # a new title reaches the head through the same fine-tuned LM: here, catalogue titles read as if they were new
+    tower = seqhead_tower(params, len(items), items)
+    with torch.no_grad():
+        expected = head.text_proj(head.text[:3]).numpy()
+    np.testing.assert_allclose(tower.item_vectors(items.iloc[:3]), expected, atol=1e-4)
+
+    before = head_fingerprint(params, "seqhead")
+    fine_tune(1)  # the LM is trained again: the head trained on the old one is stale
+    assert head_fingerprint(params, "seqhead") != before
