@@ -308,6 +308,9 @@ class Experiment(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     set: dict[str, Any] = {}
     seeds: list[int] = []
+    # the experiment this one is a lever against in the report (paired), beside the same-budget anchor: e.g. an
+    # equal-CPU-time variant, or a head that differs in its item vectors only
+    compare_to: str | None = None
 
     @model_validator(mode="after")
     def _seeds_unique(self) -> "Experiment":
@@ -345,6 +348,9 @@ class Params(Section):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"experiments: {', '.join(twice)} named more than once")
+        for e in self.experiments:
+            if e.compare_to is not None and (e.compare_to == e.name or e.compare_to not in names):
+                raise ValueError(f"experiments: {e.name}'s compare_to {e.compare_to!r} names no other experiment")
         return self
 
     def run_names(self) -> list[str]:

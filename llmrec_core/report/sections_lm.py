@@ -102,8 +102,9 @@ def levers(report: Report) -> str:
                          f"{ci.diff:+.4f} ({ci.low:+.4f} to {ci.high:+.4f})" if ci else None,
                          ci.verdict if ci else None])
     pairs = _same_budget_pairs(report, sets)
-    lever_text = ["", "Each lever against the experiment of the same model and LM budget that sets the least (paired, "
-                  "test targets):", "", table(report.COMPARISON_COLUMNS, report.comparison_rows(pairs))] if pairs else []
+    lever_text = ["", "Each lever against the experiment of the same model and LM budget that sets the least, and "
+                  "against the experiment it names (`compare_to`), paired on the test targets:", "",
+                  table(report.COMPARISON_COLUMNS, report.comparison_rows(pairs))] if pairs else []
     return "\n".join([f"Every Mixed-setting experiment's tuned model against SASRec (`{base}`), on the test split; "
                       f"each row says what its experiment sets on top of the base config (`{report.params_path}`). "
                       "valid: the whole validation split, on which configurations are chosen. training: the mean "
@@ -126,24 +127,26 @@ def _same_budget_pairs(report: Report, sets: dict) -> list:
         anchor = min(names, key=lambda n: sum(not k.startswith("eval.") for k in sets.get(n, {})))
         pairs += [(f"`{n}` vs `{anchor}`", report.arm(n, "llmrec"), report.arm(anchor, "llmrec"), "ndcg@10", None)
                   for n in names if n != anchor]
-    return pairs + _head_vector_pairs(report, sets)
+    return pairs + _named_pairs(report, pairs)
 
 
-def _head_vector_pairs(report: Report, sets: dict) -> list:
-    """Each Mixed sequence head over the fine-tuned LM against the head with the same `seqhead` settings over the
-    pre-trained LM (the lever is the item vectors alone)."""
-    def head_settings(name: str) -> dict:
-        return {k: v for k, v in sets.get(name, {}).items() if k.startswith("seqhead.") and k != "seqhead.item_vectors"}
-
-    heads = [n for n, runs in report.experiments.items() if runs[0].setting == "mixed" and runs[0].has("seqhead")]
+def _named_pairs(report: Report, done: list) -> list:
+    """Each Mixed experiment that names the one it is a lever against (`compare_to`), for every tuned model both
+    ran (the LM, the sequence head), unless the same-budget pairs already hold it."""
+    held = {(a.label, b.label) for _, a, b, _, _ in done}
     pairs = []
-    for name in heads:
-        if not reads_tuned_lm(report.first(name), "seqhead"):
+    for e in report.base.experiments:
+        if e.compare_to is None or e.name not in report.experiments or e.compare_to not in report.experiments:
             continue
-        for other in heads:
-            if not reads_tuned_lm(report.first(other), "seqhead") and head_settings(other) == head_settings(name):
-                pairs.append((f"`{name}` vs `{other}` (sequence heads: fine-tuned vs pre-trained LM's item vectors)",
-                              report.arm(name, "seqhead"), report.arm(other, "seqhead"), "ndcg@10", None))
+        lever, anchor = report.first(e.name), report.first(e.compare_to)
+        if lever.setting != "mixed":
+            continue
+        for model in ("llmrec", "seqhead"):
+            if lever.has(model) and anchor.has(model):
+                a, b = report.arm(e.name, model), report.arm(e.compare_to, model)
+                if (a.label, b.label) not in held:
+                    pairs.append((f"`{e.name}` vs `{e.compare_to}` ({MODEL_LABELS[model]}, named by compare_to)",
+                                  a, b, "ndcg@10", None))
     return pairs
 
 

@@ -92,3 +92,11 @@ experiments:
     assert load_params(path, ["train.lr=0.1"], experiment="plain").train.lr == 0.1
     with pytest.raises(ConfigError, match="not in `experiments`"):
         load_params(path, experiment="missing")
+
+
+def test_compare_to_must_name_another_experiment(tmp_path):
+    good = SOURCE + "experiments:\n  - {name: a}\n  - {name: b, compare_to: a}\n"
+    assert load_params(_write(tmp_path, good)).experiments[1].compare_to == "a"
+    for bad in ("  - {name: a}\n  - {name: b, compare_to: c}\n", "  - {name: a, compare_to: a}\n"):
+        with pytest.raises(ConfigError, match="compare_to .* names no other experiment"):
+            load_params(_write(tmp_path, SOURCE + "experiments:\n" + bad))

@@ -35,7 +35,8 @@ def _analyses_doc(sample_prepared, tiny_bert, tmp_path) -> dict:
         {"name": "mixed-bank", "set": {"train.item_bank_negatives": True, "train.item_bank_refresh_steps": 1,
                                        "train.mixed_precision": "bf16", "eval.models": ["llmrec"]}},
         # the sequence head over this run's fine-tuned LM: the sweep trains the LM first, though it is not evaluated
-        {"name": "mixed-head-tuned", "set": {"seqhead.item_vectors": "tuned", "eval.models": ["seqhead"]}},
+        {"name": "mixed-head-tuned", "set": {"seqhead.item_vectors": "tuned", "eval.models": ["seqhead"]},
+         "compare_to": "mixed"},
         # the new-item setting: its own data root, which the sweep prepares (a time split of the sample)
         {"name": "new-items", "set": {"data.root": str(tmp_path / "data-new-items"),
                                       "prepare.time_split": {"new_item_share": 0.2, "window_days": 60},
@@ -128,12 +129,13 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     # each lever against the same-budget experiment that sets the least, with a paired interval
     assert re.search(r"\| `mixed-bank` vs `mixed` \| NDCG@10 \| [+-]\d\.\d{4} \| [+-]\d\.\d{4} to [+-]\d\.\d{4} "
                      r"\| [\d,]+ \| paired \|", levers)
-    # the head over the fine-tuned LM: its budget and training time include the LM's; paired with the head that
-    # reads the pre-trained LM and sets the same `seqhead` keys
+    # the head over the fine-tuned LM: its budget and training time include the LM's; paired with the experiment
+    # it names (`compare_to`), for the model both ran
     assert re.search(r"\| `mixed-head-tuned` \| LLM-Rec seq head \| `seqhead.item_vectors=tuned` \| [^|]*, over the LM "
                      r"tuned 2 steps × 8 \(", levers)
-    assert re.search(r"\| `mixed-head-tuned` vs `mixed` \(sequence heads: fine-tuned vs pre-trained LM's item vectors\) "
+    assert re.search(r"\| `mixed-head-tuned` vs `mixed` \(LLM-Rec seq head, named by compare_to\) "
                      r"\| NDCG@10 \| [+-]\d\.\d{4} \|", levers)
+    assert "(LLM-Rec, named by compare_to)" not in levers  # its LM was not evaluated: no pair of LMs
     assert "| `mixed-head-tuned` | LLM-Rec |" not in levers  # its LM is not evaluated
     # data settings: single-domain cells are that run's numbers; settings test other targets (unpaired)
     settings = _section(text, "Data settings")
