@@ -117,7 +117,7 @@ def levers(report: Report) -> str:
 def _same_budget_pairs(report: Report, sets: dict) -> list:
     """(claim, lever arm, anchor arm, metric, None) for Mixed LLM-Rec experiments that share a model and an LM
     budget (steps, batch, examples, user tokens): each against the one of them whose `set` changes the fewest
-    training keys (the first in the params file on a tie)."""
+    training keys (the first in the params file on a tie); then the pairs experiments name (`_named_pairs`)."""
     groups: dict[tuple, list[str]] = {}
     for name, runs in report.experiments.items():
         if runs[0].setting == "mixed" and runs[0].has("llmrec") and runs[0].cost_train:
