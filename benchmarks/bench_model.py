@@ -193,12 +193,20 @@ def _sample_params(workdir: Path, extra: tuple[str, ...] = (), **train):
     return load_params(REPO / "params.yaml", overrides + [f"train.{k}={v}" for k, v in train.items()])
 
 
-def bench_throughput(steps: int, batch: int) -> dict:
+def _prepare(params):
+    """Ingest, validate and prepare the data of `params` (as the pipeline's first stages do); its items."""
     import pandas as pd
 
     from llmrec_core.data.ingest import ingest
+    from llmrec_core.data.layout import DataLayout
     from llmrec_core.data.prepare import prepare
     from llmrec_core.data.validate import validate
+
+    ingest(params), validate(params), prepare(params)
+    return pd.read_parquet(DataLayout(params.data_root).prepared / "items.parquet")
+
+
+def bench_throughput(steps: int, batch: int) -> dict:
     from llmrec_core.model.bundle import build_bundle
     from llmrec_core.model.inference import encode_items
     from llmrec_core.train.loop import train
@@ -206,9 +214,7 @@ def bench_throughput(steps: int, batch: int) -> dict:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        base = _sample_params(work)
-        ingest(base), validate(base), prepare(base)
-        items = pd.read_parquet(work / "data" / "prepared" / "items.parquet")
+        items = _prepare(_sample_params(work))
         for name, tuning, tower in (("fpft", "fpft", "trained"), ("fpft-cached", "fpft", "cached"),
                                     ("lora", "lora", "trained")):
             # the cached item tower re-encodes the catalogue every 20 steps, as configs/ml-100k.yaml's runs do
@@ -247,9 +253,6 @@ def bench_step_cost(steps: int) -> dict:
     cheaper: the default step, the cached item tower (re-encoded every 20 steps, as the report's runs do), and
     frozen embeddings / lowest blocks. The same steps and examples each."""
     from llmrec_core.config import load_params
-    from llmrec_core.data.ingest import ingest
-    from llmrec_core.data.prepare import prepare
-    from llmrec_core.data.validate import validate
     from llmrec_core.train.loop import train
 
     results = {"params": "configs/ml-100k.yaml", "steps": steps}
@@ -262,8 +265,7 @@ def bench_step_cost(steps: int) -> dict:
                 f"train.run_dir={work / name}", "train.checkpoint_every=100000", "eval.max_valid_users=50",
                 *STEP_LEVERS[name]])
 
-        base = params("trained")
-        ingest(base), validate(base), prepare(base)
+        _prepare(params("trained"))
         for name in STEP_LEVERS:
             record = train(params(name), show_progress=False)["cost"]
             results[name] = {"overrides": STEP_LEVERS[name], "train_samples_per_s": record["samples_per_s"],
@@ -278,12 +280,8 @@ def bench_step_cost(steps: int) -> dict:
 
 
 def bench_sizes(steps: int, batch: int, names: list[str]) -> dict:
-    import pandas as pd
     import torch
 
-    from llmrec_core.data.ingest import ingest
-    from llmrec_core.data.prepare import prepare
-    from llmrec_core.data.validate import validate
     from llmrec_core.model.inference import encode_items
     from llmrec_core.model.bundle import build_bundle
     from llmrec_core.model.random_init import write_random_opt
@@ -293,9 +291,7 @@ def bench_sizes(steps: int, batch: int, names: list[str]) -> dict:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        base = _sample_params(work)
-        ingest(base), validate(base), prepare(base)
-        items = pd.read_parquet(work / "data" / "prepared" / "items.parquet")
+        items = _prepare(_sample_params(work))
         for name in names:
             model_dir = write_random_opt(name, work / "models" / name)
             for tuning in ("fpft", "lora"):
