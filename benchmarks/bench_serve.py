@@ -36,14 +36,14 @@ def build_index(items_total: int, seed: int = 0) -> dict:
     from llmrec_core.model.inference import encode_items
     from llmrec_core.serve.index import ItemIndex
     from llmrec_core.serve.recommend import index_dir
-    from llmrec_core.serve.towers import encoder_for
+    from llmrec_core.model.bundle import lm_encoder
 
     params = load_params(PARAMS, [f"train.run_dir={WORK / 'run'}"])
     prepared = DataLayout(params.data_root).prepared
     if not (prepared / "items.parquet").is_file():
         sys.exit(f"{prepared}: no prepared ml-100k; run the data stages with --params {PARAMS} first")
     items = pd.read_parquet(prepared / "items.parquet")
-    real = encode_items(encoder_for(params, items, tuned=False), len(items), params.eval.batch_size).numpy()
+    real = encode_items(lm_encoder(params, items, tuned=False), len(items), params.eval.batch_size).numpy()
     extra = max(items_total - len(items), 0)
     rng = np.random.default_rng(seed)
     synthetic = rng.standard_normal((extra, real.shape[1])).astype(np.float32)

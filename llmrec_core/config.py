@@ -213,6 +213,8 @@ class SasrecConfig(Section):
     epochs: int = Field(default=200, ge=1)
     eval_every: int = Field(default=5, ge=1)
     patience: int = Field(default=4, ge=1)  # validations without NDCG@10 gain before stopping
+    # training logits + this times the log item prior (0: the standard loss); > 0 trades head items for tail ones
+    logit_adjustment: float = Field(default=0.0, ge=0.0, le=4.0)
     seed: int = 0
     run_dir: Path = Path("runs/sasrec")
 

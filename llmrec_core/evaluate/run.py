@@ -17,7 +17,7 @@ from ..config import Params
 from ..cost import CostMeter, latency_percentiles, parameter_counts
 from ..data.layout import DataLayout
 from ..data.settings import SettingData, load_setting
-from ..model.bundle import build_bundle, load_weights
+from ..model.bundle import lm_encoder
 from ..model.inference import best_device, encode_histories, encode_items
 from ..model.sasrec import load_sasrec
 from ..provenance import EXPERIMENT_CODE, provenance
@@ -117,9 +117,7 @@ def evaluate(params: Params, models: tuple[str, ...] = MODELS, split: str = "tes
             costs[model] = meter.record(sasrec, kind="eval", extra={"model": model})
             continue
         with meter.phase("load"):
-            bundle = build_bundle(params, data.items, tuning=None if model == "llmrec" else "fpft")
-            if model == "llmrec":
-                load_weights(bundle.encoder, run_dir / "weights.safetensors")
+            bundle = lm_encoder(params, data.items, tuned=model == "llmrec")
             bundle.encoder.to(best_device())
         results[model], items, ranks[model] = evaluate_encoder_vectors(params, bundle, data, split, meter=meter)
         record = meter.record(bundle.encoder, kind="eval", extra={"model": model})

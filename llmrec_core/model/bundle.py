@@ -39,6 +39,21 @@ def build_bundle(params: Params, items: pd.DataFrame, tuning: str | None = None)
     return EncoderBundle(encoder, tokens, path)
 
 
+def lm_weights_path(params: Params) -> Path:
+    """LLM-Rec's fine-tuned LM weights (`llmrec train` writes them to `train.run_dir`)."""
+    return params.resolve(params.train.run_dir) / "weights.safetensors"
+
+
+def lm_encoder(params: Params, items: pd.DataFrame, tuned: bool) -> EncoderBundle:
+    """The LM of `params.model` in eval mode with `items`' tokens: LLM-Rec's fine-tuned LM (`tuned`, from
+    `lm_weights_path`) or the LM as pre-trained. The one way evaluation, serving and the sequence head load it."""
+    bundle = build_bundle(params, items, tuning=None if tuned else "fpft")
+    if tuned:
+        load_weights(bundle.encoder, lm_weights_path(params))
+    bundle.encoder.eval()
+    return bundle
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The weights that train: all for full fine-tuning (less any frozen lower layers), the adapter for LoRA."""
     names = {n for n, p in model.named_parameters() if p.requires_grad}

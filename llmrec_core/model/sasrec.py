@@ -19,7 +19,6 @@ other item, a new one included, is ranked by its title alone, and ID dropout kee
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,7 +28,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..config import Params, SasrecConfig
-from .bundle import EncoderBundle, build_bundle, load_weights
+from .bundle import lm_encoder
 from .inference import best_device, encode_items
 
 
@@ -119,25 +118,10 @@ def history_matrix(histories: pd.Series, width: int) -> np.ndarray:
 HEADS = ("sasrec", "seqhead")  # the ID baseline, and LLM-Rec's sequence head over the LM's item vectors
 
 
-def lm_weights_path(params: Params) -> Path:
-    """LLM-Rec's fine-tuned LM weights, from which a head with `seqhead.item_vectors: tuned` reads titles."""
-    return params.resolve(params.train.run_dir) / "weights.safetensors"
-
-
-def head_text_encoder(params: Params, items: pd.DataFrame) -> EncoderBundle:
-    """The LM whose title vectors the sequence head reads (`seqhead.item_vectors`), in eval mode: `model` as
-    pre-trained, or with LLM-Rec's fine-tuned weights (`lm_weights_path`)."""
-    tuned = params.seqhead.item_vectors == "tuned"
-    bundle = build_bundle(params, items, tuning=None if tuned else "fpft")
-    if tuned:
-        load_weights(bundle.encoder, lm_weights_path(params))
-    bundle.encoder.eval()
-    return bundle
-
-
 def item_text_vectors(params: Params, items: pd.DataFrame) -> torch.Tensor:
-    """Every item title's vector from `head_text_encoder`'s LM: what the sequence head reads."""
-    bundle = head_text_encoder(params, items)
+    """Every item title's vector from the LM the sequence head reads (`seqhead.item_vectors`): as pre-trained,
+    or LLM-Rec's fine-tuned one."""
+    bundle = lm_encoder(params, items, params.seqhead.item_vectors == "tuned")
     bundle.encoder.to(best_device())
     return encode_items(bundle, len(items), params.eval.batch_size)
 

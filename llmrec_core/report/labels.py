@@ -6,7 +6,7 @@ from typing import Callable
 
 from ..model.encoder import PACKAGED_MODELS
 from .collect import Arm, Run, read_json
-from .markdown import fmt
+from .markdown import fmt, table
 
 SETTINGS = {"single_domain": "Single Domain", "s2piao": "S2PIAO", "mixed": "Mixed"}
 MODEL_LABELS = {"llmrec": "LLM-Rec", "zero_shot": "untuned LM", "seqhead": "LLM-Rec seq head", "sasrec": "SASRec",
@@ -115,3 +115,29 @@ def not_in_group(group: str) -> Callable:
 def in_domain(domain: str) -> Callable:
     """A filter of per-target tables: targets of one domain."""
     return lambda t: t["domain"] == domain
+
+
+def tuning_table(tuning: dict | None, in_use, where: str) -> list[str]:
+    """The validation grid of `scripts/tune_heads.py` (a `<model>_tuning.json`), each point marked when it is the
+    config section `in_use` (`where` says whose, in words); a line when the best point is not the one in use."""
+    if not tuning:
+        return []
+    used = {k: getattr(in_use, k.split(".")[1]) for k in tuning["grid"]}
+    tail = any(p.get("valid_tail_ndcg@10") is not None for p in tuning["points"])  # recorded since the head's grid
+    rows = [[*(p[k] for k in tuning["grid"]), p["epochs_run"], p["valid_ndcg@10"], p["valid_recall@10"],
+             *([p.get("valid_tail_ndcg@10")] if tail else []), all(p[k] == v for k, v in used.items())]
+            for p in tuning["points"]]
+    done = (f"; {len(tuning['points'])} of {tuning['points_total']} grid points run"
+            if tuning.get("points_total", len(tuning["points"])) > len(tuning["points"]) else "")
+    base = f" on top of run `{tuning['experiment']}`" if tuning.get("experiment") else ""
+    base += "".join(f", `--set {option}`" for option in tuning.get("fixed", []))
+    machine = tuning.get("machine", {})
+    load = f", 1-minute load {machine['load_1min']} at the end" if "load_1min" in machine else ""
+    out = [f"**Tuning** on the whole validation split (`scripts/tune_heads.py --model {tuning.get('model', 'sasrec')}`"
+           f"{base}, {machine.get('date')}{load}{done}); {where} are the `in use` row:", "",
+           table([*(k.split(".")[1] for k in tuning["grid"]), "epochs", "valid NDCG@10", "valid Recall@10",
+                  *(["valid tail NDCG@10"] if tail else []), "in use"], rows), ""]
+    if not all(tuning["best"][k] == v for k, v in used.items()):
+        best = ", ".join(f"{k.split('.')[1]} {tuning['best'][k]:g}" for k in tuning["grid"])
+        out += [f"- The best grid point on validation ({best}) is not the one in use.", ""]
+    return out

@@ -5,7 +5,7 @@ from . import figures
 from .collect import Arm, compare
 from .core import Report
 from .labels import (MODEL_LABELS, SETTINGS, TUNINGS, budget_text, in_domain, in_group, lm_budget, negatives_text,
-                     reads_tuned_lm, said, train_time_text, weights_origin)
+                     reads_tuned_lm, said, train_time_text, tuning_table, weights_origin)
 from .markdown import fmt, mean_sd, table
 
 
@@ -105,6 +105,11 @@ def levers(report: Report) -> str:
     lever_text = ["", "Each lever against the experiment of the same model and LM budget that sets the least, and "
                   "against the experiment it names (`compare_to`), paired on the test targets:", "",
                   table(report.COMPARISON_COLUMNS, report.comparison_rows(pairs))] if pairs else []
+    head = report.headline_experiment("seqhead")
+    for stem in sorted(k for k in report.bench if k.startswith("seqhead_tuning")) if head else []:
+        # the head's knobs, chosen on validation like SASRec's
+        lever_text += ["", *tuning_table(report.bench[stem], report.first(head).params.seqhead,
+                                         f"the headline head's (`{head}`) values")]
     return "\n".join([f"Every Mixed-setting experiment's tuned model against SASRec (`{base}`), on the test split; "
                       f"each row says what its experiment sets on top of the base config (`{report.params_path}`). "
                       "valid: the whole validation split, on which configurations are chosen. training: the mean "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .collect import Arm
 from .core import Report
-from .labels import MODEL_LABELS, SETTINGS, TUNINGS, budget_text
+from .labels import MODEL_LABELS, SETTINGS, TUNINGS, budget_text, tuning_table
 from .markdown import fmt, table
 
 
@@ -33,21 +33,7 @@ def sasrec(report: Report) -> str:
            f"max_len {report.base.sasrec.max_len}, embedding scale, dropout {report.base.sasrec.dropout:g}, early stopping "
            f"on validation NDCG@10 (patience {report.base.sasrec.patience} checks, one every "
            f"{report.base.sasrec.eval_every} epochs).", ""]
-    tuning = report.bench.get("sasrec_tuning")
-    if tuning:
-        frozen = {k: getattr(report.base.sasrec, k.split(".")[1]) for k in tuning["grid"]}
-        rows = [[*(p[k] for k in tuning["grid"]), p["epochs_run"], p["valid_ndcg@10"], p["valid_recall@10"],
-                 all(p[k] == v for k, v in frozen.items())] for p in tuning["points"]]
-        done = (f"; {len(tuning['points'])} of {tuning['points_total']} grid points run"
-                if tuning.get("points_total", len(tuning["points"])) > len(tuning["points"]) else "")
-        out += [f"**Tuning** on the whole validation split (`scripts/tune_sasrec.py`, {tuning['machine']['date']}"
-                f"{done}); the params file's values are the `in params` row:", "",
-                table([*(k.split(".")[1] for k in tuning["grid"]), "epochs", "valid NDCG@10", "valid Recall@10",
-                       "in params"], rows), ""]
-        best = tuning["best"]
-        if not all(best[k] == v for k, v in frozen.items()):
-            out += ["- The params file's SASRec is not the best grid point on validation; rerun "
-                    "`scripts/tune_sasrec.py` and freeze its best.", ""]
+    out += tuning_table(report.bench.get("sasrec_tuning"), report.base.sasrec, "the params file's values")
     found = {k: v for k, v in report.bench.items() if k.startswith("recbole")}
     if not found:
         return "\n".join(out + ["RecBole side by side: not measured yet (`make bench-recbole`)."])

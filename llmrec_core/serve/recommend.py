@@ -19,10 +19,11 @@ import pandas as pd
 
 from ..config import Params
 from ..data.layout import DataLayout
+from ..model.bundle import lm_encoder
 from .catalog_encoding import catalog_key, encode_catalog, process_state
 from .index import ItemIndex
 from .item_store import accepted_items
-from .towers import LMTower, encoder_for, seqhead_tower, weights_path
+from .towers import LMTower, seqhead_tower, weights_path
 
 
 def index_dir(params: Params) -> Path:
@@ -58,7 +59,7 @@ def build_index(params: Params, zero_shot: bool = False, log=print) -> ItemIndex
         tower = seqhead_tower(params, len(items), items)
         vectors = tower.table
     else:
-        bundle = encoder_for(params, items, tuned=not zero_shot)
+        bundle = lm_encoder(params, items, tuned=not zero_shot)
         model_key = json.dumps([params.model.model_dump(mode="json"), weights_sha], sort_keys=True)
         vectors = encode_catalog(bundle, len(items), params.eval.batch_size, encoding, catalog_key(items, model_key),
                                  params.index.encode_shard_items, log)
@@ -107,7 +108,7 @@ def load_tower(params: Params, index: ItemIndex):
     """The model that answers queries against `index`."""
     if params.index.model == "seqhead":
         return seqhead_tower(params, int((index.catalog["added"] == "prepared").sum()), index.catalog, index.vectors())
-    return LMTower(params, encoder_for(params, index.catalog.iloc[:1], tuned=index.meta["tuned"]))
+    return LMTower(params, lm_encoder(params, index.catalog.iloc[:1], tuned=index.meta["tuned"]))
 
 
 def add_items(params: Params, new_items: pd.DataFrame) -> np.ndarray:

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Params
-from ..model.bundle import EncoderBundle, build_bundle, load_weights
+from ..model.bundle import EncoderBundle, lm_encoder
 from ..model.inference import encode_histories, encode_items
-from ..model.sasrec import head_text_encoder, load_sasrec
+from ..model.sasrec import load_sasrec
 from ..model.text import TextTokens
 
 
@@ -29,15 +29,6 @@ def weights_path(params: Params) -> Path:
     """The trained weights the index of `index.model` is built from."""
     run_dir = params.seqhead.run_dir if params.index.model == "seqhead" else params.train.run_dir
     return params.resolve(run_dir) / "weights.safetensors"
-
-
-def encoder_for(params: Params, items: pd.DataFrame, tuned: bool) -> EncoderBundle:
-    """The LM of `params.model` with the run's fine-tuned weights (`tuned`) or as pre-trained, in eval mode."""
-    bundle = build_bundle(params, items, tuning=None if tuned else "fpft")
-    if tuned:
-        load_weights(bundle.encoder, params.resolve(params.train.run_dir) / "weights.safetensors")
-    bundle.encoder.eval()
-    return bundle
 
 
 class LMTower:
@@ -115,4 +106,5 @@ def seqhead_tower(params: Params, n_items: int, catalog: pd.DataFrame, table: np
     if table is None:
         with torch.no_grad():
             table = model.item_vectors().numpy()
-    return SeqHeadTower(params, model, LMTower(params, head_text_encoder(params, catalog.iloc[:1])), table)
+    lm = lm_encoder(params, catalog.iloc[:1], tuned=params.seqhead.item_vectors == "tuned")
+    return SeqHeadTower(params, model, LMTower(params, lm), table)

@@ -19,7 +19,8 @@ from ..data.settings import SettingData, load_setting
 from ..evaluate.ranking import select_rows
 from ..evaluate.sasrec import evaluate_sasrec
 from ..model.inference import best_device
-from ..model.sasrec import SASRec, item_text_vectors, lm_weights_path, pad_left
+from ..model.bundle import lm_weights_path
+from ..model.sasrec import SASRec, item_text_vectors, pad_left
 from ..provenance import SASREC_TRAINING_CODE, fingerprint, non_default, provenance
 from .checkpoint import decide_resume, load_checkpoint, save_checkpoint
 
@@ -62,27 +63,44 @@ def head_fingerprint(params: Params, head: str) -> str:
     return fingerprint(config, DataLayout(params.data_root).prepared / "manifest.json", SASREC_TRAINING_CODE)
 
 
+def log_prior(data: SettingData) -> np.ndarray:
+    """log of each item's share of the training events (add-one smoothed): the prior of logit adjustment."""
+    counts = np.bincount(data.seq_values, minlength=len(data.items)) + 1.0
+    return np.log(counts / counts.sum())
+
+
+def window_loss(model: SASRec, batch: torch.Tensor, unknown: torch.Tensor | None = None,
+                offset: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+    """Full-softmax cross-entropy of every target of a batch of windows, and how many targets. `unknown` (bool per
+    item) marks items that do not exist at training time: no column of the softmax. `offset` (per item) is added
+    to the logits in training only: `logit_adjustment` times the log prior (Menon et al., 2021), so the scores
+    used at inference are fit to rank as if every item were equally frequent, which lifts tail items."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    valid = (inputs > 0) & (targets > 0)
+    table = model.item_table()  # one ID dropout draw for the step's inputs and outputs
+    logits = model(inputs, table)[valid] @ table[1:].T
+    if offset is not None:
+        logits = logits + offset
+    if unknown is not None:
+        logits = logits.masked_fill(unknown, float("-inf"))
+    return F.cross_entropy(logits, targets[valid] - 1), int(valid.sum())
+
+
 def train_epoch(model: SASRec, optimizer: torch.optim.Optimizer, windows: np.ndarray, cfg, epoch: int,
-                device: torch.device, unknown: torch.Tensor | None = None) -> tuple[int, torch.Tensor]:
-    """One pass over the training windows in the (seed, epoch) order: (targets trained on, the last loss).
-    `unknown` (bool per item) marks items that do not exist at training time: no column of the softmax."""
+                device: torch.device, unknown: torch.Tensor | None = None,
+                offset: torch.Tensor | None = None) -> tuple[int, torch.Tensor]:
+    """One pass over the training windows in the (seed, epoch) order (`window_loss` per batch): (targets trained
+    on, the last loss)."""
     order = np.random.default_rng([cfg.seed, epoch]).permutation(len(windows))
     model.train()
     samples = 0
     for s in range(0, len(order), cfg.batch_size):
         batch = torch.from_numpy(windows[order[s: s + cfg.batch_size]]).to(device)
-        inputs, targets = batch[:, :-1], batch[:, 1:]
-        valid = (inputs > 0) & (targets > 0)
-        table = model.item_table()  # one ID dropout draw for the step's inputs and outputs
-        hidden = model(inputs, table)[valid]
-        logits = hidden @ table[1:].T
-        if unknown is not None:
-            logits = logits.masked_fill(unknown, float("-inf"))
-        loss = F.cross_entropy(logits, targets[valid] - 1)
+        loss, targets = window_loss(model, batch, unknown, offset)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        samples += int(valid.sum())
+        samples += targets
     return samples, loss
 
 
@@ -113,6 +131,8 @@ def train_sasrec(params: Params, resume: bool | str = False, show_progress: bool
     device = best_device()
     known_at_training = data.known_items()
     unknown = None if known_at_training is None else torch.from_numpy(~known_at_training).to(device)
+    offset = (torch.from_numpy(cfg.logit_adjustment * log_prior(data)).float().to(device)
+              if cfg.logit_adjustment else None)
     model = SASRec(len(data.items), cfg, cfg.max_len, text, known).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant; kept for the checkpoint
@@ -128,7 +148,7 @@ def train_sasrec(params: Params, resume: bool | str = False, show_progress: bool
     while not state["done"] and state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
         with meter.phase("train"):
-            samples_done, loss = train_epoch(model, optimizer, windows, cfg, epoch, device, unknown)
+            samples_done, loss = train_epoch(model, optimizer, windows, cfg, epoch, device, unknown, offset)
         samples += samples_done
         state["epoch"] = epoch + 1
         if state["epoch"] % cfg.eval_every == 0 or state["epoch"] == cfg.epochs:

@@ -14,7 +14,7 @@ from llmrec_core.model.inference import encode_items
 from llmrec_core.serve.catalog_encoding import catalog_key, encode_catalog
 from llmrec_core.serve.index import ItemIndex
 from llmrec_core.serve.recommend import build_index, index_dir
-from llmrec_core.serve.towers import encoder_for
+from llmrec_core.model.bundle import lm_encoder
 
 
 def _vectors(index: ItemIndex) -> np.ndarray:
@@ -24,7 +24,7 @@ def _vectors(index: ItemIndex) -> np.ndarray:
 def test_length_sorted_shards_equal_plain_encoding_and_resume(tiny_bert, sample_prepared, tmp_path, monkeypatch):
     params = sample_prepared("encode", model={"name_or_path": str(tiny_bert)})
     items = pd.read_parquet(params.data_root / "prepared" / "items.parquet")
-    bundle = encoder_for(params, items, tuned=False)
+    bundle = lm_encoder(params, items, tuned=False)
     lengths = [len(t) for t in bundle.tokens.item_ids]
     assert len(set(lengths)) > 5  # titles of many lengths: sorting reorders the batches
     plain = encode_items(bundle, len(items), 16).numpy()

@@ -17,7 +17,7 @@ from llmrec_core.model.inference import encode_items
 from llmrec_core.serve.index import ItemIndex
 from llmrec_core.serve.new_items import ingest_new_items
 from llmrec_core.serve.recommend import build_index, index_dir, load_index
-from llmrec_core.serve.towers import encoder_for
+from llmrec_core.model.bundle import lm_encoder
 from llmrec_core.train.loop import train
 
 
@@ -56,7 +56,7 @@ def test_new_items_reach_the_index_as_text_without_retraining(sample_prepared, t
     assert len(added) == len(new)
     got = np.stack([index.index.reconstruct(int(i)) for i in added])
     order = pd.Index(new["item_id"]).get_indexer(index.catalog["item_id"].iloc[added])
-    evaluated = encode_items(encoder_for(params, items, tuned=True), len(items), 64).numpy()[new["item_idx"]]
+    evaluated = encode_items(lm_encoder(params, items, tuned=True), len(items), 64).numpy()[new["item_idx"]]
     np.testing.assert_allclose(got, evaluated[order], atol=1e-5)  # the vectors evaluation ranked them with
     after = load_file(str(tmp_path / "run" / "weights.safetensors"))
     assert all(np.array_equal(weights[k].numpy(), after[k].numpy()) for k in weights)  # no retraining

@@ -50,6 +50,36 @@ def test_training_windows_cover_every_position_once():
     assert windows.tolist() == [[0, 0, 1, 2], [7, 8, 9, 10], [4, 5, 6, 7], [12, 13, 14, 15], [0, 0, 11, 12]]
 
 
+def test_logit_adjustment_adds_the_scaled_log_prior_to_the_training_logits_only():
+    from types import SimpleNamespace
+
+    from llmrec_core.train.sasrec import log_prior, window_loss
+
+    # items 0..3 occur 5, 2, 0 and 1 times in training: add-one smoothed shares 6/12, 3/12, 1/12, 2/12
+    data = SimpleNamespace(seq_values=np.array([0, 0, 0, 0, 0, 1, 1, 3]), items=[None] * 4)
+    assert np.allclose(log_prior(data), np.log([0.5, 0.25, 1 / 12, 1 / 6]))
+    torch.manual_seed(0)
+    model = SASRec(4, SasrecConfig(hidden=8, heads=2, layers=1, dropout=0.0), max_len=3).eval()
+    batch = torch.tensor([[0, 1, 2, 4], [1, 2, 3, 1]])  # windows of ids + 1: 5 targets
+    offset = torch.from_numpy(1.5 * log_prior(data)).float()
+    with torch.no_grad():
+        hidden = model(batch[:, :-1])
+        valid = (batch[:, :-1] > 0) & (batch[:, 1:] > 0)
+        logits = hidden[valid] @ model.item_vectors().T
+        targets = batch[:, 1:][valid] - 1
+        plain, n = window_loss(model, batch)
+        adjusted, _ = window_loss(model, batch, offset=offset)
+        # by hand: -log softmax(logits + 1.5 log prior)[target], averaged over the 5 targets
+        by_hand = -(torch.log_softmax(logits + offset, dim=1)[torch.arange(n), targets]).mean()
+    assert n == 5 and torch.isclose(adjusted, by_hand, atol=1e-6)
+    assert torch.isclose(plain, torch.nn.functional.cross_entropy(logits, targets), atol=1e-6)
+    assert not torch.isclose(plain, adjusted)
+    # an unknown item is no column of the softmax, adjusted or not
+    unknown = torch.tensor([False, False, True, False])
+    masked, _ = window_loss(model, batch[:1, [0, 1, 2, 1]], unknown, offset)
+    assert torch.isfinite(masked)
+
+
 FAST = {"epochs": 15, "eval_every": 5, "patience": 3, "hidden": 32, "batch_size": 256, "max_len": 20}
 
 

@@ -148,9 +148,9 @@ def test_a_head_over_the_tuned_lm_reads_its_title_vectors_and_encodes_new_items_
     import torch.nn.functional as F
 
     from llmrec_core.data.layout import DataLayout
-    from llmrec_core.model.bundle import build_bundle, save_weights
+    from llmrec_core.model.bundle import build_bundle, lm_weights_path, save_weights
     from llmrec_core.model.inference import encode_items
-    from llmrec_core.model.sasrec import lm_weights_path, load_sasrec
+    from llmrec_core.model.sasrec import load_sasrec
     from llmrec_core.serve.towers import seqhead_tower
     from llmrec_core.train.sasrec import head_fingerprint
 

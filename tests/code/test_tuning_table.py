@@ -1,0 +1,26 @@
+"""The report's table of a validation grid (scripts/tune_heads.py): which point is in use, and when it is not the best."""
+from llmrec_core.config import SeqHeadConfig
+from llmrec_core.report.labels import tuning_table
+
+
+def _tuning(best_hidden: int) -> dict:
+    points = [{"seqhead.hidden": h, "seqhead.dropout": 0.2, "epochs_run": 10, "valid_recall@10": 0.5,
+               "valid_ndcg@10": 0.30 if h == best_hidden else 0.29} for h in (64, 128)]
+    return {"model": "seqhead", "experiment": "seqhead-tuned-lm.seed0", "grid": {"seqhead.hidden": [64, 128],
+            "seqhead.dropout": [0.2]}, "points": points, "points_total": 3,
+            "best": max(points, key=lambda p: p["valid_ndcg@10"]), "machine": {"date": "2026-11-27", "load_1min": 1.9}}
+
+
+def test_the_row_in_use_is_marked_and_a_better_point_is_named():
+    lines = tuning_table(_tuning(best_hidden=128), SeqHeadConfig(hidden=64, dropout=0.2), "the head's values")
+    text = "\n".join(lines)
+    rows = [line for line in text.splitlines() if line.startswith(("| 64", "| 128"))]
+    assert rows[0].endswith("| yes |") and rows[1].endswith("| no |")
+    assert "on top of run `seqhead-tuned-lm.seed0`" in text and "2 of 3 grid points run" in text
+    assert "(hidden 128, dropout 0.2) is not the one in use" in text
+
+
+def test_no_warning_when_the_best_point_is_in_use_and_nothing_without_a_grid():
+    lines = tuning_table(_tuning(best_hidden=64), SeqHeadConfig(hidden=64, dropout=0.2), "the head's values")
+    assert not any("not the one in use" in line for line in lines)
+    assert tuning_table(None, SeqHeadConfig(), "x") == []
