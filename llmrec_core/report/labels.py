@@ -117,18 +117,27 @@ def in_domain(domain: str) -> Callable:
     return lambda t: t["domain"] == domain
 
 
-def tuning_table(tuning: dict | None, in_use, where: str) -> list[str]:
+def tuning_table(tuning: dict | None, in_use, where: str, reference: dict | None = None) -> list[str]:
     """The validation grid of `scripts/tune_heads.py` (a `<model>_tuning.json`), each point marked when it is the
-    config section `in_use` (`where` says whose, in words); a line when the best point is not the one in use."""
+    config section `in_use` (`where` says whose, in words); a line when the best point is not the one in use.
+    With `reference` (SASRec's grid point in use) and tail numbers, each point also gets goal 1's rule on validation:
+    the worse of its overall and tail NDCG@10 margins to SASRec, and a line names the point that rule picks."""
     if not tuning:
         return []
     used = {k: getattr(in_use, k.split(".")[1]) for k in tuning["grid"]}
-    tail = any(p.get("valid_tail_ndcg@10") is not None for p in tuning["points"])  # recorded since the head's grid
+    points = tuning["points"]
+    tail = all(p.get("valid_tail_ndcg@10") is not None for p in points)  # recorded since the head's grid
+
+    def margin(p: dict) -> float:
+        return min(p["valid_ndcg@10"] - reference["valid_ndcg@10"],
+                   p["valid_tail_ndcg@10"] - reference["valid_tail_ndcg@10"])
+
+    goal = tail and reference is not None and reference.get("valid_tail_ndcg@10") is not None
     rows = [[*(p[k] for k in tuning["grid"]), p["epochs_run"], p["valid_ndcg@10"], p["valid_recall@10"],
-             *([p.get("valid_tail_ndcg@10")] if tail else []), all(p[k] == v for k, v in used.items())]
-            for p in tuning["points"]]
-    done = (f"; {len(tuning['points'])} of {tuning['points_total']} grid points run"
-            if tuning.get("points_total", len(tuning["points"])) > len(tuning["points"]) else "")
+             *([p["valid_tail_ndcg@10"]] if tail else []), *([round(margin(p), 4)] if goal else []),
+             all(p[k] == v for k, v in used.items())] for p in points]
+    done = (f"; {len(points)} of {tuning['points_total']} grid points run"
+            if tuning.get("points_total", len(points)) > len(points) else "")
     base = f" on top of run `{tuning['experiment']}`" if tuning.get("experiment") else ""
     base += "".join(f", `--set {option}`" for option in tuning.get("fixed", []))
     machine = tuning.get("machine", {})
@@ -136,8 +145,17 @@ def tuning_table(tuning: dict | None, in_use, where: str) -> list[str]:
     out = [f"**Tuning** on the whole validation split (`scripts/tune_heads.py --model {tuning.get('model', 'sasrec')}`"
            f"{base}, {machine.get('date')}{load}{done}); {where} are the `in use` row:", "",
            table([*(k.split(".")[1] for k in tuning["grid"]), "epochs", "valid NDCG@10", "valid Recall@10",
-                  *(["valid tail NDCG@10"] if tail else []), "in use"], rows), ""]
+                  *(["valid tail NDCG@10"] if tail else []), *(["worse margin to SASRec"] if goal else []), "in use"],
+                 rows), ""]
+
+    def named(p: dict) -> str:
+        return ", ".join(f"{k.split('.')[1]} {p[k]:g}" for k in tuning["grid"])
+
     if not all(tuning["best"][k] == v for k, v in used.items()):
-        best = ", ".join(f"{k.split('.')[1]} {tuning['best'][k]:g}" for k in tuning["grid"])
-        out += [f"- The best grid point on validation ({best}) is not the one in use.", ""]
-    return out
+        out.append(f"- The best grid point by validation NDCG@10 ({named(tuning['best'])}) is not the one in use.")
+    if goal:
+        pick = max(points, key=margin)
+        out.append(f"- Goal 1's rule (the worse of the overall and tail margins to SASRec's validation NDCG@10, "
+                   f"{reference['valid_ndcg@10']:.4f} and {reference['valid_tail_ndcg@10']:.4f}) picks "
+                   f"{named(pick)}: {margin(pick):+.4f}.")
+    return out + ([""] if out[-1] else [])

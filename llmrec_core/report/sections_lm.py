@@ -106,10 +106,12 @@ def levers(report: Report) -> str:
                   "against the experiment it names (`compare_to`), paired on the test targets:", "",
                   table(report.COMPARISON_COLUMNS, report.comparison_rows(pairs))] if pairs else []
     head = report.headline_experiment("seqhead")
+    sasrec_grid = report.bench.get("sasrec_tuning") or {"points": []}
+    reference = next((p for p in sasrec_grid["points"]  # SASRec's point in use, for goal 1's rule on validation
+                      if all(p[k] == getattr(report.base.sasrec, k.split(".")[1]) for k in sasrec_grid["grid"])), None)
     for stem in sorted(k for k in report.bench if k.startswith("seqhead_tuning")) if head else []:
-        # the head's knobs, chosen on validation like SASRec's
         lever_text += ["", *tuning_table(report.bench[stem], report.first(head).params.seqhead,
-                                         f"the headline head's (`{head}`) values")]
+                                         f"the headline head's (`{head}`) values", reference)]
     return "\n".join([f"Every Mixed-setting experiment's tuned model against SASRec (`{base}`), on the test split; "
                       f"each row says what its experiment sets on top of the base config (`{report.params_path}`). "
                       "valid: the whole validation split, on which configurations are chosen. training: the mean "

@@ -24,3 +24,16 @@ def test_no_warning_when_the_best_point_is_in_use_and_nothing_without_a_grid():
     lines = tuning_table(_tuning(best_hidden=64), SeqHeadConfig(hidden=64, dropout=0.2), "the head's values")
     assert not any("not the one in use" in line for line in lines)
     assert tuning_table(None, SeqHeadConfig(), "x") == []
+
+
+def test_goal_rule_takes_the_worse_of_the_overall_and_tail_margins_to_sasrec():
+    tuning = _tuning(best_hidden=128)  # 128: overall 0.30, tail 0.15; 64: overall 0.29, tail 0.21
+    tuning["points"][0]["valid_tail_ndcg@10"], tuning["points"][1]["valid_tail_ndcg@10"] = 0.21, 0.15
+    sasrec = {"valid_ndcg@10": 0.295, "valid_tail_ndcg@10": 0.20}
+    text = "\n".join(tuning_table(tuning, SeqHeadConfig(hidden=128, dropout=0.2), "x", sasrec))
+    # 64: min(0.29 - 0.295, 0.21 - 0.20) = -0.005; 128: min(+0.005, -0.05) = -0.05: the rule picks 64
+    assert "| -0.0050 |" in text and "| -0.0500 |" in text
+    assert "picks hidden 64, dropout 0.2: -0.0050" in text
+    # without tail numbers there is no rule to apply
+    del tuning["points"][0]["valid_tail_ndcg@10"]
+    assert "picks" not in "\n".join(tuning_table(tuning, SeqHeadConfig(), "x", sasrec))
