@@ -80,6 +80,7 @@ def new_items(report: Report) -> str:
         pairs = [(f"{arms[a].label} vs {arms[b].label}, {scope} targets", arms[a], arms[b], "ndcg@10", where)
                  for a in own for b in ("sasrec", "popularity", "zero_shot") if b in arms
                  for scope, where in (("new", in_group("new")), ("warm", not_in_group("new")))]
+        pairs += _against_named(report, name, own, arms)
         out += [table(report.COMPARISON_COLUMNS, report.comparison_rows(pairs)), ""]
         for a in own:
             cis = [compare(arms[a], arms[b], "ndcg@10", in_group("new"))
@@ -93,6 +94,22 @@ def new_items(report: Report) -> str:
         out.append("")
     out += retraining(report)
     return "\n".join(out)
+
+
+def _against_named(report: Report, name: str, own: list[str], arms: dict[str, Arm]) -> list:
+    """A lever on the new-item split against the experiment it names (`compare_to`), for each model both trained,
+    on new and on warm targets (the same split and window: paired)."""
+    anchor = next((e.compare_to for e in report.base.experiments if e.name == name), None)
+    if anchor not in report.time_experiments:
+        return []
+    runs = report.time_experiments[anchor]
+    pairs = []
+    for m in own:
+        if m in arms and runs[0].has(m):
+            b = Arm.of(f"{MODEL_LABELS[m]} (`{anchor}`)", m, runs)
+            pairs += [(f"{arms[m].label} vs {b.label}, {scope} targets", arms[m], b, "ndcg@10", where)
+                      for scope, where in (("new", in_group("new")), ("warm", not_in_group("new")))]
+    return pairs
 
 
 def retraining(report: Report) -> list[str]:

@@ -41,6 +41,11 @@ def _analyses_doc(sample_prepared, tiny_bert, tmp_path) -> dict:
         {"name": "new-items", "set": {"data.root": str(tmp_path / "data-new-items"),
                                       "prepare.time_split": {"new_item_share": 0.2, "window_days": 60},
                                       "eval.models": ["llmrec", "seqhead", "sasrec", "popularity"]}},
+        # a lever on the new-item split (logit adjustment in the head's loss), paired with the experiment it names
+        {"name": "new-items-head-la", "compare_to": "new-items",
+         "set": {"data.root": str(tmp_path / "data-new-items"),
+                 "prepare.time_split": {"new_item_share": 0.2, "window_days": 60},
+                 "seqhead.logit_adjustment": 0.5, "eval.models": ["seqhead"]}},
     ]
     return doc
 
@@ -77,7 +82,8 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     path, stamps = analysed
     tmp_path = path.parent
     assert [s["name"] for s in stamps] == ["mixed.seed0", "mixed.seed1", "mixed-lora", "s2piao", "single-books",
-                                           "lodo-books", "mixed-bank", "mixed-head-tuned", "new-items"]
+                                           "lodo-books", "mixed-bank", "mixed-head-tuned", "new-items",
+                                           "new-items-head-la"]
     assert [s["seed"] for s in stamps[:2]] == [0, 1]
     assert all(len(s["provenance"]["code_hash"]) == 16 for s in stamps)
 
@@ -94,6 +100,20 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     changed.write_text(yaml.safe_dump(doc))
     stale = [r for r in load_params(changed).run_names() if not is_current(load_params(changed, experiment=r))]
     assert stale == ["mixed-lora"]
+
+    # a validation grid of the head (scripts/tune_heads.py) shows in the levers section, with goal 1's rule
+    bench = tmp_path / "bench"
+    bench.mkdir(exist_ok=True)
+    point = {"seqhead.hidden": 16, "epochs_run": 1, "valid_ndcg@10": 0.2, "valid_recall@10": 0.3,
+             "valid_tail_ndcg@10": 0.1}
+    (bench / "seqhead_tuning.json").write_text(json.dumps(
+        {"model": "seqhead", "experiment": "mixed.seed0", "grid": {"seqhead.hidden": [16]}, "points": [point],
+         "points_total": 1, "best": point, "machine": {"date": "2026-11-27"}}))
+    sasrec_point = {"sasrec.hidden": 16, "epochs_run": 1, "valid_ndcg@10": 0.25, "valid_recall@10": 0.3,
+                    "valid_tail_ndcg@10": 0.05}
+    (bench / "sasrec_tuning.json").write_text(json.dumps(
+        {"grid": {"sasrec.hidden": [16]}, "points": [sasrec_point], "points_total": 1, "best": sasrec_point,
+         "machine": {"date": "2026-11-27"}}))
 
     text = build_report(path).read_text()
     headings = re.findall(r"^## (\d+)\. ", text, flags=re.M)
@@ -137,6 +157,9 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
                      r"\| NDCG@10 \| [+-]\d\.\d{4} \|", levers)
     assert "(LLM-Rec, named by compare_to)" not in levers  # its LM was not evaluated: no pair of LMs
     assert "| `mixed-head-tuned` | LLM-Rec |" not in levers  # its LM is not evaluated
+    assert "`scripts/tune_heads.py --model seqhead` on top of run `mixed.seed0`" in levers
+    assert "| 16 | 1 | 0.2000 | 0.3000 | 0.1000 | -0.0500 | yes |" in levers  # min(0.2 - 0.25, 0.1 - 0.05)
+    assert "picks hidden 16: -0.0500" in levers
     # data settings: single-domain cells are that run's numbers; settings test other targets (unpaired)
     settings = _section(text, "Data settings")
     books_row = next(line for line in settings.splitlines() if line.startswith("| Books |"))
@@ -163,6 +186,9 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     assert "**`new-items`**: trained on the" in new and "| LLM-Rec (`new-items`) | 1 |" in new
     assert re.search(r"\| LLM-Rec \(`new-items`\) vs SASRec \(`new-items`\), new targets \| NDCG@10 \|.*\| paired \|", new)
     assert re.search(r"- LLM-Rec \(`new-items`\) ahead of every baseline on new-item targets \(NDCG@10\): \*\*", new)
+    for scope in ("new", "warm"):  # a new-item lever against the experiment it names
+        assert re.search(rf"\| LLM-Rec seq head \(`new-items-head-la`\) vs LLM-Rec seq head \(`new-items`\), {scope} "
+                         r"targets \| NDCG@10 \|.*\| paired \|", new)
     ranks = __import__("pandas").read_parquet(tmp_path / "runs" / "new-items" / "ranks_test.parquet")
     assert (ranks["group"] == "new").any() and ranks["user_idx"].duplicated().any()
     assert "new-items" not in _section(text, "LLM-Rec against the baselines")  # leave-one-out sections only
