@@ -38,8 +38,8 @@ def headline(report: Report) -> str:
               for a in ours for b in baselines[:2]]
     out += ["Differences (A minus B):", "", table(report.COMPARISON_COLUMNS, report.comparison_rows(pairs)), ""]
     sasrec = next((b for b in baselines if b.model == "sasrec"), None)
-    out += goal_verdict(ours, sasrec)
-    out += _goal_elsewhere(report, {(best, "llmrec"), (head, "seqhead")}, sasrec)
+    verdicts = goal_verdict(ours, sasrec)[:-1] + _goal_elsewhere(report, {(best, "llmrec"), (head, "seqhead")}, sasrec)
+    out += verdicts + [""] if verdicts else []
     lm = arms[0]
     by_domain = []
     for d in report.domains:
@@ -138,10 +138,10 @@ def _goal_elsewhere(report: Report, shown: set, sasrec: Arm | None) -> list[str]
             overall, tail = compare(a, sasrec, "ndcg@10"), compare(a, sasrec, "ndcg@10", in_group("tail"))
             verdict = goal_met(overall, tail)
             if verdict not in (None, "not reached"):
-                lines.append(f"- Not chosen on validation ({fmt(report.valid_ndcg(name, model))}), but {a.label} "
-                             f"{verdict}: overall {overall.diff:+.4f} ({overall.low:+.4f} to {overall.high:+.4f}), "
+                lines.append(f"- Not chosen on validation ({fmt(report.valid_ndcg(name, model))}), {a.label}: goal 1 "
+                             f"{verdict}; overall {overall.diff:+.4f} ({overall.low:+.4f} to {overall.high:+.4f}), "
                              f"tail {tail.diff:+.4f} ({tail.low:+.4f} to {tail.high:+.4f}).")
-    return lines + [""] if lines else []
+    return lines
 
 
 def goal_met(overall, tail) -> str | None:
