@@ -40,7 +40,8 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(GRIDS), default="sasrec")
     parser.add_argument("--experiment", default=None,
                         help="tune on top of this run of `experiments` (e.g. seqhead-tuned-lm.seed0)")
-    parser.add_argument("--runs", type=Path, default=None, help="where the grid's runs go (default: beside train.run_dir)")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="where the grid's runs go (default: beside train.run_dir)")
     parser.add_argument("--set", action="append", default=[], dest="fixed", metavar="KEY=VALUE",
                         help="a fixed override for every grid point (repeatable), e.g. seqhead.hidden=128")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
@@ -54,13 +55,14 @@ def main() -> None:
     runs = (args.runs or base.resolve(base.train.run_dir).parent / f"{args.model}-tuning").resolve()
     recorded = _recorded(base, args.out, args.experiment, args.fixed) if args.missing_only else []
     points, total = list(recorded), len(list(itertools.product(*grid.values())))
+    fixed = [option.split(".", 1)[-1].replace("=", "") for option in args.fixed]  # in the points' folder names
     for values in itertools.product(*grid.values()):
         setting = dict(zip(grid, values))
         if any(all(p.get(k) == v for k, v in setting.items()) for p in points):
             print(f"{setting}: recorded in {args.out}.json, kept")
             continue
-        fixed = [option.split(".", 1)[-1].replace("=", "") for option in args.fixed]
-        name = "-".join([*fixed, *(f"{k.split('.')[1]}{v:g}" for k, v in setting.items())])
+        name = "-".join([*fixed, *(f"{k.split('.')[1]}{v if isinstance(v, str) else format(v, 'g')}"
+                                   for k, v in setting.items())])
         overrides = [*args.fixed, *(f"{k}={v}" for k, v in setting.items()),
                      f"{args.model}.run_dir={runs / name / args.model}", f"train.run_dir={runs / name}"]
         params = load_params(args.params, overrides, experiment=args.experiment)
@@ -73,7 +75,8 @@ def main() -> None:
         cfg = getattr(params, args.model)
         point = {**setting, "max_len": cfg.max_len, "layers": cfg.layers,
                  "epochs_run": summary["cost"]["epochs_run"], "valid_ndcg@10": valid["ndcg@10"],
-                 "valid_recall@10": valid["recall@10"], "valid_tail_ndcg@10": tail.get("ndcg@10"), "seconds": round(time.perf_counter() - started, 1)}
+                 "valid_recall@10": valid["recall@10"], "valid_tail_ndcg@10": tail.get("ndcg@10"),
+                 "seconds": round(time.perf_counter() - started, 1)}
         points.append(point)
         print(json.dumps(point), flush=True)
         _write(base, args, grid, points, total)  # after every point: an interrupted grid keeps its points
@@ -90,8 +93,18 @@ def _grid(model: str, given: list[str]) -> dict[str, list]:
         key, _, values = option.partition("=")
         if not key.startswith(f"{model}.") or not values:
             raise SystemExit(f"--grid {option!r}: expected {model}.<key>=<v1>,<v2>,...")
-        grid[key] = [float(v) if any(c in v for c in ".e") else int(v) for v in values.split(",")]
+        grid[key] = [_number(v) for v in values.split(",")]
     return grid
+
+
+def _number(text: str) -> int | float | str:
+    """A grid value as YAML would read it: an int, a float, or else the text (the config validates it)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _link_lm(base: Params, point: Params) -> None:

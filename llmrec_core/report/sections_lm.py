@@ -108,9 +108,7 @@ def levers(report: Report) -> str:
                   "against the experiment it names (`compare_to`), paired on the test targets:", "",
                   table(report.COMPARISON_COLUMNS, report.comparison_rows(pairs))] if pairs else []
     head = report.headline_experiment("seqhead")
-    sasrec_grid = report.bench.get("sasrec_tuning") or {"points": []}
-    reference = next((p for p in sasrec_grid["points"]  # SASRec's point in use, for goal 1's rule on validation
-                      if all(p[k] == getattr(report.base.sasrec, k.split(".")[1]) for k in sasrec_grid["grid"])), None)
+    reference = _sasrec_in_use(report)
     for stem in sorted(k for k in report.bench if k.startswith("seqhead_tuning")) if head else []:
         lever_text += ["", *tuning_table(report.bench[stem], report.first(head).params.seqhead,
                                          f"the headline head's (`{head}`) values", reference)]
@@ -122,6 +120,15 @@ def levers(report: Report) -> str:
                       table(["experiment", "model", "sets", "budget", "training", "seeds", "valid NDCG@10", "NDCG@10",
                              "tail NDCG@10", "− SASRec (95% CI)", "tail − SASRec (95% CI)",
                              "goal 1 (≥ SASRec, overall and tail)"], rows), *lever_text])
+
+
+def _sasrec_in_use(report: Report) -> dict | None:
+    """SASRec's validation numbers at the params file's values, from its most recent grid (the trainer may have
+    changed since an older one): the reference of goal 1's rule in the head's tuning tables."""
+    found = [(grid.get("machine", {}).get("date", ""), p) for stem, grid in report.bench.items()
+             if stem.startswith("sasrec_tuning") for p in grid["points"]
+             if all(p[k] == getattr(report.base.sasrec, k.split(".")[1]) for k in grid["grid"])]
+    return max(found, key=lambda f: f[0])[1] if found else None
 
 
 def _goal_elsewhere(report: Report, shown: set, sasrec: Arm | None) -> list[str]:

@@ -1,4 +1,4 @@
-"""The report's table of a validation grid (scripts/tune_heads.py): which point is in use, and when it is not the best."""
+"""The report's table of a validation grid (scripts/tune_heads.py): the point in use, the best, goal 1's rule."""
 from llmrec_core.config import SeqHeadConfig
 from llmrec_core.report.labels import tuning_table
 
