@@ -77,9 +77,8 @@ def new_items(report: Report) -> str:
                 table(["model", "seeds", "budget", "new targets", "NDCG@10 new", "Recall@10 new", "warm targets",
                        "NDCG@10 warm", "Recall@10 warm"], rows), ""]
         own = [m for m in ours_models if runs[0].has(m)]  # the models this experiment trained
-        pairs = [(f"{arms[a].label} vs {arms[b].label}, {scope} targets", arms[a], arms[b], "ndcg@10", where)
-                 for a in own for b in ("sasrec", "popularity", "zero_shot") if b in arms
-                 for scope, where in (("new", in_group("new")), ("warm", not_in_group("new")))]
+        pairs = [pair for a in own for b in ("sasrec", "popularity", "zero_shot") if b in arms
+                 for pair in _new_and_warm(arms[a], arms[b])]
         pairs += _against_named(report, name, own, arms)
         out += [table(report.COMPARISON_COLUMNS, report.comparison_rows(pairs)), ""]
         for a in own:
@@ -106,10 +105,14 @@ def _against_named(report: Report, name: str, own: list[str], arms: dict[str, Ar
     pairs = []
     for m in own:
         if m in arms and runs[0].has(m):
-            b = Arm.of(f"{MODEL_LABELS[m]} (`{anchor}`)", m, runs)
-            pairs += [(f"{arms[m].label} vs {b.label}, {scope} targets", arms[m], b, "ndcg@10", where)
-                      for scope, where in (("new", in_group("new")), ("warm", not_in_group("new")))]
+            pairs += _new_and_warm(arms[m], Arm.of(f"{MODEL_LABELS[m]} (`{anchor}`)", m, runs))
     return pairs
+
+
+def _new_and_warm(a: Arm, b: Arm) -> list:
+    """The comparisons of `a` against `b` on new-item targets and on warm ones (NDCG@10)."""
+    return [(f"{a.label} vs {b.label}, {scope} targets", a, b, "ndcg@10", where)
+            for scope, where in (("new", in_group("new")), ("warm", not_in_group("new")))]
 
 
 def retraining(report: Report) -> list[str]:

@@ -46,7 +46,7 @@ def headline(report: Report) -> str:
         row = [d, report._targets(d)] + [mean_sd(*a.summary("ndcg@10", in_domain(d))[:2]) for a in arms]
         for b in baselines[:2]:
             ci = compare(lm, b, "ndcg@10", in_domain(d))
-            row.append(f"{ci.diff:+.4f} ({ci.low:+.4f} to {ci.high:+.4f})" if ci else None)
+            row.append(ci.brief() if ci else None)
         by_domain.append(row)
     out += ["Per domain (NDCG@10; differences with their 95% interval):", "",
             table(["domain", "targets", *(a.label.split(" (")[0] for a in arms),
@@ -61,18 +61,22 @@ def headline(report: Report) -> str:
     return "\n".join(out)
 
 
+def vs_sasrec(a: Arm, sasrec: Arm) -> tuple:
+    """Goal 1's two intervals: `a` minus SASRec on NDCG@10, overall and on tail targets (None where not ranked)."""
+    return compare(a, sasrec, "ndcg@10"), compare(a, sasrec, "ndcg@10", in_group("tail"))
+
+
 def goal_verdict(ours: list[Arm], sasrec: Arm | None) -> list[str]:
     """Whether an LLM-Rec arm reaches the standard SASRec's NDCG@10 overall and on tail targets."""
     if sasrec is None:
         return []
     lines = []
     for a in ours:
-        overall, tail = compare(a, sasrec, "ndcg@10"), compare(a, sasrec, "ndcg@10", in_group("tail"))
+        overall, tail = vs_sasrec(a, sasrec)
         if overall is None or tail is None:
             continue
         lines.append(f"- **{a.label} ≥ SASRec** (NDCG@10, overall and tail): {goal_met(overall, tail)}; "
-                     f"overall {overall.diff:+.4f} ({overall.low:+.4f} to {overall.high:+.4f}), tail "
-                     f"{tail.diff:+.4f} ({tail.low:+.4f} to {tail.high:+.4f}).")
+                     f"overall {overall.brief()}, tail {tail.brief()}.")
     return lines + [""] if lines else []
 
 
@@ -92,7 +96,7 @@ def levers(report: Report) -> str:
             if not runs[0].has(model) or (model == "llmrec" and not runs[0].cost_train):
                 continue
             arm = report.arm(name, model)
-            ci, tail_ci = compare(arm, sasrec, "ndcg@10"), compare(arm, sasrec, "ndcg@10", in_group("tail"))
+            ci, tail_ci = vs_sasrec(arm, sasrec)
             own_lm = reads_tuned_lm(runs[0], model)  # its LM's training settings are its own
             changed = ", ".join(f"`{k}={v}`" for k, v in sets.get(name, {}).items()
                                 if not k.startswith("eval.") and not k.endswith("run_dir")
@@ -100,8 +104,7 @@ def levers(report: Report) -> str:
             rows.append([f"`{name}`", MODEL_LABELS[model], changed, budget_text(arm), train_time_text(arm), arm.seeds,
                          report.valid_ndcg(name, model), mean_sd(*arm.summary("ndcg@10")[:2]),
                          mean_sd(*arm.summary("ndcg@10", in_group("tail"))[:2]),
-                         f"{ci.diff:+.4f} ({ci.low:+.4f} to {ci.high:+.4f})" if ci else None,
-                         f"{tail_ci.diff:+.4f} ({tail_ci.low:+.4f} to {tail_ci.high:+.4f})" if tail_ci else None,
+                         ci.brief() if ci else None, tail_ci.brief() if tail_ci else None,
                          goal_met(ci, tail_ci)])
     pairs = _same_budget_pairs(report, sets)
     lever_text = ["", "Each lever against the experiment of the same model and LM budget that sets the least, and "
@@ -142,12 +145,11 @@ def _goal_elsewhere(report: Report, shown: set, sasrec: Arm | None) -> list[str]
                     model == "llmrec" and not runs[0].cost_train):
                 continue
             a = report.arm(name, model)
-            overall, tail = compare(a, sasrec, "ndcg@10"), compare(a, sasrec, "ndcg@10", in_group("tail"))
+            overall, tail = vs_sasrec(a, sasrec)
             verdict = goal_met(overall, tail)
             if verdict not in (None, "not reached"):
                 lines.append(f"- Not chosen on validation ({fmt(report.valid_ndcg(name, model))}), {a.label}: goal 1 "
-                             f"{verdict}; overall {overall.diff:+.4f} ({overall.low:+.4f} to {overall.high:+.4f}), "
-                             f"tail {tail.diff:+.4f} ({tail.low:+.4f} to {tail.high:+.4f}).")
+                             f"{verdict}; overall {overall.brief()}, tail {tail.brief()}.")
     return lines
 
 

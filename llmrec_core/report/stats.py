@@ -56,6 +56,10 @@ class Interval:
         """"better than" / "worse than" / "not distinguishable from", from the interval."""
         return {"holds": "better than", "does not hold": "worse than"}.get(self.verdict, "not distinguishable from")
 
+    def brief(self) -> str:
+        """"+0.0123 (-0.0040 to +0.0290)": the difference and its interval, for table cells and verdict lines."""
+        return f"{self.diff:+.4f} ({self.low:+.4f} to {self.high:+.4f})"
+
     def text(self) -> str:
         kind = "paired" if self.paired else "unpaired"
         return f"{self.diff:+.4f} (95% CI {self.low:+.4f} to {self.high:+.4f}, {kind}, {self.targets:,} targets)"
