@@ -28,6 +28,10 @@ class SettingData:
         new = self.items["group"].to_numpy() == "new"
         return ~new if new.any() else None
 
+    def train_counts(self) -> np.ndarray:
+        """How often each item occurs in the training sequences (an int per item)."""
+        return np.bincount(self.seq_values, minlength=len(self.items))
+
     def item_domain_codes(self) -> np.ndarray:
         codes = np.empty(len(self.items), dtype=np.int64)
         for code, (start, end) in enumerate(self.domain_ranges.values()):

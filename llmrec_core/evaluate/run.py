@@ -54,7 +54,7 @@ def evaluate_encoder_vectors(params: Params, bundle, data: SettingData, split: s
 
 def popularity_scores(data: SettingData) -> ScoreFn:
     """Training-frequency popularity within the setting's training data (per domain by construction)."""
-    counts = torch.from_numpy(np.bincount(data.seq_values, minlength=len(data.items)).astype(np.float32))
+    counts = torch.from_numpy(data.train_counts().astype(np.float32))
 
     def score(rows: np.ndarray, start: int, end: int) -> torch.Tensor:
         return counts[start:end].expand(len(rows), end - start).clone()

@@ -65,7 +65,7 @@ def head_fingerprint(params: Params, head: str) -> str:
 
 def log_prior(data: SettingData) -> np.ndarray:
     """log of each item's share of the training events (add-one smoothed): the prior of logit adjustment."""
-    counts = np.bincount(data.seq_values, minlength=len(data.items)) + 1.0
+    counts = data.train_counts() + 1.0
     return np.log(counts / counts.sum())
 
 
@@ -96,11 +96,11 @@ def train_epoch(model: SASRec, optimizer: torch.optim.Optimizer, windows: np.nda
     samples = 0
     for s in range(0, len(order), cfg.batch_size):
         batch = torch.from_numpy(windows[order[s: s + cfg.batch_size]]).to(device)
-        loss, targets = window_loss(model, batch, unknown, offset)
+        loss, n_targets = window_loss(model, batch, unknown, offset)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        samples += targets
+        samples += n_targets
     return samples, loss
 
 
@@ -126,7 +126,7 @@ def train_sasrec(params: Params, resume: bool | str = False, show_progress: bool
     if head == "seqhead":
         with meter.phase("encode_items"):
             text = item_text_vectors(params, data.items)
-        known = torch.from_numpy(np.bincount(data.seq_values, minlength=len(data.items)) > 0)
+        known = torch.from_numpy(data.train_counts() > 0)
         torch.manual_seed(cfg.seed)  # the same initial weights whatever encoding drew
     device = best_device()
     known_at_training = data.known_items()

@@ -7,6 +7,7 @@ from llmrec_core.data.ingest import ingest
 from llmrec_core.data.layout import DataLayout
 from llmrec_core.data.event_filter import kcore_mask
 from llmrec_core.data.prepare import item_groups, prepare
+from llmrec_core.data.settings import load_setting
 from llmrec_core.data.validate import validate
 
 
@@ -19,9 +20,9 @@ def ml100k_prepared(ml100k_dir, write_params):
     validate(params)
     manifest = prepare(params)
     out = DataLayout(params.data_root).prepared
-    return manifest, {name: pd.read_parquet(out / f"{name}.parquet") for name in
-                      ("items", "events", "sequences_mixed", "sequences_in_domain", "eval_mixed", "eval_in_domain",
-                       "dropped")}
+    tables = {name: pd.read_parquet(out / f"{name}.parquet") for name in
+              ("items", "events", "sequences_mixed", "sequences_in_domain", "eval_mixed", "eval_in_domain", "dropped")}
+    return manifest, {**tables, "prepared": out}
 
 
 def test_five_largest_first_genres(ml100k_prepared):
@@ -95,3 +96,10 @@ def test_kcore_is_iterative():
 def test_item_groups_marks_cold_and_tail():
     groups = item_groups(np.array([0, 5, 1, 9, 2]), tail_fraction=0.6)
     assert groups.tolist() == ["cold", "head", "tail", "head", "tail"]
+
+
+def test_the_mixed_setting_counts_every_training_event(ml100k_prepared):
+    _, t = ml100k_prepared
+    counts = load_setting(t["prepared"], "mixed").train_counts()
+    assert counts.shape == (len(t["items"]),) and counts.sum() > 0
+    assert (counts == t["items"]["train_count"].to_numpy()).all()

@@ -1,5 +1,6 @@
 """SASRec baseline: padding and causality, learning on the sample, resume."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -51,12 +52,13 @@ def test_training_windows_cover_every_position_once():
 
 
 def test_logit_adjustment_adds_the_scaled_log_prior_to_the_training_logits_only():
-    from types import SimpleNamespace
-
+    from llmrec_core.data.settings import SettingData
     from llmrec_core.train.sasrec import log_prior, window_loss
 
     # items 0..3 occur 5, 2, 0 and 1 times in training: add-one smoothed shares 6/12, 3/12, 1/12, 2/12
-    data = SimpleNamespace(seq_values=np.array([0, 0, 0, 0, 0, 1, 1, 3]), items=[None] * 4)
+    data = SettingData(items=pd.DataFrame({"item_idx": range(4)}), domain_ranges={"d": (0, 4)},
+                       seq_values=np.array([0, 0, 0, 0, 0, 1, 1, 3]), seq_offsets=np.array([0, 8]),
+                       eval_rows=pd.DataFrame())
     assert np.allclose(log_prior(data), np.log([0.5, 0.25, 1 / 12, 1 / 6]))
     torch.manual_seed(0)
     model = SASRec(4, SasrecConfig(hidden=8, heads=2, layers=1, dropout=0.0), max_len=3).eval()
