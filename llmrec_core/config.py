@@ -134,6 +134,16 @@ class ModelConfig(Section):
     separator: str = "; "
     item_template: str = "{title}"  # may use {domain}
     gradient_checkpointing: bool = False
+    # The share of the pre-trained weights in the tuned LM that evaluation and serving use (WiSE-FT): 0 is the
+    # tuned LM, 1 the pre-trained one. Training is unchanged; see model/bundle.py:mix_pretrained.
+    pretrained_mix: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _mix_needs_a_pretrained_counterpart(self):
+        if self.pretrained_mix and self.projection_dim:
+            raise ValueError("model.pretrained_mix needs pre-trained weights for every tuned one: the projection "
+                             "(model.projection_dim) has none")
+        return self
 
 
 class LoraSettings(Section):

@@ -49,9 +49,27 @@ def lm_encoder(params: Params, items: pd.DataFrame, tuned: bool) -> EncoderBundl
     `lm_weights_path`) or the LM as pre-trained. The one way evaluation, serving and the sequence head load it."""
     bundle = build_bundle(params, items, tuning=None if tuned else "fpft")
     if tuned:
+        mix = params.model.pretrained_mix
+        before = {k: v.clone() for k, v in bundle.encoder.state_dict().items()} if mix else None
         load_weights(bundle.encoder, lm_weights_path(params))
+        if mix:
+            mix_pretrained(bundle.encoder, before, mix)
     bundle.encoder.eval()
     return bundle
+
+
+@torch.no_grad()
+def mix_pretrained(encoder: torch.nn.Module, before: dict[str, torch.Tensor], share: float) -> None:
+    """WiSE-FT (Wortsman et al., 2022): the tuned weights moved `share` of the way back to the pre-trained ones
+    (`before`: the encoder's state before the tuned weights were loaded). Fine-tuning on a small budget narrows
+    what the LM knows about text that training never showed; the mix keeps part of it for items training
+    never saw. For LoRA the adapter's update B·A is scaled by 1 − share (B alone), which is the same mix of the
+    merged weights."""
+    for name, param in encoder.named_parameters():
+        if "lora_B" in name:
+            param.mul_(1.0 - share)
+        elif "lora_A" not in name:  # weights that did not train are equal to `before`: the mix leaves them
+            param.lerp_(before[name].to(param.dtype), share)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
