@@ -69,7 +69,8 @@ def build_index(params: Params, zero_shot: bool = False, log=print) -> ItemIndex
     encode_s = time.perf_counter() - started
     catalog = items.assign(added="prepared")
     meta = {"model_kind": params.index.model, "model": params.model.name_or_path, "tuned": not zero_shot,
-            "weights_sha256": weights_sha, "built_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "weights_sha256": weights_sha, "pretrained_mix": params.model.pretrained_mix,
+            "built_at": time.strftime("%Y-%m-%d %H:%M:%S"),
             "encode_seconds": round(encode_s, 3), "items_encoded_per_s": round(len(items) / max(encode_s, 1e-9), 1),
             "encode_processes": process_state().num_processes}
     index = ItemIndex.build(vectors, catalog, meta, params.index)
@@ -101,6 +102,10 @@ def load_index(params: Params) -> ItemIndex:
         if not weights.is_file() or _sha256(weights) != index.meta["weights_sha256"]:
             raise ValueError(f"{index_dir(params)} was built from other weights than {weights}: "
                              "rebuild it with `llmrec index`")
+        mix = index.meta.get("pretrained_mix", 0.0)
+        if mix != params.model.pretrained_mix:  # users would be encoded by another LM than the items were
+            raise ValueError(f"{index_dir(params)} was built with model.pretrained_mix {mix}, not "
+                             f"{params.model.pretrained_mix}: rebuild it with `llmrec index`")
     return index
 
 

@@ -86,6 +86,9 @@ def test_recommend_for_a_known_user_excludes_history_and_detects_stale_index(tin
     assert (only_books["domain"] == "Books").all()
     with pytest.raises(KeyError):
         recommend(params, user="no-such-user")
+    mixed = params.model_copy(update={"model": params.model.model_copy(update={"pretrained_mix": 0.5})})
+    with pytest.raises(ValueError, match="pretrained_mix 0.0, not 0.5"):  # users would come from another LM
+        recommend(mixed, user=user)
     weights = params.resolve(params.train.run_dir) / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
     with pytest.raises(ValueError, match="rebuild"):
