@@ -76,6 +76,21 @@ def probe_digest(folder: Path) -> tuple[str, dict]:
     return digest.hexdigest()[:16], readable
 
 
+def probe_machine() -> dict:
+    """What a digest depends on besides the code: its bits come from the math kernels, which torch picks by CPU
+    model and instruction set, and from the thread count, so probes only compare on one machine."""
+    import platform
+
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    isa = sorted(f for f in fields.get("flags", "").split() if f.startswith(("avx", "fma", "amx", "sse4")))
+    return {"cpu": fields.get("model name", platform.processor() or platform.machine()), "isa": " ".join(isa),
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
 def read_probes(run_dir: Path) -> dict:
     """{code hash: probe record} of a run folder."""
     path = run_dir / PROBES
@@ -86,7 +101,7 @@ def record_probe(run_dirs: list[Path], digest: str, readable: dict, probed_run: 
     """Write a probe made with the code in this tree into each run folder's probes.json (under its code hash)."""
     record = {"digest": digest, "valid_ndcg@10": readable, "probed_run": probed_run, "overrides": list(PROBE_OVERRIDES),
               **git_state(EXPERIMENT_CODE), "made_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "seconds": round(seconds, 1)}
+              "seconds": round(seconds, 1), "machine": probe_machine()}
     current = code_hash(EXPERIMENT_CODE)
     for run_dir in run_dirs:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +112,8 @@ def record_probe(run_dirs: list[Path], digest: str, readable: dict, probed_run: 
 
 
 def probes_agree(run_dir: Path, old_hash: str, new_hash: str) -> tuple[bool, str]:
-    """Whether probes made with both code hashes exist, were made alike, and produced the same digest."""
+    """Whether probes made with both code hashes exist, were made alike, and produced the same digest. Equal
+    digests from two machines prove the same as from one; different ones prove nothing there."""
     probes = read_probes(run_dir)
     old, new = probes.get(old_hash), probes.get(new_hash)
     if old is None or new is None:
@@ -106,5 +122,9 @@ def probes_agree(run_dir: Path, old_hash: str, new_hash: str) -> tuple[bool, str
     if old["overrides"] != new["overrides"]:
         return False, "the two probes were made with different probe settings"
     if old["digest"] != new["digest"]:
+        if old.get("machine") != new.get("machine"):  # records from before machines were noted count as other
+            return False, (f"probe digests differ ({old['digest']} vs {new['digest']}), but the probes ran on "
+                           "different machines or thread counts, whose kernels round differently: probe both "
+                           "codes on this machine")
         return False, f"probe digests differ ({old['digest']} vs {new['digest']}): the change alters results"
     return True, f"probes of code {old_hash} and {new_hash} agree (digest {new['digest']})"

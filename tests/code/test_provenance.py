@@ -105,7 +105,7 @@ def test_restamp_carries_a_run_over_a_narrower_code_scope_only_when_git_proves_i
 def test_restamp_carries_a_run_over_a_code_change_only_when_probes_of_both_codes_agree(tmp_path, monkeypatch):
     from llmrec_core.analyses import restamp, run_status
     from llmrec_core.config import load_params
-    from llmrec_core.probe import PROBE_OVERRIDES, PROBES
+    from llmrec_core.probe import PROBE_OVERRIDES, PROBES, probe_machine
 
     _head_tree(monkeypatch)
     params = load_params("params.yaml", [f"train.run_dir={tmp_path / 'run'}", f"data.root={tmp_path / 'data'}"])
@@ -126,7 +126,14 @@ def test_restamp_carries_a_run_over_a_code_change_only_when_probes_of_both_codes
     _stamp(params, old, older)
     probes("aaaa", "bbbb")  # the change altered what the probe produced
     outcome, why = restamp(params)
-    assert outcome == "kept stale" and "digests differ" in why
+    assert outcome == "kept stale" and "digests differ" in why and "the change alters results" in why
+    here = probe_machine()
+    elsewhere = {**here, "isa": here["isa"] + " avx512f"}
+    record = {"overrides": list(PROBE_OVERRIDES)}
+    (tmp_path / "run" / PROBES).write_text(json.dumps({old: {**record, "digest": "aaaa", "machine": elsewhere},
+                                                       now: {**record, "digest": "bbbb", "machine": here}}))
+    outcome, why = restamp(params)  # other kernels round differently: no verdict on the change
+    assert outcome == "kept stale" and "different machines" in why and "alters" not in why
     probes("aaaa", "aaaa")
     assert restamp(params)[0] == "restamped"
     assert run_status(params)[0] == "current"
