@@ -122,9 +122,12 @@ def probes_agree(run_dir: Path, old_hash: str, new_hash: str) -> tuple[bool, str
     if old["overrides"] != new["overrides"]:
         return False, "the two probes were made with different probe settings"
     if old["digest"] != new["digest"]:
-        if old.get("machine") != new.get("machine"):  # records from before machines were noted count as other
-            return False, (f"probe digests differ ({old['digest']} vs {new['digest']}), but the probes ran on "
-                           "different machines or thread counts, whose kernels round differently: probe both "
-                           "codes on this machine")
-        return False, f"probe digests differ ({old['digest']} vs {new['digest']}): the change alters results"
+        differ = f"probe digests differ ({old['digest']} vs {new['digest']})"
+        if None in (old.get("machine"), new.get("machine")):
+            return False, (f"{differ}: the change alters results, or a probe without a named machine ran on "
+                           "another one (probe both codes on this machine)")
+        if old["machine"] != new["machine"]:
+            return False, (f"{differ}, but the probes ran on different machines or thread counts, whose kernels "
+                           "round differently: probe both codes on this machine")
+        return False, f"{differ}: the change alters results"
     return True, f"probes of code {old_hash} and {new_hash} agree (digest {new['digest']})"

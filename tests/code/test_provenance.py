@@ -126,7 +126,7 @@ def test_restamp_carries_a_run_over_a_code_change_only_when_probes_of_both_codes
     _stamp(params, old, older)
     probes("aaaa", "bbbb")  # the change altered what the probe produced
     outcome, why = restamp(params)
-    assert outcome == "kept stale" and "digests differ" in why and "the change alters results" in why
+    assert outcome == "kept stale" and "digests differ" in why and "a probe without a named machine" in why
     here = probe_machine()
     elsewhere = {**here, "isa": here["isa"] + " avx512f"}
     record = {"overrides": list(PROBE_OVERRIDES)}
@@ -134,6 +134,9 @@ def test_restamp_carries_a_run_over_a_code_change_only_when_probes_of_both_codes
                                                        now: {**record, "digest": "bbbb", "machine": here}}))
     outcome, why = restamp(params)  # other kernels round differently: no verdict on the change
     assert outcome == "kept stale" and "different machines" in why and "alters" not in why
+    (tmp_path / "run" / PROBES).write_text(json.dumps({old: {**record, "digest": "aaaa", "machine": here},
+                                                       now: {**record, "digest": "bbbb", "machine": here}}))
+    assert restamp(params)[1].endswith("the change alters results")  # one machine: the change did it
     probes("aaaa", "aaaa")
     assert restamp(params)[0] == "restamped"
     assert run_status(params)[0] == "current"
