@@ -10,6 +10,7 @@ beside the values in use. The test split is never read.
         --experiment seqhead-tuned-lm.seed0                                         # the head over that run's LM
     ... --grid seqhead.logit_adjustment=0,0.5,1   # another grid (seqhead_tuning_logit_adjustment.json)
     ... --missing-only   # finish an interrupted grid
+    ... --grid model.pretrained_mix=0,0.25,0.5   # the head over its LM mixed back toward pre-trained (WiSE-FT)
 
 A head that reads the fine-tuned LM (`seqhead.item_vectors: tuned`) reads the LM the experiment's run trained
 (run it first with `llmrec analyses --only ...`): every grid point links those weights, so the LM is trained once.
@@ -45,7 +46,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="fixed", metavar="KEY=VALUE",
                         help="a fixed override for every grid point (repeatable), e.g. seqhead.hidden=128")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
-                        help="grid this key of the model's section instead of the default grid (repeatable)")
+                        help="grid this key of the model's section (or model.pretrained_mix, for the head) "
+                             "instead of the default grid (repeatable)")
     parser.add_argument("--missing-only", action="store_true",
                         help="keep the points the tuning file already holds and train only the grid's others")
     args = parser.parse_args()
@@ -85,13 +87,15 @@ def main() -> None:
 
 
 def _grid(model: str, given: list[str]) -> dict[str, list]:
-    """The default grid of `model`, or the one `--grid KEY=V1,V2` options give (keys of the model's section)."""
+    """The default grid of `model`, or the one `--grid KEY=V1,V2` options give (keys of the model's section; the
+    head also takes `model.pretrained_mix`, which moves the LM whose title vectors it reads)."""
     if not given:
         return GRIDS[model]
     grid = {}
     for option in given:
         key, _, values = option.partition("=")
-        if not key.startswith(f"{model}.") or not values:
+        allowed = key.startswith(f"{model}.") or (model == "seqhead" and key == "model.pretrained_mix")
+        if not allowed or not values:
             raise SystemExit(f"--grid {option!r}: expected {model}.<key>=<v1>,<v2>,...")
         grid[key] = [_number(v) for v in values.split(",")]
     return grid

@@ -119,12 +119,13 @@ def in_domain(domain: str) -> Callable:
 
 def tuning_table(tuning: dict | None, in_use, where: str, reference: dict | None = None) -> list[str]:
     """The validation grid of `scripts/tune_heads.py` (a `<model>_tuning.json`), each point marked when it is the
-    config section `in_use` (`where` says whose, in words); a line when the best point is not the one in use.
+    params `in_use` (`where` says whose, in words; grid keys are dotted, e.g. `seqhead.hidden`, `model.pretrained_mix`);
+    a line when the best point is not the one in use.
     With `reference` (SASRec's grid point in use) and tail numbers, each point also gets goal 1's rule on validation:
     the worse of its overall and tail NDCG@10 margins to SASRec, and a line names the point that rule picks."""
     if not tuning:
         return []
-    used = {k: getattr(in_use, k.split(".")[1]) for k in tuning["grid"]}
+    used = {k: getattr(getattr(in_use, k.split(".")[0]), k.split(".")[1]) for k in tuning["grid"]}
     points = tuning["points"]
     tail = all(p.get("valid_tail_ndcg@10") is not None for p in points)  # recorded since the head's grid
 

@@ -113,7 +113,7 @@ def levers(report: Report) -> str:
     head = report.headline_experiment("seqhead")
     reference = _sasrec_in_use(report)
     for stem in sorted(k for k in report.bench if k.startswith("seqhead_tuning")) if head else []:
-        lever_text += ["", *tuning_table(report.bench[stem], report.first(head).params.seqhead,
+        lever_text += ["", *tuning_table(report.bench[stem], report.first(head).params,
                                          f"the headline head's (`{head}`) values", reference)]
     return "\n".join([f"Every Mixed-setting experiment's tuned model against SASRec (`{base}`), on the test split; "
                       f"each row says what its experiment sets on top of the base config (`{report.params_path}`). "

@@ -34,7 +34,7 @@ def sasrec(report: Report) -> str:
            f"on validation NDCG@10 (patience {report.base.sasrec.patience} checks, one every "
            f"{report.base.sasrec.eval_every} epochs).", ""]
     for stem in sorted(k for k in report.bench if k.startswith("sasrec_tuning")):  # its grid, and any other knob's
-        out += tuning_table(report.bench[stem], report.base.sasrec, "the params file's values")
+        out += tuning_table(report.bench[stem], report.base, "the params file's values")
     found = {k: v for k, v in report.bench.items() if k.startswith("recbole")}
     if not found:
         return "\n".join(out + ["RecBole side by side: not measured yet (`make bench-recbole`)."])

@@ -1,6 +1,12 @@
 """The report's table of a validation grid (scripts/tune_heads.py): the point in use, the best, goal 1's rule."""
+from types import SimpleNamespace
+
 from llmrec_core.config import SeqHeadConfig
 from llmrec_core.report.labels import tuning_table
+
+
+def _params(**seqhead) -> SimpleNamespace:
+    return SimpleNamespace(seqhead=SeqHeadConfig(**seqhead))
 
 
 def _tuning(best_hidden: int) -> dict:
@@ -12,7 +18,7 @@ def _tuning(best_hidden: int) -> dict:
 
 
 def test_the_row_in_use_is_marked_and_a_better_point_is_named():
-    lines = tuning_table(_tuning(best_hidden=128), SeqHeadConfig(hidden=64, dropout=0.2), "the head's values")
+    lines = tuning_table(_tuning(best_hidden=128), _params(hidden=64, dropout=0.2), "the head's values")
     text = "\n".join(lines)
     rows = [line for line in text.splitlines() if line.startswith(("| 64", "| 128"))]
     assert rows[0].endswith("| yes |") and rows[1].endswith("| no |")
@@ -21,19 +27,30 @@ def test_the_row_in_use_is_marked_and_a_better_point_is_named():
 
 
 def test_no_warning_when_the_best_point_is_in_use_and_nothing_without_a_grid():
-    lines = tuning_table(_tuning(best_hidden=64), SeqHeadConfig(hidden=64, dropout=0.2), "the head's values")
+    lines = tuning_table(_tuning(best_hidden=64), _params(hidden=64, dropout=0.2), "the head's values")
     assert not any("not the one in use" in line for line in lines)
-    assert tuning_table(None, SeqHeadConfig(), "x") == []
+    assert tuning_table(None, _params(), "x") == []
 
 
 def test_goal_rule_takes_the_worse_of_the_overall_and_tail_margins_to_sasrec():
     tuning = _tuning(best_hidden=128)  # 128: overall 0.30, tail 0.15; 64: overall 0.29, tail 0.21
     tuning["points"][0]["valid_tail_ndcg@10"], tuning["points"][1]["valid_tail_ndcg@10"] = 0.21, 0.15
     sasrec = {"valid_ndcg@10": 0.295, "valid_tail_ndcg@10": 0.20}
-    text = "\n".join(tuning_table(tuning, SeqHeadConfig(hidden=128, dropout=0.2), "x", sasrec))
+    text = "\n".join(tuning_table(tuning, _params(hidden=128, dropout=0.2), "x", sasrec))
     # 64: min(0.29 - 0.295, 0.21 - 0.20) = -0.005; 128: min(+0.005, -0.05) = -0.05: the rule picks 64
     assert "| -0.0050 |" in text and "| -0.0500 |" in text
     assert "picks hidden 64, dropout 0.2: -0.0050" in text
     # without tail numbers there is no rule to apply
     del tuning["points"][0]["valid_tail_ndcg@10"]
-    assert "picks" not in "\n".join(tuning_table(tuning, SeqHeadConfig(), "x", sasrec))
+    assert "picks" not in "\n".join(tuning_table(tuning, _params(), "x", sasrec))
+
+
+def test_a_grid_over_another_section_reads_that_section_of_the_params_in_use():
+    points = [{"model.pretrained_mix": mix, "epochs_run": 10, "valid_recall@10": 0.5, "valid_ndcg@10": 0.3 + mix / 10}
+              for mix in (0, 0.5)]
+    tuning = {"model": "seqhead", "grid": {"model.pretrained_mix": [0, 0.5]}, "points": points,
+              "best": points[1], "machine": {"date": "2026-11-27"}}
+    lines = tuning_table(tuning, SimpleNamespace(model=SimpleNamespace(pretrained_mix=0.0)), "x")
+    rows = [line for line in "\n".join(lines).splitlines() if line.startswith("| 0")]
+    assert rows[0].endswith("| yes |") and rows[1].endswith("| no |")
+    assert any("(pretrained_mix 0.5) is not the one in use" in line for line in lines)
