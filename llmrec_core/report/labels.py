@@ -1,6 +1,7 @@
 """What the report's sections share: labels, the budget of an arm in words, filters of per-target tables."""
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Callable
 
@@ -160,3 +161,26 @@ def tuning_table(tuning: dict | None, in_use, where: str, reference: dict | None
                    f"{reference['valid_ndcg@10']:.4f} and {reference['valid_tail_ndcg@10']:.4f}) picks "
                    f"{named(pick)}: {margin(pick):+.4f}.")
     return out + ([""] if out[-1] else [])
+
+
+def seed_spread(tuning: dict | None, full_seeds: list[float]) -> list[str]:
+    """A grid of `scripts/tune_heads.py` over the head's own seed only (`--grid seqhead.seed=...`): how much of the
+    spread across an experiment's seeds (`full_seeds`: their validation NDCG@10, each seed fine-tuning its own LM
+    and training its head) the head's seed alone makes, over one fine-tuned LM. A seed is not a knob to choose."""
+    if not tuning or set(tuning["grid"]) != {"seqhead.seed"}:
+        return []
+    points = tuning["points"]
+    rows = [[p["seqhead.seed"], p["epochs_run"], p["valid_ndcg@10"], p.get("valid_tail_ndcg@10")] for p in points]
+
+    def spread(values: list[float]) -> str:
+        return (f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} over {len(values)}"
+                if len(values) > 1 else "–")
+
+    head_only = [p["valid_ndcg@10"] for p in points]
+    machine = tuning.get("machine", {})
+    return [f"**Seed spread** on the whole validation split (`scripts/tune_heads.py --model seqhead --experiment "
+            f"{tuning['experiment']} --grid seqhead.seed=...`, {machine.get('date')}): the head retrained with other "
+            "seeds over that run's fine-tuned LM.", "",
+            table(["head seed", "epochs", "valid NDCG@10", "valid tail NDCG@10"], rows), "",
+            f"- Valid NDCG@10 across head seeds over one LM: {spread(head_only)}; across the experiment's seeds "
+            f"(each fine-tunes its own LM, then trains its head): {spread(full_seeds)}.", ""]

@@ -1,11 +1,12 @@
 """Sections on LLM-Rec's quality: the headline, the levers, data settings, model size, FPFT vs LoRA, negatives."""
 from __future__ import annotations
 
+from ..config import SEED_RUN
 from . import figures
 from .collect import Arm, compare
 from .core import Report
 from .labels import (MODEL_LABELS, SETTINGS, TUNINGS, budget_text, in_domain, in_group, lm_budget, negatives_text,
-                     reads_tuned_lm, said, train_time_text, tuning_table, weights_origin)
+                     reads_tuned_lm, said, seed_spread, train_time_text, tuning_table, weights_origin)
 from .markdown import fmt, mean_sd, table
 
 
@@ -113,8 +114,12 @@ def levers(report: Report) -> str:
     head = report.headline_experiment("seqhead")
     reference = _sasrec_in_use(report)
     for stem in sorted(k for k in report.bench if k.startswith("seqhead_tuning")) if head else []:
-        lever_text += ["", *tuning_table(report.bench[stem], report.first(head).params,
-                                         f"the headline head's (`{head}`) values", reference)]
+        grid = report.bench[stem]
+        if set(grid["grid"]) == {"seqhead.seed"}:
+            lever_text += ["", *seed_spread(grid, _seed_values(report, grid.get("experiment")))]
+        else:
+            lever_text += ["", *tuning_table(grid, report.first(head).params,
+                                             f"the headline head's (`{head}`) values", reference)]
     return "\n".join([f"Every Mixed-setting experiment's tuned model against SASRec (`{base}`), on the test split; "
                       f"each row says what its experiment sets on top of the base config (`{report.params_path}`). "
                       "valid: the whole validation split, on which configurations are chosen. training: the mean "
@@ -123,6 +128,13 @@ def levers(report: Report) -> str:
                       table(["experiment", "model", "sets", "budget", "training", "seeds", "valid NDCG@10", "NDCG@10",
                              "tail NDCG@10", "− SASRec (95% CI)", "tail − SASRec (95% CI)",
                              "goal 1 (≥ SASRec, overall and tail)"], rows), *lever_text])
+
+
+def _seed_values(report: Report, run: str | None) -> list[float]:
+    """The head's validation NDCG@10 of every seed of the experiment that `run` (e.g. `x.seed0`) belongs to."""
+    found = SEED_RUN.match(run or "")
+    runs = report.experiments.get(found["experiment"], []) if found else []
+    return [v for v in (r.valid_ndcg("seqhead") for r in runs) if v is not None]
 
 
 def _sasrec_in_use(report: Report) -> dict | None:

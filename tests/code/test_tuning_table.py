@@ -2,7 +2,7 @@
 from types import SimpleNamespace
 
 from llmrec_core.config import SeqHeadConfig
-from llmrec_core.report.labels import tuning_table
+from llmrec_core.report.labels import seed_spread, tuning_table
 
 
 def _params(**seqhead) -> SimpleNamespace:
@@ -54,3 +54,15 @@ def test_a_grid_over_another_section_reads_that_section_of_the_params_in_use():
     rows = [line for line in "\n".join(lines).splitlines() if line.startswith("| 0")]
     assert rows[0].endswith("| yes |") and rows[1].endswith("| no |")
     assert any("(pretrained_mix 0.5) is not the one in use" in line for line in lines)
+
+
+def test_a_seed_grid_is_shown_as_a_spread_against_the_experiments_seeds_not_as_a_choice():
+    points = [{"seqhead.seed": seed, "epochs_run": 20, "valid_ndcg@10": value, "valid_tail_ndcg@10": 0.2}
+              for seed, value in ((1, 0.30), (2, 0.32))]
+    tuning = {"model": "seqhead", "experiment": "x.seed0", "grid": {"seqhead.seed": [1, 2]}, "points": points,
+              "best": points[1], "machine": {"date": "2026-11-27"}}
+    text = "\n".join(seed_spread(tuning, [0.28, 0.30, 0.32]))
+    # head seeds: mean 0.31, sd sqrt(2 * 0.01**2 / 1) = 0.0141; the experiment's: mean 0.30, sd 0.02
+    assert "0.3100 ± 0.0141 over 2" in text and "0.3000 ± 0.0200 over 3" in text
+    assert "not the one in use" not in text and "| 2 | 20 | 0.3200 |" in text
+    assert seed_spread(_tuning(best_hidden=64), [0.3, 0.31]) == []
