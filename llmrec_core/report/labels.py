@@ -163,24 +163,28 @@ def tuning_table(tuning: dict | None, in_use, where: str, reference: dict | None
     return out + ([""] if out[-1] else [])
 
 
-def seed_spread(tuning: dict | None, full_seeds: list[float]) -> list[str]:
+def seed_spread(tuning: dict | None, runs: list[Run]) -> list[str]:
     """A grid of `scripts/tune_heads.py` over the head's own seed only (`--grid seqhead.seed=...`): how much of the
-    spread across an experiment's seeds (`full_seeds`: their validation NDCG@10, each seed fine-tuning its own LM
-    and training its head) the head's seed alone makes, over one fine-tuned LM. A seed is not a knob to choose."""
+    spread across an experiment's seeds (`runs`: each fine-tunes its own LM and trains its head) the head's seed
+    alone makes, over the LM of the grid's run (whose own head is one more head seed). A seed is not a knob."""
     if not tuning or set(tuning["grid"]) != {"seqhead.seed"}:
         return []
-    points = tuning["points"]
-    rows = [[p["seqhead.seed"], p["epochs_run"], p["valid_ndcg@10"], p.get("valid_tail_ndcg@10")] for p in points]
+    base = next((r for r in runs if r.name == tuning.get("experiment")), None)
+    rows = [[p["seqhead.seed"], p["epochs_run"], p["valid_ndcg@10"], p.get("valid_tail_ndcg@10"), "grid"]
+            for p in tuning["points"]]
+    if base is not None and base.valid_ndcg("seqhead") is not None:
+        tail = ((base.valid_metrics["models"]["seqhead"].get("by_group") or {}).get("tail") or {}).get("ndcg@10")
+        rows.insert(0, [base.params.seqhead.seed, None, base.valid_ndcg("seqhead"), tail, f"run `{base.name}`"])
 
     def spread(values: list[float]) -> str:
         return (f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} over {len(values)}"
                 if len(values) > 1 else "–")
 
-    head_only = [p["valid_ndcg@10"] for p in points]
     machine = tuning.get("machine", {})
+    full = [v for v in (r.valid_ndcg("seqhead") for r in runs) if v is not None]
     return [f"**Seed spread** on the whole validation split (`scripts/tune_heads.py --model seqhead --experiment "
-            f"{tuning['experiment']} --grid seqhead.seed=...`, {machine.get('date')}): the head retrained with other "
+            f"{tuning['experiment']} --grid seqhead.seed=...`, {machine.get('date')}): the head trained with other "
             "seeds over that run's fine-tuned LM.", "",
-            table(["head seed", "epochs", "valid NDCG@10", "valid tail NDCG@10"], rows), "",
-            f"- Valid NDCG@10 across head seeds over one LM: {spread(head_only)}; across the experiment's seeds "
-            f"(each fine-tunes its own LM, then trains its head): {spread(full_seeds)}.", ""]
+            table(["head seed", "epochs", "valid NDCG@10", "valid tail NDCG@10", "from"], rows), "",
+            f"- Valid NDCG@10 across head seeds over one LM: {spread([r[2] for r in rows])}; across the experiment's "
+            f"seeds (each fine-tunes its own LM, then trains its head): {spread(full)}.", ""]

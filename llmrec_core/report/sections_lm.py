@@ -116,7 +116,7 @@ def levers(report: Report) -> str:
     for stem in sorted(k for k in report.bench if k.startswith("seqhead_tuning")) if head else []:
         grid = report.bench[stem]
         if set(grid["grid"]) == {"seqhead.seed"}:
-            lever_text += ["", *seed_spread(grid, _seed_values(report, grid.get("experiment")))]
+            lever_text += ["", *seed_spread(grid, _seed_runs(report, grid.get("experiment")))]
         else:
             lever_text += ["", *tuning_table(grid, report.first(head).params,
                                              f"the headline head's (`{head}`) values", reference)]
@@ -130,11 +130,10 @@ def levers(report: Report) -> str:
                              "goal 1 (≥ SASRec, overall and tail)"], rows), *lever_text])
 
 
-def _seed_values(report: Report, run: str | None) -> list[float]:
-    """The head's validation NDCG@10 of every seed of the experiment that `run` (e.g. `x.seed0`) belongs to."""
+def _seed_runs(report: Report, run: str | None) -> list:
+    """Every seed's run of the experiment that `run` (e.g. `x.seed0`) belongs to."""
     found = SEED_RUN.match(run or "")
-    runs = report.experiments.get(found["experiment"], []) if found else []
-    return [v for v in (r.valid_ndcg("seqhead") for r in runs) if v is not None]
+    return report.experiments.get(found["experiment"], []) if found else []
 
 
 def _sasrec_in_use(report: Report) -> dict | None:

@@ -61,8 +61,15 @@ def test_a_seed_grid_is_shown_as_a_spread_against_the_experiments_seeds_not_as_a
               for seed, value in ((1, 0.30), (2, 0.32))]
     tuning = {"model": "seqhead", "experiment": "x.seed0", "grid": {"seqhead.seed": [1, 2]}, "points": points,
               "best": points[1], "machine": {"date": "2026-11-27"}}
-    text = "\n".join(seed_spread(tuning, [0.28, 0.30, 0.32]))
-    # head seeds: mean 0.31, sd sqrt(2 * 0.01**2 / 1) = 0.0141; the experiment's: mean 0.30, sd 0.02
-    assert "0.3100 ± 0.0141 over 2" in text and "0.3000 ± 0.0200 over 3" in text
-    assert "not the one in use" not in text and "| 2 | 20 | 0.3200 |" in text
-    assert seed_spread(_tuning(best_hidden=64), [0.3, 0.31]) == []
+
+    def run(seed: int, valid: float) -> SimpleNamespace:
+        metrics = {"models": {"seqhead": {"overall": {"ndcg@10": valid}, "by_group": {"tail": {"ndcg@10": 0.1}}}}}
+        return SimpleNamespace(name=f"x.seed{seed}", params=_params(seed=seed), valid_metrics=metrics,
+                               valid_ndcg=lambda model: valid)
+
+    text = "\n".join(seed_spread(tuning, [run(0, 0.31), run(1, 0.27), run(2, 0.29)]))
+    # head seeds over x.seed0's LM: 0.31 (the run), 0.30, 0.32: mean 0.31, sd 0.01; the experiment's: 0.29, 0.02
+    assert "0.3100 ± 0.0100 over 3" in text and "0.2900 ± 0.0200 over 3" in text
+    assert "| 0 | – | 0.3100 | 0.1000 | run `x.seed0` |" in text and "| 2 | 20 | 0.3200 | 0.2000 | grid |" in text
+    assert "not the one in use" not in text
+    assert seed_spread(_tuning(best_hidden=64), []) == []
