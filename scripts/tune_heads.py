@@ -96,7 +96,8 @@ def _grid(model: str, given: list[str]) -> dict[str, list]:
         key, _, values = option.partition("=")
         allowed = key.startswith(f"{model}.") or (model == "seqhead" and key == "model.pretrained_mix")
         if not allowed or not values:
-            raise SystemExit(f"--grid {option!r}: expected {model}.<key>=<v1>,<v2>,...")
+            also = " or model.pretrained_mix=<v1>,<v2>,..." if model == "seqhead" else ""
+            raise SystemExit(f"--grid {option!r}: expected {model}.<key>=<v1>,<v2>,...{also}")
         grid[key] = [_number(v) for v in values.split(",")]
     return grid
 
