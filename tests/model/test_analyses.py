@@ -109,6 +109,11 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     (bench / "seqhead_tuning.json").write_text(json.dumps(
         {"model": "seqhead", "experiment": "mixed.seed0", "grid": {"seqhead.hidden": [16]}, "points": [point],
          "points_total": 1, "best": point, "machine": {"date": "2026-11-27"}}))
+    seed_points = [{"seqhead.seed": seed, "epochs_run": 1, "valid_ndcg@10": 0.2 + seed / 100, "valid_recall@10": 0.3,
+                    "valid_tail_ndcg@10": 0.1} for seed in (1, 2)]
+    (bench / "seqhead_tuning_seed.json").write_text(json.dumps(
+        {"model": "seqhead", "experiment": "mixed.seed0", "grid": {"seqhead.seed": [1, 2]}, "points": seed_points,
+         "points_total": 2, "best": seed_points[1], "machine": {"date": "2026-11-27"}}))
     sasrec_point = {"sasrec.hidden": 16, "epochs_run": 1, "valid_ndcg@10": 0.25, "valid_recall@10": 0.3,
                     "valid_tail_ndcg@10": 0.05}
     (bench / "sasrec_tuning.json").write_text(json.dumps(
@@ -161,6 +166,9 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     assert "`scripts/tune_heads.py --model seqhead` on top of run `mixed.seed0`" in levers
     assert "| 16 | 1 | 0.2000 | 0.3000 | 0.1000 | -0.0500 | yes |" in levers  # min(0.2 - 0.25, 0.1 - 0.05)
     assert "picks hidden 16: -0.0500" in levers
+    # a grid over the head's seed is a spread beside the experiment's seeds, not a choice
+    assert "**Seed spread**" in levers and "| 2 | 1 | 0.2200 | 0.1000 | grid |" in levers
+    assert "(seed 2) is not the one in use" not in levers and "across the experiment's seeds" in levers
     # data settings: single-domain cells are that run's numbers; settings test other targets (unpaired)
     settings = _section(text, "Data settings")
     books_row = next(line for line in settings.splitlines() if line.startswith("| Books |"))
