@@ -116,12 +116,9 @@ def levers(report: Report) -> str:
     head = report.headline_experiment("seqhead")
     reference = _sasrec_in_use(report)
     for stem in sorted(k for k in report.bench if k.startswith("seqhead_tuning")) if head else []:
-        grid = report.bench[stem]
-        if set(grid["grid"]) == {"seqhead.seed"}:
-            lever_text += ["", *seed_spread(grid, _seed_runs(report, grid.get("experiment")))]
-        else:
-            lever_text += ["", *tuning_table(grid, report.first(head).params,
-                                             f"the headline head's (`{head}`) values", reference)]
+        grid = report.bench[stem]  # a grid over the head's seed is a spread; any other, a choice
+        lever_text += ["", *(seed_spread(grid, _seed_runs(report, grid.get("experiment"))) or tuning_table(
+            grid, report.first(head).params, f"the headline head's (`{head}`) values", reference))]
     return "\n".join([f"Every Mixed-setting experiment's tuned model against SASRec (`{base}`), on the test split; "
                       f"each row says what its experiment sets on top of the base config (`{report.params_path}`). "
                       "valid: the whole validation split, on which configurations are chosen. training: the mean "
