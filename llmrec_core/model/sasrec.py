@@ -15,6 +15,11 @@ title vectors already carry what the training histories taught it. An item's emb
 projection of its text vector plus, with `item_ids`, an ID embedding that starts at zero and is dropped per
 item with probability `id_dropout` in training. Only items seen in training have an ID embedding (`known`): any
 other item, a new one included, is ranked by its title alone, and ID dropout keeps that ranking trained.
+
+With `members` > 1 either network is an ensemble (`HeadEnsemble`) of that many, initialised from seeds `seed`,
+`seed + 1`, ...: each scores an item by its own dot product and the ensemble by their sum, which is one dot
+product of the members' concatenated user and item vectors, so evaluation and the serving index treat it as a
+single model with `members * hidden` dimensions.
 """
 from __future__ import annotations
 
@@ -36,7 +41,8 @@ class SASRec(nn.Module):
     """The causal self-attention network over item embeddings (ID, or projected title vectors for the head)."""
 
     def __init__(self, n_items: int, cfg: SasrecConfig, max_len: int, text: torch.Tensor | None = None,
-                 known: torch.Tensor | None = None):
+                 known: torch.Tensor | None = None, store_text: bool = True):
+        """`store_text=False`: the title vectors stay out of the state dict (an ensemble stores them once)."""
         super().__init__()
         self.max_len, self.heads, self.scale = max_len, cfg.heads, math.sqrt(cfg.hidden)
         self.id_dropout = getattr(cfg, "id_dropout", 0.0) if text is not None else 0.0
@@ -49,7 +55,7 @@ class SASRec(nn.Module):
                 nn.init.zeros_(self.items.weight)
         self.text_proj = None
         if text is not None:
-            self.register_buffer("text", F.normalize(text.float(), dim=-1))
+            self.register_buffer("text", F.normalize(text.float(), dim=-1), persistent=store_text)
             self.text_proj = nn.Linear(text.shape[1], cfg.hidden)
             if self.items is not None:  # 1.0 for items with an ID embedding (seen in training), else 0.0
                 self.register_buffer("known", torch.ones(n_items, 1) if known is None else known.float().reshape(-1, 1))
@@ -90,12 +96,66 @@ class SASRec(nn.Module):
     def item_vectors(self) -> torch.Tensor:
         return self.item_table()[1:]
 
+    def text_vectors(self, text: torch.Tensor) -> torch.Tensor:
+        """Item vectors from title vectors alone (a new item's: it has no ID embedding)."""
+        return self.text_proj(F.normalize(text.float(), dim=-1))
+
     @torch.no_grad()
     def user_vectors(self, seqs: np.ndarray, batch_size: int = 1024) -> torch.Tensor:
         table = self.item_table()
         out = [self(torch.from_numpy(seqs[s: s + batch_size]).to(table.device), table)[:, -1].cpu()
                for s in range(0, len(seqs), batch_size)]
         return torch.cat(out) if out else torch.zeros(0, table.shape[1])
+
+
+class HeadEnsemble(nn.Module):
+    """`members` SASRec networks behind SASRec's interface, their vectors side by side: a user's score for an
+    item, the dot product of the concatenations, is the sum of the members' scores. The title vectors are
+    stored once."""
+
+    def __init__(self, n_items: int, cfg: SasrecConfig, max_len: int, text: torch.Tensor | None = None,
+                 known: torch.Tensor | None = None):
+        super().__init__()
+        self.max_len, self.width = max_len, cfg.hidden
+        members = []
+        for k in range(cfg.members):
+            torch.manual_seed(cfg.seed + k)  # member k starts as a single network of seed `seed + k` would
+            members.append(SASRec(n_items, cfg, max_len, text, known, store_text=False))
+        self.members = nn.ModuleList(members)
+        if text is not None:
+            self.register_buffer("text", members[0].text)  # the members' buffers are this tensor
+
+    def _split(self, table: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return table.split(self.width, dim=-1)
+
+    def item_table(self) -> torch.Tensor:
+        return torch.cat([m.item_table() for m in self.members], dim=-1)
+
+    def forward(self, seq: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        tables = self._split(table) if table is not None else [None] * len(self.members)
+        return torch.cat([m(seq, t) for m, t in zip(self.members, tables)], dim=-1)
+
+    def item_vectors(self) -> torch.Tensor:
+        return torch.cat([m.item_vectors() for m in self.members], dim=-1)
+
+    def text_vectors(self, text: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m.text_vectors(text) for m in self.members], dim=-1)
+
+    def user_vectors(self, seqs: np.ndarray, batch_size: int = 1024) -> torch.Tensor:
+        return torch.cat([m.user_vectors(seqs, batch_size) for m in self.members], dim=-1)
+
+
+def build_head(n_items: int, cfg: SasrecConfig, text: torch.Tensor | None = None,
+               known: torch.Tensor | None = None) -> SASRec | HeadEnsemble:
+    """SASRec or the sequence head as `cfg` describes it: one network, or an ensemble of `cfg.members`."""
+    if cfg.members == 1:
+        return SASRec(n_items, cfg, cfg.max_len, text, known)
+    return HeadEnsemble(n_items, cfg, cfg.max_len, text, known)
+
+
+def head_members(model: SASRec | HeadEnsemble) -> list[SASRec]:
+    """The networks a model trains: its ensemble's members, or itself."""
+    return list(model.members) if isinstance(model, HeadEnsemble) else [model]
 
 
 def pad_left(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
@@ -126,13 +186,13 @@ def item_text_vectors(params: Params, items: pd.DataFrame) -> torch.Tensor:
     return encode_items(bundle, len(items), params.eval.batch_size)
 
 
-def load_sasrec(params: Params, n_items: int, head: str = "sasrec") -> SASRec:
+def load_sasrec(params: Params, n_items: int, head: str = "sasrec") -> SASRec | HeadEnsemble:
     """The trained SASRec or sequence head of `head`'s run folder, in eval mode."""
     cfg = getattr(params, head)
     path = params.resolve(cfg.run_dir) / "weights.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `llmrec train --model {head}` first")
     state = load_file(path)
-    model = SASRec(n_items, cfg, cfg.max_len, state.get("text"))
+    model = build_head(n_items, cfg, state.get("text"))
     model.load_state_dict(state)
     return model.eval()

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from ..config import Params
 from ..model.bundle import EncoderBundle, lm_encoder
@@ -76,7 +75,7 @@ class SeqHeadTower:
         """A new item's vector: its title vector (the head's LM) through the head's projection (no ID embedding)."""
         text = torch.from_numpy(self.titles.item_vectors(rows))
         with torch.no_grad():
-            return self.model.text_proj(F.normalize(text.float(), dim=-1)).numpy()
+            return self.model.text_vectors(text).numpy()
 
     def user_vector(self, history: pd.DataFrame) -> np.ndarray:
         """[1, hidden]: the head's last state over the history's item vectors (the last `max_len` items)."""

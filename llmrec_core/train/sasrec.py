@@ -20,7 +20,7 @@ from ..evaluate.ranking import select_rows
 from ..evaluate.sasrec import evaluate_sasrec
 from ..model.inference import best_device
 from ..model.bundle import lm_weights_path
-from ..model.sasrec import SASRec, item_text_vectors, pad_left
+from ..model.sasrec import HeadEnsemble, SASRec, build_head, head_members, item_text_vectors, pad_left
 from ..provenance import SASREC_TRAINING_CODE, fingerprint, non_default, provenance
 from .checkpoint import decide_resume, load_checkpoint, save_checkpoint
 
@@ -86,22 +86,27 @@ def window_loss(model: SASRec, batch: torch.Tensor, unknown: torch.Tensor | None
     return F.cross_entropy(logits, targets[valid] - 1), int(valid.sum())
 
 
-def train_epoch(model: SASRec, optimizer: torch.optim.Optimizer, windows: np.ndarray, cfg, epoch: int,
+def train_epoch(model: SASRec | HeadEnsemble, optimizer: torch.optim.Optimizer, windows: np.ndarray, cfg, epoch: int,
                 device: torch.device, unknown: torch.Tensor | None = None,
                 offset: torch.Tensor | None = None) -> tuple[int, torch.Tensor]:
-    """One pass over the training windows in the (seed, epoch) order (`window_loss` per batch): (targets trained
-    on, the last loss)."""
-    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(windows))
+    """One pass over the training windows (`window_loss` per batch): each network (an ensemble's member k, seed
+    `seed + k`) in its own (seed, epoch) order and with its own loss, as if it trained alone. Returns (targets
+    trained on, summed over networks; the last batch's loss, averaged over them)."""
+    members = head_members(model)
+    orders = [np.random.default_rng([cfg.seed + k, epoch]).permutation(len(windows)) for k in range(len(members))]
     model.train()
     samples = 0
-    for s in range(0, len(order), cfg.batch_size):
-        batch = torch.from_numpy(windows[order[s: s + cfg.batch_size]]).to(device)
-        loss, n_targets = window_loss(model, batch, unknown, offset)
+    for s in range(0, len(windows), cfg.batch_size):
         optimizer.zero_grad()
-        loss.backward()
+        losses = []
+        for member, order in zip(members, orders):
+            batch = torch.from_numpy(windows[order[s: s + cfg.batch_size]]).to(device)
+            loss, n_targets = window_loss(member, batch, unknown, offset)
+            loss.backward()
+            losses.append(loss.detach())
+            samples += n_targets
         optimizer.step()
-        samples += n_targets
-    return samples, loss
+    return samples, torch.stack(losses).mean()
 
 
 def train_sasrec(params: Params, resume: bool | str = False, show_progress: bool = True,
@@ -133,7 +138,7 @@ def train_sasrec(params: Params, resume: bool | str = False, show_progress: bool
     unknown = None if known_at_training is None else torch.from_numpy(~known_at_training).to(device)
     offset = (torch.from_numpy(cfg.logit_adjustment * log_prior(data)).float().to(device)
               if cfg.logit_adjustment else None)
-    model = SASRec(len(data.items), cfg, cfg.max_len, text, known).to(device)
+    model = build_head(len(data.items), cfg, text, known).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant; kept for the checkpoint
     state = {"epoch": 0, "best_ndcg": -1.0, "bad_evals": 0, "evals": [], "done": False, "fingerprint": current}
@@ -170,7 +175,7 @@ def train_sasrec(params: Params, resume: bool | str = False, show_progress: bool
                         time.perf_counter() - started, current)
 
 
-def head_records(model: SASRec, head: str, params: Params, windows: np.ndarray, state: dict, meter: CostMeter,
+def head_records(model: SASRec | HeadEnsemble, head: str, params: Params, windows: np.ndarray, state: dict, meter: CostMeter,
                  samples: int, first_epoch: int, wall_s: float, run_fingerprint: str) -> dict:
     """The head's summary (validations, cost per epoch and per 1k targets) written with its cost record."""
     cfg, setting = getattr(params, head), params.train

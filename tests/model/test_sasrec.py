@@ -143,3 +143,101 @@ def test_sequence_head_learns_the_sample_and_beats_popularity(sample_prepared):
     head, pop = out["models"]["seqhead"]["overall"], out["models"]["popularity"]["overall"]
     assert head["count"] == pop["count"] == out["users"]
     assert head["recall@10"] > pop["recall@10"]
+
+
+def _ensemble_config(**overrides):
+    from llmrec_core.config import SeqHeadConfig
+
+    return SeqHeadConfig(**{"hidden": 8, "heads": 2, "layers": 1, "dropout": 0.0, "id_dropout": 0.0,
+                            "members": 3, "seed": 4, **overrides})
+
+
+def test_ensemble_scores_are_the_sum_of_its_members_scores():
+    from llmrec_core.model.sasrec import HeadEnsemble, build_head
+
+    torch.manual_seed(0)
+    text = torch.randn(6, 12)
+    cfg = _ensemble_config()
+    model = build_head(6, cfg, text).eval()
+    assert isinstance(model, HeadEnsemble) and len(model.members) == 3
+    seqs = np.array([[0, 0, 1, 2], [3, 4, 5, 6], [0, 0, 0, 2]])
+    users, items = model.user_vectors(seqs), model.item_vectors().detach()
+    assert users.shape == (3, 24) and items.shape == (6, 24)
+    with torch.no_grad():
+        summed = sum(m.user_vectors(seqs) @ m.item_vectors().T for m in model.members)
+        torch.testing.assert_close(users @ items.T, summed)
+        # serving reads histories through forward() with a table of item vectors: the same user vectors
+        table = torch.cat([torch.zeros(1, 24), items])
+        torch.testing.assert_close(model(torch.from_numpy(seqs), table)[:, -1], users)
+        torch.testing.assert_close(model.text_vectors(text), items)  # no ID embedding moved yet
+    # member k starts as a single network of seed `seed + k`
+    for k, member in enumerate(model.members):
+        torch.manual_seed(cfg.seed + k)
+        alone = SASRec(6, cfg, cfg.max_len, text)
+        for name, value in member.state_dict().items():
+            assert torch.equal(alone.state_dict()[name], value), (k, name)
+    assert not torch.equal(model.members[0].text_proj.weight, model.members[1].text_proj.weight)
+    # the title vectors are stored once
+    assert [k for k in model.state_dict() if k.endswith("text")] == ["text"]
+
+
+def test_ensemble_members_train_as_they_would_alone():
+    """Without dropout the only difference between members is their seed: after an epoch side by side, member k
+    equals a single network of seed `seed + k` trained alone for that epoch (its own order, its own Adam state)."""
+    from llmrec_core.model.sasrec import build_head
+    from llmrec_core.train.sasrec import train_epoch
+
+    torch.manual_seed(0)
+    text = torch.randn(9, 12)
+    windows = np.random.default_rng(0).integers(0, 10, size=(20, 5))
+    cfg = _ensemble_config(members=2, max_len=4, batch_size=6)
+    torch.manual_seed(cfg.seed)
+    ensemble = build_head(9, cfg, text)
+    optimizer = torch.optim.Adam(ensemble.parameters(), lr=1e-2)
+    samples, loss = train_epoch(ensemble, optimizer, windows, cfg, 0, torch.device("cpu"))
+    alone_losses, alone_samples = [], 0
+    for k, member in enumerate(ensemble.members):
+        single = _ensemble_config(members=1, max_len=4, batch_size=6, seed=cfg.seed + k)
+        torch.manual_seed(single.seed)
+        alone = build_head(9, single, text)
+        n, last = train_epoch(alone, torch.optim.Adam(alone.parameters(), lr=1e-2), windows, single, 0,
+                              torch.device("cpu"))
+        alone_losses.append(last)
+        alone_samples += n
+        for name, value in member.state_dict().items():
+            torch.testing.assert_close(value, alone.state_dict()[name], msg=f"member {k}: {name}")
+    assert samples == alone_samples
+    torch.testing.assert_close(loss, torch.stack(alone_losses).mean())
+
+
+def test_ensemble_head_trains_resumes_evaluates_and_serves(sample_prepared):
+    from llmrec_core.data.layout import DataLayout
+    from llmrec_core.model.sasrec import HeadEnsemble, load_sasrec
+    from llmrec_core.serve.towers import seqhead_tower
+
+    config = {**FAST, "epochs": 4, "eval_every": 2, "patience": 9, "members": 2}
+    params = sample_prepared("seqhead-ens", seqhead=config)
+    summary = train_sasrec(params, show_progress=False, head="seqhead")
+    assert summary["cost"]["epochs_run"] == 4
+    weights = load_file(str(params.resolve(params.seqhead.run_dir) / "weights.safetensors"))
+    assert "text" in weights and {k.split(".")[1] for k in weights if k.startswith("members.")} == {"0", "1"}
+    # resumed after 2 epochs, it ends where the uninterrupted run did
+    part = sample_prepared("seqhead-ens-part", seqhead={**config, "epochs": 2})
+    train_sasrec(part, show_progress=False, head="seqhead")
+    resumed = sample_prepared("seqhead-ens-part", seqhead=config)
+    train_sasrec(resumed, resume=True, show_progress=False, head="seqhead")
+    again = load_file(str(resumed.resolve(resumed.seqhead.run_dir) / "weights.safetensors"))
+    assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
+
+    out = evaluate(params, ("seqhead", "popularity"))
+    head, pop = out["models"]["seqhead"]["overall"], out["models"]["popularity"]["overall"]
+    assert head["count"] == pop["count"] == out["users"] and head["recall@10"] > pop["recall@10"]
+    items = pd.read_parquet(DataLayout(params.data_root).prepared / "items.parquet")
+    model = load_sasrec(params, len(items), "seqhead")
+    assert isinstance(model, HeadEnsemble)
+    tower = seqhead_tower(params, len(items), items)
+    assert tower.table.shape == (len(items), 2 * config["hidden"])
+    history = pd.DataFrame({"row": [3, 7, 11], "title": items["title"].iloc[[3, 7, 11]].tolist(),
+                            "domain": items["domain"].iloc[[3, 7, 11]].tolist()})
+    expected = model.user_vectors(np.array([[0] * (config["max_len"] - 3) + [4, 8, 12]]))
+    np.testing.assert_allclose(tower.user_vector(history), expected.numpy(), atol=1e-5)
