@@ -66,6 +66,9 @@ def budget_text(arm: Arm) -> str:
             c = run.training_cost(arm.model) or {}
             text = (f"{c.get('epochs_run')} epochs × {fmt(c.get('targets_per_epoch'))} targets, max_len "
                     f"{c.get('max_len', '?')}" if c else "–")
+            members = getattr(run.params, arm.model).members
+            if c and members > 1:
+                text = f"{members} networks × {text}"
             if reads_tuned_lm(run, arm.model):
                 text += f", over the LM tuned {lm_budget_text(run)}"
         elif arm.model == "zero_shot":

@@ -73,3 +73,17 @@ def test_a_seed_grid_is_shown_as_a_spread_against_the_experiments_seeds_not_as_a
     assert "| 0 | – | 0.3100 | 0.1000 | run `x.seed0` |" in text and "| 2 | 20 | 0.3200 | 0.2000 | grid |" in text
     assert "not the one in use" not in text
     assert seed_spread(_tuning(best_hidden=64), []) == []
+
+
+def test_an_ensemble_heads_budget_names_its_networks():
+    from llmrec_core.report.collect import Arm
+    from llmrec_core.report.labels import budget_text
+
+    cost = {"epochs_run": 20, "targets_per_epoch": 80470, "max_len": 50}
+
+    def arm(members: int) -> Arm:
+        run = SimpleNamespace(training_cost=lambda model: cost, params=_params(members=members))
+        return Arm.of("head", "seqhead", [run])
+
+    assert budget_text(arm(4)).startswith("4 networks × 20 epochs")
+    assert "networks" not in budget_text(arm(1))
