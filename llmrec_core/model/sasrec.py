@@ -16,8 +16,8 @@ projection of its text vector plus, with `item_ids`, an ID embedding that starts
 item with probability `id_dropout` in training. Only items seen in training have an ID embedding (`known`): any
 other item, a new one included, is ranked by its title alone, and ID dropout keeps that ranking trained.
 
-With `members` > 1 either network is an ensemble (`HeadEnsemble`) of that many, initialised from seeds `seed`,
-`seed + 1`, ...: each scores an item by its own dot product and the ensemble by their sum, which is one dot
+With `members` = K > 1 either network is an ensemble (`HeadEnsemble`) of K, initialised from seeds `seed * K` to
+`seed * K + K - 1` (`member_seeds`: the ensembles of two experiment seeds share no network): each scores an item by its own dot product and the ensemble by their sum, which is one dot
 product of the members' concatenated user and item vectors, so evaluation and the serving index treat it as a
 single model with `members * hidden` dimensions.
 """
@@ -118,8 +118,8 @@ class HeadEnsemble(nn.Module):
         super().__init__()
         self.max_len, self.width = max_len, cfg.hidden
         members = []
-        for k in range(cfg.members):
-            torch.manual_seed(cfg.seed + k)  # member k starts as a single network of seed `seed + k` would
+        for seed in member_seeds(cfg):
+            torch.manual_seed(seed)  # each member starts as a single network of its seed would
             members.append(SASRec(n_items, cfg, max_len, text, known, store_text=False))
         self.members = nn.ModuleList(members)
         if text is not None:
@@ -143,6 +143,11 @@ class HeadEnsemble(nn.Module):
 
     def user_vectors(self, seqs: np.ndarray, batch_size: int = 1024) -> torch.Tensor:
         return torch.cat([m.user_vectors(seqs, batch_size) for m in self.members], dim=-1)
+
+
+def member_seeds(cfg: SasrecConfig) -> list[int]:
+    """The seed of each network of `cfg`'s model: `seed` for one network, `seed * K + k` for member k of K."""
+    return [cfg.seed] if cfg.members == 1 else [cfg.seed * cfg.members + k for k in range(cfg.members)]
 
 
 def build_head(n_items: int, cfg: SasrecConfig, text: torch.Tensor | None = None,

@@ -113,6 +113,7 @@ def levers(report: Report) -> str:
     lever_text = ["", "Each lever against the experiment of the same model and LM budget that sets the least, and "
                   "against the experiment it names (`compare_to`), paired on the test targets, all and tail:", "",
                   table(report.COMPARISON_COLUMNS, report.comparison_rows(pairs))] if pairs else []
+    lever_text += _sasrec_variants(report, sets, sasrec)
     head = report.headline_experiment("seqhead")
     reference = _sasrec_in_use(report)
     for stem in sorted(k for k in report.bench if k.startswith("seqhead_tuning")) if head else []:
@@ -127,6 +128,28 @@ def levers(report: Report) -> str:
                       table(["experiment", "model", "sets", "budget", "training", "seeds", "valid NDCG@10", "NDCG@10",
                              "tail NDCG@10", "− SASRec (95% CI)", "tail − SASRec (95% CI)",
                              "goal 1 (≥ SASRec, overall and tail)"], rows), *lever_text])
+
+
+def _sasrec_variants(report: Report, sets: dict, sasrec: Arm) -> list[str]:
+    """SASRec with a lever of the head (an experiment that sets `sasrec.*`, e.g. `sasrec.members`) against the
+    standard SASRec: how much of a lever's gain an ID model gets too."""
+    rows = []
+    for name, runs in report.experiments.items():
+        changed = {k: v for k, v in sets.get(name, {}).items() if k.startswith("sasrec.")}
+        if name == report.baseline or not changed or runs[0].setting != "mixed" or not runs[0].has("sasrec"):
+            continue
+        arm = report.arm(name, "sasrec")
+        ci, tail_ci = vs_sasrec(arm, sasrec)
+        rows.append([f"`{name}`", ", ".join(f"`{k}={v}`" for k, v in changed.items()), budget_text(arm),
+                     train_time_text(arm), arm.seeds, mean_sd(*arm.summary("ndcg@10")[:2]),
+                     mean_sd(*arm.summary("ndcg@10", in_group("tail"))[:2]), ci.brief() if ci else None,
+                     tail_ci.brief() if tail_ci else None])
+    if not rows:
+        return []
+    return ["", "The same levers on SASRec itself, against the standard SASRec (what an ID model gets from them "
+            "too; goal 1 compares with the standard one):", "",
+            table(["experiment", "sets", "budget", "training", "seeds", "NDCG@10", "tail NDCG@10",
+                   "− SASRec (95% CI)", "tail − SASRec (95% CI)"], rows)]
 
 
 def _seed_runs(report: Report, run: str | None) -> list:

@@ -20,7 +20,8 @@ from ..evaluate.ranking import select_rows
 from ..evaluate.sasrec import evaluate_sasrec
 from ..model.inference import best_device
 from ..model.bundle import lm_weights_path
-from ..model.sasrec import HeadEnsemble, SASRec, build_head, head_members, item_text_vectors, pad_left
+from ..model.sasrec import (HeadEnsemble, SASRec, build_head, head_members, item_text_vectors, member_seeds,
+                            pad_left)
 from ..provenance import SASREC_TRAINING_CODE, fingerprint, non_default, provenance
 from .checkpoint import decide_resume, load_checkpoint, save_checkpoint
 
@@ -89,11 +90,11 @@ def window_loss(model: SASRec, batch: torch.Tensor, unknown: torch.Tensor | None
 def train_epoch(model: SASRec | HeadEnsemble, optimizer: torch.optim.Optimizer, windows: np.ndarray, cfg, epoch: int,
                 device: torch.device, unknown: torch.Tensor | None = None,
                 offset: torch.Tensor | None = None) -> tuple[int, torch.Tensor]:
-    """One pass over the training windows (`window_loss` per batch): each network (an ensemble's member k, seed
-    `seed + k`) in its own (seed, epoch) order and with its own loss, as if it trained alone. Returns (targets
+    """One pass over the training windows (`window_loss` per batch): each network (an ensemble's members too, see
+    `member_seeds`) in its own (seed, epoch) order and with its own loss, as if it trained alone. Returns (targets
     trained on, summed over networks; the last batch's loss, averaged over them)."""
     members = head_members(model)
-    orders = [np.random.default_rng([cfg.seed + k, epoch]).permutation(len(windows)) for k in range(len(members))]
+    orders = [np.random.default_rng([seed, epoch]).permutation(len(windows)) for seed in member_seeds(cfg)]
     model.train()
     samples = 0
     for s in range(0, len(windows), cfg.batch_size):

@@ -46,6 +46,8 @@ def _analyses_doc(sample_prepared, tiny_bert, tmp_path) -> dict:
          "set": {"data.root": str(tmp_path / "data-new-items"),
                  "prepare.time_split": {"new_item_share": 0.2, "window_days": 60},
                  "seqhead.logit_adjustment": 0.5, "eval.models": ["seqhead"]}},
+        # a lever of the head on SASRec itself (an ensemble of 2): no LM is trained for it
+        {"name": "mixed-sasrec-ens", "set": {"sasrec.members": 2, "eval.models": ["sasrec"]}},
     ]
     return doc
 
@@ -83,7 +85,7 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     tmp_path = path.parent
     assert [s["name"] for s in stamps] == ["mixed.seed0", "mixed.seed1", "mixed-lora", "s2piao", "single-books",
                                            "lodo-books", "mixed-bank", "mixed-head-tuned", "new-items",
-                                           "new-items-head-la"]
+                                           "new-items-head-la", "mixed-sasrec-ens"]
     assert [s["seed"] for s in stamps[:2]] == [0, 1]
     assert all(len(s["provenance"]["code_hash"]) == 16 for s in stamps)
 
@@ -168,6 +170,10 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     assert "(LLM-Rec, named by compare_to)" not in levers  # its LM was not evaluated: no pair of LMs
     assert "| `mixed-head-tuned` | LLM-Rec |" not in levers  # its LM is not evaluated
     assert "`scripts/tune_heads.py --model seqhead` on top of run `mixed.seed0`" in levers
+    # the same levers on SASRec itself, against the standard one
+    assert re.search(r"^\| `mixed-sasrec-ens` \| `sasrec.members=2` \| 2 networks × 1 epochs .* \| 1 \| \d\.\d{4} \| "
+                     r"\d\.\d{4} \| [+-]\d\.\d{4} \([^|]*\) \| [+-]\d\.\d{4} \([^|]*\) \|$", levers, flags=re.M)
+    assert not (path.parent / "runs" / "mixed-sasrec-ens" / "train_log.csv").exists()  # no LM trained
     assert "| 16 | 1 | 0.2000 | 0.3000 | 0.1000 | -0.0500 | yes |" in levers  # min(0.2 - 0.25, 0.1 - 0.05)
     assert "picks hidden 16: -0.0500" in levers
     # a grid over the head's seed is a spread beside the experiment's seeds, not a choice

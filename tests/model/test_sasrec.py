@@ -170,9 +170,9 @@ def test_ensemble_scores_are_the_sum_of_its_members_scores():
         table = torch.cat([torch.zeros(1, 24), items])
         torch.testing.assert_close(model(torch.from_numpy(seqs), table)[:, -1], users)
         torch.testing.assert_close(model.text_vectors(text), items)  # no ID embedding moved yet
-    # member k starts as a single network of seed `seed + k`
+    # member k of K starts as a single network of seed `seed * K + k` (seed 4: 12, 13, 14)
     for k, member in enumerate(model.members):
-        torch.manual_seed(cfg.seed + k)
+        torch.manual_seed(12 + k)
         alone = SASRec(6, cfg, cfg.max_len, text)
         for name, value in member.state_dict().items():
             assert torch.equal(alone.state_dict()[name], value), (k, name)
@@ -183,7 +183,7 @@ def test_ensemble_scores_are_the_sum_of_its_members_scores():
 
 def test_ensemble_members_train_as_they_would_alone():
     """Without dropout the only difference between members is their seed: after an epoch side by side, member k
-    equals a single network of seed `seed + k` trained alone for that epoch (its own order, its own Adam state)."""
+    equals a single network of seed `seed * K + k` trained alone for that epoch (its own order, its own Adam state)."""
     from llmrec_core.model.sasrec import build_head
     from llmrec_core.train.sasrec import train_epoch
 
@@ -197,7 +197,7 @@ def test_ensemble_members_train_as_they_would_alone():
     samples, loss = train_epoch(ensemble, optimizer, windows, cfg, 0, torch.device("cpu"))
     alone_losses, alone_samples = [], 0
     for k, member in enumerate(ensemble.members):
-        single = _ensemble_config(members=1, max_len=4, batch_size=6, seed=cfg.seed + k)
+        single = _ensemble_config(members=1, max_len=4, batch_size=6, seed=cfg.seed * 2 + k)
         torch.manual_seed(single.seed)
         alone = build_head(9, single, text)
         n, last = train_epoch(alone, torch.optim.Adam(alone.parameters(), lr=1e-2), windows, single, 0,
