@@ -17,9 +17,9 @@ item with probability `id_dropout` in training. Only items seen in training have
 other item, a new one included, is ranked by its title alone, and ID dropout keeps that ranking trained.
 
 With `members` = K > 1 either network is an ensemble (`HeadEnsemble`) of K, initialised from seeds `seed * K` to
-`seed * K + K - 1` (`member_seeds`: the ensembles of two experiment seeds share no network): each scores an item by its own dot product and the ensemble by their sum, which is one dot
-product of the members' concatenated user and item vectors, so evaluation and the serving index treat it as a
-single model with `members * hidden` dimensions.
+`seed * K + K - 1` (`member_seeds`: the ensembles of two experiment seeds share no network). Each member scores an
+item by its own dot product and the ensemble by their sum, which is one dot product of the members' concatenated
+user and item vectors, so evaluation and the serving index treat it as one model with K * `hidden` dimensions.
 """
 from __future__ import annotations
 

@@ -87,8 +87,8 @@ def window_loss(model: SASRec, batch: torch.Tensor, unknown: torch.Tensor | None
     return F.cross_entropy(logits, targets[valid] - 1), int(valid.sum())
 
 
-def train_epoch(model: SASRec | HeadEnsemble, optimizer: torch.optim.Optimizer, windows: np.ndarray, cfg, epoch: int,
-                device: torch.device, unknown: torch.Tensor | None = None,
+def train_epoch(model: SASRec | HeadEnsemble, optimizer: torch.optim.Optimizer, windows: np.ndarray, cfg,
+                epoch: int, device: torch.device, unknown: torch.Tensor | None = None,
                 offset: torch.Tensor | None = None) -> tuple[int, torch.Tensor]:
     """One pass over the training windows (`window_loss` per batch): each network (an ensemble's members too, see
     `member_seeds`) in its own (seed, epoch) order and with its own loss, as if it trained alone. Returns (targets
@@ -176,8 +176,8 @@ def train_sasrec(params: Params, resume: bool | str = False, show_progress: bool
                         time.perf_counter() - started, current)
 
 
-def head_records(model: SASRec | HeadEnsemble, head: str, params: Params, windows: np.ndarray, state: dict, meter: CostMeter,
-                 samples: int, first_epoch: int, wall_s: float, run_fingerprint: str) -> dict:
+def head_records(model: SASRec | HeadEnsemble, head: str, params: Params, windows: np.ndarray, state: dict,
+                 meter: CostMeter, samples: int, first_epoch: int, wall_s: float, run_fingerprint: str) -> dict:
     """The head's summary (validations, cost per epoch and per 1k targets) written with its cost record."""
     cfg, setting = getattr(params, head), params.train
     targets_per_epoch = int(((windows[:, :-1] > 0) & (windows[:, 1:] > 0)).sum())
