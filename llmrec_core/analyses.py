@@ -75,7 +75,7 @@ def ensure_own_data(params: Params, name: str, log: Callable[[str], None]) -> No
     from .data.validate import validate
 
     manifest = DataLayout(params.data_root).prepared / "manifest.json"
-    wanted = params.prepare.time_split.model_dump(mode="json") if params.prepare.time_split else None
+    wanted = params.prepare.time_split.record() if params.prepare.time_split else None
     if manifest.is_file() and (json.loads(manifest.read_text()).get("time_split") or {}).get("config") == wanted:
         return
     log(f"{name}: preparing its own data in {params.data_root} (ingest, validate, prepare)")

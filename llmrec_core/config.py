@@ -99,12 +99,23 @@ class TimeSplitConfig(Section):
     train_shift_days: float = Field(default=0.0, ge=0.0)  # train on events before T + this (a later retraining)
     test_offset_days: float = Field(default=0.0, ge=0.0)  # the test window starts at T + this
     window_days: float = Field(default=14.0, gt=0.0)  # and lasts this long
+    # Test on every new-item event of the window but at most this many warm ones, a uniform sample (seeded): new-item
+    # targets are few, so a long window gives them statistical power; warm ones are many, and the sample bounds the
+    # cost of evaluation (each test row is a history sentence for the LM to encode). None: every warm event.
+    warm_test_sample: int | None = Field(default=None, ge=1)
+    sample_seed: int = 0
 
     @model_validator(mode="after")
     def _window_after_cutoff(self) -> "TimeSplitConfig":
         if self.test_offset_days < self.train_shift_days:
             raise ValueError("test_offset_days must be >= train_shift_days: no test event before the training cutoff")
         return self
+
+    def record(self) -> dict:
+        """The split as a prepared manifest records it (and `llmrec analyses` compares it): every field, less the
+        sampling ones while no sample is taken, so data prepared before they existed still matches."""
+        sampled = self.warm_test_sample is not None
+        return self.model_dump(mode="json", exclude=None if sampled else {"warm_test_sample", "sample_seed"})
 
 
 class PrepareConfig(Section):

@@ -8,7 +8,8 @@ the `ingest-new-items` path does (tests/model/test_new_item_path.py checks that 
   events before the cutoff T + `train_shift_days` (a later cutoff: a scheduled retraining).
 - Test rows are every event in the window [T + `test_offset_days`, + `window_days`), each with the whole
   past of its user (pre- and post-cutoff events) as `seen`, and the last `max_history` of it as history.
-  An event with no past is left out (counted in the manifest).
+  An event with no past is left out (counted in the manifest). With `warm_test_sample`, every new-item
+  event is a test row but only a seeded sample of the warm ones (a long window's cost bounded).
 - Validation rows are each user's last event before the cutoff (users with two or more); the rest of
   the pre-cutoff events are the training sequences.
 - Item groups come from the training counts; an item with no event before the cutoff is "new".
@@ -67,6 +68,8 @@ def apply_time_split(out: Path, cfg, max_history: int, tail_fraction: float) -> 
 
     train_count = np.bincount(item_idx[is_train], minlength=len(items))
     known = np.bincount(item_idx[before], minlength=len(items)) > 0
+    warm_events = int((is_test & known[item_idx]).sum())
+    is_test = sample_warm_tests(is_test, known[item_idx], cfg.warm_test_sample, cfg.sample_seed)
     groups = item_groups(train_count, tail_fraction)
     groups[~known] = "new"
     items = items.assign(train_count=train_count.astype(np.int64), group=groups.astype(str))
@@ -94,8 +97,20 @@ def apply_time_split(out: Path, cfg, max_history: int, tail_fraction: float) -> 
         "test_without_history_skipped": skipped_first,
         "test_targets_by_domain": {str(k): int(v) for k, v in
                                    events["domain"][is_test].value_counts().items()},
-        "config": cfg.model_dump(mode="json"),
+        **({"test_warm_events": warm_events} if cfg.warm_test_sample is not None else {}),
+        "config": cfg.record(),
     }
+
+
+def sample_warm_tests(is_test: np.ndarray, warm: np.ndarray, sample: int | None, seed: int) -> np.ndarray:
+    """`is_test` with at most `sample` of its warm events (a uniform, seeded choice) and every other one kept. The
+    events left out stay in their users' histories: only their rows are not scored."""
+    candidates = np.flatnonzero(is_test & warm)
+    if sample is None or len(candidates) <= sample:
+        return is_test
+    kept = is_test & ~warm
+    kept[np.random.default_rng(seed).choice(candidates, sample, replace=False)] = True
+    return kept
 
 
 def eval_table(events: pd.DataFrame, rows: np.ndarray, past: np.ndarray, valid: np.ndarray, groups: np.ndarray,

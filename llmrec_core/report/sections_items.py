@@ -73,7 +73,8 @@ def new_items(report: Report) -> str:
                          warm[2], mean_sd(*warm[:2]), mean_sd(*arm.summary("recall@10", not_in_group("new"))[:2])])
         out += [f"**`{name}`**: trained on the {fmt(t['train_events'])} events before {t['cutoff_utc'][:16]} "
                 f"({fmt(t['new_items'])} items appear only later); tested on the {fmt(t['test_rows'])} events of "
-                f"{fmt(t['test_users'])} users from {t['window_utc'][0][:10]} to {t['window_utc'][1][:10]}.", "",
+                f"{fmt(t['test_users'])} users from {t['window_utc'][0][:10]} to {t['window_utc'][1][:10]}"
+                f"{_sampled(t)}.", "",
                 table(["model", "seeds", "budget", "new targets", "NDCG@10 new", "Recall@10 new", "warm targets",
                        "NDCG@10 warm", "Recall@10 warm"], rows), ""]
         own = [m for m in ours_models if runs[0].has(m)]  # the models this experiment trained
@@ -93,6 +94,15 @@ def new_items(report: Report) -> str:
         out.append("")
     out += retraining(report)
     return "\n".join(out)
+
+
+def _sampled(t: dict) -> str:
+    """How a window's warm targets were sampled (`prepare.time_split.warm_test_sample`), or nothing."""
+    if "test_warm_events" not in t:
+        return ""
+    groups = t["test_groups"]
+    return (f": every one of its {fmt(groups.get('new', 0))} new-item events and a seeded sample of "
+            f"{fmt(t['test_rows'] - groups.get('new', 0))} of its {fmt(t['test_warm_events'])} warm ones")
 
 
 def _against_named(report: Report, name: str, own: list[str], arms: dict[str, Arm]) -> list:

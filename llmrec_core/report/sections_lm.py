@@ -132,7 +132,9 @@ def levers(report: Report) -> str:
 
 def _sasrec_variants(report: Report, sets: dict, sasrec: Arm) -> list[str]:
     """SASRec with a lever of the head (an experiment that sets `sasrec.*`, e.g. `sasrec.members`) against the
-    standard SASRec: how much of a lever's gain an ID model gets too."""
+    standard SASRec: how much of a lever's gain an ID model gets too; and the headline head against each variant."""
+    head_name = report.headline_experiment("seqhead")
+    head = report.arm(head_name, "seqhead") if head_name else None
     rows = []
     for name, runs in report.experiments.items():
         changed = {k: v for k, v in sets.get(name, {}).items() if k.startswith("sasrec.")}
@@ -140,16 +142,19 @@ def _sasrec_variants(report: Report, sets: dict, sasrec: Arm) -> list[str]:
             continue
         arm = report.arm(name, "sasrec")
         ci, tail_ci = vs_sasrec(arm, sasrec)
+        head_ci, head_tail_ci = vs_sasrec(head, arm) if head else (None, None)
         rows.append([f"`{name}`", ", ".join(f"`{k}={v}`" for k, v in changed.items()), budget_text(arm),
                      train_time_text(arm), arm.seeds, mean_sd(*arm.summary("ndcg@10")[:2]),
-                     mean_sd(*arm.summary("ndcg@10", in_group("tail"))[:2]), ci.brief() if ci else None,
-                     tail_ci.brief() if tail_ci else None])
+                     mean_sd(*arm.summary("ndcg@10", in_group("tail"))[:2]),
+                     *(c.brief() if c else None for c in (ci, tail_ci, head_ci, head_tail_ci))])
     if not rows:
         return []
     return ["", "The same levers on SASRec itself, against the standard SASRec (what an ID model gets from them "
-            "too; goal 1 compares with the standard one):", "",
+            f"too; goal 1 compares with the standard one), and the headline head (`{head_name}`) against each "
+            "variant (shown, not deciding):", "",
             table(["experiment", "sets", "budget", "training", "seeds", "NDCG@10", "tail NDCG@10",
-                   "− SASRec (95% CI)", "tail − SASRec (95% CI)"], rows)]
+                   "− SASRec (95% CI)", "tail − SASRec (95% CI)", "head − this (95% CI)",
+                   "tail: head − this (95% CI)"], rows)]
 
 
 def _seed_runs(report: Report, run: str | None) -> list:

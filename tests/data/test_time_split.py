@@ -89,3 +89,36 @@ def test_each_test_row_sees_its_users_whole_past(time_split):
 def test_a_test_window_before_the_training_cutoff_is_refused():
     with pytest.raises(ValueError, match="test_offset_days must be >= train_shift_days"):
         TimeSplitConfig(train_shift_days=14, test_offset_days=7)
+
+
+def test_a_warm_sample_keeps_every_new_item_event_and_the_pasts(time_split, tmp_path):
+    import shutil
+
+    from llmrec_core.data.time_split import apply_time_split
+
+    manifest, out = time_split
+    full = pd.read_parquet(out / "eval_mixed.parquet")
+    full = full[full["split"] == "test"]
+    new_rows = int((full["group"] == "new").sum())
+    warm_rows = len(full) - new_rows
+    assert new_rows > 0 and warm_rows > 100
+    cfg = TimeSplitConfig(new_item_share=0.1, train_shift_days=7, test_offset_days=7, window_days=10,
+                          warm_test_sample=100, sample_seed=3)
+    samples = []
+    for copy in ("a", "b"):
+        shutil.copytree(out, tmp_path / copy)
+        block = apply_time_split(tmp_path / copy, cfg, 5, 0.8)
+        rows = pd.read_parquet(tmp_path / copy / "eval_mixed.parquet")
+        samples.append(rows[rows["split"] == "test"])
+    test = samples[0]
+    assert block["test_warm_events"] == warm_rows and block["test_rows"] == len(test) == new_rows + 100
+    assert block["test_groups"]["new"] == new_rows and block["config"]["warm_test_sample"] == 100
+    key = ["user_idx", "target", "history_len"]
+    assert test[key].equals(samples[1][key])  # seeded: the same sample twice
+    # every new-item row, and 100 of the warm ones, each exactly as without the sample (its whole past kept)
+    joined = test.merge(full, on=key, suffixes=("", "_full"), validate="one_to_one")
+    assert len(joined) == len(test) and (test["group"] == "new").sum() == new_rows
+    assert all(np.array_equal(a, b) for a, b in zip(joined["seen"], joined["seen_full"]))
+    # a split without a sample records what data prepared before the option existed records
+    assert TimeSplitConfig(window_days=10).record() == {"new_item_share": 0.1, "train_shift_days": 0.0,
+                                                        "test_offset_days": 0.0, "window_days": 10.0}

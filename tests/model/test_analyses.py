@@ -172,7 +172,8 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     assert "`scripts/tune_heads.py --model seqhead` on top of run `mixed.seed0`" in levers
     # the same levers on SASRec itself, against the standard one
     assert re.search(r"^\| `mixed-sasrec-ens` \| `sasrec.members=2` \| 2 networks × 1 epochs .* \| 1 \| \d\.\d{4} \| "
-                     r"\d\.\d{4} \| [+-]\d\.\d{4} \([^|]*\) \| [+-]\d\.\d{4} \([^|]*\) \|$", levers, flags=re.M)
+                     r"\d\.\d{4}( \| [+-]\d\.\d{4} \([^|]*\)){4} \|$", levers, flags=re.M)
+    assert "and the headline head (`" in levers  # each variant against the headline head (the last two columns)
     assert not (path.parent / "runs" / "mixed-sasrec-ens" / "train_log.csv").exists()  # no LM trained
     assert "| 16 | 1 | 0.2000 | 0.3000 | 0.1000 | -0.0500 | yes |" in levers  # min(0.2 - 0.25, 0.1 - 0.05)
     assert "picks hidden 16: -0.0500" in levers
