@@ -38,13 +38,15 @@ def _analyses_doc(sample_prepared, tiny_bert, tmp_path) -> dict:
         {"name": "mixed-head-tuned", "set": {"seqhead.item_vectors": "tuned", "eval.models": ["seqhead"]},
          "compare_to": "mixed"},
         # the new-item setting: its own data root, which the sweep prepares (a time split of the sample)
+        # (every new-item event of the window, and a sample of 40 warm ones)
         {"name": "new-items", "set": {"data.root": str(tmp_path / "data-new-items"),
-                                      "prepare.time_split": {"new_item_share": 0.2, "window_days": 60},
+                                      "prepare.time_split": {"new_item_share": 0.2, "window_days": 60,
+                                                             "warm_test_sample": 40},
                                       "eval.models": ["llmrec", "seqhead", "sasrec", "popularity"]}},
         # a lever on the new-item split (logit adjustment in the head's loss), paired with the experiment it names
         {"name": "new-items-head-la", "compare_to": "new-items",
          "set": {"data.root": str(tmp_path / "data-new-items"),
-                 "prepare.time_split": {"new_item_share": 0.2, "window_days": 60},
+                 "prepare.time_split": {"new_item_share": 0.2, "window_days": 60, "warm_test_sample": 40},
                  "seqhead.logit_adjustment": 0.5, "eval.models": ["seqhead"]}},
         # a lever of the head on SASRec itself (an ensemble of 2): no LM is trained for it
         {"name": "mixed-sasrec-ens", "set": {"sasrec.members": 2, "eval.models": ["sasrec"]}},
@@ -204,6 +206,10 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     # new items: a table per time-split experiment, paired comparisons on new and warm targets, users resampled
     new = _section(text, "New items")
     assert "**`new-items`**: trained on the" in new and "| LLM-Rec (`new-items`) | 1 |" in new
+    sampled = re.search(r"every one of its ([\d,]+) new-item events and a seeded sample of ([\d,]+) of its ([\d,]+) "
+                        r"warm ones", new)
+    kept, warm = (int(sampled[i].replace(",", "")) for i in (2, 3)) if sampled else (None, None)
+    assert sampled and kept == min(40, warm)  # warm_test_sample
     assert re.search(r"\| LLM-Rec \(`new-items`\) vs SASRec \(`new-items`\), new targets \| NDCG@10 \|.*\| paired \|", new)
     assert re.search(r"- LLM-Rec \(`new-items`\) ahead of every baseline on new-item targets \(NDCG@10\): \*\*", new)
     for scope in ("new", "warm"):  # a new-item lever against the experiment it names
