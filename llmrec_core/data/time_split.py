@@ -68,8 +68,9 @@ def apply_time_split(out: Path, cfg, max_history: int, tail_fraction: float) -> 
 
     train_count = np.bincount(item_idx[is_train], minlength=len(items))
     known = np.bincount(item_idx[before], minlength=len(items)) > 0
-    warm_events = int((is_test & known[item_idx]).sum())
-    is_test = sample_warm_tests(is_test, known[item_idx], cfg.warm_test_sample, cfg.sample_seed)
+    warm = known[item_idx]  # per event: its item appeared before the cutoff
+    warm_events = int((is_test & warm).sum())
+    is_test = sample_warm_tests(is_test, warm, cfg.warm_test_sample, cfg.sample_seed)
     groups = item_groups(train_count, tail_fraction)
     groups[~known] = "new"
     items = items.assign(train_count=train_count.astype(np.int64), group=groups.astype(str))
