@@ -206,3 +206,13 @@ def compare(a: Arm, b: Arm, metric: str, where=None, seed: int = 0) -> Interval 
             return paired_interval(merged["value_a"].to_numpy(), merged["value_b"].to_numpy(), seed,
                                    clusters=users if several else None)
     return unpaired_interval(ta["value"].to_numpy(), tb["value"].to_numpy(), seed)
+
+
+def per_seed_differences(a: Arm, b: Arm, metric: str, where=None) -> list[float] | None:
+    """Each of a's runs (seeds) on `metric` minus b's mean over its seeds. The interval of `compare` is over targets,
+    for the mean over seeds; this shows how far single runs spread around it."""
+    ta, tb = a.values(metric, where), b.values(metric, where)
+    if ta is None or tb is None or not len(ta) or not len(tb):
+        return None
+    baseline = tb["value"].mean()
+    return [float(ta[f"seed{i}"].mean() - baseline) for i in range(a.seeds)]

@@ -55,3 +55,20 @@ def test_resampling_users_widens_the_interval_when_a_users_targets_move_together
     by_user = paired_interval(diff, np.zeros(600), seed=0, clusters=users)
     assert by_user.diff == pytest.approx(by_target.diff)
     assert (by_user.high - by_user.low) > 3 * (by_target.high - by_target.low)
+
+
+def test_per_seed_differences_set_each_run_against_the_baselines_mean():
+    import pandas as pd
+    from types import SimpleNamespace
+
+    from llmrec_core.report.collect import Arm, per_seed_differences
+
+    def run(model, ranks):
+        return SimpleNamespace(ranks=pd.DataFrame({"user_idx": [0, 1], "target": [5, 6], "domain": ["d", "d"],
+                                                   "group": ["new", "new"], f"rank_{model}": ranks}))
+
+    ours = Arm.of("ours", "llmrec", [run("llmrec", [0, 20]), run("llmrec", [20, 20])])  # NDCG@10 0.5, then 0
+    base = Arm.of("base", "zero_shot", [run("zero_shot", [1, 20])])  # (1 / log2(3) + 0) / 2
+    diffs = per_seed_differences(ours, base, "ndcg@10")
+    assert diffs == pytest.approx([0.5 - 0.5 / math.log2(3), -0.5 / math.log2(3)])
+    assert per_seed_differences(ours, Arm.of("none", "sasrec", [run("llmrec", [0, 0])]), "ndcg@10") is None
