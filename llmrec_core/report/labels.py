@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..model.encoder import PACKAGED_MODELS
-from .collect import Arm, Run, read_json
+from .collect import Arm, Run, per_seed_differences, read_json
 from .markdown import fmt, table
 
 SETTINGS = {"single_domain": "Single Domain", "s2piao": "S2PIAO", "mixed": "Mixed"}
@@ -104,6 +104,16 @@ def _train_seconds(cost: dict | None) -> float | None:
 def said(verdict: str) -> str:
     """A verdict inside a sentence: "holds", "does not hold", "is inconclusive at this budget"."""
     return "is " + verdict if verdict.startswith("inconclusive") else verdict
+
+
+def runs_ahead(a: Arm, b: Arm, where=None) -> str:
+    """"4 of 6 (-0.0061 to +0.0194)": how many of a's single runs (seeds) are ahead of b's mean on NDCG@10, and the
+    range of their differences; "" for one seed. A comparison's interval is over targets, for the mean over seeds,
+    while a deployment serves one run."""
+    diffs = per_seed_differences(a, b, "ndcg@10", where) if a.seeds > 1 else None
+    if not diffs:
+        return ""
+    return f"{sum(d > 0 for d in diffs)} of {len(diffs)} ({min(diffs):+.4f} to {max(diffs):+.4f})"
 
 
 def in_group(group: str) -> Callable:

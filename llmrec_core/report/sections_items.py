@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from . import figures
-from .collect import Arm, compare, per_seed_differences
+from .collect import Arm, compare
 from .core import Report
-from .labels import MODEL_LABELS, budget_text, in_domain, in_group, not_in_group, said
+from .labels import MODEL_LABELS, budget_text, in_domain, in_group, not_in_group, runs_ahead, said
 from .markdown import fmt, mean_sd, table
 
 
@@ -97,16 +97,9 @@ def new_items(report: Report) -> str:
 
 
 def _single_runs(arms: dict[str, Arm], a: str, baselines: list[str]) -> str:
-    """How many of a's seeds, each on its own, are ahead of each baseline on new-item targets: the comparisons'
-    intervals are over targets for the mean over seeds, and a deployment serves one run."""
-    if arms[a].seeds < 2:
-        return ""
-    counts = []
-    for b in baselines:
-        diffs = per_seed_differences(arms[a], arms[b], "ndcg@10", in_group("new"))
-        if diffs:
-            counts.append(f"{MODEL_LABELS[b]} {sum(d > 0 for d in diffs)} of {len(diffs)} "
-                          f"({min(diffs):+.4f} to {max(diffs):+.4f})")
+    """How many of a's runs, each on its own, are ahead of each baseline on new-item targets."""
+    counts = [f"{MODEL_LABELS[b]} {text}" for b in baselines
+              if (text := runs_ahead(arms[a], arms[b], in_group("new")))]
     return f" Single runs ahead of each baseline: {'; '.join(counts)}." if counts else ""
 
 

@@ -6,7 +6,7 @@ from . import figures
 from .collect import Arm, compare
 from .core import Report
 from .labels import (MODEL_LABELS, SETTINGS, TUNINGS, budget_text, in_domain, in_group, lm_budget, negatives_text,
-                     reads_tuned_lm, said, seed_spread, train_time_text, tuning_table, weights_origin)
+                     reads_tuned_lm, runs_ahead, said, seed_spread, train_time_text, tuning_table, weights_origin)
 from .markdown import fmt, mean_sd, table
 
 
@@ -76,8 +76,11 @@ def goal_verdict(ours: list[Arm], sasrec: Arm | None) -> list[str]:
         overall, tail = vs_sasrec(a, sasrec)
         if overall is None or tail is None:
             continue
+        single = runs_ahead(a, sasrec), runs_ahead(a, sasrec, in_group("tail"))
         lines.append(f"- **{a.label} ≥ SASRec** (NDCG@10, overall and tail): {goal_met(overall, tail)}; "
-                     f"overall {overall.brief()}, tail {tail.brief()}.")
+                     f"overall {overall.brief()}, tail {tail.brief()}."
+                     + (f" Single runs ahead of SASRec's mean: {single[0]} overall, {single[1]} on the tail."
+                        if all(single) else ""))
     return lines + [""] if lines else []
 
 

@@ -151,6 +151,11 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     assert re.search(rf"- \*\*LLM-Rec seq head \(`{best}`\) ≥ SASRec\*\* \(NDCG@10, overall and tail\): (not reached|met in "
                      r"the means, not settled|holds);",
                      headline)
+    # a goal line of a seeded experiment says how many of its single runs are ahead of SASRec's mean; one run, none
+    for name, line in re.findall(r"^- \*\*LLM-Rec(?: seq head)? \(`([\w-]+)`\) ≥ SASRec\*\*(.*)$", headline, flags=re.M):
+        single = re.search(r"Single runs ahead of SASRec's mean: \d of (\d) \([+-]\d\.\d{4} to [+-]\d\.\d{4}\) overall, "
+                           r"\d of \d \(.*\) on the tail\.$", line)
+        assert (single is not None and single[1] == "2") if name == "mixed" else single is None, line
     # the levers: every Mixed tuned model against SASRec, with what its experiment sets
     levers = _section(text, "Levers")
     assert re.search(r"\| `mixed-bank` \| LLM-Rec \| `train.item_bank_negatives=True`.*\| [+-]\d\.\d{4} \([^|]*\) "
