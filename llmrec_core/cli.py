@@ -240,6 +240,10 @@ def recommend(params: Path = ParamsOption, overrides: list[str] = SetOption, exp
     except (FileNotFoundError, KeyError, ValueError) as e:
         _fail(str(e.args[0] if isinstance(e, KeyError) else e))
     _table("history (oldest first)", ["title", "domain"], hist[["title", "domain"]].values.tolist())
+    unknown = hist.loc[~hist["in_catalog"], "title"].tolist()
+    if unknown:
+        console.print(f"not in the catalogue, so read as text only and not excluded: {'; '.join(unknown)}",
+                      style="yellow", highlight=False)
     _table(f"top {k}", ["rank", "title", "domain", "item id", "score", "added"],
            [[r.rank, r.title, r.domain, r.item_id, f"{r.score:.4f}", r.added] for r in recs.itertuples()])
 

@@ -158,14 +158,15 @@ class Recommender:
 
     def recommend(self, user: str | None = None, history: list[str] | None = None, k: int = 10,
                   domain: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Top-k items for a known user or a list of titles; returns (history rows, recommendations)."""
+        """Top-k items for a known user or a list of titles; returns (history rows: title, domain, in_catalog;
+        recommendations). Titles match the catalogue's case-insensitively; the items matched are excluded."""
         if (user is None) == (history is None):
             raise ValueError("give exactly one of a user id or a history of titles")
         catalog = self.index.catalog
         if user is not None:  # the model reads the recent window; everything the user rated is excluded
             seen = user_events(self.params, user)
             window = seen[-self.tower.window:]
-            hist = catalog.iloc[window][["title", "domain"]].reset_index(drop=True).assign(row=window)
+            hist = catalog.iloc[window][["title", "domain"]].reset_index(drop=True).assign(row=window, in_catalog=True)
         else:
             titles = [t.strip() for t in history if t.strip()]
             if not titles:
@@ -174,7 +175,9 @@ class Recommender:
             seen = known.dropna().to_numpy(dtype=np.int64)
             rows = known.fillna(-1).to_numpy(dtype=np.int64)
             domains = catalog["domain"].to_numpy()[np.maximum(rows, 0)]
-            hist = pd.DataFrame({"title": titles, "domain": np.where(rows >= 0, domains, ""), "row": rows})
+            # a title not in the catalogue is read as text only, and nothing can be excluded for it
+            hist = pd.DataFrame({"title": titles, "domain": np.where(rows >= 0, domains, ""), "row": rows,
+                                 "in_catalog": rows >= 0})
         allowed = None
         if domain is not None:
             allowed = np.flatnonzero(catalog["domain"].to_numpy() == domain)
@@ -190,7 +193,7 @@ class Recommender:
         recs = catalog.iloc[ids][["item_id", "domain", "title", "added"]].reset_index(drop=True)
         recs.insert(0, "rank", np.arange(1, len(recs) + 1))
         recs["score"] = scores.round(4)
-        return hist[["title", "domain"]], recs
+        return hist[["title", "domain", "in_catalog"]], recs
 
     def add(self, rows: pd.DataFrame) -> np.ndarray:
         """Embed new items (item_id, domain, title) and add them to the index in memory and on disk."""

@@ -62,6 +62,11 @@ def test_recommend_for_a_known_user_and_for_titles(server):
     assert titles and not {r["title"] for r in body["items"]} & set(titles)  # what the user rated is excluded
     res = client.post("/recommend", json={"history": titles[-3:], "k": 3, "domain": body["items"][0]["domain"]})
     assert res.status_code == 200 and {r["domain"] for r in res.json()["items"]} == {body["items"][0]["domain"]}
+    # a title the catalogue lacks is read as text and flagged; a known one matches whatever its case
+    res = client.post("/recommend", json={"history": [titles[-1].upper(), "A Title Nobody Wrote"], "k": 3})
+    assert res.status_code == 200, res.text
+    assert [h["in_catalog"] for h in res.json()["history"]] == [True, False]
+    assert titles[-1] not in {r["title"] for r in res.json()["items"]}
 
 
 def test_a_new_item_is_searchable_when_the_call_returns(server):
