@@ -23,8 +23,31 @@ from .provenance import (EARLIER_EXPERIMENT_CODES, EXPERIMENT_CODE, code_hash, c
 STAMP = "experiment.json"
 
 
+# What every model reads of `train`: the data setting (and the run's folder, which names the run).
+SETTING_KEYS = frozenset({"setting", "domain", "run_dir"})
+
+
 def experiment_config(params: Params) -> dict:
-    """The sections of the params that decide an experiment's results (their non-default values)."""
+    """The params that decide an experiment's results (their non-default values): `prepare` and `eval`, the data
+    setting, and the sections its models read -- `train` whole only when the LM is fine-tuned (for `llmrec`, or
+    for a head over the tuned LM), `model` when an LM encodes, a head's section when that head runs. So a change
+    to the base config's `seqhead` section stales the runs of the sequence head, not those of the LM alone."""
+    models = set(params.eval.models)
+    tunes_lm = "llmrec" in models or ("seqhead" in models and params.seqhead.item_vectors == "tuned")
+    train = non_default(params.train)
+    config = {"prepare": non_default(params.prepare), "eval": non_default(params.eval),
+              "train": train if tunes_lm else {key: value for key, value in train.items() if key in SETTING_KEYS}}
+    if models & {"llmrec", "zero_shot", "seqhead"}:
+        config["model"] = non_default(params.model)
+    for head in ("sasrec", "seqhead"):
+        if head in models:
+            config[head] = non_default(getattr(params, head))
+    return config
+
+
+def legacy_experiment_config(params: Params) -> dict:
+    """`experiment_config` as it first was: every section, whatever the run's models. `restamp` carries a run
+    stamped with it over to today's definition when these params still give its recorded fingerprint."""
     return {section: non_default(getattr(params, section))
             for section in ("prepare", "model", "train", "sasrec", "seqhead", "eval")}
 
@@ -152,7 +175,8 @@ def restamp(params: Params) -> tuple[str, str]:
     without rerunning it, when it is proven not to change its results: the recorded code hash is that of its
     scope at the recorded commit (so the run was made from that commit's code), its fingerprint with that hash is
     today's (same params and prepared data), and every file of today's scope is the same at that commit as in this
-    tree -- or, where the code changed, probes made with the old and the new code agree (probe.py).
+    tree -- or, where the code changed, probes made with the old and the new code agree (probe.py). A fingerprint
+    taken the first way (`legacy_experiment_config`) counts as today's params when these params still give it.
     Returns (outcome, why); outcome is "restamped", "current" or "kept stale"."""
     status, _ = run_status(params)
     stamp = read_stamp(params)
@@ -162,18 +186,26 @@ def restamp(params: Params) -> tuple[str, str]:
     commit, old_hash = recorded.get("commit"), recorded.get("code_hash")
     if not _recorded_code_was_committed(stamp):
         return "kept stale", f"its code hash is not that of commit {str(commit)[:12]} (uncommitted code?)"
-    config, manifest = experiment_config(params), DataLayout(params.data_root).prepared / "manifest.json"
-    if stamp.get("fingerprint") != fingerprint(config, manifest, code=old_hash):
+    manifest = DataLayout(params.data_root).prepared / "manifest.json"
+    matches = [how for how, config in (("", experiment_config(params)),
+                                       (" (its fingerprint took every section, as it first did)",
+                                        legacy_experiment_config(params)))
+               if stamp.get("fingerprint") == fingerprint(config, manifest, code=old_hash)]
+    if not matches:
         return "kept stale", "params or prepared data changed"
     run_dir, new_hash = run_folder(params), code_hash(EXPERIMENT_CODE)
     carried_by, why = "git", f"code of commit {commit[:12]} is today's in llmrec_core/{{{','.join(EXPERIMENT_CODE)}}}"
-    if code_hash_at(commit, EXPERIMENT_CODE) != new_hash:
+    if old_hash == new_hash:  # the code it records is today's: only the fingerprint's definition changed
+        carried_by, why = "fingerprint", f"same params, prepared data and code{matches[0]}"
+    elif code_hash_at(commit, EXPERIMENT_CODE) != new_hash:
         agree, why = probes_agree(run_dir, old_hash, new_hash)
         if not agree:
             return "kept stale", f"code changed since commit {commit[:12]}; {why}"
         carried_by = "probe"
+    earlier = ([stamp["restamped"]] + stamp["restamped"].pop("earlier", [])) if stamp.get("restamped") else []
     stamp["restamped"] = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "code_hash": old_hash, "by": carried_by,
-                          "why": why, "code_scope": recorded.get("code_scope"), "fingerprint": stamp["fingerprint"]}
+                          "why": why, "code_scope": recorded.get("code_scope"), "fingerprint": stamp["fingerprint"],
+                          **({"earlier": earlier} if earlier else {})}
     stamp["fingerprint"] = experiment_fingerprint(params)
     stamp["provenance"] = {**recorded, "code_hash": new_hash, "code_scope": list(EXPERIMENT_CODE)}
     (run_dir / STAMP).write_text(json.dumps(stamp, indent=2))

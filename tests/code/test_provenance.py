@@ -160,3 +160,56 @@ def test_restamp_carries_a_run_over_a_code_change_only_when_probes_of_both_codes
     (tmp_path / "run" / "experiment.json").write_text(json.dumps(stamp))
     outcome, why = restamp(params)
     assert outcome == "restamped" and now in why and later in why
+    assert json.loads((tmp_path / "run" / "experiment.json").read_text())["restamped"]["earlier"][0]["by"] == "probe"
+
+
+def test_a_runs_fingerprint_takes_only_the_sections_its_models_read(tmp_path):
+    from llmrec_core.analyses import experiment_fingerprint
+    from llmrec_core.config import load_params
+
+    def fingerprint_with(*overrides):
+        return experiment_fingerprint(load_params("params.yaml", [f"data.root={tmp_path}", *overrides]))
+
+    lm_only = fingerprint_with("eval.models=[llmrec]")
+    assert fingerprint_with("eval.models=[llmrec]", "seqhead.hidden=128", "sasrec.lr=0.01") == lm_only
+    assert fingerprint_with("eval.models=[llmrec]", "train.lr=0.001") != lm_only
+    assert fingerprint_with("eval.models=[llmrec]", "model.temperature=0.1") != lm_only
+
+    head = fingerprint_with("eval.models=[seqhead]")
+    assert fingerprint_with("eval.models=[seqhead]", "seqhead.hidden=128") != head
+    assert fingerprint_with("eval.models=[seqhead]", "train.lr=0.001") == head  # over the pre-trained LM
+    assert fingerprint_with("eval.models=[seqhead]", "model.item_max_tokens=16") != head  # which encodes its items
+    tuned = ("eval.models=[seqhead]", "seqhead.item_vectors=tuned")
+    assert fingerprint_with(*tuned, "train.lr=0.001") != fingerprint_with(*tuned)  # over the LM it fine-tunes
+
+    sasrec = fingerprint_with("eval.models=[sasrec]")
+    assert fingerprint_with("eval.models=[sasrec]", "model.temperature=0.1", "train.lr=0.001") == sasrec
+    assert fingerprint_with("eval.models=[sasrec]", "train.setting=s2piao") != sasrec  # every model reads the setting
+    assert fingerprint_with("eval.models=[sasrec]", "sasrec.lr=0.01") != sasrec
+
+
+@pytest.mark.skipif(git_state()["commit"] is None, reason="needs a git checkout")
+def test_restamp_carries_a_run_fingerprinted_with_every_section_when_its_params_still_give_that_fingerprint(
+        tmp_path, monkeypatch):
+    from llmrec_core.analyses import legacy_experiment_config, restamp, run_status
+    from llmrec_core.config import load_params
+
+    _head_tree(monkeypatch)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=PACKAGE).stdout.strip()
+    code = code_hash_at(head, EXPERIMENT_CODE)
+    base = [f"train.run_dir={tmp_path / 'run'}", f"data.root={tmp_path / 'data'}", "eval.models=[llmrec]"]
+    params = load_params("params.yaml", base)
+
+    # stamped when the fingerprint took every section, with other params than today's
+    _stamp(params, code, head, config=legacy_experiment_config(load_params("params.yaml", [*base, "train.lr=0.001"])))
+    assert run_status(params)[0] == "stale"
+    assert restamp(params) == ("kept stale", "params or prepared data changed")
+
+    _stamp(params, code, head, config=legacy_experiment_config(params))  # ... with today's
+    assert run_status(params)[0] == "stale"
+    outcome, why = restamp(params)
+    assert outcome == "restamped" and "every section" in why
+    assert run_status(params)[0] == "current"
+    # a change to a section the run's models do not read leaves it current
+    assert run_status(load_params("params.yaml", [*base, "seqhead.hidden=128"]))[0] == "current"
+    assert run_status(load_params("params.yaml", [*base, "train.lr=0.001"]))[0] == "stale"
