@@ -37,6 +37,18 @@ class Report:
     def first(self, name: str) -> Run:
         return self.experiments[name][0]
 
+    def changes(self, name: str) -> dict:
+        """What experiment `name` sets that differs from the base config: its `set` without the keys that repeat
+        the base's value (an anchor may hold them for other experiments' sake)."""
+        entry = next(e for e in self.base.experiments if e.name == name)
+        params = self.first(name).params
+
+        def value(of, key: str):
+            section, _, field = key.partition(".")
+            return getattr(of, section).model_dump(mode="json").get(field)
+
+        return {key: v for key, v in entry.set.items() if value(params, key) != value(self.base, key)}
+
     def arm(self, name: str, model: str, label: str | None = None, domain: str | None = None) -> Arm:
         return Arm.of(label or f"{MODEL_LABELS[model]} (`{name}`)", model, self.experiments[name], domain)
 

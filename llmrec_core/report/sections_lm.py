@@ -91,7 +91,7 @@ def levers(report: Report) -> str:
     if base is None or not report.first(base).has("sasrec"):
         return "Not run: needs a Mixed-setting experiment with SASRec."
     sasrec = report.arm(base, "sasrec")
-    sets = {e.name: e.set for e in report.base.experiments}
+    sets = {name: report.changes(name) for name in report.experiments}
     rows = []
     for name, runs in report.experiments.items():
         if runs[0].setting != "mixed":
@@ -102,9 +102,11 @@ def levers(report: Report) -> str:
             arm = report.arm(name, model)
             ci, tail_ci = vs_sasrec(arm, sasrec)
             own_lm = reads_tuned_lm(runs[0], model)  # its LM's training settings are its own
+            unread = {"sasrec"} | ({"seqhead"} if model == "llmrec" else set()) | (
+                {"train"} if model == "seqhead" and not own_lm else set())  # sections this model does not read
             changed = ", ".join(f"`{k}={v}`" for k, v in sets.get(name, {}).items()
-                                if not k.startswith("eval.") and not k.endswith("run_dir")
-                                and not (model == "seqhead" and k.startswith("train.") and not own_lm)) or "base config"
+                                if k.split(".")[0] not in ("eval", "index") and not k.endswith("run_dir")
+                                and k.split(".")[0] not in unread) or "base config"
             rows.append([f"`{name}`", MODEL_LABELS[model], changed, budget_text(arm), train_time_text(arm), arm.seeds,
                          report.valid_ndcg(name, model), mean_sd(*arm.summary("ndcg@10")[:2]),
                          mean_sd(*arm.summary("ndcg@10", in_group("tail"))[:2]),
@@ -123,8 +125,11 @@ def levers(report: Report) -> str:
         grid = report.bench[stem]  # a grid over the head's seed is a spread; any other, a choice
         lever_text += ["", *(seed_spread(grid, _seed_runs(report, grid.get("experiment"))) or tuning_table(
             grid, report.first(head).params, f"the headline head's (`{head}`) values", reference))]
+    is_base = head and not any(not k.startswith("eval.") for k in sets.get(head, {}))
     return "\n".join([f"Every Mixed-setting experiment's tuned model against SASRec (`{base}`), on the test split; "
-                      f"each row says what its experiment sets on top of the base config (`{report.params_path}`). "
+                      f"each row says what its experiment sets on top of the base config (`{report.params_path}`)"
+                      + (f", which is the headline head's (`{head}`): a head's row says what it takes back from "
+                         "it. " if is_base else ". ") +
                       "valid: the whole validation split, on which configurations are chosen. training: the mean "
                       "time of the train phase per run, on the device named (runs on a GPU at a CPU budget give "
                       "CPU-budget quality in GPU time).", "",
@@ -207,14 +212,14 @@ def goal_met(overall, tail) -> str | None:
 def _same_budget_pairs(report: Report, sets: dict) -> list:
     """(claim, lever arm, anchor arm, metric, None) for Mixed LLM-Rec experiments that share a model and an LM
     budget (steps, batch, examples, user tokens): each against the one of them whose `set` changes the fewest
-    training keys (the first in the params file on a tie); then the pairs experiments name (`_named_pairs`)."""
+    keys of the LM (the first in the params file on a tie); then the pairs experiments name (`_named_pairs`)."""
     groups: dict[tuple, list[str]] = {}
     for name, runs in report.experiments.items():
         if runs[0].setting == "mixed" and runs[0].has("llmrec") and runs[0].cost_train:
             groups.setdefault((runs[0].model_name, lm_budget(runs[0])), []).append(name)
     pairs = []
     for names in groups.values():
-        anchor = min(names, key=lambda n: sum(not k.startswith("eval.") for k in sets.get(n, {})))
+        anchor = min(names, key=lambda n: sum(k.split(".")[0] in ("train", "model") for k in sets.get(n, {})))
         pairs += [(f"`{n}` vs `{anchor}`", report.arm(n, "llmrec"), report.arm(anchor, "llmrec"), "ndcg@10", None)
                   for n in names if n != anchor]
     return pairs + _named_pairs(report, pairs)

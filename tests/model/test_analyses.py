@@ -26,16 +26,20 @@ def _analyses_doc(sample_prepared, tiny_bert, tmp_path) -> dict:
     doc["experiments"] = [
         {"name": "mixed", "seeds": [0, 1],
          "set": {"eval.models": ["llmrec", "zero_shot", "seqhead", "sasrec", "popularity"]}},
-        {"name": "mixed-lora", "set": {"train.tuning": "lora", "eval.models": ["llmrec"]}},
+        # serving the head where a run has none: the run indexes its LM
+        {"name": "mixed-lora", "set": {"train.tuning": "lora", "eval.models": ["llmrec"], "index.model": "seqhead"}},
         {"name": "s2piao", "set": {"train.setting": "s2piao"}},
         {"name": "single-books", "set": {"train.setting": "single_domain", "train.domain": "Books"}},
         {"name": "lodo-books", "set": {"train.setting": "leave_one_domain_out", "train.domain": "Books",
                                        "eval.models": ["llmrec"]}},
         # in one process after fp32 runs: a sweep may change the mixed precision between runs
-        {"name": "mixed-bank", "set": {"train.item_bank_negatives": True, "train.item_bank_refresh_steps": 1,
-                                       "train.mixed_precision": "bf16", "eval.models": ["llmrec"]}},
+        # (its batch size repeats the base config's: the report's levers table does not list it)
+        {"name": "mixed-bank", "set": {"train.batch_size": 8, "train.item_bank_negatives": True,
+                                       "train.item_bank_refresh_steps": 1, "train.mixed_precision": "bf16",
+                                       "eval.models": ["llmrec"]}},
         # the sequence head over this run's fine-tuned LM: the sweep trains the LM first, though it is not evaluated
-        {"name": "mixed-head-tuned", "set": {"seqhead.item_vectors": "tuned", "eval.models": ["seqhead"]},
+        {"name": "mixed-head-tuned", "set": {"seqhead.item_vectors": "tuned", "eval.models": ["seqhead"],
+                                             "index.model": "seqhead"},
          "compare_to": "mixed"},
         # the new-item setting: its own data root, which the sweep prepares (a time split of the sample)
         # (every new-item event of the window, and a sample of 40 warm ones)
@@ -90,6 +94,12 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
                                            "new-items-head-la", "mixed-sasrec-ens"]
     assert [s["seed"] for s in stamps[:2]] == [0, 1]
     assert all(len(s["provenance"]["code_hash"]) == 16 for s in stamps)
+    # each run indexes the model `index.model` names when it trained it, else its LM, else nothing
+    runs = tmp_path / "runs"
+    assert (runs / "mixed-head-tuned" / "seqhead" / "index" / "index.json").is_file()
+    assert not (runs / "mixed-head-tuned" / "index").exists()
+    assert (runs / "mixed-lora" / "index" / "index.json").is_file()
+    assert not (runs / "mixed-sasrec-ens" / "index").exists()
 
     # a second sweep trains nothing: every run is up to date
     weights = tmp_path / "runs" / "mixed.seed0" / "weights.safetensors"
