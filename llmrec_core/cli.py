@@ -173,7 +173,9 @@ def train(params: Path = ParamsOption, overrides: list[str] = SetOption, experim
         cost = summary["cost"]
         _table(f"{model} training", ["epoch", "loss", "valid NDCG@10"],
                [[e["epoch"], f"{e['loss']:.4f}", f"{e['valid_ndcg@10']:.4f}"] for e in summary["evals"]])
-        console.print(f"{cost['parameters_total']:,} parameters; {cost['seconds_per_epoch']} s/epoch on {cost['device']}; "
+        speed = (f"{cost['seconds_per_epoch']} s/epoch" if cost.get("seconds_per_epoch")
+                 else "no epoch run here (its checkpoint was complete)")
+        console.print(f"{cost['parameters_total']:,} parameters; {speed} on {cost['device']}; "
                       f"weights in {p.resolve(getattr(p, model).run_dir)}")
         return
     _table("training", ["epoch", "last loss", "valid NDCG@10", "valid Recall@10"],
@@ -181,7 +183,9 @@ def train(params: Path = ParamsOption, overrides: list[str] = SetOption, experim
             for e in summary["epochs"]])
     cost = summary["cost"]
     console.print(f"{cost['parameters_trainable']:,} of {cost['parameters_total']:,} parameters trained; "
-                  f"{cost['samples_per_s']} samples/s on {cost['device']}; weights in {p.resolve(p.train.run_dir)}")
+                  + (f"{cost['samples_per_s']} samples/s" if cost.get("samples_per_s")
+                     else "no step run here (its checkpoint was complete)")
+                  + f" on {cost['device']}; weights in {p.resolve(p.train.run_dir)}")
 
 
 @app.command()
