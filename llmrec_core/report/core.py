@@ -44,8 +44,11 @@ class Report:
         params = self.first(name).params
 
         def value(of, key: str):
-            section, _, field = key.partition(".")
-            return getattr(of, section).model_dump(mode="json").get(field)
+            section, *path = key.split(".")
+            node = getattr(of, section).model_dump(mode="json")
+            for part in path:  # e.g. train.lora.r
+                node = node.get(part) if isinstance(node, dict) else None
+            return node
 
         return {key: v for key, v in entry.set.items() if value(params, key) != value(self.base, key)}
 
