@@ -134,8 +134,8 @@ def train_models(params: Params, name: str, log: Callable[[str], None], show_pro
 
 def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[str], None] = print,
                    index: bool = True) -> dict:
-    """Train what the run's `eval.models` needs, evaluate on the test split, index the items with the model of
-    `index.model` or else the LM, when the run has it (unless `index` is False: the index is for serving, and no
+    """Train what the run's `eval.models` needs, evaluate on the test split, index the items with each of its
+    models that serves, the LM and the sequence head (unless `index` is False: the index is for serving, and no
     result depends on it)."""
     from .evaluate.run import evaluate
 
@@ -160,11 +160,11 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
     tuned = tuple(m for m in ("llmrec", "seqhead") if m in models)
     if tuned:  # the whole validation split, on which the report chooses its headline runs
         evaluate(params, tuned, "valid")
-    served = next((m for m in (params.index.model, "llmrec") if m in models), None)
-    if served and index:  # the serving index of `index.model`, or else of the LM, when the run trained it
+    if index:  # a serving index for each model the run trained that can serve (the report reads the LM's)
         from .serve.recommend import build_index
 
-        build_index(params if served == params.index.model else load_params(path, [f"index.model={served}"], name))
+        for served in (m for m in ("llmrec", "seqhead") if m in models):
+            build_index(load_params(path, [f"index.model={served}"], name))
     stamp = {"name": name, "fingerprint": experiment_fingerprint(params), "models": list(models),
              "seed": params.train.seed, "provenance": provenance(EXPERIMENT_CODE),
              "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(time.perf_counter() - started, 1)}

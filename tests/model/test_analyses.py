@@ -26,7 +26,7 @@ def _analyses_doc(sample_prepared, tiny_bert, tmp_path) -> dict:
     doc["experiments"] = [
         {"name": "mixed", "seeds": [0, 1],
          "set": {"eval.models": ["llmrec", "zero_shot", "seqhead", "sasrec", "popularity"]}},
-        # serving the head where a run has none: the run indexes its LM
+        # `index.model` names the head, which this run does not have: it indexes its LM
         {"name": "mixed-lora", "set": {"train.tuning": "lora", "eval.models": ["llmrec"], "index.model": "seqhead"}},
         {"name": "s2piao", "set": {"train.setting": "s2piao"}},
         {"name": "single-books", "set": {"train.setting": "single_domain", "train.domain": "Books"}},
@@ -94,12 +94,14 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
                                            "new-items-head-la", "mixed-sasrec-ens"]
     assert [s["seed"] for s in stamps[:2]] == [0, 1]
     assert all(len(s["provenance"]["code_hash"]) == 16 for s in stamps)
-    # each run indexes the model `index.model` names when it trained it, else its LM, else nothing
+    # each run indexes every model it trained that serves (the LM, the head), whatever `index.model` says
     runs = tmp_path / "runs"
     assert (runs / "mixed-head-tuned" / "seqhead" / "index" / "index.json").is_file()
-    assert not (runs / "mixed-head-tuned" / "index").exists()
+    assert not (runs / "mixed-head-tuned" / "index").exists()  # its LM was trained, not evaluated
     assert (runs / "mixed-lora" / "index" / "index.json").is_file()
-    assert not (runs / "mixed-sasrec-ens" / "index").exists()
+    assert not (runs / "mixed-lora" / "seqhead").exists()
+    assert all((runs / "mixed.seed0" / sub / "index.json").is_file() for sub in ("index", "seqhead/index"))
+    assert not any((runs / "mixed-sasrec-ens").glob("**/index.json"))
 
     # a second sweep trains nothing: every run is up to date
     weights = tmp_path / "runs" / "mixed.seed0" / "weights.safetensors"
