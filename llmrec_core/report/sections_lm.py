@@ -102,11 +102,11 @@ def levers(report: Report) -> str:
             arm = report.arm(name, model)
             ci, tail_ci = vs_sasrec(arm, sasrec)
             own_lm = reads_tuned_lm(runs[0], model)  # its LM's training settings are its own
-            unread = {"sasrec"} | ({"seqhead"} if model == "llmrec" else set()) | (
-                {"train"} if model == "seqhead" and not own_lm else set())  # sections this model does not read
+            # sections that decide no result of this model (which models run, serving, other models' knobs)
+            unshown = {"eval", "index", "sasrec"} | ({"seqhead"} if model == "llmrec" else set()) | (
+                {"train"} if model == "seqhead" and not own_lm else set())
             changed = ", ".join(f"`{k}={v}`" for k, v in sets.get(name, {}).items()
-                                if k.split(".")[0] not in ("eval", "index") and not k.endswith("run_dir")
-                                and k.split(".")[0] not in unread) or "base config"
+                                if k.split(".")[0] not in unshown and not k.endswith("run_dir")) or "base config"
             rows.append([f"`{name}`", MODEL_LABELS[model], changed, budget_text(arm), train_time_text(arm), arm.seeds,
                          report.valid_ndcg(name, model), mean_sd(*arm.summary("ndcg@10")[:2]),
                          mean_sd(*arm.summary("ndcg@10", in_group("tail"))[:2]),
@@ -125,7 +125,7 @@ def levers(report: Report) -> str:
         grid = report.bench[stem]  # a grid over the head's seed is a spread; any other, a choice
         lever_text += ["", *(seed_spread(grid, _seed_runs(report, grid.get("experiment"))) or tuning_table(
             grid, report.first(head).params, f"the headline head's (`{head}`) values", reference))]
-    is_base = head and not any(not k.startswith("eval.") for k in sets.get(head, {}))
+    is_base = head and all(k.startswith("eval.") for k in sets.get(head, {}))
     return "\n".join([f"Every Mixed-setting experiment's tuned model against SASRec (`{base}`), on the test split; "
                       f"each row says what its experiment sets on top of the base config (`{report.params_path}`)"
                       + (f", which is the headline head's (`{head}`): a head's row says what it takes back from "
