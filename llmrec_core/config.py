@@ -313,6 +313,10 @@ class IndexConfig(Section):
     # `llmrec index` encodes the catalogue in shards of this many items, kept on disk until the index is saved
     # (an interrupted run resumes) and split across the processes of `accelerate launch`
     encode_shard_items: int = Field(default=50_000, ge=100)
+    # Added to the score of every item the sequence head has no ID embedding for (new since its training): the head
+    # orders new items well among themselves but below warm ones, whose ID embeddings carry most of their score.
+    # 0 = off. `llmrec new-item-boost` measures it and chooses it on a tuning window (llmrec_core/new_item_boost.py).
+    new_item_boost: float = Field(default=0.0, ge=0.0, le=1000.0)
 
 
 class ReportConfig(Section):

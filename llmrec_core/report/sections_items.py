@@ -1,6 +1,9 @@
 """Sections on items: tail and cold items, new items (the time split) and what retraining buys, zero-shot."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+from ..new_item_boost import choose_boost, read_boosts, untuned_new_ndcg
 from . import figures
 from .collect import Arm, compare
 from .core import Report
@@ -92,8 +95,54 @@ def new_items(report: Report) -> str:
                            f"**{'holds' if ahead else 'does not hold for all'}** ({sum(c.verdict == 'holds' for c in cis)} "
                            f"of {len(cis)} comparisons hold).{_single_runs(arms, a, baselines)}")
         out.append("")
+        out += boost_table(report, name, runs, arms)
     out += retraining(report)
     return "\n".join(out)
+
+
+def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> list[str]:
+    """The sequence head of `name` served with each measured boost of new items' scores (`llmrec new-item-boost`):
+    new- and warm-target NDCG@10, against the untuned LM and SASRec on new targets and against no boost on warm
+    ones (paired: the same targets), the boost the window chooses and the one the config serves."""
+    records = [read_boosts(r.params) for r in runs]
+    if not records or None in records:
+        return []
+    boosts = sorted(records[0][0]["boosts"], key=float)
+    served = f"{report.base.index.new_item_boost:g}"
+    references = [untuned_new_ndcg(r.run_dir) for r in runs]
+    chosen = choose_boost([rec for rec, _ in records], sum(references) / len(references)) if None not in references \
+        else None
+
+    def arm(boost: str) -> Arm:
+        label = f"{MODEL_LABELS['seqhead']} (`{name}`) + boost {boost}"
+        return Arm(label, f"seqhead_boost_{boost}", [([SimpleNamespace(ranks=ranks) for _, ranks in records], None)])
+
+    rows, verdicts = [], []
+    plain = arm("0") if "0" in boosts else None
+    for boost in boosts:
+        a = arm(boost)
+        new, warm = a.summary("ndcg@10", in_group("new")), a.summary("ndcg@10", not_in_group("new"))
+        cells = [compare(a, arms[b], "ndcg@10", in_group("new")) if b in arms else None
+                 for b in ("zero_shot", "sasrec")]
+        cells.append(compare(a, plain, "ndcg@10", not_in_group("new")) if plain is not None and boost != "0" else None)
+        marks = [m for m, on in (("chosen here", boost == chosen), ("served", boost == served)) if on]
+        rows.append([boost + (f" ({', '.join(marks)})" if marks else ""), mean_sd(*new[:2]), mean_sd(*warm[:2]),
+                     *(c.brief() if c else "–" for c in cells)])
+        if boost == served and boost != "0":
+            baselines = [b for b in ("sasrec", "popularity", "zero_shot") if b in arms]
+            cis = [c for c in (compare(a, arms[b], "ndcg@10", in_group("new")) for b in baselines) if c is not None]
+            verdicts.append(f"- {a.label}, as served, ahead of every baseline on new-item targets (NDCG@10): "
+                            f"**{'holds' if cis and all(c.verdict == 'holds' for c in cis) else 'does not hold for all'}**"
+                            f" ({sum(c.verdict == 'holds' for c in cis)} of {len(cis)} comparisons hold).")
+    rule = (f" Chosen here: {chosen}, the smallest boost at which the head's new-target NDCG@10 (mean over runs) "
+            f"reaches the untuned LM's ({fmt(sum(references) / len(references))}) on this window."
+            if chosen is not None else "")
+    return [f"The sequence head of `{name}` with a boost added to the score of every item it has no ID embedding for "
+            f"(`index.new_item_boost`; measured by `llmrec new-item-boost` on the same targets, so paired). The boost "
+            f"keeps the order among new items and among warm ones; it trades warm targets' top slots for new ones."
+            f"{rule} The config serves {served}.", "",
+            table(["boost", "NDCG@10 new", "NDCG@10 warm", "new − untuned LM (95% CI)", "new − SASRec (95% CI)",
+                   "warm − no boost (95% CI)"], rows), "", *verdicts, *([""] if verdicts else [])]
 
 
 def _single_runs(arms: dict[str, Arm], a: str, baselines: list[str]) -> str:

@@ -185,15 +185,35 @@ class Recommender:
                 raise ValueError(f"unknown domain {domain!r}; domains: {', '.join(self.domains)}")
         vector = self.tower.user_vector(hist)
         with self._lock:
-            ids, scores = self.index.search(vector, k + len(seen), allowed)
+            ids, scores = self._search(vector, k + len(seen), allowed)
             catalog = self.index.catalog
-        ids, scores = ids[0], scores[0]
         keep = (ids >= 0) & ~np.isin(ids, seen)  # -1 pads when fewer items than asked
         ids, scores = ids[keep][:k], scores[keep][:k]
         recs = catalog.iloc[ids][["item_id", "domain", "title", "added"]].reset_index(drop=True)
         recs.insert(0, "rank", np.arange(1, len(recs) + 1))
         recs["score"] = scores.round(4)
         return hist[["title", "domain", "in_catalog"]], recs
+
+    def _search(self, vector: np.ndarray, n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The n best (ids, scores) for one user vector, with `index.new_item_boost` added to the score of every item
+        the model has no ID embedding for. The boosted top n is the best of the plain top n (the warm items in it
+        are among those) and the top n of the unknown items alone, so two searches give it exactly."""
+        ids, scores = self.index.search(vector, n, allowed)
+        ids, scores = ids[0], scores[0]
+        boost, unknown = self.params.index.new_item_boost, getattr(self.tower, "unknown", None)
+        if not boost or unknown is None or not unknown.any():
+            return ids, scores
+        new_rows = np.flatnonzero(unknown)
+        if allowed is not None:
+            new_rows = np.intersect1d(new_rows, allowed)
+        if len(new_rows):
+            new_ids, new_scores = self.index.search(vector, n, new_rows)
+            ids, scores = np.concatenate([ids, new_ids[0]]), np.concatenate([scores, new_scores[0]])
+        found = ids >= 0
+        ids, first = np.unique(ids[found], return_index=True)
+        scores = scores[found][first] + boost * unknown[ids]
+        order = np.argsort(-scores, kind="stable")[:n]
+        return ids[order], scores[order]
 
     def add(self, rows: pd.DataFrame) -> np.ndarray:
         """Embed new items (item_id, domain, title) and add them to the index in memory and on disk."""

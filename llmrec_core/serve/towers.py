@@ -4,7 +4,8 @@
   item is its encoded title.
 - `SeqHeadTower` (seqhead): the sequence head reads the history as a sequence of item vectors (the LM's title
   vector, pre-trained or fine-tuned as `seqhead.item_vectors` says, projected, plus an ID embedding for items
-  seen in training); a new item is its projected title vector, so it can be recommended before any retraining.
+  seen in training); a new item is its projected title vector, so it can be recommended before any retraining,
+  and its score gets `index.new_item_boost` (recommend.py) because it has no ID embedding.
 
 A tower gives item vectors for the index (`item_vectors`) and one user vector for a history
 (`user_vector`: titles, domains and catalogue rows, -1 for a title not in the catalogue).
@@ -22,6 +23,7 @@ from ..model.bundle import EncoderBundle, lm_encoder
 from ..model.inference import encode_histories, encode_items
 from ..model.sasrec import load_sasrec
 from ..model.text import TextTokens
+from ..new_item_boost import unknown_items
 
 
 def weights_path(params: Params) -> Path:
@@ -62,13 +64,18 @@ class LMTower:
 
 
 class SeqHeadTower:
-    """The sequence head over item vectors; `table` holds every indexed item's vector (catalogue order)."""
+    """The sequence head over item vectors; `table` holds every indexed item's vector (catalogue order) and
+    `unknown` whether the head has no ID embedding for it (an item new since its training: `index.new_item_boost`
+    lifts these)."""
 
     kind = "seqhead"
 
-    def __init__(self, params: Params, model, titles: LMTower, table: np.ndarray):
+    def __init__(self, params: Params, model, titles: LMTower, table: np.ndarray, unknown: np.ndarray):
         self.params, self.model, self.titles = params, model.eval(), titles
         self.table = np.asarray(table, dtype=np.float32)
+        self.unknown = np.asarray(unknown, dtype=bool)
+        if len(self.unknown) != len(self.table):
+            raise ValueError(f"{len(self.unknown)} unknown-item flags for {len(self.table)} indexed items")
         self.window = model.max_len
 
     def item_vectors(self, rows: pd.DataFrame) -> np.ndarray:
@@ -95,6 +102,7 @@ class SeqHeadTower:
     def extend(self, vectors: np.ndarray) -> None:
         """Items were added to the index: their vectors join the table histories are read from."""
         self.table = np.concatenate([self.table, np.asarray(vectors, dtype=np.float32)])
+        self.unknown = np.concatenate([self.unknown, np.ones(len(vectors), dtype=bool)])  # no ID embedding
 
 
 def seqhead_tower(params: Params, n_items: int, catalog: pd.DataFrame, table: np.ndarray | None = None
@@ -105,5 +113,6 @@ def seqhead_tower(params: Params, n_items: int, catalog: pd.DataFrame, table: np
     if table is None:
         with torch.no_grad():
             table = model.item_vectors().numpy()
+    unknown = np.concatenate([unknown_items(model), np.ones(len(table) - n_items, dtype=bool)])  # added: new
     lm = lm_encoder(params, catalog.iloc[:1], tuned=params.seqhead.item_vectors == "tuned")
-    return SeqHeadTower(params, model, LMTower(params, lm), table)
+    return SeqHeadTower(params, model, LMTower(params, lm), table, unknown)

@@ -46,7 +46,7 @@ def _analyses_doc(sample_prepared, tiny_bert, tmp_path) -> dict:
         {"name": "new-items", "set": {"data.root": str(tmp_path / "data-new-items"),
                                       "prepare.time_split": {"new_item_share": 0.2, "window_days": 60,
                                                              "warm_test_sample": 40},
-                                      "eval.models": ["llmrec", "seqhead", "sasrec", "popularity"]}},
+                                      "eval.models": ["llmrec", "zero_shot", "seqhead", "sasrec", "popularity"]}},
         # a lever on the new-item split (logit adjustment in the head's loss), paired with the experiment it names
         {"name": "new-items-head-la", "compare_to": "new-items",
          "set": {"data.root": str(tmp_path / "data-new-items"),
@@ -300,3 +300,28 @@ def test_report_lists_experiments_not_run_and_reads_a_size_sweep(analysed):
     assert f"| 7.00 | {fmt(examples / 7.0)} |" in text  # s per epoch of the reference run at the measured rate
     assert "opt-40m 2.00×" in text
     assert (tmp_path / "figures" / "model_size_cost.png").read_bytes()[:8] == PNG
+
+
+def test_the_new_item_boost_reranks_the_head_as_evaluation_does_and_the_report_shows_it(analysed):
+    import pandas as pd
+
+    from llmrec_core.new_item_boost import choose_boost, measure_experiment, untuned_new_ndcg
+
+    path, _ = analysed
+    measured, chosen = measure_experiment(path, "new-items", [0.0, 1000.0])
+    (run, record), = measured
+    folder = path.parent / "runs" / "new-items"
+    ranks, boosted = pd.read_parquet(folder / "ranks_test.parquet"), pd.read_parquet(folder / "boost_test.parquet")
+    assert boosted[["user_idx", "target"]].equals(ranks[["user_idx", "target"]])  # the evaluator's rows, in order
+    assert (boosted["rank_seqhead_boost_0"] == ranks["rank_seqhead"]).all()  # no boost: the evaluator's ranks
+    new = boosted["group"] == "new"
+    assert new.any() and record["unknown_items"] > 0
+    lifted = boosted["rank_seqhead_boost_1000"]
+    assert (lifted[new] <= boosted["rank_seqhead_boost_0"][new]).all()  # new targets move up, warm ones down
+    assert (lifted[~new] >= boosted["rank_seqhead_boost_0"][~new]).all() and (lifted[~new] > ranks["rank_seqhead"][~new]).any()
+    assert chosen == choose_boost([record], untuned_new_ndcg(folder))
+    text = build_report(path).read_text()
+    new_items = _section(text, "New items")
+    assert "The sequence head of `new-items` with a boost added to the score" in new_items
+    assert re.search(r"^\| 0 \([^)]*served\) \| [\d.]+ \| [\d.]+ \| [+-]\d\.\d{4} \(", new_items, flags=re.M)
+    assert re.search(r"^\| 1000 [^|]*\| [\d.]+ \| [\d.]+ \| [^|]+\| [^|]+\| [+-]\d\.\d{4} \(", new_items, flags=re.M)

@@ -1,0 +1,140 @@
+"""The serving boost of new items (`index.new_item_boost`): measured over finished runs, chosen on a tuning window.
+
+The sequence head over the fine-tuned LM ranks new items (title only: no ID embedding) about as well among
+themselves as the untuned LM does, but scores them below the warm items, whose ID embeddings carry most of their
+score: on the long new-item window it puts new-item targets at NDCG@10 0.004 against the untuned LM's 0.035. A
+constant added to the score of every item the head has no ID embedding for lifts new items through the whole
+ranking and changes neither the order among new items nor the order among warm ones; what it costs on warm
+targets is only the competition for the top slots.
+
+`measure_boosts` ranks a finished run's test targets with each boost, through the evaluator's own functions
+(the same rows, histories and exclusions as `llmrec evaluate`, so the ranks pair with every model's), and writes
+`boost_test.parquet` (a rank column per boost) and `boost_test.json` (metrics per boost and provenance) in the
+run folder. `choose_boost` picks, on a tuning window before the test window, the smallest boost at which the
+head ranks new-item targets at least as well as the untuned LM, the text-only ranking the issue asks to keep
+strong: the least cost on warm targets that keeps the text model's edge on new items.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .analyses import is_current, read_stamp, run_folder, select_runs
+from .config import Params, load_params
+from .data.layout import DataLayout
+from .data.settings import load_setting
+from .errors import UserError
+from .evaluate.metrics import breakdown
+from .evaluate.ranking import ScoreFn, rank_rows, select_rows, vector_scores
+from .evaluate.sasrec import sasrec_histories
+from .model.sasrec import HeadEnsemble, SASRec, history_matrix, load_sasrec
+from .provenance import EXPERIMENT_CODE, provenance
+
+BOOST_CODE = (*EXPERIMENT_CODE, "new_item_boost.py")
+RANKS, RECORD = "boost_test.parquet", "boost_test.json"
+
+
+def unknown_items(model: SASRec | HeadEnsemble) -> np.ndarray:
+    """A bool per prepared item: the head has no ID embedding for it (never seen in its training). All False for
+    a head without ID embeddings (`seqhead.item_ids: false`), which ranks every item by its title alone."""
+    net = model.members[0] if isinstance(model, HeadEnsemble) else model
+    known = getattr(net, "known", None)
+    if net.items is None or known is None:
+        return np.zeros(net.text.shape[0] if net.text is not None else 0, dtype=bool)
+    return known[:, 0].cpu().numpy() == 0
+
+
+def boosted(score: ScoreFn, unknown: np.ndarray, boost: float) -> ScoreFn:
+    """`score` plus `boost` on the columns of unknown items."""
+    offset = torch.from_numpy(unknown.astype(np.float32) * boost)
+
+    def scored(rows: np.ndarray, start: int, end: int) -> torch.Tensor:
+        return score(rows, start, end) + offset[start:end]
+    return scored
+
+
+def boost_column(boost: float) -> str:
+    return f"rank_seqhead_boost_{boost:g}"
+
+
+def measure_boosts(params: Params, boosts: list[float]) -> dict:
+    """Rank the run's test targets with its sequence head at each boost; writes RANKS and RECORD in the run folder
+    and returns the record."""
+    if "seqhead" not in params.eval.models:
+        raise UserError("this run has no sequence head (eval.models); the boost applies to the head's scores")
+    if not boosts or any(b < 0 for b in boosts):
+        raise UserError("give one or more boosts >= 0 (--boost 0 --boost 2 ...)")
+    data = load_setting(DataLayout(params.data_root).prepared, params.train.setting, params.train.domain)
+    rows = select_rows(data, "test", None, params.eval.seed)
+    model = load_sasrec(params, len(data.items), "seqhead")
+    histories = pd.Series(sasrec_histories(rows, data, params.train.setting), dtype=object)
+    with torch.no_grad():
+        score = vector_scores(model.user_vectors(history_matrix(histories, model.max_len)), model.item_vectors())
+    unknown = unknown_items(model)
+    ranks = rows[["user_idx", "target", "domain", "group", "history_len"]].copy()
+    results = {}
+    for boost in sorted(set(boosts)):
+        column = boost_column(boost)
+        ranks[column] = rank_rows(params, boosted(score, unknown, boost), rows, data)
+        results[f"{boost:g}"] = breakdown(rows, ranks[column].to_numpy(), params.eval.ks)
+    run_dir = run_folder(params)
+    ranks.to_parquet(run_dir / RANKS, index=False)
+    record = {"split": "test", "run_finished_at": (read_stamp(params) or {}).get("finished_at"),
+              "unknown_items": int(unknown.sum()), "targets": int(len(rows)), "boosts": results,
+              "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "provenance": provenance(BOOST_CODE)}
+    (run_dir / RECORD).write_text(json.dumps(record, indent=2))
+    return record
+
+
+def read_boosts(params: Params) -> tuple[dict, pd.DataFrame] | None:
+    """(RECORD, RANKS) of a run, or None where the boost was not measured on the run as it stands (a rerun since
+    makes them stale: they ranked with the earlier weights)."""
+    run_dir = run_folder(params)
+    if not (run_dir / RECORD).is_file() or not (run_dir / RANKS).is_file():
+        return None
+    record = json.loads((run_dir / RECORD).read_text())
+    if record.get("run_finished_at") != (read_stamp(params) or {}).get("finished_at"):
+        return None
+    return record, pd.read_parquet(run_dir / RANKS)
+
+
+def group_ndcg(record: dict, boost: str, group: str = "new") -> float | None:
+    return ((record["boosts"][boost].get("by_group") or {}).get(group) or {}).get("ndcg@10")
+
+
+def choose_boost(records: list[dict], reference_new_ndcg: float) -> str | None:
+    """The smallest boost (as recorded, a string) whose new-target NDCG@10, averaged over the runs' `records`,
+    reaches `reference_new_ndcg` (the untuned LM's on the same targets); None if none does."""
+    for boost in sorted(records[0]["boosts"], key=float):
+        values = [group_ndcg(r, boost) for r in records]
+        if None not in values and float(np.mean(values)) >= reference_new_ndcg:
+            return boost
+    return None
+
+
+def untuned_new_ndcg(run_dir: Path) -> float | None:
+    """The untuned LM's NDCG@10 on new-item targets in a run's metrics_test.json, where the run ranked with it."""
+    path = run_dir / "metrics_test.json"
+    models = json.loads(path.read_text()).get("models", {}) if path.is_file() else {}
+    return (((models.get("zero_shot") or {}).get("by_group") or {}).get("new") or {}).get("ndcg@10")
+
+
+def measure_experiment(path: Path, name: str, boosts: list[float]) -> tuple[list[tuple[str, dict]], str | None]:
+    """`measure_boosts` on every run (seed) of experiment `name`: ([(run, record)], the boost `choose_boost` picks
+    where the runs also ranked the untuned LM, else None)."""
+    measured = []
+    for run in select_runs(load_params(path), [name]):
+        params = load_params(path, experiment=run)
+        if not is_current(params):
+            raise UserError(f"run {run} is not current (`llmrec analyses --params {path} --status`): run it first")
+        measured.append((run, measure_boosts(params, boosts)))
+    references = [untuned_new_ndcg(run_folder(load_params(path, experiment=run))) for run, _ in measured]
+    chosen = None
+    if measured and None not in references:
+        chosen = choose_boost([r for _, r in measured], float(np.mean(references)))
+    return measured, chosen
