@@ -125,6 +125,7 @@ def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> 
         cells = [compare(a, arms[b], "ndcg@10", in_group("new")) if b in arms else None
                  for b in ("zero_shot", "sasrec")]
         cells.append(compare(a, plain, "ndcg@10", not_in_group("new")) if plain is not None and boost != "0" else None)
+        cells.append(compare(a, arms["sasrec"], "ndcg@10", not_in_group("new")) if "sasrec" in arms else None)
         marks = [m for m, on in (("chosen here", boost == chosen), ("served", boost == served)) if on]
         rows.append([boost + (f" ({', '.join(marks)})" if marks else ""), mean_sd(*new[:2]), mean_sd(*warm[:2]),
                      *(c.brief() if c else "–" for c in cells)])
@@ -134,6 +135,7 @@ def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> 
             verdicts.append(f"- {a.label}, as served, ahead of every baseline on new-item targets (NDCG@10): "
                             f"**{'holds' if cis and all(c.verdict == 'holds' for c in cis) else 'does not hold for all'}**"
                             f" ({sum(c.verdict == 'holds' for c in cis)} of {len(cis)} comparisons hold).")
+    figure = _tradeoff_figure(report, name, runs, [(b, arm(b)) for b in boosts])
     rule = (f" Chosen here: {chosen}, the smallest boost at which the head's new-target NDCG@10 (mean over runs) "
             f"reaches the untuned LM's ({fmt(sum(references) / len(references))}) on this window."
             if chosen is not None else "")
@@ -142,7 +144,34 @@ def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> 
             f"keeps the order among new items and among warm ones; it trades warm targets' top slots for new ones."
             f"{rule} The config serves {served}.", "",
             table(["boost", "NDCG@10 new", "NDCG@10 warm", "new − untuned LM (95% CI)", "new − SASRec (95% CI)",
-                   "warm − no boost (95% CI)"], rows), "", *verdicts, *([""] if verdicts else [])]
+                   "warm − no boost (95% CI)", "warm − SASRec (95% CI)"], rows), "", *verdicts, *([""] if verdicts else []),
+            *([figure, ""] if figure else [])]
+
+
+def _tradeoff_figure(report: Report, name: str, runs: list, curve: list[tuple[str, Arm]]) -> str | None:
+    """A plot of new- against warm-target NDCG@10: the boosted head's curve, and every model of every experiment on
+    the same window as a point (means over seeds)."""
+    def point(a: Arm) -> tuple[float | None, float | None]:
+        return a.summary("ndcg@10", not_in_group("new"))[0], a.summary("ndcg@10", in_group("new"))[0]
+
+    t = runs[0].time_split
+    points = {}
+    for other, other_runs in report.time_experiments.items():
+        u = other_runs[0].time_split
+        if (u["cutoff"], u["window"]) != (t["cutoff"], t["window"]):
+            continue
+        for m in MODEL_LABELS:
+            if other_runs[0].has(m) and (m, other) != ("seqhead", name):
+                warm, new = point(Arm.of(m, m, other_runs))
+                repeated = MODEL_LABELS[m] in {k.split(" (")[0] for k in points}  # a baseline once per window
+                if warm is not None and new is not None and (m in ("llmrec", "seqhead") or not repeated):
+                    points[f"{MODEL_LABELS[m]} ({other})"] = (warm, new)
+    line = [(b, *point(a)) for b, a in curve]
+    if not points or any(v is None for _, *xy in line for v in xy):
+        return None
+    path = figures.tradeoff(report.figure(f"new_item_boost_{name}.png"), line, points,
+                            f"{MODEL_LABELS['seqhead']} ({name}) + boost", f"New against warm items: {name}")
+    return report.link(path)
 
 
 def _single_runs(arms: dict[str, Arm], a: str, baselines: list[str]) -> str:
