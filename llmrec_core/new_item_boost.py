@@ -11,8 +11,8 @@ targets is only the competition for the top slots.
 (the same rows, histories and exclusions as `llmrec evaluate`, so the ranks pair with every model's), and writes
 `boost_test.parquet` (a rank column per boost) and `boost_test.json` (metrics per boost and provenance) in the
 run folder. `choose_boost` picks, on a tuning window before the test window, the smallest boost at which the
-head ranks new-item targets at least as well as the untuned LM, the text-only ranking the issue asks to keep
-strong: the least cost on warm targets that keeps the text model's edge on new items.
+head ranks new-item targets at least as well as the untuned LM (text-only ranking, which gains on warm items must
+not cost): the least cost on warm targets that keeps the text model's edge on new items.
 """
 from __future__ import annotations
 
@@ -32,21 +32,12 @@ from .errors import UserError
 from .evaluate.metrics import breakdown
 from .evaluate.ranking import ScoreFn, rank_rows, select_rows, vector_scores
 from .evaluate.sasrec import sasrec_histories
-from .model.sasrec import HeadEnsemble, SASRec, history_matrix, load_sasrec
+from .model.sasrec import history_matrix, load_sasrec
 from .provenance import EXPERIMENT_CODE, provenance
+from .serve.towers import unknown_items
 
-BOOST_CODE = (*EXPERIMENT_CODE, "new_item_boost.py")
+BOOST_CODE = (*EXPERIMENT_CODE, "new_item_boost.py", "serve/towers.py")  # towers: which items are unknown
 RANKS, RECORD = "boost_test.parquet", "boost_test.json"
-
-
-def unknown_items(model: SASRec | HeadEnsemble) -> np.ndarray:
-    """A bool per prepared item: the head has no ID embedding for it (never seen in its training). All False for
-    a head without ID embeddings (`seqhead.item_ids: false`), which ranks every item by its title alone."""
-    net = model.members[0] if isinstance(model, HeadEnsemble) else model
-    known = getattr(net, "known", None)
-    if net.items is None or known is None:
-        return np.zeros(net.text.shape[0] if net.text is not None else 0, dtype=bool)
-    return known[:, 0].cpu().numpy() == 0
 
 
 def boosted(score: ScoreFn, unknown: np.ndarray, boost: float) -> ScoreFn:

@@ -21,9 +21,8 @@ import torch
 from ..config import Params
 from ..model.bundle import EncoderBundle, lm_encoder
 from ..model.inference import encode_histories, encode_items
-from ..model.sasrec import load_sasrec
+from ..model.sasrec import HeadEnsemble, SASRec, load_sasrec
 from ..model.text import TextTokens
-from ..new_item_boost import unknown_items
 
 
 def weights_path(params: Params) -> Path:
@@ -103,6 +102,16 @@ class SeqHeadTower:
         """Items were added to the index: their vectors join the table histories are read from."""
         self.table = np.concatenate([self.table, np.asarray(vectors, dtype=np.float32)])
         self.unknown = np.concatenate([self.unknown, np.ones(len(vectors), dtype=bool)])  # no ID embedding
+
+
+def unknown_items(model: SASRec | HeadEnsemble) -> np.ndarray:
+    """A bool per prepared item: the head has no ID embedding for it (never seen in its training). All False for
+    a head without ID embeddings (`seqhead.item_ids: false`), which ranks every item by its title alone."""
+    net = model.members[0] if isinstance(model, HeadEnsemble) else model
+    known = getattr(net, "known", None)
+    if net.items is None or known is None:
+        return np.zeros(net.text.shape[0], dtype=bool)
+    return known[:, 0].cpu().numpy() == 0
 
 
 def seqhead_tower(params: Params, n_items: int, catalog: pd.DataFrame, table: np.ndarray | None = None

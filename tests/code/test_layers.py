@@ -5,7 +5,8 @@ import each other, directly or through others (function-level imports count: the
     1  data                                  sources, stages, the prepared-data contract
     2  model                                 the networks and their text
     3  train, evaluate                       learning and measuring
-    4  serve, report, analyses, summary      using the results
+    4  serve, report, analyses, summary,     using the results
+       new_item_boost
     5  cli, __main__                         the command line (tasks/ and flows/ sit above, outside)
 """
 import ast
@@ -13,7 +14,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "llmrec_core"
 LAYERS = {"config": 0, "errors": 0, "provenance": 0, "cost": 0, "data": 1, "model": 2, "train": 3,
-          "evaluate": 3, "serve": 4, "report": 4, "analyses": 4, "probe": 4, "summary": 4, "cli": 5,
+          "evaluate": 3, "serve": 4, "report": 4, "analyses": 4, "probe": 4, "summary": 4, "new_item_boost": 4,
+          "cli": 5,
           "__main__": 5}
 def _modules() -> dict[str, Path]:
     def name(path: Path) -> str:

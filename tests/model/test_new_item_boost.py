@@ -8,9 +8,10 @@ import torch
 
 from llmrec_core.config import IndexConfig, SasrecConfig
 from llmrec_core.model.sasrec import build_head
-from llmrec_core.new_item_boost import boosted, choose_boost, unknown_items
+from llmrec_core.new_item_boost import boosted, choose_boost
 from llmrec_core.serve.index import ItemIndex
 from llmrec_core.serve.recommend import Recommender
+from llmrec_core.serve.towers import unknown_items
 
 
 def _head(members: int, known: torch.Tensor | None, item_ids: bool = True):
