@@ -93,16 +93,14 @@ bench-serve: $(STAMP)
 ML100K := configs/ml-100k.yaml
 # The committed reports/REPORT.md: ml-100k data stages, every experiment of $(ML100K), then the report.
 # Finished experiments are skipped and an interrupted one resumes, so rerunning continues where it stopped.
-BOOSTS = --boost 0 --boost 1 --boost 2 --boost 3 --boost 4 --boost 5 --boost 6 --boost 8
-
 report-ml100k: $(STAMP)
 	$(BIN)/llmrec ingest --params $(ML100K)
 	$(BIN)/llmrec validate --params $(ML100K)
 	$(BIN)/llmrec prepare --params $(ML100K)
 	test -f models/smollm2-135m/config.json || $(BIN)/llmrec convert-gguf --out models/smollm2-135m
 	$(BIN)/llmrec analyses --params $(ML100K)
-	$(BIN)/llmrec new-item-boost --params $(ML100K) --experiment new-items-tune-head $(BOOSTS)
-	$(BIN)/llmrec new-item-boost --params $(ML100K) --experiment new-items-long-head $(BOOSTS)
+	$(BIN)/llmrec new-item-boost --params $(ML100K) --experiment new-items-tune-head
+	$(BIN)/llmrec new-item-boost --params $(ML100K) --experiment new-items-long-head
 	$(BIN)/llmrec report --params $(ML100K)
 
 sample: $(STAMP)

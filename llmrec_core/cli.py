@@ -325,7 +325,7 @@ def report(params: Path = ParamsOption,
 def new_item_boost(params: Path = ParamsOption,
                    experiment: str = typer.Option(..., "--experiment", "-e",
                                                   help="A finished experiment with the sequence head on a time split."),
-                   boost: list[float] = typer.Option([0.0, 1.0, 2.0, 3.0, 4.0, 6.0], "--boost",
+                   boost: list[float] = typer.Option([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0], "--boost",
                                                      help="A boost to measure (repeatable).")) -> None:
     """Rank an experiment's test targets with its sequence head at each boost of new items' scores (index.new_item_boost)
     and print new- and warm-target NDCG@10; where the runs also ranked the untuned LM, say the boost to serve: the

@@ -108,7 +108,7 @@ def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> 
     if not records or None in records:
         return []
     boosts = sorted(records[0][0]["boosts"], key=float)
-    served = f"{report.base.index.new_item_boost:g}"
+    served = f"{report.base.index.new_item_boost:g}" if report.base.index.model == "seqhead" else None
     references = [untuned_new_ndcg(r.run_dir) for r in runs]
     chosen = choose_boost([rec for rec, _ in records], sum(references) / len(references)) if None not in references \
         else None
@@ -142,7 +142,8 @@ def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> 
     return [f"The sequence head of `{name}` with a boost added to the score of every item it has no ID embedding for "
             f"(`index.new_item_boost`; measured by `llmrec new-item-boost` on the same targets, so paired). The boost "
             f"keeps the order among new items and among warm ones; it trades warm targets' top slots for new ones."
-            f"{rule} The config serves {served}.", "",
+            f"{rule} " + (f"The config serves {served}." if served is not None else
+                          "The config serves the LM (`index.model`), to which no boost applies."), "",
             table(["boost", "NDCG@10 new", "NDCG@10 warm", "new − untuned LM (95% CI)", "new − SASRec (95% CI)",
                    "warm − no boost (95% CI)", "warm − SASRec (95% CI)"], rows), "", *verdicts, *([""] if verdicts else []),
             *([figure, ""] if figure else [])]
