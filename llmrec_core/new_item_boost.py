@@ -56,10 +56,7 @@ def boost_column(boost: float) -> str:
 def measure_boosts(params: Params, boosts: list[float]) -> dict:
     """Rank the run's test targets with its sequence head at each boost; writes RANKS and RECORD in the run folder
     and returns the record."""
-    if "seqhead" not in params.eval.models:
-        raise UserError("this run has no sequence head (eval.models); the boost applies to the head's scores")
-    if not boosts or any(b < 0 for b in boosts):
-        raise UserError("give one or more boosts >= 0 (--boost 0 --boost 2 ...)")
+    check_request(params, boosts)
     data = load_setting(DataLayout(params.data_root).prepared, params.train.setting, params.train.domain)
     rows = select_rows(data, "test", None, params.eval.seed)
     model = load_sasrec(params, len(data.items), "seqhead")
@@ -80,6 +77,15 @@ def measure_boosts(params: Params, boosts: list[float]) -> dict:
               "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "provenance": provenance(BOOST_CODE)}
     (run_dir / RECORD).write_text(json.dumps(record, indent=2))
     return record
+
+
+def check_request(params: Params, boosts: list[float]) -> None:
+    """A boost applies to a sequence head's scores, and a boost is >= 0."""
+    if not boosts or any(b < 0 for b in boosts):
+        raise UserError("give one or more boosts >= 0 (--boost 0 --boost 2 ...)")
+    if "seqhead" not in params.eval.models:
+        raise UserError(f"run {params.train.run_dir.name} has no sequence head (eval.models: "
+                        f"{', '.join(params.eval.models)}); the boost applies to the head's scores")
 
 
 def read_boosts(params: Params) -> tuple[dict, pd.DataFrame] | None:
@@ -121,6 +127,7 @@ def measure_experiment(path: Path, name: str, boosts: list[float]) -> tuple[list
     measured = []
     for run in select_runs(load_params(path), [name]):
         params = load_params(path, experiment=run)
+        check_request(params, boosts)
         if not is_current(params):
             raise UserError(f"run {run} is not current (`llmrec analyses --params {path} --status`): run it first")
         measured.append((run, measure_boosts(params, boosts)))
