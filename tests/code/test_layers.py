@@ -15,8 +15,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "llmrec_core"
 LAYERS = {"config": 0, "errors": 0, "provenance": 0, "cost": 0, "data": 1, "model": 2, "train": 3,
           "evaluate": 3, "serve": 4, "report": 4, "analyses": 4, "probe": 4, "summary": 4, "new_item_boost": 4,
-          "cli": 5,
-          "__main__": 5}
+          "cli": 5, "__main__": 5}
 def _modules() -> dict[str, Path]:
     def name(path: Path) -> str:
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
