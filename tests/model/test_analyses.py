@@ -323,5 +323,6 @@ def test_the_new_item_boost_reranks_the_head_as_evaluation_does_and_the_report_s
     text = build_report(path).read_text()
     new_items = _section(text, "New items")
     assert "The sequence head of `new-items` with a boost added to the score" in new_items
-    assert re.search(r"^\| 0 \([^)]*served\) \| [\d.]+ \| [\d.]+ \| [+-]\d\.\d{4} \(", new_items, flags=re.M)
+    assert "The config serves the LM (`index.model`), to which no boost applies." in new_items  # the base's index
+    assert re.search(r"^\| 0(?: \(chosen here\))? \| [\d.]+ \| [\d.]+ \| [+-]\d\.\d{4} \(", new_items, flags=re.M)
     assert re.search(r"^\| 1000 [^|]*\| [\d.]+ \| [\d.]+ \| [^|]+\| [^|]+\| [+-]\d\.\d{4} \(", new_items, flags=re.M)
