@@ -114,6 +114,15 @@ def choose_boost(records: list[dict], reference_new_ndcg: float) -> str | None:
     return None
 
 
+def chosen_boost(records: list[dict], run_dirs: list[Path]) -> str | None:
+    """`choose_boost` over one experiment's runs, against the mean of their untuned LM's new-target NDCG@10; None
+    where a run did not rank with the untuned LM."""
+    references = [untuned_new_ndcg(d) for d in run_dirs]
+    if not records or None in references:
+        return None
+    return choose_boost(records, float(np.mean(references)))
+
+
 def untuned_new_ndcg(run_dir: Path) -> float | None:
     """The untuned LM's NDCG@10 on new-item targets in a run's metrics_test.json, where the run ranked with it."""
     path = run_dir / "metrics_test.json"
@@ -124,15 +133,10 @@ def untuned_new_ndcg(run_dir: Path) -> float | None:
 def measure_experiment(path: Path, name: str, boosts: list[float]) -> tuple[list[tuple[str, dict]], str | None]:
     """`measure_boosts` on every run (seed) of experiment `name`: ([(run, record)], the boost `choose_boost` picks
     where the runs also ranked the untuned LM, else None)."""
-    measured = []
-    for run in select_runs(load_params(path), [name]):
-        params = load_params(path, experiment=run)
+    runs = [(run, load_params(path, experiment=run)) for run in select_runs(load_params(path), [name])]
+    for run, params in runs:  # every refusal before any run is measured
         check_request(params, boosts)
         if not is_current(params):
             raise UserError(f"run {run} is not current (`llmrec analyses --params {path} --status`): run it first")
-        measured.append((run, measure_boosts(params, boosts)))
-    references = [untuned_new_ndcg(run_folder(load_params(path, experiment=run))) for run, _ in measured]
-    chosen = None
-    if measured and None not in references:
-        chosen = choose_boost([r for _, r in measured], float(np.mean(references)))
-    return measured, chosen
+    measured = [(run, measure_boosts(params, boosts)) for run, params in runs]
+    return measured, chosen_boost([r for _, r in measured], [run_folder(p) for _, p in runs])

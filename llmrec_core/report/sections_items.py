@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from ..new_item_boost import choose_boost, read_boosts, untuned_new_ndcg
+from ..new_item_boost import chosen_boost, read_boosts, untuned_new_ndcg
 from . import figures
 from .collect import Arm, compare
 from .core import Report
@@ -109,9 +109,7 @@ def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> 
         return []
     boosts = sorted(records[0][0]["boosts"], key=float)
     served = f"{report.base.index.new_item_boost:g}" if report.base.index.model == "seqhead" else None
-    references = [untuned_new_ndcg(r.run_dir) for r in runs]
-    chosen = choose_boost([rec for rec, _ in records], sum(references) / len(references)) if None not in references \
-        else None
+    chosen = chosen_boost([rec for rec, _ in records], [r.run_dir for r in runs])
 
     def arm(boost: str) -> Arm:
         label = f"{MODEL_LABELS['seqhead']} (`{name}`) + boost {boost}"
@@ -137,8 +135,8 @@ def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> 
                             f" ({sum(c.verdict == 'holds' for c in cis)} of {len(cis)} comparisons hold).")
     figure = _tradeoff_figure(report, name, runs, [(b, arm(b)) for b in boosts])
     rule = (f" Chosen here: {chosen}, the smallest boost at which the head's new-target NDCG@10 (mean over runs) "
-            f"reaches the untuned LM's ({fmt(sum(references) / len(references))}) on this window."
-            if chosen is not None else "")
+            f"reaches the untuned LM's ({fmt(sum(untuned_new_ndcg(r.run_dir) for r in runs) / len(runs))}) on this "
+            f"window." if chosen is not None else "")
     return [f"The sequence head of `{name}` with a boost added to the score of every item it has no ID embedding for "
             f"(`index.new_item_boost`; measured by `llmrec new-item-boost` on the same targets, so paired). The boost "
             f"keeps the order among new items and among warm ones; it trades warm targets' top slots for new ones."
