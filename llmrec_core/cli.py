@@ -326,11 +326,12 @@ def new_item_boost(params: Path = ParamsOption,
                    experiment: str = typer.Option(..., "--experiment", "-e",
                                                   help="A finished experiment with the sequence head on a time split."),
                    boost: list[float] = typer.Option([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0], "--boost",
-                                                     help="A boost to measure (repeatable).")) -> None:
-    """Rank an experiment's test targets with its sequence head at each boost of new items' scores (index.new_item_boost)
-    and print new- and warm-target NDCG@10; where the runs also ranked the untuned LM, say the boost to serve: the
-    smallest at which the head ranks new items at least as well as the untuned LM."""
-    from .new_item_boost import group_ndcg, measure_experiment
+                                                     help="A floor to measure (repeatable).")) -> None:
+    """Rank an experiment's test targets with its sequence head at each floor of new items' offset
+    (index.new_item_boost), alone and with calibration (index.new_item_calibration), and print new- and warm-target
+    NDCG@10; where the runs also ranked the untuned LM, say the floor to serve: the smallest at which the head, with
+    calibration as the config serves it, ranks new items at least as well as the untuned LM."""
+    from .new_item_boost import group_ndcg, measure_experiment, settings_in_order
 
     _load(params)
     try:
@@ -339,15 +340,17 @@ def new_item_boost(params: Path = ParamsOption,
         _fail(str(e))
     records = [r for _, r in measured]
     rows = []
-    for b in sorted(records[0]["boosts"], key=float):
-        new = [group_ndcg(r, b) for r in records]
-        warm = [_warm_ndcg(r["boosts"][b]) for r in records]
-        rows.append([b, _mean_text(new), _mean_text(warm), "chosen" if b == chosen else ""])
-    _table(f"{experiment}: NDCG@10 of the sequence head by boost (mean of {len(records)} runs)",
-           ["boost", "new targets", "warm targets", ""], rows)
+    for label in settings_in_order(records[0]):
+        new = [group_ndcg(r, label) for r in records]
+        warm = [_warm_ndcg(r["boosts"][label]) for r in records]
+        floor, _, calibrated = label.partition("+")
+        rows.append([floor, "yes" if calibrated else "no", _mean_text(new), _mean_text(warm),
+                     "chosen" if label == chosen else ""])
+    _table(f"{experiment}: NDCG@10 of the sequence head by offset of new items (mean of {len(records)} runs)",
+           ["floor", "calibration", "new targets", "warm targets", ""], rows)
     if chosen is not None:
-        console.print(f"serve with `index.new_item_boost: {chosen}` (the smallest boost at which the head ranks new "
-                      f"items at least as well as the untuned LM on this window)", highlight=False)
+        console.print(f"serve with `index.new_item_boost: {chosen.partition('+')[0]}` (the smallest floor at which the "
+                      f"head ranks new items at least as well as the untuned LM on this window)", highlight=False)
 
 
 def _warm_ndcg(result: dict) -> float | None:

@@ -313,10 +313,17 @@ class IndexConfig(Section):
     # `llmrec index` encodes the catalogue in shards of this many items, kept on disk until the index is saved
     # (an interrupted run resumes) and split across the processes of `accelerate launch`
     encode_shard_items: int = Field(default=50_000, ge=100)
-    # Added to the score of every item the sequence head has no ID embedding for (new since its training): the head
-    # orders new items well among themselves but below warm ones, whose ID embeddings carry most of their score.
-    # 0 = off. `llmrec new-item-boost` measures it and chooses it on a tuning window (llmrec_core/new_item_boost.py).
+    # What serving adds to the score of an item the sequence head has no ID embedding for (new since its training;
+    # llmrec_core/serve/new_item_offsets.py): the head orders new items well among themselves but below warm ones,
+    # whose ID embeddings carry most of their score. `new_item_boost`: at least this much for every user (0 = off;
+    # `llmrec new-item-boost` measures it and chooses it on a tuning window, llmrec_core/new_item_boost.py).
     new_item_boost: float = Field(default=0.0, ge=0.0, le=1000.0)
+    # More for a user whose last `new_item_window` items include new ones: the offset at which the head's softmax
+    # gives new items the share of the user's next items their history predicts (the share among those items,
+    # shrunk toward the catalogue's share of new items with the weight of `new_item_prior_strength` items)
+    new_item_calibration: bool = False
+    new_item_window: int = Field(default=10, ge=1, le=1000)
+    new_item_prior_strength: float = Field(default=10.0, gt=0.0, le=1e6)
 
 
 class ReportConfig(Section):

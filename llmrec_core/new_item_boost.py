@@ -1,18 +1,21 @@
-"""The serving boost of new items (`index.new_item_boost`): measured over finished runs, chosen on a tuning window.
+"""The serving offset of new items (`index.new_item_boost`, `index.new_item_calibration`): measured over finished
+runs, its floor chosen on a tuning window.
 
 The sequence head over the fine-tuned LM ranks new items (title only: no ID embedding) about as well among
 themselves as the untuned LM does, but scores them below the warm items, whose ID embeddings carry most of their
-score: on the long new-item window it puts new-item targets at NDCG@10 0.004 against the untuned LM's 0.035. A
-constant added to the score of every item the head has no ID embedding for lifts new items through the whole
+score: on the long new-item window it puts new-item targets at NDCG@10 0.004 against the untuned LM's 0.035. An
+offset added to the score of every item the head has no ID embedding for (serve/new_item_offsets.py: a floor for
+every user, and with calibration more for users whose recent items are new) lifts new items through the whole
 ranking and changes neither the order among new items nor the order among warm ones; what it costs on warm
 targets is only the competition for the top slots.
 
-`measure_boosts` ranks a finished run's test targets with each boost, through the evaluator's own functions
-(the same rows, histories and exclusions as `llmrec evaluate`, so the ranks pair with every model's), and writes
-`boost_test.parquet` (a rank column per boost) and `boost_test.json` (metrics per boost and provenance) in the
-run folder. `choose_boost` picks, on a tuning window before the test window, the smallest boost at which the
-head ranks new-item targets at least as well as the untuned LM (text-only ranking, which gains on warm items must
-not cost): the least cost on warm targets that keeps the text model's edge on new items.
+`measure_boosts` ranks a finished run's test targets at each floor, alone and with calibration, through the
+evaluator's own functions (the same rows, histories and exclusions as `llmrec evaluate`, so the ranks pair with
+every model's), and writes `boost_test.parquet` (a rank column per setting) and `boost_test.json` (metrics per
+setting and provenance) in the run folder. `choose_boost` picks, on a tuning window before the test window, the
+smallest floor at which the head ranks new-item targets at least as well as the untuned LM (text-only ranking,
+which gains on warm items must not cost): the least cost on warm targets that keeps the text model's edge on new
+items.
 """
 from __future__ import annotations
 
@@ -34,28 +37,60 @@ from .evaluate.ranking import ScoreFn, rank_rows, select_rows, vector_scores
 from .evaluate.sasrec import sasrec_histories
 from .model.sasrec import history_matrix, load_sasrec
 from .provenance import EXPERIMENT_CODE, provenance
-from .serve.towers import unknown_items
+from .serve.new_item_offsets import new_item_offsets, recent_flags
+from .serve.towers import score_temperature, unknown_items
 
-BOOST_CODE = (*EXPERIMENT_CODE, "new_item_boost.py", "serve/towers.py")  # towers: which items are unknown
+BOOST_CODE = (*EXPERIMENT_CODE, "new_item_boost.py", "serve/towers.py", "serve/new_item_offsets.py")
 RANKS, RECORD = "boost_test.parquet", "boost_test.json"
 
 
-def boosted(score: ScoreFn, unknown: np.ndarray, boost: float) -> ScoreFn:
-    """`score` plus `boost` on the columns of unknown items."""
-    offset = torch.from_numpy(unknown.astype(np.float32) * boost)
+def boosted(score: ScoreFn, unknown: np.ndarray, boost: float | np.ndarray) -> ScoreFn:
+    """`score` plus `boost` on the columns of unknown items: one number, or one per row (indexed like the rows)."""
+    flags = torch.from_numpy(unknown.astype(np.float32))
+    per_row = torch.as_tensor(np.asarray(boost, dtype=np.float32).reshape(-1, 1))
 
     def scored(rows: np.ndarray, start: int, end: int) -> torch.Tensor:
-        return score(rows, start, end) + offset[start:end]
+        offsets = per_row if per_row.numel() == 1 else per_row[torch.from_numpy(rows)]
+        return score(rows, start, end) + offsets * flags[start:end]
     return scored
 
 
-def boost_column(boost: float) -> str:
-    return f"rank_seqhead_boost_{boost:g}"
+def setting_label(boost: float, calibrated: bool) -> str:
+    """A measured setting's key in RECORD: the floor, and "+cal" where `index.new_item_calibration` is on."""
+    return f"{boost:g}+cal" if calibrated else f"{boost:g}"
+
+
+def parse_setting(label: str) -> tuple[float, bool]:
+    return float(label.removesuffix("+cal")), label.endswith("+cal")
+
+
+def settings_in_order(record: dict) -> list[str]:
+    """RECORD's settings, plain ones first, each by floor."""
+    return sorted(record["boosts"], key=lambda label: parse_setting(label)[::-1])
+
+
+def boost_column(label: str) -> str:
+    return f"rank_seqhead_boost_{label}"
+
+
+def calibrated_offsets_of_rows(params: Params, score: ScoreFn, histories: pd.Series, unknown: np.ndarray,
+                               temperature: float, chunk_rows: int = 1024) -> np.ndarray:
+    """Each row's calibrated offset of new items (`index.new_item_calibration` on, floor 0), from its scores over
+    the whole catalogue and its last `index.new_item_window` items, as serving computes it."""
+    cfg = params.index.model_copy(update={"new_item_calibration": True, "new_item_boost": 0.0})
+    recent, lengths = recent_flags(history_matrix(histories, cfg.new_item_window), unknown)
+    out = np.zeros(len(histories))
+    for start in range(0, len(histories), chunk_rows):
+        rows = np.arange(start, min(start + chunk_rows, len(histories)))
+        scores = score(rows, 0, len(unknown)).numpy()
+        out[rows] = new_item_offsets(cfg, scores, unknown, recent[rows], lengths[rows], temperature)
+    return out
 
 
 def measure_boosts(params: Params, boosts: list[float]) -> dict:
-    """Rank the run's test targets with its sequence head at each boost; writes RANKS and RECORD in the run folder
-    and returns the record."""
+    """Rank the run's test targets with its sequence head at each boost, as a floor alone and with calibration
+    (`index.new_item_calibration`, with the params' window and prior strength); writes RANKS and RECORD in the run
+    folder and returns the record."""
     check_request(params, boosts)
     data = load_setting(DataLayout(params.data_root).prepared, params.train.setting, params.train.domain)
     rows = select_rows(data, "test", None, params.eval.seed)
@@ -64,17 +99,23 @@ def measure_boosts(params: Params, boosts: list[float]) -> dict:
     with torch.no_grad():
         score = vector_scores(model.user_vectors(history_matrix(histories, model.max_len)), model.item_vectors())
     unknown = unknown_items(model)
+    calibrated = calibrated_offsets_of_rows(params, score, histories, unknown, score_temperature(model))
     ranks = rows[["user_idx", "target", "domain", "group", "history_len"]].copy()
     results = {}
     for boost in sorted(set(boosts)):
-        column = boost_column(boost)
-        ranks[column] = rank_rows(params, boosted(score, unknown, boost), rows, data)
-        results[f"{boost:g}"] = breakdown(rows, ranks[column].to_numpy(), params.eval.ks)
+        for label, offsets in ((setting_label(boost, False), boost),
+                               (setting_label(boost, True), np.maximum(boost, calibrated))):
+            ranks[boost_column(label)] = rank_rows(params, boosted(score, unknown, offsets), rows, data)
+            results[label] = breakdown(rows, ranks[boost_column(label)].to_numpy(), params.eval.ks)
     run_dir = run_folder(params)
     ranks.to_parquet(run_dir / RANKS, index=False)
+    cfg = params.index
     record = {"split": "test", "run_finished_at": (read_stamp(params) or {}).get("finished_at"),
-              "unknown_items": int(unknown.sum()), "targets": int(len(rows)), "boosts": results,
-              "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "provenance": provenance(BOOST_CODE)}
+              "unknown_items": int(unknown.sum()), "targets": int(len(rows)),
+              "calibration": {"window": cfg.new_item_window, "prior_strength": cfg.new_item_prior_strength,
+                              "mean_offset": float(calibrated.mean()),
+                              "share_above_floor": {f"{b:g}": float((calibrated > b).mean()) for b in sorted(set(boosts))}},
+              "boosts": results, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "provenance": provenance(BOOST_CODE)}
     (run_dir / RECORD).write_text(json.dumps(record, indent=2))
     return record
 
@@ -104,23 +145,26 @@ def group_ndcg(record: dict, boost: str, group: str = "new") -> float | None:
     return ((record["boosts"][boost].get("by_group") or {}).get(group) or {}).get("ndcg@10")
 
 
-def choose_boost(records: list[dict], reference_new_ndcg: float) -> str | None:
-    """The smallest boost (as recorded, a string) whose new-target NDCG@10, averaged over the runs' `records`,
-    reaches `reference_new_ndcg` (the untuned LM's on the same targets); None if none does."""
-    for boost in sorted(records[0]["boosts"], key=float):
-        values = [group_ndcg(r, boost) for r in records]
+def choose_boost(records: list[dict], reference_new_ndcg: float, calibrated: bool) -> str | None:
+    """The smallest floor (as recorded, with calibration as `calibrated` says) whose new-target NDCG@10, averaged
+    over the runs' `records`, reaches `reference_new_ndcg` (the untuned LM's on the same targets); None if none
+    does."""
+    for label in settings_in_order(records[0]):
+        if parse_setting(label)[1] != calibrated:
+            continue
+        values = [group_ndcg(r, label) for r in records]
         if None not in values and float(np.mean(values)) >= reference_new_ndcg:
-            return boost
+            return label
     return None
 
 
-def chosen_boost(records: list[dict], run_dirs: list[Path]) -> str | None:
+def chosen_boost(records: list[dict], run_dirs: list[Path], calibrated: bool) -> str | None:
     """`choose_boost` over one experiment's runs, against the mean of their untuned LM's new-target NDCG@10; None
     where a run did not rank with the untuned LM."""
     references = [untuned_new_ndcg(d) for d in run_dirs]
     if not records or None in references:
         return None
-    return choose_boost(records, float(np.mean(references)))
+    return choose_boost(records, float(np.mean(references)), calibrated)
 
 
 def untuned_new_ndcg(run_dir: Path) -> float | None:
@@ -139,4 +183,5 @@ def measure_experiment(path: Path, name: str, boosts: list[float]) -> tuple[list
         if not is_current(params):
             raise UserError(f"run {run} is not current (`llmrec analyses --params {path} --status`): run it first")
     measured = [(run, measure_boosts(params, boosts)) for run, params in runs]
-    return measured, chosen_boost([r for _, r in measured], [run_folder(p) for _, p in runs])
+    calibrated = load_params(path).index.new_item_calibration
+    return measured, chosen_boost([r for _, r in measured], [run_folder(p) for _, p in runs], calibrated)

@@ -51,13 +51,14 @@ def scaling(path: Path, series: dict[str, list[tuple[float, float]]], xlabel: st
     return path
 
 
-def tradeoff(path: Path, curve: list[tuple[str, float, float]], points: dict[str, tuple[float, float]],
-             curve_label: str, title: str) -> Path:
-    """New-target against warm-target NDCG@10: a labelled curve (a knob's values) and single models as points."""
+def tradeoff(path: Path, curves: dict[str, list[tuple[str, float, float]]], points: dict[str, tuple[float, float]],
+             title: str) -> Path:
+    """New-target against warm-target NDCG@10: labelled curves (a knob's values) and single models as points."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    ax.plot([c[1] for c in curve], [c[2] for c in curve], marker="o", color="black", label=curve_label)
-    for text, x, y in curve:
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for (curve_label, curve), color in zip(curves.items(), ("black", "tab:red", "tab:blue")):
+        ax.plot([c[1] for c in curve], [c[2] for c in curve], marker="o", color=color, label=curve_label)
+        for text, x, y in curve:
+            ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
     for i, (label, (x, y)) in enumerate(points.items()):
         ax.scatter([x], [y], marker="sxD^v<>p*h"[i % 10], s=40, label=label)
     ax.set_xlabel("NDCG@10, warm targets")

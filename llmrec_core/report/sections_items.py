@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from ..new_item_boost import chosen_boost, read_boosts, untuned_new_ndcg
+from ..new_item_boost import (chosen_boost, parse_setting, read_boosts, setting_label, settings_in_order,
+                              untuned_new_ndcg)
 from . import figures
 from .collect import Arm, compare
 from .core import Report
@@ -101,55 +102,73 @@ def new_items(report: Report) -> str:
 
 
 def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> list[str]:
-    """The sequence head of `name` served with each measured boost of new items' scores (`llmrec new-item-boost`):
-    new- and warm-target NDCG@10, against the untuned LM and SASRec on new targets and against no boost on warm
-    ones (paired: the same targets), the boost the window chooses and the one the config serves."""
+    """The sequence head of `name` served with each measured offset of new items' scores (`llmrec new-item-boost`:
+    a floor, alone and with calibration): new- and warm-target NDCG@10, against the untuned LM and SASRec on new
+    targets and against no offset on warm ones (paired: the same targets), the floor the window chooses and the
+    setting the config serves."""
     records = [read_boosts(r.params) for r in runs]
     if not records or None in records:
         return []
-    boosts = sorted(records[0][0]["boosts"], key=float)
-    served = f"{report.base.index.new_item_boost:g}" if report.base.index.model == "seqhead" else None
-    chosen = chosen_boost([rec for rec, _ in records], [r.run_dir for r in runs])
+    settings = settings_in_order(records[0][0])
+    index = report.base.index
+    served = setting_label(index.new_item_boost, index.new_item_calibration) if index.model == "seqhead" else None
+    chosen = chosen_boost([rec for rec, _ in records], [r.run_dir for r in runs], index.new_item_calibration)
 
-    def arm(boost: str) -> Arm:
-        label = f"{MODEL_LABELS['seqhead']} (`{name}`) + boost {boost}"
-        return Arm(label, f"seqhead_boost_{boost}", [([SimpleNamespace(ranks=ranks) for _, ranks in records], None)])
+    def arm(setting: str) -> Arm:
+        label = f"{MODEL_LABELS['seqhead']} (`{name}`) + {_setting_text(setting)}"
+        return Arm(label, f"seqhead_boost_{setting}", [([SimpleNamespace(ranks=ranks) for _, ranks in records], None)])
 
     rows, verdicts = [], []
-    plain = arm("0") if "0" in boosts else None
-    for boost in boosts:
-        a = arm(boost)
+    plain = arm("0") if "0" in settings else None
+    for setting in settings:
+        a = arm(setting)
         new, warm = a.summary("ndcg@10", in_group("new")), a.summary("ndcg@10", not_in_group("new"))
         cells = [compare(a, arms[b], "ndcg@10", in_group("new")) if b in arms else None
                  for b in ("zero_shot", "sasrec")]
-        cells.append(compare(a, plain, "ndcg@10", not_in_group("new")) if plain is not None and boost != "0" else None)
+        cells.append(compare(a, plain, "ndcg@10", not_in_group("new")) if plain is not None and setting != "0" else None)
         cells.append(compare(a, arms["sasrec"], "ndcg@10", not_in_group("new")) if "sasrec" in arms else None)
-        marks = [m for m, on in (("chosen here", boost == chosen), ("served", boost == served)) if on]
-        rows.append([boost + (f" ({', '.join(marks)})" if marks else ""), mean_sd(*new[:2]), mean_sd(*warm[:2]),
-                     *(c.brief() if c else "–" for c in cells)])
-        if boost == served and boost != "0":
+        marks = [m for m, on in (("chosen here", setting == chosen), ("served", setting == served)) if on]
+        floor, calibrated = parse_setting(setting)
+        rows.append([f"{floor:g}" + (f" ({', '.join(marks)})" if marks else ""), "yes" if calibrated else "no",
+                     mean_sd(*new[:2]), mean_sd(*warm[:2]), *(c.brief() if c else "–" for c in cells)])
+        if setting == served and setting != "0":
             baselines = [b for b in ("sasrec", "popularity", "zero_shot") if b in arms]
             cis = [c for c in (compare(a, arms[b], "ndcg@10", in_group("new")) for b in baselines) if c is not None]
             verdicts.append(f"- {a.label}, as served, ahead of every baseline on new-item targets (NDCG@10): "
                             f"**{'holds' if cis and all(c.verdict == 'holds' for c in cis) else 'does not hold for all'}**"
                             f" ({sum(c.verdict == 'holds' for c in cis)} of {len(cis)} comparisons hold).")
-    figure = _tradeoff_figure(report, name, runs, [(b, arm(b)) for b in boosts])
-    rule = (f" Chosen here: {chosen}, the smallest boost at which the head's new-target NDCG@10 (mean over runs) "
-            f"reaches the untuned LM's ({fmt(sum(untuned_new_ndcg(r.run_dir) for r in runs) / len(runs))}) on this "
-            f"window." if chosen is not None else "")
-    return [f"The sequence head of `{name}` with a boost added to the score of every item it has no ID embedding for "
-            f"(`index.new_item_boost`; measured by `llmrec new-item-boost` on the same targets, so paired). The boost "
-            f"keeps the order among new items and among warm ones; it trades warm targets' top slots for new ones."
-            f"{rule} " + (f"The config serves {served}." if served is not None else
-                          "The config serves the LM (`index.model`), to which no boost applies."), "",
-            table(["boost", "NDCG@10 new", "NDCG@10 warm", "new − untuned LM (95% CI)", "new − SASRec (95% CI)",
-                   "warm − no boost (95% CI)", "warm − SASRec (95% CI)"], rows), "", *verdicts, *([""] if verdicts else []),
-            *([figure, ""] if figure else [])]
+    figure = _tradeoff_figure(report, name, runs, {
+        f"{MODEL_LABELS['seqhead']} + {kind}": [(f"{parse_setting(s)[0]:g}", arm(s)) for s in settings
+                                                 if parse_setting(s)[1] == calibrated]
+        for kind, calibrated in (("floor", False), ("floor + calibration", True))})
+    mode = "with calibration" if index.new_item_calibration else "alone"
+    rule = (f" Chosen here: {_setting_text(chosen)}, the smallest floor ({mode}, as the config serves it) at which the "
+            f"head's new-target NDCG@10 (mean over runs) reaches the untuned LM's "
+            f"({fmt(sum(untuned_new_ndcg(r.run_dir) for r in runs) / len(runs))}) on this window."
+            if chosen is not None else "")
+    calibration = records[0][0].get("calibration") or {}
+    return [f"The sequence head of `{name}` with an offset added to the score of every item it has no ID embedding for "
+            f"(measured by `llmrec new-item-boost` on the same targets, so paired): a floor (`index.new_item_boost`) "
+            f"for every user, alone or with calibration (`index.new_item_calibration`: more for a user whose last "
+            f"{calibration.get('window', '–')} items include new ones, up to the share of the head's softmax that "
+            f"their history predicts, shrunk toward the catalogue's share with the weight of "
+            f"{calibration.get('prior_strength', 0):g} items). The offset keeps the order among new items and among "
+            f"warm ones; it trades warm targets' top slots for new ones.{rule} "
+            + (f"The config serves {_setting_text(served)}." if served is not None else
+               "The config serves the LM (`index.model`), to which no offset applies."), "",
+            table(["floor", "calibration", "NDCG@10 new", "NDCG@10 warm", "new − untuned LM (95% CI)",
+                   "new − SASRec (95% CI)", "warm − no offset (95% CI)", "warm − SASRec (95% CI)"], rows), "",
+            *verdicts, *([""] if verdicts else []), *([figure, ""] if figure else [])]
 
 
-def _tradeoff_figure(report: Report, name: str, runs: list, curve: list[tuple[str, Arm]]) -> str | None:
-    """A plot of new- against warm-target NDCG@10: the boosted head's curve, and every model of every experiment on
-    the same window as a point (means over seeds)."""
+def _setting_text(setting: str) -> str:
+    floor, calibrated = parse_setting(setting)
+    return f"floor {floor:g}" + (" with calibration" if calibrated else "")
+
+
+def _tradeoff_figure(report: Report, name: str, runs: list, curves: dict[str, list[tuple[str, Arm]]]) -> str | None:
+    """A plot of new- against warm-target NDCG@10: the head's curves over the offset's settings, and every model of
+    every experiment on the same window as a point (means over seeds)."""
     def point(a: Arm) -> tuple[float | None, float | None]:
         return a.summary("ndcg@10", not_in_group("new"))[0], a.summary("ndcg@10", in_group("new"))[0]
 
@@ -165,11 +184,11 @@ def _tradeoff_figure(report: Report, name: str, runs: list, curve: list[tuple[st
                 repeated = MODEL_LABELS[m] in {k.split(" (")[0] for k in points}  # a baseline once per window
                 if warm is not None and new is not None and (m in ("llmrec", "seqhead") or not repeated):
                     points[f"{MODEL_LABELS[m]} ({other})"] = (warm, new)
-    line = [(b, *point(a)) for b, a in curve]
-    if not points or any(v is None for _, *xy in line for v in xy):
+    lines = {label: [(b, *point(a)) for b, a in curve] for label, curve in curves.items() if curve}
+    if not points or any(v is None for line in lines.values() for _, *xy in line for v in xy):
         return None
-    path = figures.tradeoff(report.figure(f"new_item_boost_{name}.png"), line, points,
-                            f"{MODEL_LABELS['seqhead']} ({name}) + boost", f"New against warm items: {name}")
+    path = figures.tradeoff(report.figure(f"new_item_boost_{name}.png"), lines, points,
+                            f"New against warm items: {name}")
     return report.link(path)
 
 

@@ -185,7 +185,9 @@ class Recommender:
                 raise ValueError(f"unknown domain {domain!r}; domains: {', '.join(self.domains)}")
         vector = self.tower.user_vector(hist)
         with self._lock:
-            ids, scores = self._search(vector, k + len(seen), allowed)
+            offset = (self.tower.new_item_offset(self.params.index, vector, hist)
+                      if hasattr(self.tower, "new_item_offset") else 0.0)
+            ids, scores = self._search(vector, k + len(seen), allowed, offset)
             catalog = self.index.catalog
         keep = (ids >= 0) & ~np.isin(ids, seen)  # -1 pads when fewer items than asked
         ids, scores = ids[keep][:k], scores[keep][:k]
@@ -194,14 +196,16 @@ class Recommender:
         recs["score"] = scores.round(4)
         return hist[["title", "domain", "in_catalog"]], recs
 
-    def _search(self, vector: np.ndarray, n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """The n best (ids, scores) for one user vector, with `index.new_item_boost` added to the score of every item
-        the model has no ID embedding for. The boosted top n is the best of the plain top n (the warm items in it
-        are among those) and the top n of the unknown items alone, so two searches give it exactly."""
+    def _search(self, vector: np.ndarray, n: int, allowed: np.ndarray | None, offset: float = 0.0
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """The n best (ids, scores) for one user vector, with `offset` (the tower's `new_item_offset`) added to the
+        score of every item the model has no ID embedding for. The lifted top n is the best of the plain top n (the
+        warm items in it are among those) and the top n of the unknown items alone, so two searches give it
+        exactly."""
         ids, scores = self.index.search(vector, n, allowed)
         ids, scores = ids[0], scores[0]
-        boost, unknown = self.params.index.new_item_boost, getattr(self.tower, "unknown", None)
-        if not boost or unknown is None or not unknown.any():
+        unknown = getattr(self.tower, "unknown", None)
+        if not offset or unknown is None or not unknown.any():
             return ids, scores
         new_rows = np.flatnonzero(unknown)
         if allowed is not None:
@@ -211,7 +215,7 @@ class Recommender:
             ids, scores = np.concatenate([ids, new_ids[0]]), np.concatenate([scores, new_scores[0]])
         found = ids >= 0
         ids, first = np.unique(ids[found], return_index=True)
-        scores = scores[found][first] + boost * unknown[ids]
+        scores = scores[found][first] + offset * unknown[ids]
         order = np.argsort(-scores, kind="stable")[:n]
         return ids[order], scores[order]
 

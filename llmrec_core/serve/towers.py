@@ -5,7 +5,7 @@
 - `SeqHeadTower` (seqhead): the sequence head reads the history as a sequence of item vectors (the LM's title
   vector, pre-trained or fine-tuned as `seqhead.item_vectors` says, projected, plus an ID embedding for items
   seen in training); a new item is its projected title vector, so it can be recommended before any retraining,
-  and its score gets `index.new_item_boost` (recommend.py) because it has no ID embedding.
+  and its score gets an offset because it has no ID embedding (`new_item_offset`, new_item_offsets.py).
 
 A tower gives item vectors for the index (`item_vectors`) and one user vector for a history
 (`user_vector`: titles, domains and catalogue rows, -1 for a title not in the catalogue).
@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import Params
+from ..config import IndexConfig, Params
 from ..model.bundle import EncoderBundle, lm_encoder
 from ..model.inference import encode_histories, encode_items
 from ..model.sasrec import HeadEnsemble, SASRec, load_sasrec
 from ..model.text import TextTokens
+from .new_item_offsets import new_item_offsets
 
 
 def weights_path(params: Params) -> Path:
@@ -64,8 +65,10 @@ class LMTower:
 
 class SeqHeadTower:
     """The sequence head over item vectors; `table` holds every indexed item's vector (catalogue order) and
-    `unknown` whether the head has no ID embedding for it (an item new since its training: `index.new_item_boost`
-    lifts these)."""
+    `unknown` whether the head has no ID embedding for it (an item new since its training: `new_item_offset` lifts
+    these)."""
+
+    CALIBRATION_SAMPLE = 20_000  # items per group (new, warm) whose scores estimate the softmax's mass
 
     kind = "seqhead"
 
@@ -76,6 +79,8 @@ class SeqHeadTower:
         if len(self.unknown) != len(self.table):
             raise ValueError(f"{len(self.unknown)} unknown-item flags for {len(self.table)} indexed items")
         self.window = model.max_len
+        self.temperature = score_temperature(model)
+        self._sample = None
 
     def item_vectors(self, rows: pd.DataFrame) -> np.ndarray:
         """A new item's vector: its title vector (the head's LM) through the head's projection (no ID embedding)."""
@@ -98,10 +103,38 @@ class SeqHeadTower:
         with torch.no_grad():
             return self.model(seq, table)[:, -1].numpy()
 
+    def new_item_offset(self, cfg: IndexConfig, vector: np.ndarray, history: pd.DataFrame) -> float:
+        """What `cfg` adds to the score of every new item for this user (`new_item_offsets`); a title outside the
+        catalogue counts as a new item of the history."""
+        if not self.unknown.any():
+            return 0.0
+        rows = history["row"].to_numpy(dtype=np.int64)[-cfg.new_item_window:]
+        recent = ((rows < 0) | self.unknown[np.maximum(rows, 0)])[None, :]
+        sample = self._calibration_rows()
+        scores = vector.reshape(1, -1) @ self.table[sample].T
+        return float(new_item_offsets(cfg, scores, self.unknown, recent, np.array([len(rows)]), self.temperature,
+                                      sample)[0])
+
+    def _calibration_rows(self) -> np.ndarray:
+        """Every item, or a seeded sample of CALIBRATION_SAMPLE new and as many warm ones for a larger catalogue."""
+        if self._sample is None:
+            groups = [np.flatnonzero(self.unknown), np.flatnonzero(~self.unknown)]
+            rng = np.random.default_rng(0)
+            self._sample = np.sort(np.concatenate([g if len(g) <= self.CALIBRATION_SAMPLE else
+                                                   rng.choice(g, self.CALIBRATION_SAMPLE, replace=False)
+                                                   for g in groups]))
+        return self._sample
+
     def extend(self, vectors: np.ndarray) -> None:
         """Items were added to the index: their vectors join the table histories are read from."""
         self.table = np.concatenate([self.table, np.asarray(vectors, dtype=np.float32)])
         self.unknown = np.concatenate([self.unknown, np.ones(len(vectors), dtype=bool)])  # no ID embedding
+        self._sample = None
+
+
+def score_temperature(model: SASRec | HeadEnsemble) -> float:
+    """The head's softmax is over its scores / this: an ensemble's score is the sum of its networks' logits."""
+    return float(len(model.members)) if isinstance(model, HeadEnsemble) else 1.0
 
 
 def unknown_items(model: SASRec | HeadEnsemble) -> np.ndarray:

@@ -319,10 +319,17 @@ def test_the_new_item_boost_reranks_the_head_as_evaluation_does_and_the_report_s
     lifted = boosted["rank_seqhead_boost_1000"]
     assert (lifted[new] <= boosted["rank_seqhead_boost_0"][new]).all()  # new targets move up, warm ones down
     assert (lifted[~new] >= boosted["rank_seqhead_boost_0"][~new]).all() and (lifted[~new] > ranks["rank_seqhead"][~new]).any()
-    assert chosen == choose_boost([record], untuned_new_ndcg(folder))
+    calibrated = boosted["rank_seqhead_boost_0+cal"]  # floor 0 with calibration: only ever lifts new items
+    assert (calibrated[new] <= boosted["rank_seqhead_boost_0"][new]).all()
+    assert (calibrated[~new] >= boosted["rank_seqhead_boost_0"][~new]).all()
+    assert (boosted["rank_seqhead_boost_1000+cal"] == lifted).all()  # a floor above any calibrated offset
+    assert record["calibration"]["window"] == 10 and sorted(record["boosts"]) == ["0", "0+cal", "1000", "1000+cal"]
+    assert chosen == choose_boost([record], untuned_new_ndcg(folder), calibrated=False)  # the sample's base: no calibration
     text = build_report(path).read_text()
     new_items = _section(text, "New items")
-    assert "The sequence head of `new-items` with a boost added to the score" in new_items
-    assert "The config serves the LM (`index.model`), to which no boost applies." in new_items  # the base's index
-    assert re.search(r"^\| 0(?: \(chosen here\))? \| [\d.]+ \| [\d.]+ \| [+-]\d\.\d{4} \(", new_items, flags=re.M)
-    assert re.search(r"^\| 1000 [^|]*\| [\d.]+ \| [\d.]+ \| [^|]+\| [^|]+\| [+-]\d\.\d{4} \(", new_items, flags=re.M)
+    assert "The sequence head of `new-items` with an offset added to the score" in new_items
+    assert "The config serves the LM (`index.model`), to which no offset applies." in new_items  # the base's index
+    assert re.search(r"^\| 0(?: \(chosen here\))? \| no \| [\d.]+ \| [\d.]+ \| [+-]\d\.\d{4} \(", new_items, flags=re.M)
+    assert re.search(r"^\| 0 \| yes \| [\d.]+ \| [\d.]+ \| [^|]+\| [^|]+\| [+-]\d\.\d{4} \(", new_items, flags=re.M)
+    assert re.search(r"^\| 1000 [^|]*\| no \| [\d.]+ \| [\d.]+ \| [^|]+\| [^|]+\| [+-]\d\.\d{4} \(", new_items,
+                     flags=re.M)

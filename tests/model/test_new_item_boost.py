@@ -1,4 +1,5 @@
-"""The serving boost of new items: which items it lifts, how it is chosen, and that serving applies it exactly."""
+"""The serving offset of new items: which items it lifts, how much (floor and calibration), how it is chosen, and
+that serving applies it exactly."""
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,6 +12,8 @@ from llmrec_core.model.sasrec import build_head
 from llmrec_core.new_item_boost import boosted, choose_boost
 from llmrec_core.serve.index import ItemIndex
 from llmrec_core.serve.recommend import Recommender
+from llmrec_core.serve.new_item_offsets import (calibrated_offsets, log_mass, new_item_offsets, recent_flags,
+                                                recent_new_share)
 from llmrec_core.serve.towers import unknown_items
 
 
@@ -32,6 +35,63 @@ def test_boost_adds_to_unknown_columns_only():
     scores = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.5, 0.5, 0.5, 0.5]])
     score = boosted(lambda rows, start, end: scores[rows][:, start:end], np.array([False, True, False, True]), 2.5)
     assert score(np.array([0, 1]), 1, 4).tolist() == [[4.5, 3.0, 6.5], [3.0, 0.5, 3.0]]
+    per_row = boosted(lambda rows, start, end: scores[rows][:, start:end], np.array([False, True, False, True]),
+                      np.array([1.0, 10.0]))  # one offset per row, indexed like the rows
+    assert per_row(np.array([1, 0]), 0, 4).tolist() == [[0.5, 10.5, 0.5, 10.5], [1.0, 3.0, 3.0, 5.0]]
+
+
+def test_the_expected_share_of_new_items_shrinks_the_recent_share_toward_the_catalogue():
+    recent = np.array([[False, True, True, False], [False, False, False, False], [False, False, False, False]])
+    share = recent_new_share(recent, np.array([4, 4, 0]), prior_share=0.1, prior_strength=2.0)
+    np.testing.assert_allclose(share, [(2 + 0.2) / 6, 0.2 / 6, 0.1])  # no history: the catalogue's share
+
+
+def test_recent_flags_read_the_last_items_of_a_padded_history():
+    unknown = np.array([False, True, False, True])
+    padded = np.array([[0, 0, 1, 2], [3, 4, 2, 1], [0, 0, 0, 0]])  # ids + 1, 0 = padding
+    recent, lengths = recent_flags(padded, unknown)
+    assert recent.tolist() == [[False, False, False, True], [False, True, True, False], [False] * 4]
+    assert lengths.tolist() == [2, 4, 0]
+
+
+def test_log_mass_is_exact_on_every_item_and_scales_a_sample_up():
+    scores = np.array([[0.0, np.log(3.0)], [1.0, 1.0]])
+    np.testing.assert_allclose(log_mass(scores, 1.0), [np.log(4.0), 1 + np.log(2.0)])
+    np.testing.assert_allclose(log_mass(scores * 2, 2.0), [np.log(4.0), 1 + np.log(2.0)])  # scores / temperature
+    np.testing.assert_allclose(log_mass(scores, 1.0, total=10), [np.log(4.0 * 5), 1 + np.log(10.0)])
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_the_calibrated_offset_gives_new_items_the_expected_share_of_the_softmax(temperature):
+    rng = np.random.default_rng(0)
+    scores, unknown = rng.normal(0, 3, (5, 40)), rng.random(40) < 0.25
+    share = np.array([0.01, 0.1, 0.3, 0.5, 0.9])
+    c = calibrated_offsets(log_mass(scores[:, unknown], temperature), log_mass(scores[:, ~unknown], temperature),
+                           share, temperature)
+    lifted = (scores + c[:, None] * unknown) / temperature
+    p = np.exp(lifted - lifted.max(1, keepdims=True))
+    np.testing.assert_allclose((p[:, unknown].sum(1) / p.sum(1)), share, rtol=1e-9)
+
+
+def test_new_item_offsets_are_the_floor_or_the_larger_of_floor_and_calibration():
+    rng = np.random.default_rng(2)
+    scores, unknown = np.tile(rng.normal(0, 3, (1, 30)), (3, 1)), np.arange(30) < 6  # one user's scores, 3 histories
+    recent = np.array([[True] * 10, [False] * 10, [True] * 5 + [False] * 5])
+    lengths = np.array([10, 10, 10])
+    off = IndexConfig(new_item_boost=1.5)
+    assert new_item_offsets(off, scores, unknown, recent, lengths, 1.0).tolist() == [1.5] * 3
+    on = IndexConfig(new_item_boost=0.0, new_item_calibration=True, new_item_prior_strength=10.0)
+    raw = new_item_offsets(on, scores, unknown, recent, lengths, 1.0)
+    share = recent_new_share(recent, lengths, 0.2, 10.0)
+    expected = np.maximum(0.0, calibrated_offsets(log_mass(scores[:, unknown], 1.0), log_mass(scores[:, ~unknown], 1.0),
+                                                  share, 1.0))
+    np.testing.assert_allclose(raw, expected)
+    floor = new_item_offsets(on.model_copy(update={"new_item_boost": 2.0}), scores, unknown, recent, lengths, 1.0)
+    np.testing.assert_allclose(floor, np.maximum(2.0, raw))
+    assert raw[0] > raw[2] > raw[1]  # the more of a user's recent items are new, the more new items get
+    sample = np.arange(0, 30, 2)  # a sample of the catalogue estimates the same masses, scaled to all items
+    est = new_item_offsets(on, scores[:, sample], unknown, recent, lengths, 1.0, sample_rows=sample)
+    assert est.shape == (3,) and np.isfinite(est).all()
 
 
 def _record(new_by_boost: dict[str, float]) -> dict:
@@ -41,9 +101,12 @@ def _record(new_by_boost: dict[str, float]) -> dict:
 def test_choose_boost_is_the_smallest_that_reaches_the_reference_on_average():
     a = _record({"0": 0.01, "1": 0.02, "2": 0.05, "4": 0.09})
     b = _record({"0": 0.01, "1": 0.03, "2": 0.02, "4": 0.08})
-    assert choose_boost([a, b], 0.025) == "1"  # (0.02 + 0.03) / 2 = 0.025 reaches it; "0" does not
-    assert choose_boost([a, b], 0.03) == "2"  # 0.035
-    assert choose_boost([a, b], 0.2) is None
+    assert choose_boost([a, b], 0.025, calibrated=False) == "1"  # (0.02 + 0.03) / 2 = 0.025 reaches it; "0" does not
+    assert choose_boost([a, b], 0.03, calibrated=False) == "2"  # 0.035
+    assert choose_boost([a, b], 0.2, calibrated=False) is None
+    c = _record({"0": 0.01, "0+cal": 0.05, "1": 0.02, "1+cal": 0.06, "10": 0.5})
+    assert choose_boost([c], 0.04, calibrated=True) == "0+cal"  # only the settings of the mode served count
+    assert choose_boost([c], 0.04, calibrated=False) == "10"  # sorted as numbers: 10 after 1
 
 
 @pytest.mark.parametrize("kind", ["exact", "hnsw"])
@@ -61,11 +124,11 @@ def test_serving_applies_the_boost_exactly(boost, kind):
     user = rng.standard_normal((1, 8)).astype(np.float32)
     expected_all = user[0] @ vectors.T + boost * unknown
     for allowed in (None, np.arange(200, 400)):
-        ids, scores = recommender._search(user, 15, allowed)
+        ids, scores = recommender._search(user, 15, allowed, boost)
         pool = np.arange(n) if allowed is None else allowed
         best = pool[np.argsort(-expected_all[pool], kind="stable")[:15]]
         assert ids.tolist() == best.tolist()
         np.testing.assert_allclose(scores, expected_all[best], rtol=1e-5, atol=1e-5)
     if boost == 100.0:  # a boost beyond any score gap puts every unknown item first
-        ids, _ = recommender._search(user, int(unknown.sum()), None)
+        ids, _ = recommender._search(user, int(unknown.sum()), None, boost)
         assert set(ids) == set(np.flatnonzero(unknown))

@@ -147,6 +147,20 @@ def test_the_sequence_head_serves_like_it_evaluates_and_takes_new_items(tiny_ber
     _, top = lifted.recommend(history=["a title nobody has"], k=len(books_new) + 2, domain="Books")
     first = set(top["item_id"].iloc[:len(books_new)])
     assert "Books:new-1" in first and first == set(recommender.index.catalog["item_id"].iloc[books_new])
+    # calibration: a user whose recent items are new gets a larger offset, the one new_item_offsets computes over
+    # every item's score (a catalogue this small is not sampled)
+    from llmrec_core.serve.new_item_offsets import new_item_offsets
+    calibrated = params.index.model_copy(update={"new_item_calibration": True, "new_item_prior_strength": 2.0})
+    unknown = recommender.tower.unknown
+    warm_rows = recommender.index.catalog.iloc[np.flatnonzero(~unknown)[:4]][["title", "domain"]].assign(
+        row=np.flatnonzero(~unknown)[:4])
+    vector = recommender.tower.user_vector(warm_rows)
+    new_rows = pd.DataFrame({"row": np.r_[np.flatnonzero(~unknown)[:2], added, -1]})  # -1: a title not in the catalogue
+    warm_offset = recommender.tower.new_item_offset(calibrated, vector, warm_rows)
+    new_offset = recommender.tower.new_item_offset(calibrated, vector, new_rows)
+    expected = new_item_offsets(calibrated, vector @ recommender.tower.table.T, unknown, np.array([[0, 0, 1, 1]], bool),
+                                np.array([4]), recommender.tower.temperature)
+    assert new_offset > warm_offset and new_offset == pytest.approx(float(expected[0]), rel=1e-5)
     reloaded = Recommender.load(params)  # the new item was saved with the index
     assert reloaded.index.catalog["item_id"].iloc[added] == "Books:new-1"
     np.testing.assert_allclose(reloaded.tower.table[added], recommender.tower.table[added], atol=1e-6)
