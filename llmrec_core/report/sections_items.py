@@ -111,6 +111,8 @@ def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> 
         return []
     settings = settings_in_order(records[0][0])
     index = report.base.index
+    same_head = (runs[0].params.seqhead.model_dump(exclude={"seed", "run_dir"})
+                 == report.base.seqhead.model_dump(exclude={"seed", "run_dir"}))
     served = setting_label(index.new_item_boost, index.new_item_calibration) if index.model == "seqhead" else None
     chosen = chosen_boost([rec for rec, _ in records], [r.run_dir for r in runs], index.new_item_calibration)
 
@@ -127,11 +129,11 @@ def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> 
                  for b in ("zero_shot", "sasrec")]
         cells.append(compare(a, plain, "ndcg@10", not_in_group("new")) if plain is not None and setting != "0" else None)
         cells.append(compare(a, arms["sasrec"], "ndcg@10", not_in_group("new")) if "sasrec" in arms else None)
-        marks = [m for m, on in (("chosen here", setting == chosen), ("served", setting == served)) if on]
+        marks = [m for m, on in (("chosen here", setting == chosen), ("served", same_head and setting == served)) if on]
         floor, calibrated = parse_setting(setting)
         rows.append([f"{floor:g}" + (f" ({', '.join(marks)})" if marks else ""), "yes" if calibrated else "no",
                      mean_sd(*new[:2]), mean_sd(*warm[:2]), *(c.brief() if c else "–" for c in cells)])
-        if setting == served and setting != "0":
+        if same_head and setting == served and setting != "0":
             baselines = [b for b in ("sasrec", "popularity", "zero_shot") if b in arms]
             cis = [c for c in (compare(a, arms[b], "ndcg@10", in_group("new")) for b in baselines) if c is not None]
             verdicts.append(f"- {a.label}, as served, ahead of every baseline on new-item targets (NDCG@10): "
@@ -154,7 +156,8 @@ def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> 
             f"their history predicts, shrunk toward the catalogue's share with the weight of "
             f"{calibration.get('prior_strength', 0):g} items). The offset keeps the order among new items and among "
             f"warm ones; it trades warm targets' top slots for new ones.{rule} "
-            + (f"The config serves {_setting_text(served)}." if served is not None else
+            + (f"The config serves {_setting_text(served)}" + ("." if same_head else " on its own head (`seqhead`), "
+                                                                 "not this one.") if served is not None else
                "The config serves the LM (`index.model`), to which no offset applies."), "",
             table(["floor", "calibration", "NDCG@10 new", "NDCG@10 warm", "new − untuned LM (95% CI)",
                    "new − SASRec (95% CI)", "warm − no offset (95% CI)", "warm − SASRec (95% CI)"], rows), "",
