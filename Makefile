@@ -12,7 +12,7 @@ API    := http://127.0.0.1:4200/api
 # Local-only credentials made by `scripts/storage.py start` (.run/storage.env) unless you export your own.
 WITH_ENV := set -a; [ -n "$$AWS_ACCESS_KEY_ID" ] || [ ! -f .run/storage.env ] || . ./.run/storage.env; set +a;
 
-.PHONY: help venv demo pipeline up down storage storage-stop deployment-run test test-slow bench-data bench-data-30m bench-model \
+.PHONY: report-sample-new-items help venv demo pipeline up down storage storage-stop deployment-run test test-slow bench-data bench-data-30m bench-model \
         bench-sizes bench-recbole bench-serve report-ml100k sample clean
 
 help:
@@ -102,6 +102,17 @@ report-ml100k: $(STAMP)
 	$(BIN)/llmrec new-item-boost --params $(ML100K) --experiment new-items-tune-head
 	$(BIN)/llmrec new-item-boost --params $(ML100K) --experiment new-items-long-head
 	$(BIN)/llmrec report --params $(ML100K)
+
+SAMPLE_NEW := configs/sample-new-items.yaml
+# reports/sample-new-items/REPORT.md: the new-item protocol on the embedded sample with ml-100k's served head and
+# offset of new items (nothing tuned on the sample)
+report-sample-new-items: $(STAMP)
+	$(BIN)/llmrec ingest --params $(SAMPLE_NEW)
+	$(BIN)/llmrec validate --params $(SAMPLE_NEW)
+	$(BIN)/llmrec prepare --params $(SAMPLE_NEW)
+	$(BIN)/llmrec analyses --params $(SAMPLE_NEW)
+	$(BIN)/llmrec new-item-boost --params $(SAMPLE_NEW) --experiment sample-new-items
+	$(BIN)/llmrec report --params $(SAMPLE_NEW)
 
 sample: $(STAMP)
 	$(BIN)/python scripts/make_sample.py --out data/sample

@@ -110,19 +110,23 @@ class SeqHeadTower:
             return 0.0
         rows = history["row"].to_numpy(dtype=np.int64)[-cfg.new_item_window:]
         recent = ((rows < 0) | self.unknown[np.maximum(rows, 0)])[None, :]
-        sample = self._calibration_rows()
-        scores = vector.reshape(1, -1) @ self.table[sample].T
+        sample, vectors = self._calibration_sample()
+        scores = vector.reshape(1, -1) @ vectors.T
         return float(new_item_offsets(cfg, scores, self.unknown, recent, np.array([len(rows)]), self.temperature,
                                       sample)[0])
 
-    def _calibration_rows(self) -> np.ndarray:
-        """Every item, or a seeded sample of CALIBRATION_SAMPLE new and as many warm ones for a larger catalogue."""
+    def _calibration_sample(self) -> tuple[np.ndarray | None, np.ndarray]:
+        """(rows, their vectors): every item (rows None), or for a larger catalogue a seeded sample of
+        CALIBRATION_SAMPLE new and as many warm items, kept until items are added."""
         if self._sample is None:
             groups = [np.flatnonzero(self.unknown), np.flatnonzero(~self.unknown)]
-            rng = np.random.default_rng(0)
-            self._sample = np.sort(np.concatenate([g if len(g) <= self.CALIBRATION_SAMPLE else
-                                                   rng.choice(g, self.CALIBRATION_SAMPLE, replace=False)
-                                                   for g in groups]))
+            if max(len(g) for g in groups) <= self.CALIBRATION_SAMPLE:
+                self._sample = (None, self.table)
+            else:
+                rng = np.random.default_rng(0)
+                rows = np.sort(np.concatenate([g if len(g) <= self.CALIBRATION_SAMPLE else
+                                               rng.choice(g, self.CALIBRATION_SAMPLE, replace=False) for g in groups]))
+                self._sample = (rows, self.table[rows])
         return self._sample
 
     def extend(self, vectors: np.ndarray) -> None:

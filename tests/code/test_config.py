@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from llmrec_core.config import ConfigError, load_params
@@ -100,3 +102,14 @@ def test_compare_to_must_name_another_experiment(tmp_path):
     for bad in ("  - {name: a}\n  - {name: b, compare_to: c}\n", "  - {name: a, compare_to: a}\n"):
         with pytest.raises(ConfigError, match="compare_to .* names no other experiment"):
             load_params(_write(tmp_path, SOURCE + "experiments:\n" + bad))
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "configs/ml-100k.yaml", "configs/sample-new-items.yaml"])
+def test_the_shipped_configs_and_every_experiment_of_them_load(name):
+    from llmrec_core.analyses import select_runs
+
+    path = Path(__file__).resolve().parents[2] / name
+    base = load_params(path)
+    runs = select_runs(base, None)
+    assert runs and all(load_params(path, experiment=run).train.run_dir.parent == base.train.run_dir.parent
+                        for run in runs if run != "main")

@@ -132,3 +132,20 @@ def test_serving_applies_the_boost_exactly(boost, kind):
     if boost == 100.0:  # a boost beyond any score gap puts every unknown item first
         ids, _ = recommender._search(user, int(unknown.sum()), None, boost)
         assert set(ids) == set(np.flatnonzero(unknown))
+
+
+def test_a_large_catalogue_calibrates_on_a_sample_close_to_every_item():
+    from llmrec_core.serve.towers import SeqHeadTower
+
+    rng = np.random.default_rng(3)
+    tower = SeqHeadTower.__new__(SeqHeadTower)  # only the table, the flags and the sample: no network needed
+    tower.table, tower.unknown = rng.standard_normal((4000, 8)).astype(np.float32) * 0.3, np.arange(4000) < 600
+    tower.temperature, tower._sample, tower.CALIBRATION_SAMPLE = 1.0, None, 400
+    cfg = IndexConfig(new_item_calibration=True, new_item_prior_strength=10.0)
+    vector = rng.standard_normal((1, 8)).astype(np.float32)
+    history = pd.DataFrame({"row": [700, 5, 900, 10]})  # two of the last four items are new
+    rows, vectors = tower._calibration_sample()
+    assert len(rows) == 800 and tower.unknown[rows].sum() == 400 and vectors.shape == (800, 8)
+    exact = new_item_offsets(cfg, vector @ tower.table.T, tower.unknown, np.array([[0, 1, 0, 1]], bool),
+                             np.array([4]), 1.0)[0]
+    assert tower.new_item_offset(cfg, vector, history) == pytest.approx(exact, abs=0.05)
