@@ -110,12 +110,13 @@ def measure_boosts(params: Params, boosts: list[float]) -> dict:
     run_dir = run_folder(params)
     ranks.to_parquet(run_dir / RANKS, index=False)
     cfg = params.index
+    calibration = {"window": cfg.new_item_window, "prior_strength": cfg.new_item_prior_strength,
+                   "mean_offset": float(calibrated.mean()),  # and how often it is above each floor:
+                   "share_above_floor": {f"{b:g}": float((calibrated > b).mean()) for b in sorted(set(boosts))}}
     record = {"split": "test", "run_finished_at": (read_stamp(params) or {}).get("finished_at"),
-              "unknown_items": int(unknown.sum()), "targets": int(len(rows)),
-              "calibration": {"window": cfg.new_item_window, "prior_strength": cfg.new_item_prior_strength,
-                              "mean_offset": float(calibrated.mean()),
-                              "share_above_floor": {f"{b:g}": float((calibrated > b).mean()) for b in sorted(set(boosts))}},
-              "boosts": results, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "provenance": provenance(BOOST_CODE)}
+              "unknown_items": int(unknown.sum()), "targets": int(len(rows)), "calibration": calibration,
+              "boosts": results, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "provenance": provenance(BOOST_CODE)}
     (run_dir / RECORD).write_text(json.dumps(record, indent=2))
     return record
 
