@@ -12,8 +12,8 @@ API    := http://127.0.0.1:4200/api
 # Local-only credentials made by `scripts/storage.py start` (.run/storage.env) unless you export your own.
 WITH_ENV := set -a; [ -n "$$AWS_ACCESS_KEY_ID" ] || [ ! -f .run/storage.env ] || . ./.run/storage.env; set +a;
 
-.PHONY: report-sample-new-items help venv demo pipeline up down storage storage-stop deployment-run test test-slow bench-data bench-data-30m bench-model \
-        bench-sizes bench-recbole bench-serve report-ml100k sample clean
+.PHONY: help venv demo pipeline up down storage storage-stop deployment-run test test-slow bench-data bench-data-30m bench-model \
+        bench-sizes bench-recbole bench-serve report-ml100k report-sample-new-items sample clean
 
 help:
 	@echo "make demo        local S3 + Prefect server, then the train-eval flow on the embedded sample"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench-recbole   our SASRec beside RecBole's on ml-100k (RecBole in its own venv)"
 	@echo "make bench-serve     load test of llmrec serve with a 100k-item index (concurrency 1, 8, 32)"
 	@echo "make report-ml100k   the analyses on ml-100k and reports/REPORT.md (hours on CPU)"
+	@echo "make report-sample-new-items  the new-item protocol on the embedded sample (~45 CPU minutes)"
 	@echo "make test        run the test suite (creates .venv first)"
 	@echo "make test-slow   run the slow tests too"
 	@echo "make bench-data  data-stage benchmark at the paper's scale (~3M interactions)"

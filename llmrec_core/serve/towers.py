@@ -108,6 +108,8 @@ class SeqHeadTower:
         catalogue counts as a new item of the history."""
         if not self.unknown.any():
             return 0.0
+        if not cfg.new_item_calibration:
+            return cfg.new_item_boost
         rows = history["row"].to_numpy(dtype=np.int64)[-cfg.new_item_window:]
         recent = ((rows < 0) | self.unknown[np.maximum(rows, 0)])[None, :]
         sample, vectors = self._calibration_sample()
