@@ -331,7 +331,7 @@ def new_item_boost(params: Path = ParamsOption,
     (index.new_item_boost), alone and with calibration (index.new_item_calibration), and print new- and warm-target
     NDCG@10; where the runs also ranked the untuned LM, say the floor to serve: the smallest at which the head, with
     calibration as the config serves it, ranks new items at least as well as the untuned LM."""
-    from .new_item_boost import group_ndcg, measure_experiment, settings_in_order
+    from .new_item_boost import group_ndcg, measure_experiment, parse_setting, settings_in_order
 
     _load(params)
     try:
@@ -343,13 +343,13 @@ def new_item_boost(params: Path = ParamsOption,
     for label in settings_in_order(records[0]):
         new = [group_ndcg(r, label) for r in records]
         warm = [_warm_ndcg(r["boosts"][label]) for r in records]
-        floor, _, calibrated = label.partition("+")
-        rows.append([floor, "yes" if calibrated else "no", _mean_text(new), _mean_text(warm),
+        floor, calibrated = parse_setting(label)
+        rows.append([f"{floor:g}", "yes" if calibrated else "no", _mean_text(new), _mean_text(warm),
                      "chosen" if label == chosen else ""])
     _table(f"{experiment}: NDCG@10 of the sequence head by offset of new items (mean of {len(records)} runs)",
            ["floor", "calibration", "new targets", "warm targets", ""], rows)
     if chosen is not None:
-        console.print(f"serve with `index.new_item_boost: {chosen.partition('+')[0]}` (the smallest floor at which the "
+        console.print(f"serve with `index.new_item_boost: {parse_setting(chosen)[0]:g}` (the smallest floor at which the "
                       f"head ranks new items at least as well as the untuned LM on this window)", highlight=False)
 
 
