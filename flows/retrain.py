@@ -1,4 +1,5 @@
-"""`retrain`: the train-eval pipeline again (on a cron schedule, or when enough new items arrived)."""
+"""`retrain`: the train-eval pipeline again (on a cron schedule, or when enough new items arrived); the new model
+serves only if it passes the gate, and a running `llmrec serve` reloads only then."""
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
@@ -8,9 +9,10 @@ from tasks.items import reload_service, reset_count
 
 
 @flow(name="retrain", log_prints=True)
-def retrain(project: str = str(PROJECT), reason: str = "schedule") -> str:
+def retrain(project: str = str(PROJECT), reason: str = "schedule", params: str = "params.yaml") -> dict:
     get_run_logger().info(f"retraining ({reason})")
-    table = train_eval(project)
-    reset_count(project)
-    reload_service(project)  # a running `llmrec serve` swaps in the new weights and index (orchestration.serve_url)
-    return table
+    result = train_eval(project, params)
+    reset_count(project, params)
+    if result["decision"]["promoted"]:
+        reload_service(project, params)  # a running `llmrec serve` swaps in the new champion (orchestration.serve_url)
+    return result

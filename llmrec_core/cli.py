@@ -192,20 +192,22 @@ def train(params: Path = ParamsOption, overrides: list[str] = SetOption, experim
 def evaluate(params: Path = ParamsOption, overrides: list[str] = SetOption, experiment: str = ExperimentOption,
              models: str = typer.Option(None, help="Comma-separated: llmrec, zero_shot, seqhead, sasrec, popularity "
                                                   "(default: eval.models)."),
-             split: str = typer.Option("test", help="test or valid")) -> None:
+             split: str = typer.Option("test", help="test, valid, or both as valid,test")) -> None:
     """Rank every target against its domain's items and report Recall/NDCG@K and MRR."""
     from .evaluate.run import MODELS, evaluate as evaluate_models
 
     p = _load(params, overrides, experiment)
     chosen = tuple(p.eval.models) if models is None else tuple(m.strip() for m in models.split(",") if m.strip())
+    splits = [s.strip() for s in split.split(",") if s.strip()]
     unknown = set(chosen) - set(MODELS)
-    if unknown or split not in ("test", "valid"):
-        _fail(f"unknown model(s) {sorted(unknown)} or split {split!r}; models: {', '.join(MODELS)}")
-    try:
-        out = evaluate_models(p, chosen, split)
-    except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
-    print_metrics(out, p.eval.ks)
+    if unknown or not splits or set(splits) - {"test", "valid"}:
+        _fail(f"unknown model(s) {sorted(unknown)} or split {split!r}; models: {', '.join(MODELS)}; splits: valid, test")
+    for one in splits:
+        try:
+            out = evaluate_models(p, chosen, one)
+        except (FileNotFoundError, ValueError) as e:
+            _fail(str(e))
+        print_metrics(out, p.eval.ks)
 
 
 @app.command()
@@ -227,6 +229,78 @@ def index(params: Path = ParamsOption, overrides: list[str] = SetOption, experim
     console.print(f"indexed {m['items']:,} items (dim {m['dim']}, {'tuned' if m['tuned'] else 'zero-shot'} "
                   f"{m['model']}) in {index_dir(p)}: encode {m['encode_seconds']} s "
                   f"({m['items_encoded_per_s']:,} items/s), {m['kind']} index build {m['build_seconds']} s")
+
+
+@app.command()
+def pipeline(params: Path = ParamsOption,
+             check: bool = typer.Option(False, "--check", help="Only say whether the written pipeline is current "
+                                                                "(exit 1 if not).")) -> None:
+    """Write the DVC pipeline of a params file: dvc.yaml for the project's params.yaml, pipelines/<name>/dvc.yaml
+    for another (then `dvc repro pipelines/<name>/dvc.yaml`)."""
+    from .dvc_pipeline import pipeline_file, render, write_pipeline
+
+    p = _load(params)
+    project = Path.cwd()
+    target = pipeline_file(project, params)
+    if check:
+        current = target.is_file() and target.read_text() == render(p, params, project)
+        console.print(f"{target}: {'current' if current else 'stale: run `llmrec pipeline --params ' + str(params) + '`'}",
+                      highlight=False)
+        raise typer.Exit(code=0 if current else 1)
+    path, changed = write_pipeline(p, params, project)
+    console.print(f"{'wrote' if changed else 'unchanged:'} {path}", highlight=False)
+
+
+@app.command()
+def register(params: Path = ParamsOption, overrides: list[str] = SetOption) -> None:
+    """Register the pipeline's trained model as a new version and let it serve only if, scored as it serves on the
+    validation split, it is not worse than the champion (registry.metric within registry.tolerance)."""
+    from .promotion import register_candidate
+
+    p = _load(params, overrides)
+    try:
+        decision = register_candidate(p)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    verdict = "promoted: it serves now" if decision.promoted else "kept the champion"
+    console.print(f"version {decision.version}: {verdict} ({decision.reason})", highlight=False)
+
+
+@app.command()
+def models(params: Path = ParamsOption) -> None:
+    """List the registered model versions and which one serves."""
+    from .registry import ModelRegistry
+
+    p = _load(params)
+    registry = ModelRegistry(p)
+    champion = registry.champion()
+    metric = p.registry.metric
+    _table(f"model versions in {registry.dir}", ["version", "kind", f"valid {metric} (served)", "data", "commit",
+                                                  "registered", "gate", "serving"],
+           [[v.number, v.kind, v.tags.get(f"valid_{metric}", "–"), v.tags.get("data_version", "–"),
+             v.tags.get("commit", "–")[:10], v.created, v.tags.get("decision", "–"),
+             "champion" if champion and v.number == champion.number else ""] for v in registry.versions()])
+
+
+@app.command()
+def promote(version: int = typer.Argument(..., help="The version to serve (see `llmrec models`)."),
+            params: Path = ParamsOption) -> None:
+    """Serve VERSION (no gate), and tell a running `llmrec serve` (orchestration.serve_url) to reload."""
+    from .promotion import switch
+
+    p = _load(params)
+    chosen, reloaded = switch(p, version)
+    console.print(f"version {chosen.number} ({chosen.kind}) serves now{reloaded}", highlight=False)
+
+
+@app.command()
+def rollback(params: Path = ParamsOption) -> None:
+    """Serve the version that served before the current champion, and tell a running `llmrec serve` to reload."""
+    from .promotion import switch
+
+    p = _load(params)
+    chosen, reloaded = switch(p, None)
+    console.print(f"rolled back: version {chosen.number} ({chosen.kind}) serves now{reloaded}", highlight=False)
 
 
 @app.command()

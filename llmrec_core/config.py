@@ -326,6 +326,19 @@ class IndexConfig(Section):
     new_item_prior_strength: float = Field(default=10.0, gt=0.0, le=1e6)
 
 
+class RegistryConfig(Section):
+    """`registry`: the model versions (MLflow's registry in a SQLite file under `dir`, each version's serving files
+    in `dir/versions/<n>/`) and the rule a trained candidate must pass to replace the serving champion."""
+
+    dir: Path = Path("registry")
+    model_name: str = Field(default="llmrec", pattern=r"^[A-Za-z0-9_.-]+$")
+    # the candidate and the champion are both scored as they would serve, on the candidate's validation split;
+    # the candidate goes live if its `metric` is at least the champion's minus `tolerance` (absolute)
+    metric: Literal["ndcg@10", "recall@10", "mrr"] = "ndcg@10"
+    tolerance: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_valid_users: int | None = Field(default=2000, ge=1)  # validation rows scored per version (seeded sample)
+
+
 class ReportConfig(Section):
     """`report`: where REPORT.md goes, where the benchmarks are read from, and notes to print in it."""
 
@@ -374,6 +387,7 @@ class Params(Section):
     cost: CostConfig = CostConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
     index: IndexConfig = IndexConfig()
+    registry: RegistryConfig = RegistryConfig()
     report: ReportConfig = ReportConfig()
     experiments: list[Experiment] = []
     # Where the file was read from; relative paths in it are resolved against this directory.

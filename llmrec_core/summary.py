@@ -1,44 +1,55 @@
-"""Tables built from the metrics files a pipeline run wrote (never typed): for the CLI, Prefect and reports."""
+"""Tables built from the metrics files a pipeline run wrote (never typed): for the CLI and Prefect artifacts."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from .report.collect import read_json
-from .report.markdown import table
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
-def run_dirs(runs_root: Path, names: list[str] | None = None) -> list[Path]:
-    """Every run folder under `runs_root` with test metrics (or only those `names` lists)."""
-    runs = sorted(p.parent for p in runs_root.glob("*/metrics_test.json"))
-    return runs if names is None else [r for r in runs if r.name in names]
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1 else f"{value:,.2f}"
+    return str(value)
 
 
-def metrics_markdown(runs_root: Path, ks=(10, 50), names: list[str] | None = None) -> str:
-    """A markdown table of each run's overall test metrics per model."""
-    columns = ["run", "model", "targets", *(f"{m}@{k}" for k in ks for m in ("Recall", "NDCG")), "MRR"]
-    rows = []
-    for run in run_dirs(runs_root, names):
-        for model, result in read_json(run / "metrics_test.json")["models"].items():
-            overall = result["overall"]
-            rows.append([run.name, model, overall["count"],
-                         *(overall.get(f"{m}@{k}") for k in ks for m in ("recall", "ndcg")), overall.get("mrr")])
+def table(columns: list[str], rows: list[list]) -> str:
+    """A markdown table; columns whose cells are all numbers are right-aligned."""
+    numeric = [all(isinstance(r[i], (int, float)) for r in rows if r[i] is not None) for i in range(len(columns))]
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---:" if n else "---" for n in numeric) + " |"]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def metrics_markdown(run: Path, ks=(10, 50), split: str = "test") -> str:
+    """A markdown table of the run's overall metrics on `split`, one row per model."""
+    columns = ["model", "targets", *(f"{m}@{k}" for k in ks for m in ("Recall", "NDCG")), "MRR"]
+    found = _read(run / f"metrics_{split}.json") or {"models": {}}
+    rows = [[model, r["overall"]["count"], *(r["overall"].get(f"{m}@{k}") for k in ks for m in ("recall", "ndcg")),
+             r["overall"].get("mrr")] for model, r in found["models"].items()]
     return table(columns, rows)
 
 
-def cost_markdown(runs_root: Path, names: list[str] | None = None) -> str:
-    """A markdown table of each run's training and evaluation cost."""
-    columns = ["run", "phase", "model", "device", "params", "trainable", "samples/s (items/s for eval)", "wall s",
+def cost_markdown(run: Path) -> str:
+    """A markdown table of the run's training and evaluation cost."""
+    columns = ["phase", "model", "device", "params", "trainable", "samples/s (items/s for eval)", "wall s",
                "peak host MB", "device-h", "money"]
     rows = []
-    for run in run_dirs(runs_root, names):
-        for name in ("cost_train.json", "sasrec/cost_train.json", "seqhead/cost_train.json"):
-            cost = read_json(run / name)
-            if cost:
-                rows.append([run.name, "train", cost.get("model", ""), cost["device"], cost["parameters_total"],
-                             cost["parameters_trainable"], cost["samples_per_s"], cost["seconds_total"],
-                             cost["peak_host_mb"], cost["device_hours"], cost["money_estimate"]])
-        for model, cost in (read_json(run / "cost_eval.json") or {}).items():
-            rows.append([run.name, "eval", model, cost["device"], cost["parameters_total"], None,
-                         cost.get("items_encoded_per_s"), cost["seconds_total"], cost["peak_host_mb"],
-                         cost["device_hours"], cost["money_estimate"]])
+    for name in ("cost_train.json", "sasrec/cost_train.json", "seqhead/cost_train.json"):
+        cost = _read(run / name)
+        if cost:
+            rows.append(["train", cost.get("model", ""), cost["device"], cost["parameters_total"],
+                         cost["parameters_trainable"], cost["samples_per_s"], cost["seconds_total"],
+                         cost["peak_host_mb"], cost["device_hours"], cost["money_estimate"]])
+    for model, cost in (_read(run / "cost_eval.json") or {}).items():
+        rows.append(["eval", model, cost["device"], cost["parameters_total"], None, cost.get("items_encoded_per_s"),
+                     cost["seconds_total"], cost["peak_host_mb"], cost["device_hours"], cost["money_estimate"]])
     return table(columns, rows)

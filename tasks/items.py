@@ -23,10 +23,10 @@ def ingest_file(project: str, file: str) -> dict:
 
 
 @task(name="reset-new-item-count")
-def reset_count(project: str) -> None:
+def reset_count(project: str, params: str = "params.yaml") -> None:
     from llmrec_core.serve.item_store import reset_since_training
 
-    reset_since_training(load_params(Path(project) / "params.yaml"))
+    reset_since_training(load_params(Path(project) / params))
 
 
 @task(name="version-new-items", retries=2, retry_delay_seconds=2)
@@ -38,13 +38,8 @@ def version(project: str) -> str:
 
 
 @task(name="reload-service", retries=2, retry_delay_seconds=5)
-def reload_service(project: str) -> dict | None:
-    """After a retrain: tell the running `llmrec serve` (orchestration.serve_url) to swap in the new model."""
-    import httpx
+def reload_service(project: str, params: str = "params.yaml") -> str:
+    """After a promotion: tell the running `llmrec serve` (orchestration.serve_url) to swap in the new champion."""
+    from llmrec_core.promotion import reload_server
 
-    url = load_params(Path(project) / "params.yaml").orchestration.serve_url
-    if not url:
-        return None
-    response = httpx.post(url.rstrip("/") + "/reload", timeout=300)
-    response.raise_for_status()
-    return response.json()  # the service's /healthz after the swap (its generation, items, loaded_at)
+    return reload_server(load_params(Path(project) / params))

@@ -185,8 +185,7 @@ class Recommender:
                 raise ValueError(f"unknown domain {domain!r}; domains: {', '.join(self.domains)}")
         vector = self.tower.user_vector(hist)
         with self._lock:
-            offset = (self.tower.new_item_offset(self.params.index, vector, hist)
-                      if hasattr(self.tower, "new_item_offset") else 0.0)
+            offset = self.tower.new_item_offset(self.params.index, vector, hist)
             ids, scores = self._search(vector, k + len(seen), allowed, offset)
             catalog = self.index.catalog
         keep = (ids >= 0) & ~np.isin(ids, seen)  # -1 pads when fewer items than asked
@@ -204,7 +203,7 @@ class Recommender:
         exactly."""
         ids, scores = self.index.search(vector, n, allowed)
         ids, scores = ids[0], scores[0]
-        unknown = getattr(self.tower, "unknown", None)
+        unknown = self.tower.unknown
         if not offset or unknown is None or not unknown.any():
             return ids, scores
         new_rows = np.flatnonzero(unknown)

@@ -13,6 +13,7 @@ A tower gives item vectors for the index (`item_vectors`) and one user vector fo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -32,10 +33,28 @@ def weights_path(params: Params) -> Path:
     return params.resolve(run_dir) / "weights.safetensors"
 
 
+class Tower(Protocol):
+    """What serving asks of a model: item vectors for the index, a user vector for a history, and the offset added to
+    the scores of items it has no ID embedding for (`unknown`: a flag per indexed item, None when it has none)."""
+
+    kind: str
+    window: int
+    unknown: np.ndarray | None
+
+    def item_vectors(self, rows: pd.DataFrame) -> np.ndarray: ...
+
+    def user_vector(self, history: pd.DataFrame) -> np.ndarray: ...
+
+    def new_item_offset(self, cfg: IndexConfig, vector: np.ndarray, history: pd.DataFrame) -> float: ...
+
+    def extend(self, vectors: np.ndarray) -> None: ...
+
+
 class LMTower:
     """LLM-Rec: history sentence and item titles through the same LM."""
 
     kind = "llmrec"
+    unknown = None  # the LM ranks every item by its title alone: none lacks an embedding
 
     def __init__(self, params: Params, bundle: EncoderBundle):
         self.params, self.bundle = params, bundle
@@ -58,6 +77,10 @@ class LMTower:
         texts = self._texts(history["title"].tolist(), history["domain"].tolist())
         with torch.no_grad():
             return encode_histories(texts, [np.arange(len(history))], 1).numpy()
+
+    def new_item_offset(self, cfg: IndexConfig, vector: np.ndarray, history: pd.DataFrame) -> float:
+        """No offset: every item's vector is its title's."""
+        return 0.0
 
     def extend(self, vectors: np.ndarray) -> None:
         """Items were added to the index (nothing to remember: the LM encodes titles afresh)."""
