@@ -1,6 +1,7 @@
 """Prefect tasks for new items: validate + embed + index (llmrec_core.serve.new_items), version with DVC."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -39,12 +40,17 @@ def version(project: str) -> str:
 
 @task(name="reload-service", retries=2, retry_delay_seconds=5)
 def reload_service(project: str) -> dict | None:
-    """After a retrain: tell the running `llmrec serve` (orchestration.serve_url) to swap in the new model."""
+    """After a retrain: tell the running `llmrec serve` (orchestration.serve_url) to swap in the new model, with
+    $LLMREC_API_TOKEN as the bearer token when it is set (as the service requires when it has one)."""
     import httpx
+
+    from llmrec_core.serve.auth import TOKEN_ENV
 
     url = load_params(Path(project) / "params.yaml").orchestration.serve_url
     if not url:
         return None
-    response = httpx.post(url.rstrip("/") + "/reload", timeout=300)
+    token = os.environ.get(TOKEN_ENV)  # the token the service was started with, if any
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.post(url.rstrip("/") + "/reload", headers=headers, timeout=300)
     response.raise_for_status()
     return response.json()  # the service's /healthz after the swap (its generation, items, loaded_at)

@@ -7,8 +7,10 @@
   GET  /healthz    model, index size, when it was loaded;  GET /metrics  Prometheus;  GET /docs  OpenAPI
 
 Requests hold a reference to the recommender they started with, so a reload never drops or mixes one.
-Bad requests get a 4xx with a one-line `detail`; an unexpected error is a 500 with no stack trace (the
-traceback goes to the server log).
+Bad requests get a 4xx with a one-line `detail` that echoes no body and names no filesystem path
+(public_errors.py); an unexpected error is a 500 with no stack trace (the traceback goes to the server log).
+Bodies over 1 MiB get 413 as soon as that many bytes have arrived, chunked or not (body_limit.py). POST /items
+and POST /reload need `Authorization: Bearer <token>` when a token is set (auth.py).
 """
 from __future__ import annotations
 
