@@ -230,6 +230,19 @@ def test_a_read_only_data_root_is_a_clear_error_and_exit_2(tmp_path, write_param
     assert f"{tmp_path / 'data'}: the data folder is not writable" in " ".join(res.output.split())
 
 
+def test_item_ids_with_control_characters_are_quarantined_by_validation(tmp_path, write_params):
+    inter = b"user_id,item_id,timestamp\nu1,i1,1400000000\nu1,i\x002,1400000001\n"
+    items = b"item_id,title\ni1,One\ni\x002,Nul\ni\x1b3,Escape\n"
+    params = write_params([_table_source(tmp_path / "s", inter, items)], validation={"max_bad_fraction": 1.0})
+    ingest(params)
+    validate(params)
+    layout = DataLayout(params.data_root)
+    assert pd.read_parquet(layout.validated / "items.parquet")["item_id"].tolist() == ["Shop:i1"]
+    quarantine = pd.read_parquet(layout.validated / "quarantine.parquet")
+    reasons = quarantine[quarantine["table"] == "items"].set_index("source_line")["reason"]
+    assert sorted(reasons.index) == [3, 4] and reasons.str.contains("item_id holds a control character").all()
+
+
 def test_prepare_removes_scratch_databases_that_killed_prepares_left(tmp_path, write_params):
     inter = "user_id,item_id,timestamp\n" + "".join(f"u{u},i{i},{1400000000 + 10 * u + i}\n"
                                                     for u in range(8) for i in range(6))
