@@ -329,13 +329,19 @@ def recommend(params: Path = ParamsOption, overrides: list[str] = SetOption, exp
 @app.command()
 def serve(params: Path = ParamsOption, overrides: list[str] = SetOption, experiment: str = ExperimentOption,
           host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
-          port: int = typer.Option(8000, "--port", min=1, max=65535)) -> None:
+          port: int = typer.Option(8000, "--port", min=1, max=65535),
+          token_file: Path = typer.Option(None, "--token-file", help="A file holding the API token that POST /items "
+                                          "and POST /reload require (default: $LLMREC_API_TOKEN; without either, "
+                                          "only a loopback --host is allowed).")) -> None:
     """Serve recommendations over HTTP (POST /recommend, POST /items, POST /reload, GET /healthz, /metrics,
-    /docs), with the run's model and index loaded once; build the index first with `llmrec index`."""
+    /docs), with the run's model and index loaded once; build the index first with `llmrec index`. The state
+    changes (POST /items, POST /reload) need `Authorization: Bearer <token>` when a token is set."""
+    from .serve.auth import load_token
     from .serve.http import serve as serve_http
 
+    token = load_token(token_file)
     p = _load(params, overrides, experiment)
-    serve_http(p, host, port)
+    serve_http(p, host, port, token)
 
 
 @app.command()

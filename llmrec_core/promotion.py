@@ -39,7 +39,9 @@ def reload_server(params: Params) -> str:
         return ""
     import httpx
 
-    token = os.environ.get("LLMREC_API_TOKEN")
+    from .serve.auth import TOKEN_ENV
+
+    token = os.environ.get(TOKEN_ENV)  # the token the service was started with, if any
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         response = httpx.post(url.rstrip("/") + "/reload", headers=headers, timeout=300)

@@ -42,4 +42,6 @@ def reload_service(project: str, params: str = "params.yaml") -> str:
     """After a promotion: tell the running `llmrec serve` (orchestration.serve_url) to swap in the new champion."""
     from llmrec_core.promotion import reload_server
 
-    return reload_server(load_params(Path(project) / params))
+    said = reload_server(load_params(Path(project) / params))
+    get_run_logger().info(f"reload{said or ': no orchestration.serve_url set'}")
+    return said

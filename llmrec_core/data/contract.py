@@ -7,6 +7,8 @@ reported as "file:line: reason".
 """
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 
 STR = pa.string()
@@ -18,20 +20,32 @@ INTERACTIONS = pa.schema([("user_id", STR), ("item_id", STR), ("domain", STR), (
 QUARANTINE = pa.schema([("stage", STR), ("table", STR), *PROVENANCE, ("reason", STR), ("record", STR)])
 
 
+# Ids name things in files, logs and URLs: a control character (a line break, NUL, ...) in one is refused, by
+# validation and for new items (GX, below) and by the HTTP service's request models alike.
+ID_CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
+_ID_CONTROL_RE = re.compile(ID_CONTROL_CHARACTERS)
+
+
+def id_has_control_characters(value: str) -> bool:
+    """Does this id break the id rule (hold a control character)?"""
+    return _ID_CONTROL_RE.search(value) is not None
+
+
 def make_item_id(domain, native_id):
     """Item ids are unique across domains: `<domain>:<native id>` (vectorised over pandas Series)."""
     return domain + ":" + native_id
 
 
 def item_expectations(max_title_chars: int, domains: list[str] | None = None) -> list:
-    """An item has a unique id, a domain (one of `domains` when given) and a title of 1 to `max_title_chars`
-    characters."""
+    """An item has a unique id without control characters, a domain (one of `domains` when given) and a title of 1
+    to `max_title_chars` characters."""
     import great_expectations as gx  # ~5 s import: only where items are checked
 
     expect = gx.expectations
     checks = [
         expect.ExpectColumnValuesToNotBeNull(column="item_id"),
         expect.ExpectColumnValuesToBeUnique(column="item_id"),
+        expect.ExpectColumnValuesToNotMatchRegex(column="item_id", regex=ID_CONTROL_CHARACTERS),
         expect.ExpectColumnValuesToNotBeNull(column="domain"),
         expect.ExpectColumnValuesToNotBeNull(column="title"),
         expect.ExpectColumnValueLengthsToBeBetween(column="title", min_value=1, max_value=max_title_chars),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,28 @@ from .stage import stage_output
 from .sequences import gather_ranges, group_starts
 from .splits import SPLITS, item_groups, write_sequences
 from .time_split import with_time_split
+
+
+ENGINE_PREFIX = ".prepare-engine-"  # + the pid of the prepare using it
+
+
+def remove_dead_engines(root: Path) -> None:
+    """Remove the scratch databases (which can be large) that prepares killed mid-run left: those whose pid no
+    longer runs."""
+    for folder in root.glob(f"{ENGINE_PREFIX}*"):
+        pid = folder.name.removeprefix(ENGINE_PREFIX)
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def read_validated(layout: DataLayout) -> pd.DataFrame:
@@ -64,7 +87,8 @@ def prepare(params: Params) -> dict:
     layout = DataLayout(params.data_root)
     items = read_validated(layout)
     with stage_output(layout.prepared, "llmrec prepare") as out:
-        with engine(layout.root / f".prepare-engine-{os.getpid()}", params.data.memory_limit_mb) as con:
+        remove_dead_engines(layout.root)
+        with engine(layout.root / f"{ENGINE_PREFIX}{os.getpid()}", params.data.memory_limit_mb) as con:
             kept = filter_events(con, layout.validated / "interactions.parquet", params, out / "dropped.parquet")
         indexed = index_events(items, kept, params.prepare)
         del kept  # its arrays are copied into `indexed`; at tens of millions of events this is ~1 GB

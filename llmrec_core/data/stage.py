@@ -17,7 +17,7 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
-from ..errors import StageBusy
+from ..errors import StageBusy, UserError
 
 
 def _siblings(folder: Path, kind: str) -> list[Path]:
@@ -47,14 +47,22 @@ def _swap_in(new: Path, folder: Path) -> None:
 
 @contextmanager
 def stage_lock(folder: Path, command: str) -> Iterator[None]:
-    """Refuse to run when another process holds `folder`'s lock."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    """Refuse to run when another process holds `folder`'s lock, or when `folder`'s parent cannot be written."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{folder.parent}: cannot create the data folder ({e.strerror}); check data.root") from None
+    if not os.access(folder.parent, os.W_OK | os.X_OK):
+        raise UserError(f"{folder.parent}: the data folder is not writable; check data.root and its permissions")
     lock = _lock(folder)
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise StageBusy(f"{folder}: another `{command}` is writing it (lock {lock.lock_file}); wait for it to "
                         f"finish, then run again") from None
+    except OSError as e:  # a read-only file system, or a folder of another user
+        raise UserError(f"{folder.parent}: the data folder is not writable ({e.strerror}); check data.root and "
+                        f"its permissions") from None
     try:
         _repair(folder)
         yield

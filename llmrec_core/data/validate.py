@@ -59,6 +59,7 @@ def _describe(expectation_type: str, kwargs: dict) -> str:
             f"{column} outside [{kwargs.get('min_value')}, {kwargs.get('max_value')}]"
         ),
         "expect_column_values_to_be_unique": f"{column} not unique",
+        "expect_column_values_to_not_match_regex": f"{column} holds a control character (a line break, NUL, ...)",
     }.get(expectation_type, f"{expectation_type} on {column}")
 
 

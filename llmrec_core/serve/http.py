@@ -7,8 +7,10 @@
   GET  /healthz    model, index size, when it was loaded;  GET /metrics  Prometheus;  GET /docs  OpenAPI
 
 Requests hold a reference to the recommender they started with, so a reload never drops or mixes one.
-Bad requests get a 4xx with a one-line `detail`; an unexpected error is a 500 with no stack trace (the
-traceback goes to the server log).
+Bad requests get a 4xx with a one-line `detail` that echoes no body and names no filesystem path
+(public_errors.py); an unexpected error is a 500 with no stack trace (the traceback goes to the server log).
+Bodies over 1 MiB get 413 as soon as that many bytes have arrived, chunked or not (body_limit.py). POST /items
+and POST /reload need `Authorization: Bearer <token>` when a token is set (auth.py).
 """
 from __future__ import annotations
 
@@ -18,27 +20,46 @@ import time
 from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Params
+from ..data.contract import id_has_control_characters
 from ..data.sources.common import bad_frame
+from .auth import check_bind, state_change_guard
+from .body_limit import MAX_BODY_BYTES, BodyLimit
 from .item_store import record_new_items
 from .new_items import new_item_rows, screen_new_items
+from .public_errors import public_detail, public_validation_errors
 from .recommend import Recommender
 
 log = logging.getLogger("llmrec.serve")
-MAX_BODY_BYTES = 1 << 20
-Title = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
-Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+def _not_blank(title: str) -> str:
+    if not title.strip():
+        raise ValueError("a title must hold more than whitespace")
+    return title
+
+
+def _no_control_characters(value: str) -> str:
+    if id_has_control_characters(value):
+        raise ValueError("an id must not hold control characters (a line break, NUL, ...)")
+    return value
+
+
+Title = Annotated[str, StringConstraints(min_length=1, max_length=1000), AfterValidator(_not_blank)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_control_characters)]
 
 
 class Strict(BaseModel):
-    """A request body that refuses unknown fields."""
+    """A request body that refuses unknown fields and values of another type (`k: "5"` or `k: true`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RecommendRequest(Strict):
@@ -115,25 +136,32 @@ class Service:
                 "generation": self.generation}
 
 
-def create_app(params: Params) -> FastAPI:
-    """The FastAPI app serving one run's recommender (loaded now), with its routes and Prometheus metrics."""
+def create_app(params: Params, token: str | None = None) -> FastAPI:
+    """The FastAPI app serving one run's recommender (loaded now), with its routes and Prometheus metrics.
+    `token`: the bearer token POST /items and POST /reload require (None: they are open to loopback clients only)."""
     service = Service(params)
     app = FastAPI(title="llmrec", summary="LLM-Rec recommendations over HTTP", version="1")
     app.state.service = service
+    changes_state = [Depends(state_change_guard(token))]
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)  # added first: inside the metrics, which count its 413s
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": public_validation_errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": public_detail(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next):
+    async def metrics_and_no_traces(request: Request, call_next):
         endpoint = request.url.path
         started = time.perf_counter()
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
-            response = JSONResponse({"detail": f"request body over {MAX_BODY_BYTES:,} bytes"}, status_code=413)
-        else:
-            try:
-                response = await call_next(request)
-            except Exception:  # never a stack trace in a response
-                log.exception("unexpected error on %s", endpoint)
-                response = JSONResponse({"detail": "internal error"}, status_code=500)
+        try:
+            response = await call_next(request)
+        except Exception:  # never a stack trace in a response
+            log.exception("unexpected error on %s", endpoint)
+            response = JSONResponse({"detail": "internal error"}, status_code=500)
         if endpoint != "/metrics":
             service.requests.labels(endpoint, str(response.status_code)).inc()
             service.latency.labels(endpoint).observe(time.perf_counter() - started)
@@ -153,12 +181,12 @@ def create_app(params: Params) -> FastAPI:
         return {"history": history.to_dict("records"), "items": recs.to_dict("records"),
                 "generation": service.generation}
 
-    @app.post("/items")
+    @app.post("/items", dependencies=changes_state)
     def add_items(body: NewItemsRequest) -> dict:
         result, status = service.add_items([item.model_dump() for item in body.items])
         return JSONResponse(result, status_code=status)
 
-    @app.post("/reload")
+    @app.post("/reload", dependencies=changes_state)
     def reload() -> dict:
         try:
             return service.reload()
@@ -176,8 +204,10 @@ def create_app(params: Params) -> FastAPI:
     return app
 
 
-def serve(params: Params, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the app with uvicorn on host:port (127.0.0.1 unless told otherwise) until interrupted."""
+def serve(params: Params, host: str = "127.0.0.1", port: int = 8000, token: str | None = None) -> None:
+    """Run the app with uvicorn on host:port (127.0.0.1 unless told otherwise) until interrupted; a bind beyond
+    loopback needs `token` (checked before the model loads)."""
     import uvicorn
 
-    uvicorn.run(create_app(params), host=host, port=port, log_level="info")
+    check_bind(host, token)
+    uvicorn.run(create_app(params, token), host=host, port=port, log_level="info")

@@ -209,6 +209,60 @@ def test_unexpected_errors_print_one_line_and_a_log(tmp_path, write_params, monk
     assert len(logs) == 1 and "ZeroDivisionError" in logs[0].read_text() and "Traceback" in logs[0].read_text()
 
 
+def test_a_read_only_data_root_is_a_clear_error_and_exit_2(tmp_path, write_params, monkeypatch):
+    import errno
+
+    import filelock
+
+    write_params([_table_source(tmp_path / "s", b"user_id,item_id,timestamp\nu1,i1,1400000000\n",
+                                b"item_id,title\ni1,One\n")])
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data").chmod(0o555)
+    if os.geteuid() == 0:  # root writes anyway: fail the lock file as the OS does for anyone else
+        def read_only(self, *args, **kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied", self.lock_file)
+        monkeypatch.setattr(filelock.FileLock, "acquire", read_only)
+    try:
+        res = runner.invoke(app, ["ingest", "--params", str(tmp_path / "params.yaml")])
+    finally:
+        (tmp_path / "data").chmod(0o755)
+    assert res.exit_code == 2, res.output
+    assert f"{tmp_path / 'data'}: the data folder is not writable" in " ".join(res.output.split())
+
+
+def test_item_ids_with_control_characters_are_quarantined_by_validation(tmp_path, write_params):
+    inter = b"user_id,item_id,timestamp\nu1,i1,1400000000\nu1,i\x002,1400000001\n"
+    items = b"item_id,title\ni1,One\ni\x002,Nul\ni\x1b3,Escape\n"
+    params = write_params([_table_source(tmp_path / "s", inter, items)], validation={"max_bad_fraction": 1.0})
+    ingest(params)
+    validate(params)
+    layout = DataLayout(params.data_root)
+    assert pd.read_parquet(layout.validated / "items.parquet")["item_id"].tolist() == ["Shop:i1"]
+    quarantine = pd.read_parquet(layout.validated / "quarantine.parquet")
+    reasons = quarantine[quarantine["table"] == "items"].set_index("source_line")["reason"]
+    assert sorted(reasons.index) == [3, 4] and reasons.str.contains("item_id holds a control character").all()
+
+
+def test_prepare_removes_scratch_databases_that_killed_prepares_left(tmp_path, write_params):
+    inter = "user_id,item_id,timestamp\n" + "".join(f"u{u},i{i},{1400000000 + 10 * u + i}\n"
+                                                    for u in range(8) for i in range(6))
+    items = "item_id,title\n" + "".join(f"i{i},Item {i}\n" for i in range(6))
+    params = write_params([_table_source(tmp_path / "s", inter.encode(), items.encode())],
+                          prepare={"min_user_interactions": 1, "min_item_interactions": 1})
+    ingest(params)
+    validate(params)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = params.data_root / f".prepare-engine-{dead.pid}"  # a prepare killed mid-run leaves this
+    alive = params.data_root / f".prepare-engine-{os.getppid()}"  # a running process's: not ours to remove
+    for folder in (stale, alive):
+        (folder / "spill").mkdir(parents=True)
+        (folder / "engine.duckdb").write_bytes(b"x" * 1000)
+    prepare(params)
+    assert not stale.exists() and alive.exists()
+    assert not list(params.data_root.glob(f".prepare-engine-{os.getpid()}"))  # its own is gone too
+
+
 def test_a_stage_swaps_in_whole_and_readers_see_the_old_outputs_meanwhile(tmp_path):
     folder = tmp_path / "stage"
     with stage_output(folder, "test") as out:

@@ -46,6 +46,30 @@ def test_amazon2023_parent_asin_and_milliseconds(tmp_path, write_params):
     assert inter["timestamp"].tolist() == [1588615855, 1588615955]
 
 
+def test_amazon2023_titles_written_as_objects_or_lists_are_text_or_quarantined(tmp_path, write_params):
+    import gzip
+    import json
+
+    source = formats.amazon2023(tmp_path)
+    meta = [{"parent_asin": "D1", "title": {"de": "Titel", "en": "Dict Title"}},
+            {"parent_asin": "D2", "title": {"x": {"en": "nested"}, "fr": "Titre"}},
+            {"parent_asin": "L1", "title": ["Part One", None, "Part Two"]},
+            {"parent_asin": "X1", "title": {"n": None, "b": False}},
+            {"parent_asin": "X2", "title": []},
+            {"parent_asin": "X3", "title": True}]
+    with gzip.open(source["items"], "at") as fh:
+        fh.write("".join(json.dumps(m) + "\n" for m in meta))
+    counts, items, inter, bad = _run(write_params, source)
+    titles = dict(zip(items["item_id"], items["title"]))
+    assert titles["Electronics:D1"] == "Dict Title" and titles["Electronics:D2"] == "Titre"
+    assert titles["Electronics:L1"] == "Part One Part Two"
+    assert not any("{" in t or "[" in t for t in titles.values())
+    reasons = dict(zip(bad["source_line"], bad["reason"]))
+    assert reasons == {6: "title is an object without text", 7: "title is a list without text",
+                       8: "title is a bool, not text"}
+    assert "Electronics:X1" not in titles and counts.items_quarantined == 3
+
+
 def test_ml100k_latin1_and_first_genre(tmp_path, write_params):
     counts, items, inter, bad = _run(write_params, formats.ml100k(tmp_path))
     assert bad.empty

@@ -131,6 +131,23 @@ def test_oversized_bodies_are_refused_and_docs_are_served(server):
     assert "/recommend" in client.get("/openapi.json").json()["paths"]
 
 
+def test_a_chunked_body_over_the_limit_is_refused_before_it_is_sent_whole(server):
+    client, _ = server
+    offered, chunk = 1600, b"x" * 65536  # 100 MiB, with no Content-Length (chunked transfer encoding)
+    sent = 0
+
+    def chunks():
+        nonlocal sent
+        for _ in range(offered):
+            sent += 1
+            yield chunk
+
+    res = client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
+    assert res.status_code == 413 and "over" in res.json()["detail"]
+    assert sent < offered // 4, sent  # the server stopped reading: only what the sockets' buffers took was sent
+    assert client.get("/healthz").status_code == 200
+
+
 def test_the_retrain_flow_task_makes_the_service_reload(server, tmp_path):
     from tasks.items import reload_service
 
