@@ -274,10 +274,9 @@ def models(params: Path = ParamsOption) -> None:
     p = _load(params)
     registry = ModelRegistry(p)
     champion = registry.champion()
-    metric = p.registry.metric
-    _table(f"model versions in {registry.dir}", ["version", "kind", f"valid {metric} (served)", "data", "commit",
+    _table(f"model versions in {registry.dir}", ["version", "kind", "valid (as served)", "data", "commit",
                                                   "registered", "gate", "serving"],
-           [[v.number, v.kind, v.tags.get(f"valid_{metric}", "–"), v.tags.get("data_version", "–"),
+           [[v.number, v.kind, f"{v.tags.get('metric', '')} {v.tags.get('valid_served', '–')}", v.tags.get("data_version", "–"),
              v.tags.get("commit", "–")[:10], v.created, v.tags.get("decision", "–"),
              "champion" if champion and v.number == champion.number else ""] for v in registry.versions()])
 

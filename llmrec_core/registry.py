@@ -128,10 +128,11 @@ class ModelRegistry:
     @property
     def client(self):
         if self._client is None:
-            logging.getLogger("mlflow").setLevel(logging.WARNING)  # table creation is not news
-            logging.getLogger("alembic").setLevel(logging.WARNING)
             from mlflow import MlflowClient  # imported here: it takes seconds and only the registry needs it
             from mlflow.exceptions import MlflowException
+
+            for name in ("mlflow", "alembic"):  # creating the tables is not news
+                logging.getLogger(name).setLevel(logging.WARNING)
 
             uri = f"sqlite:///{self.dir / 'registry.db'}"
             self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -209,7 +210,7 @@ class ModelRegistry:
             (staging / "validation_served.json").write_text(json.dumps(candidate, indent=2))
             tags = {"kind": params.index.model, "data_version": data_version(params),
                     "commit": git_state().get("commit") or "unknown", "params_sha256": _params_sha(staging),
-                    f"valid_{metric}": f"{cand_value:.6f}", "decision": "promoted" if promoted else "kept champion",
+                    "metric": metric, "valid_served": f"{cand_value:.6f}", "decision": "promoted" if promoted else "kept champion",
                     "reason": reason, "champion_at_registration": str(champion.number) if champion else "none"}
             mv = self.client.create_model_version(self.cfg.model_name, source=str(self.dir / "versions"),
                                                   tags={k: str(v) for k, v in tags.items()},
@@ -236,7 +237,7 @@ class ModelRegistry:
             (folder / RUN_FOLDERS[section]).mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, folder / RUN_FOLDERS[section] / "weights.safetensors")
         index = index_dir(params)
-        if not (index / "meta.json").is_file():
+        if not (index / "items.faiss").is_file():
             raise FileNotFoundError(f"{index}: no index to register (run `llmrec index` first)")
         served = "seqhead" if params.index.model == "seqhead" else "train"
         shutil.copytree(index, folder / RUN_FOLDERS[served] / "index")
