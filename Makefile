@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PARAMS ?= params.yaml
+# the DVC pipeline `llmrec pipeline --params $(PARAMS)` writes
+PIPELINE = $(if $(filter params.yaml,$(PARAMS)),dvc.yaml,pipelines/$(basename $(notdir $(PARAMS)))/dvc.yaml)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
@@ -16,9 +18,9 @@ WITH_ENV := set -a; [ -n "$$AWS_ACCESS_KEY_ID" ] || [ ! -f .run/storage.env ] ||
         bench-sizes bench-recbole bench-serve report-ml100k report-sample-new-items sample clean
 
 help:
-	@echo "make demo        local S3 + Prefect server, then the train-eval flow on the embedded sample"
-	@echo "make pipeline    the same stages as plain CLI commands (no Prefect, no S3)"
-	@echo "make up / down   start / stop local S3 (moto) + Prefect server + deployments"
+	@echo "make demo        local S3 + Prefect server, the train-eval flow on the embedded sample, then llmrec serve"
+	@echo "make pipeline    the same stages with dvc repro and llmrec register (no Prefect, no S3); PARAMS=... for another config"
+	@echo "make up / down   start / stop local S3 (moto) + Prefect server + deployments (down also stops llmrec serve)"
 	@echo "make deployment-run   prefect deployment run 'train-eval/default' against the local server"
 	@echo "make bench-model ranking, FPFT/LoRA throughput, the cached item tower and model-size cost benchmarks"
 	@echo "make bench-recbole   our SASRec beside RecBole's on ml-100k (RecBole in its own venv)"
@@ -40,13 +42,15 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: up
-	$(WITH_ENV) PATH="$(CURDIR)/$(BIN):$$PATH" PREFECT_API_URL=$(API) $(BIN)/python -m flows.train_eval
+	$(WITH_ENV) PATH="$(CURDIR)/$(BIN):$$PATH" PREFECT_API_URL=$(API) $(BIN)/python -m flows.train_eval $(PARAMS)
+	$(BIN)/python scripts/serve_local.py start --params $(PARAMS)
 
 up: $(STAMP)
 	$(BIN)/python scripts/storage.py start
 	$(WITH_ENV) $(BIN)/python scripts/prefect_local.py start
 
 down:
+	-$(BIN)/python scripts/serve_local.py stop
 	-$(BIN)/python scripts/prefect_local.py stop
 	-$(BIN)/python scripts/storage.py stop
 
@@ -60,12 +64,9 @@ deployment-run: up
 	$(WITH_ENV) PREFECT_API_URL=$(API) $(BIN)/prefect deployment run 'train-eval/default' --watch
 
 pipeline: $(STAMP)
-	$(BIN)/llmrec ingest --params $(PARAMS)
-	$(BIN)/llmrec validate --params $(PARAMS)
-	$(BIN)/llmrec prepare --params $(PARAMS)
-	$(BIN)/llmrec train --params $(PARAMS) --auto-resume
-	$(BIN)/llmrec train --model sasrec --params $(PARAMS) --auto-resume
-	$(BIN)/llmrec evaluate --params $(PARAMS) --models llmrec,zero_shot,sasrec,popularity
+	$(BIN)/llmrec pipeline --params $(PARAMS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro $(PIPELINE)
+	$(BIN)/llmrec register --params $(PARAMS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
