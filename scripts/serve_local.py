@@ -19,7 +19,7 @@ STATE = REPO / ".run"
 PORT = int(os.environ.get("LLMREC_SERVE_PORT", "8000"))
 URL = f"http://127.0.0.1:{PORT}"
 # space-opera titles of the embedded sample (data/sample): the head should answer with more of that theme
-EXAMPLE = {"history": ["Beyond the Starship", "Galactic Empire", "Nebula Chronicles"], "k": 5}
+EXAMPLE = {"history": ["Cold Galaxy (Cold Mars Book 1)", "Eclipse of Andromeda (DVD)", "Songs from Titan"], "k": 5}
 
 
 def _get(path: str, body: dict | None = None) -> dict:
