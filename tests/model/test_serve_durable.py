@@ -60,3 +60,64 @@ def test_items_added_while_reloading_are_all_served_and_persisted_once(durable_p
     assert set(acknowledged) <= restarted, f"{len(set(acknowledged) - restarted)} lost after a restart"
     stored = accepted_items(durable_params)["item_id"]
     assert sorted(stored[stored.isin(acknowledged)]) == sorted(acknowledged)  # each persisted exactly once
+
+
+def test_a_retried_batch_gets_its_first_answer_and_a_reused_key_with_other_items_is_refused(durable_params):
+    from llmrec_core.serve.http import Service
+    from llmrec_core.serve.new_items import IdempotencyConflict
+
+    service = Service(durable_params)
+    domain = service.recommender.domains[0]
+    batch = _items("retry", 2, domain)
+    first, status = service.add_items(batch, key="k-1")
+    assert status == 200 and len(first["accepted"]) == 2
+    assert service.add_items(batch, key="k-1") == (first, 200)  # applied once, answered the same
+    again, status = service.add_items(batch)  # no key, every item already accepted as it is: success again
+    assert status == 200 and again["accepted"] == first["accepted"] and again["index_ids"] == first["index_ids"]
+    with pytest.raises(IdempotencyConflict):
+        service.add_items(_items("other", 1, domain), key="k-1")
+    changed, status = service.add_items([{**batch[0], "title": "Another title"}])  # same id, other content
+    assert status == 422 and "already indexed" in changed["quarantined"][0]["reason"]
+    stored = accepted_items(durable_params)["item_id"]
+    assert sorted(stored[stored.str.contains("retry")]) == sorted(first["accepted"])
+
+
+def test_a_crash_mid_append_or_mid_index_swap_loses_no_acknowledged_item(durable_params):
+    from llmrec_core.serve.item_store import LOG, new_items_dir
+    from llmrec_core.serve.recommend import index_dir
+
+    recommender = Recommender.load(durable_params)
+    domain = recommender.domains[0]
+    import pandas as pd
+
+    ids = recommender.add(pd.DataFrame(_items("crash", 2, domain)).assign(item_id=lambda f: domain + ":" + f.item_id))
+    with open(new_items_dir(durable_params) / LOG, "ab") as log:
+        log.write(b'{"position": 99, "torn')  # a kill mid-append: the batch was never answered
+    folder = index_dir(durable_params)
+    folder.rename(folder.with_name(f".{folder.name}.old-deadbeef"))  # a kill between the swap's two renames
+    restarted = Recommender.load(durable_params)
+    assert list(restarted.index.catalog["item_id"].iloc[ids]) == [f"{domain}:crash-0", f"{domain}:crash-1"]
+    more = restarted.add(pd.DataFrame(_items("after", 1, domain)).assign(item_id=lambda f: domain + ":" + f.item_id))
+    assert Recommender.load(durable_params).index.catalog["item_id"].iloc[more[0]] == f"{domain}:after-0"
+    logged = accepted_items(durable_params)["item_id"]
+    assert sorted(logged[logged.str.contains("crash|after")]) == [f"{domain}:after-0", f"{domain}:crash-0",
+                                                                   f"{domain}:crash-1"]
+
+
+def test_items_logged_but_not_in_the_saved_index_are_replayed_and_an_older_build_never_overwrites(durable_params):
+    from llmrec_core.serve.item_store import writer
+    from llmrec_core.serve.recommend import save_index
+
+    old = Recommender.load(durable_params)
+    domain = old.domains[0]
+    import pandas as pd
+
+    rebuilt = build_index(durable_params, zero_shot=True)  # a new build while `old` is served
+    old.add(pd.DataFrame(_items("late", 1, domain)).assign(item_id=lambda f: domain + ":" + f.item_id))
+    with writer(durable_params):
+        assert not save_index(durable_params, old.index)  # the older build does not replace the newer one
+    from llmrec_core.serve.index import ItemIndex
+    from llmrec_core.serve.recommend import index_dir
+
+    assert ItemIndex.saved_meta(index_dir(durable_params))["build_id"] == rebuilt.meta["build_id"]
+    assert f"{domain}:late-0" in set(Recommender.load(durable_params).index.catalog["item_id"])  # from the log
