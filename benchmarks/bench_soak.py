@@ -54,7 +54,7 @@ def prepare(work: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0)
-    parser.add_argument("--kill-after", type=float, nargs=2, default=(3.0, 15.0),
+    parser.add_argument("--kill-after", type=float, nargs=2, default=(10.0, 40.0),
                         help="a SIGKILL uniform(a, b) seconds after each start")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "benchmarks" / "soak.json")

@@ -20,10 +20,10 @@ import pandas as pd
 
 from ..config import Params
 from ..data.layout import DataLayout
+from ..data.stage import repair_swap, run_folder_lock
 from ..model.bundle import lm_encoder
 from .catalog_encoding import catalog_key, encode_catalog, process_state
 from .index import ItemIndex
-from ..data.stage import repair_swap, run_folder_lock
 from .item_store import Batch, append_batch, batch_digest, log_items, read_log, writer
 from .towers import LMTower, seqhead_tower, weights_path
 
