@@ -15,7 +15,7 @@ API    := http://127.0.0.1:4200/api
 WITH_ENV := set -a; [ -n "$$AWS_ACCESS_KEY_ID" ] || [ ! -f .run/storage.env ] || . ./.run/storage.env; set +a;
 
 .PHONY: help venv demo pipeline up down storage storage-stop deployment-run test test-slow bench-data bench-data-30m bench-model \
-        bench-sizes bench-recbole bench-serve report-ml100k report-sample-new-items sample clean
+        bench-sizes bench-recbole bench-serve bench-soak report-ml100k report-sample-new-items sample clean
 
 help:
 	@echo "make demo        local S3 + Prefect server, the train-eval flow on the embedded sample, then llmrec serve"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench-model ranking, FPFT/LoRA throughput, the cached item tower and model-size cost benchmarks"
 	@echo "make bench-recbole   our SASRec beside RecBole's on ml-100k (RecBole in its own venv)"
 	@echo "make bench-serve     load test of llmrec serve with a 100k-item index (concurrency 1, 8, 32)"
+	@echo "make bench-soak      minutes of recommend/add/reload on llmrec serve killed at random; no item lost"
 	@echo "make report-ml100k   the analyses on ml-100k and reports/REPORT.md (hours on CPU)"
 	@echo "make report-sample-new-items  the new-item protocol on the embedded sample (~45 CPU minutes)"
 	@echo "make test        run the test suite (creates .venv first)"
@@ -91,6 +92,9 @@ bench-recbole: $(STAMP)
 
 bench-serve: $(STAMP)
 	$(BIN)/python benchmarks/bench_serve.py
+
+bench-soak: $(STAMP)
+	$(BIN)/python benchmarks/bench_soak.py --minutes 5
 
 ML100K := configs/ml-100k.yaml
 # The committed reports/REPORT.md: ml-100k data stages, every experiment of $(ML100K), then the report.

@@ -1,12 +1,15 @@
 """`llmrec serve`: the recommender over HTTP (FastAPI + uvicorn), model and index loaded once.
 
   POST /recommend  {"user": "42"} or {"history": ["title", ...]}, optional "k" and "domain"
-  POST /items      {"items": [{"item_id", "domain", "title"}, ...]}: the new-items checks, then embedded and
-                   searchable when the call returns, persisted as `ingest-new-items` persists them
+  POST /items      {"items": [{"item_id", "domain", "title"}, ...]}: the new-items checks, then logged durably,
+                   embedded and searchable when the call returns, as `ingest-new-items` does; an optional
+                   `Idempotency-Key` header makes a retry of an applied batch get the first answer again
   POST /reload     load the run's current weights and index (after a retrain) and swap them in whole
   GET  /healthz    model, index size, when it was loaded;  GET /metrics  Prometheus;  GET /docs  OpenAPI
 
-Requests hold a reference to the recommender they started with, so a reload never drops or mixes one.
+Requests hold a reference to the recommender they started with, so a reload never drops or mixes one. Adding
+items and swapping in a reloaded recommender happen under the new-item store's writer lock, and a reload takes
+the items accepted while it loaded: every item answered with 200 is served after any reload or restart.
 Bad requests get a 4xx with a one-line `detail` that echoes no body and names no filesystem path
 (public_errors.py); an unexpected error is a 500 with no stack trace (the traceback goes to the server log).
 Bodies over 1 MiB get 413 as soon as that many bytes have arrived, chunked or not (body_limit.py). POST /items
@@ -19,8 +22,7 @@ import threading
 import time
 from typing import Annotated
 
-import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -32,10 +34,10 @@ from ..data.contract import id_has_control_characters
 from ..data.sources.common import bad_frame
 from .auth import check_bind, state_change_guard
 from .body_limit import MAX_BODY_BYTES, BodyLimit
-from .item_store import record_new_items
-from .new_items import new_item_rows, screen_new_items
+from .item_store import writer
+from .new_items import IdempotencyConflict, accept_batch, new_item_rows
 from .public_errors import public_detail, public_validation_errors
-from .recommend import Recommender
+from .recommend import Recommender, save_index
 
 log = logging.getLogger("llmrec.serve")
 
@@ -105,26 +107,22 @@ class Service:
         """Load the run's current weights and index and swap them in; requests in flight keep the old ones."""
         with self._reload_lock:  # one reload at a time; requests keep using the old one until the swap
             fresh = Recommender.load(self.params)
-            self.recommender, self.generation = fresh, self.generation + 1
+            with writer(self.params):  # no item is accepted between the catch-up and the swap
+                fresh.catch_up()
+                save_index(self.params, fresh.index)  # a restart need not replay what it caught up
+                self.recommender, self.generation = fresh, self.generation + 1
             self.items.set(fresh.index.index.ntotal)
             self.reloads.inc()
         return self.health()
 
-    def add_items(self, items: list[dict]) -> tuple[dict, int]:
-        """Screen new items as `ingest-new-items` does, index those that pass and record them: (body, status)."""
-        recommender = self.recommender
+    def add_items(self, items: list[dict], key: str | None = None) -> tuple[dict, int]:
+        """Screen new items as `ingest-new-items` does, log, index and save those that pass: (body, status)."""
         source = f"POST /items {time.strftime('%Y-%m-%d %H:%M:%S')}"
         rows = new_item_rows(items, source)
-        accepted, quarantined, rejected = screen_new_items(self.params, rows, bad_frame(source, [], [], []), source,
-                                                           set(recommender.index.catalog["item_id"]),
-                                                           recommender.domains)
-        ids = recommender.add(accepted) if len(accepted) else np.zeros(0, dtype=np.int64)
-        since = record_new_items(self.params, accepted, quarantined, source)
-        self.items.set(recommender.index.index.ntotal)
-        result = {"accepted": accepted["item_id"].tolist(), "index_ids": [int(i) for i in ids],
-                  "quarantined": quarantined[["source_line", "reason"]].rename(columns={"source_line": "position"})
-                  .to_dict("records"), "rejected": rejected, "since_training": since}
-        return result, 422 if rejected or not len(accepted) else 200
+        with writer(self.params):  # the recommender served now, not one a reload is replacing
+            result = accept_batch(self.params, self.recommender, rows, bad_frame(source, [], [], []), source, key)
+            self.items.set(self.recommender.index.index.ntotal)
+        return result.answer, result.status
 
     def health(self) -> dict:
         """What is served: the model, its index, how many items, and how many reloads so far."""
@@ -182,8 +180,12 @@ def create_app(params: Params, token: str | None = None) -> FastAPI:
                 "generation": service.generation}
 
     @app.post("/items", dependencies=changes_state)
-    def add_items(body: NewItemsRequest) -> dict:
-        result, status = service.add_items([item.model_dump() for item in body.items])
+    def add_items(body: NewItemsRequest,
+                  idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None) -> dict:
+        try:
+            result, status = service.add_items([item.model_dump() for item in body.items], idempotency_key)
+        except IdempotencyConflict as e:
+            raise HTTPException(409, str(e)) from None
         return JSONResponse(result, status_code=status)
 
     @app.post("/reload", dependencies=changes_state)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import IndexConfig
+from ..data.stage import swap_in, temporary_beside
 
 CATALOG_COLUMNS = ["item_id", "domain", "title", "added"]
 MAX_FILTER_BOOST = 4  # a filter multiplies HNSW's candidate list by 1/selectivity, at most 4x (200k items, one
@@ -103,18 +104,30 @@ class ItemIndex:
         return faiss.downcast_index(self.index.index).reconstruct_n(0, self.index.ntotal)
 
     def save(self, directory: Path) -> None:
-        """Write to a temporary folder and swap it in, so a reader never sees half an index."""
+        """Write to a fresh temporary folder, fsync it, and swap it in, so a reader never sees half an index and a
+        crash leaves the old one or the new one (`repair_swap` puts back one cut short between its renames)."""
         directory = Path(directory)
-        tmp = directory.with_name(directory.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self.index, str(tmp / "items.faiss"))
-        self.catalog.to_parquet(tmp / "catalog.parquet", index=False)
-        (tmp / "index.json").write_text(json.dumps(self.meta, indent=2))
-        old = directory.with_name(directory.name + ".old")
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
+        tmp = temporary_beside(directory)
+        tmp.mkdir(parents=True)
+        try:
+            faiss.write_index(self.index, str(tmp / "items.faiss"))
+            self.catalog.to_parquet(tmp / "catalog.parquet", index=False)
+            (tmp / "index.json").write_text(json.dumps(self.meta, indent=2))
+            for path in [*tmp.iterdir(), tmp]:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        swap_in(tmp, directory)
+        fd = os.open(directory.parent, os.O_RDONLY)  # the renames themselves survive a power cut
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     @classmethod
     def load(cls, directory: Path) -> "ItemIndex":
@@ -125,3 +138,9 @@ class ItemIndex:
         catalog = pd.read_parquet(directory / "catalog.parquet")
         meta = json.loads((directory / "index.json").read_text())
         return cls(index, catalog, meta)
+
+    @staticmethod
+    def saved_meta(directory: Path) -> dict | None:
+        """The meta of the index saved in `directory`, or None when there is none."""
+        path = Path(directory) / "index.json"
+        return json.loads(path.read_text()) if path.is_file() else None

@@ -12,6 +12,7 @@ import json
 import shutil
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,11 @@ import pandas as pd
 
 from ..config import Params
 from ..data.layout import DataLayout
+from ..data.stage import repair_swap, run_folder_lock
 from ..model.bundle import lm_encoder
 from .catalog_encoding import catalog_key, encode_catalog, process_state
 from .index import ItemIndex
-from .item_store import accepted_items
+from .item_store import Batch, append_batch, batch_digest, log_items, read_log, writer
 from .towers import LMTower, seqhead_tower, weights_path
 
 
@@ -43,7 +45,12 @@ def build_index(params: Params, zero_shot: bool = False, log=print) -> ItemIndex
     """Embed every prepared item with the model of `index.model` (for llmrec: the run's tuned LM, or the
     untuned one with `zero_shot`) and index them, with the accepted new items. Under `accelerate launch`,
     every process encodes its shards of the LM's catalogue and the main process builds and saves the index
-    (the others return None)."""
+    (the others return None). One index build per run folder at a time."""
+    with run_folder_lock(weights_path(params).parent, "llmrec index"):
+        return _build_index(params, zero_shot, log)
+
+
+def _build_index(params: Params, zero_shot: bool, log) -> ItemIndex | None:
     items = pd.read_parquet(DataLayout(params.data_root).prepared / "items.parquet")
     weights = weights_path(params)
     if params.index.model == "seqhead" and zero_shot:
@@ -70,29 +77,52 @@ def build_index(params: Params, zero_shot: bool = False, log=print) -> ItemIndex
     catalog = items.assign(added="prepared")
     meta = {"model_kind": params.index.model, "model": params.model.name_or_path, "tuned": not zero_shot,
             "weights_sha256": weights_sha, "pretrained_mix": params.model.pretrained_mix,
-            "built_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "built_at": time.strftime("%Y-%m-%d %H:%M:%S"), "build_id": uuid.uuid4().hex, "log_position": 0,
             "encode_seconds": round(encode_s, 3), "items_encoded_per_s": round(len(items) / max(encode_s, 1e-9), 1),
             "encode_processes": process_state().num_processes}
     index = ItemIndex.build(vectors, catalog, meta, params.index)
-    _readd_new_items(params, index, tower)
-    index.save(index_dir(params))
+    with writer(params):  # the items accepted up to now are in it, and none is accepted while it is saved
+        replay_log(params, index, tower)
+        save_index(params, index, new_build=True)
     shutil.rmtree(encoding, ignore_errors=True)  # the index holds the vectors now
     return index
 
 
-def _readd_new_items(params: Params, index: ItemIndex, tower) -> None:
-    """Items accepted by `ingest-new-items` and not (yet) in the prepared data stay recommendable."""
-    new = accepted_items(params)
+def replay_log(params: Params, index: ItemIndex, tower) -> None:
+    """Add the new items of the log after the index's `log_position` that it lacks (accepted since it was built
+    or saved, by any process), and move its position to the log's end. Call under `writer`."""
+    batches = [b for b in read_log(params) if b.position > index.meta.get("log_position", 0)]
+    if not batches:
+        return
+    new = log_items(batches)
     new = new[~new["item_id"].isin(set(index.catalog["item_id"]))].drop_duplicates("item_id").reset_index(drop=True)
     if len(new):
         vectors = tower.item_vectors(new)
-        index.add(vectors, new.assign(added=new.get("added", "new")))
+        index.add(vectors, new)
         tower.extend(vectors)
+    index.meta["log_position"] = batches[-1].position
+
+
+def save_index(params: Params, index: ItemIndex, new_build: bool = False) -> bool:
+    """Save `index` unless the saved one is as new: a new build always replaces it; otherwise only a save of the
+    same build with a later log position does (an index of an older build never replaces a newer one; the log
+    carries its items to the newer). Call under `writer`; returns whether it saved."""
+    directory = index_dir(params)
+    repair_swap(directory)
+    saved = ItemIndex.saved_meta(directory)
+    if not new_build and (saved is None or saved.get("build_id") != index.meta.get("build_id")
+                          or saved.get("log_position", 0) >= index.meta.get("log_position", 0)):
+        return False
+    index.save(directory)
+    return True
 
 
 def load_index(params: Params) -> ItemIndex:
-    """The saved index of `index.model`; refuses one built from other weights than the run's current ones."""
-    index = ItemIndex.load(index_dir(params))
+    """The saved index of `index.model` as saved (the log's later items not yet added: `replay_log`); refuses one
+    built from other weights than the run's current ones."""
+    with writer(params):  # never a folder between the two renames of a save; finish one a crash cut short
+        repair_swap(index_dir(params))
+        index = ItemIndex.load(index_dir(params))
     kind = index.meta.get("model_kind", "llmrec")
     if kind != params.index.model:
         raise ValueError(f"{index_dir(params)} holds a {kind} index, not {params.index.model}: rebuild it with "
@@ -117,9 +147,10 @@ def load_tower(params: Params, index: ItemIndex):
 
 
 def add_items(params: Params, new_items: pd.DataFrame) -> np.ndarray:
-    """Embed new items (item_id, domain, title) with the index's encoder and append them; returns their ids."""
-    recommender = Recommender.load(params)  # fails early (no index, stale index) even for an empty batch
-    return recommender.add(new_items)
+    """Embed new items (item_id, domain, title), already screened, with the index's encoder: logged, indexed and
+    saved as `POST /items` does; returns their ids."""
+    with writer(params):
+        return Recommender.load(params).add(new_items)  # fails early (no index, stale index) even for no item
 
 
 def user_events(params: Params, user_id: str) -> np.ndarray:
@@ -147,8 +178,53 @@ class Recommender:
 
     @classmethod
     def load(cls, params: Params) -> "Recommender":
+        """The saved index and its model, with every new item the log holds (the model loads outside the lock)."""
         index = load_index(params)
-        return cls(params, index, load_tower(params, index))
+        recommender = cls(params, index, load_tower(params, index))
+        with writer(params):
+            recommender.catch_up()
+        return recommender
+
+    def catch_up(self) -> None:
+        """Add the items accepted since this index was built or saved (by any process). Call under `writer`."""
+        with self._lock:
+            before = len(self.index.catalog)
+            replay_log(self.params, self.index, self.tower)
+            if len(self.index.catalog) != before:
+                self._refresh_lookup()
+
+    def next_ids(self, n: int) -> np.ndarray:
+        """The ids the next `n` added items will get (stable while the caller holds `writer`)."""
+        return np.arange(len(self.index.catalog), len(self.index.catalog) + n, dtype=np.int64)
+
+    def add(self, rows: pd.DataFrame) -> np.ndarray:
+        """Embed new items (item_id, domain, title; not yet indexed), log them, add them to the index in memory
+        and on disk; returns their ids."""
+        if rows.empty:
+            return np.zeros(0, dtype=np.int64)
+        with writer(self.params):
+            self.catch_up()
+            ids = self.next_ids(len(rows))
+            self.persist_and_add(rows, None, batch_digest(rows),
+                                 {"accepted": rows["item_id"].tolist(), "index_ids": ids.tolist()})
+        return ids
+
+    def persist_and_add(self, rows: pd.DataFrame, key: str | None, digest: str, answer: dict) -> Batch:
+        """Embed screened new items, append them to the log (fsync'd: from here they survive any crash), add them
+        to the index in memory and save it. Call under `writer`, after `catch_up`; returns the log batch."""
+        rows = rows.reset_index(drop=True)
+        vectors = self.tower.item_vectors(rows)  # before the log: a failure here has written nothing
+        batch = append_batch(self.params, rows, key, digest, answer)
+        added = log_items([batch])
+        with self._lock:
+            ids = self.index.add(vectors, added)
+            self.tower.extend(vectors)
+            self.index.meta["log_position"] = batch.position
+            self._refresh_lookup()
+        if answer.get("index_ids") is not None and ids.tolist() != answer["index_ids"]:
+            raise RuntimeError(f"index ids {ids.tolist()} differ from those announced {answer['index_ids']}")
+        save_index(self.params, self.index)
+        return batch
 
     def _refresh_lookup(self) -> None:
         catalog = self.index.catalog
@@ -217,19 +293,6 @@ class Recommender:
         scores = scores[found][first] + offset * unknown[ids]
         order = np.argsort(-scores, kind="stable")[:n]
         return ids[order], scores[order]
-
-    def add(self, rows: pd.DataFrame) -> np.ndarray:
-        """Embed new items (item_id, domain, title) and add them to the index in memory and on disk."""
-        if rows.empty:
-            return np.zeros(0, dtype=np.int64)
-        rows = rows[["item_id", "domain", "title"]].assign(added=time.strftime("%Y-%m-%d %H:%M:%S"))
-        vectors = self.tower.item_vectors(rows.reset_index(drop=True))
-        with self._lock:
-            ids = self.index.add(vectors, rows.reset_index(drop=True))
-            self.tower.extend(vectors)
-            self.index.save(index_dir(self.params))
-            self._refresh_lookup()
-        return ids
 
 
 def recommend(params: Params, user: str | None = None, history: list[str] | None = None, k: int = 10,

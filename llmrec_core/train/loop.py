@@ -32,6 +32,7 @@ from ..model.bundle import build_bundle, save_weights
 from ..model.inference import encode_items
 from ..model.text import TextTokens
 from ..provenance import LM_TRAINING_CODE, fingerprint, non_default, provenance
+from ..data.stage import run_folder_lock
 from .checkpoint import decide_resume, load_checkpoint, save_checkpoint
 from .examples import NegativePool, build_examples, histories, log_proposal, rated_columns
 from .item_bank import ItemBank, bank_logits
@@ -239,7 +240,13 @@ def accelerator(cfg):
 def train(params: Params, resume: bool | str = False, show_progress: bool = True) -> dict:
     """Fine-tune the LM of `params.model` on the prepared data's `train.setting`; writes weights.safetensors (the
     best validation epoch), checkpoint.pt, train_metrics.json, cost_train.json and train_log.csv to `train.run_dir`.
-    resume: False (refuse an existing checkpoint), True (continue it), "auto" (continue if it matches)."""
+    resume: False (refuse an existing checkpoint), True (continue it), "auto" (continue if it matches).
+    One training per run folder: a second one is refused (StageBusy) with the holder's pid, host and command."""
+    with run_folder_lock(params.resolve(params.train.run_dir), "llmrec train"):
+        return _train(params, resume, show_progress)
+
+
+def _train(params: Params, resume: bool | str, show_progress: bool) -> dict:
     from transformers import get_linear_schedule_with_warmup
 
     cfg = params.train

@@ -23,6 +23,7 @@ from ..model.bundle import lm_weights_path
 from ..model.sasrec import (HeadEnsemble, SASRec, build_head, head_members, item_text_vectors, member_seeds,
                             pad_left)
 from ..provenance import SASREC_TRAINING_CODE, fingerprint, non_default, provenance
+from ..data.stage import run_folder_lock
 from .checkpoint import decide_resume, load_checkpoint, save_checkpoint
 
 
@@ -114,7 +115,13 @@ def train_sasrec(params: Params, resume: bool | str = False, show_progress: bool
                  head: str = "sasrec") -> dict:
     """Train SASRec (`head="sasrec"`) or LLM-Rec's sequence head (`head="seqhead"`) with its config section on the
     prepared data's `train.setting`; writes weights.safetensors (the best validation), checkpoint.pt,
-    train_metrics.json and cost_train.json to the head's `run_dir`."""
+    train_metrics.json and cost_train.json to the head's `run_dir`. One training per run folder: a second one is
+    refused (StageBusy) with the holder's pid, host and command."""
+    with run_folder_lock(params.resolve(getattr(params, head).run_dir), f"llmrec train --model {head}"):
+        return _train_head(params, resume, show_progress, head)
+
+
+def _train_head(params: Params, resume: bool | str, show_progress: bool, head: str) -> dict:
     cfg, setting = getattr(params, head), params.train
     run_dir = params.resolve(cfg.run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
