@@ -4,7 +4,7 @@
   POST /items      {"items": [{"item_id", "domain", "title"}, ...]}: the new-items checks, then logged durably,
                    embedded and searchable when the call returns, as `ingest-new-items` does; an optional
                    `Idempotency-Key` header makes a retry of an applied batch get the first answer again
-  POST /reload     load the run's current weights and index (after a retrain) and swap them in whole
+  POST /reload     load the registry's champion (else the run's weights) and its index and swap them in whole
   GET  /healthz    model, index size, when it was loaded;  GET /metrics  Prometheus;  GET /docs  OpenAPI
 
 Requests hold a reference to the recommender they started with, so a reload never drops or mixes one. Adding
@@ -30,6 +30,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Params
+from ..registry import serving_params
 from ..data.contract import id_has_control_characters
 from ..data.sources.common import bad_frame
 from .auth import check_bind, state_change_guard
@@ -91,8 +92,9 @@ class Service:
     """The live recommender and what serving it has counted; `reload` swaps in a new recommender whole."""
 
     def __init__(self, params: Params):
-        self.params = params
-        self.recommender = Recommender.load(params)
+        self.params = params  # the live config: data, registry, services
+        serving, self.version = serving_params(params)  # the registry's champion, or the run folders
+        self.recommender = Recommender.load(serving)
         self.generation = 1
         self._reload_lock = threading.Lock()
         self.registry = CollectorRegistry()
@@ -104,13 +106,15 @@ class Service:
         self.items.set(self.recommender.index.index.ntotal)
 
     def reload(self) -> dict:
-        """Load the run's current weights and index and swap them in; requests in flight keep the old ones."""
+        """Load the champion (or the run's current weights) and its index and swap them in; requests in flight keep
+        the old ones."""
         with self._reload_lock:  # one reload at a time; requests keep using the old one until the swap
-            fresh = Recommender.load(self.params)
+            serving, version = serving_params(self.params)
+            fresh = Recommender.load(serving)
             with writer(self.params):  # no item is accepted between the catch-up and the swap
                 fresh.catch_up()
-                save_index(self.params, fresh.index)  # a restart need not replay what it caught up
-                self.recommender, self.generation = fresh, self.generation + 1
+                save_index(serving, fresh.index)  # a restart need not replay what it caught up
+                self.recommender, self.version, self.generation = fresh, version, self.generation + 1
             self.items.set(fresh.index.index.ntotal)
             self.reloads.inc()
         return self.health()
@@ -120,15 +124,16 @@ class Service:
         source = f"POST /items {time.strftime('%Y-%m-%d %H:%M:%S')}"
         rows = new_item_rows(items, source)
         with writer(self.params):  # the recommender served now, not one a reload is replacing
-            result = accept_batch(self.params, self.recommender, rows, bad_frame(source, [], [], []), source, key)
+            recommender = self.recommender
+            result = accept_batch(recommender.params, recommender, rows, bad_frame(source, [], [], []), source, key)
             self.items.set(self.recommender.index.index.ntotal)
         return result.answer, result.status
 
     def health(self) -> dict:
         """What is served: the model, its index, how many items, and how many reloads so far."""
         r = self.recommender
-        return {"status": "ok", "model_kind": r.tower.kind, "model": r.index.meta.get("model"),
-                "tuned": r.index.meta.get("tuned"),
+        return {"status": "ok", "model_kind": r.tower.kind, "version": self.version.number if self.version else None,
+                "model": r.index.meta.get("model"), "tuned": r.index.meta.get("tuned"),
                 "items": int(r.index.index.ntotal), "index": r.index.meta.get("kind", "exact"), "domains": r.domains,
                 "loaded_at": r.loaded_at,
                 "generation": self.generation}

@@ -72,11 +72,26 @@ def test_a_worse_candidate_is_registered_but_the_champion_keeps_serving(head_run
     log = [json.loads(line) for line in (registry.dir / "decisions.jsonl").read_text().splitlines()]
     assert {"event": "register", "version": second.version, "promoted": False} .items() <= log[-1].items()
 
-    # by hand: promote the second, then roll back to the first
-    assert registry.promote(second.version).number == second.version
-    assert serving_params(head_run)[1].number == second.version
-    assert registry.rollback().number == first.version
-    assert serving_params(head_run)[1].number == first.version
+    # by hand: promote the second, then roll back to the first; a running server answers with each after a reload
+    from fastapi.testclient import TestClient
+
+    from llmrec_core.serve.http import create_app
+
+    history = {"history": ["The Frontier Chronicles: Titan", "Cold Galaxy (Cold Mars Book 1)"], "k": 5}
+    token = "registry-test-token-0123456789"
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(head_run, token)) as client:
+        assert client.get("/healthz").json()["version"] == first.version
+        served_first = client.post("/recommend", json=history).json()["items"]
+        assert registry.promote(second.version).number == second.version
+        assert serving_params(head_run)[1].number == second.version
+        assert client.post("/reload", headers=auth).json()["version"] == second.version
+        assert client.post("/recommend", json=history).json()["items"] != served_first  # the broken head answers
+        assert registry.rollback().number == first.version
+        assert serving_params(head_run)[1].number == first.version
+        health = client.post("/reload", headers=auth).json()
+        assert health["version"] == first.version and health["model_kind"] == "seqhead"
+        assert client.post("/recommend", json=history).json()["items"] == served_first
     with pytest.raises(RegistryError, match="no model version 99"):
         registry.promote(99)
 
