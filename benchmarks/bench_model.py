@@ -48,7 +48,7 @@ def machine() -> dict:
 
 def publish(name: str, result: dict) -> Path:
     """Write bench/model/<name>.json and the committed copy reports/benchmarks/<name>_<device>.json,
-    which `llmrec report` reads (device: cpu, or the GPU's name)."""
+    which `llmrec-lab report` reads (device: cpu, or the GPU's name)."""
     gpu = result.get("machine", {}).get("gpu")
     device = "".join(c if c.isalnum() else "-" for c in gpu.lower()) if gpu else "cpu"
     (OUT / f"{name}.json").write_text(json.dumps(result, indent=2))

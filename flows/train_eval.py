@@ -7,7 +7,6 @@ from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 
 from llmrec_core.config import load_params
-from tasks.analyses import report
 from tasks.pipeline import StageFailed, publish, push, repro, stage_names
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -41,7 +40,6 @@ def train_eval(project: str = str(PROJECT), push_results: bool | None = None) ->
     if params.orchestration.push if push_results is None else push_results:
         push(project)
     table = publish(project)
-    report(str(Path(project) / "params.yaml"))  # the analyses report over this params file's experiments
     get_run_logger().info("test metrics:\n" + table)
     return table
 

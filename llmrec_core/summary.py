@@ -1,10 +1,15 @@
 """Tables built from the metrics files a pipeline run wrote (never typed): for the CLI, Prefect and reports."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from .report.collect import read_json
-from .report.markdown import table
+from .markdown import table
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON file's content, or None when it does not exist."""
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def run_dirs(runs_root: Path, names: list[str] | None = None) -> list[Path]:
