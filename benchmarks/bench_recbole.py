@@ -41,7 +41,7 @@ def ensure_venv() -> Path:
 
 
 def our_side(max_epochs: int) -> tuple[dict, Path, dict]:
-    from llmrec_core.train.sasrec import train_sasrec
+    from llmrec_core.train.sequence import train_sasrec
     from llmrec_core.config import load_params
     from llmrec_core.data.ingest import ingest
     from llmrec_core.data.prepare import prepare

@@ -135,7 +135,7 @@ def train_models(params: Params, name: str, log: Callable[[str], None], show_pro
     """Train what `eval.models` needs (the LM, the sequence head, SASRec), resuming matching checkpoints. A
     sequence head over the fine-tuned LM (`seqhead.item_vectors: tuned`) needs the LM first."""
     from llmrec_core.train.loop import train
-    from llmrec_core.train.sasrec import train_sasrec
+    from llmrec_core.train.sequence import train_sasrec
 
     models = tuple(params.eval.models)
     if "llmrec" in models or ("seqhead" in models and params.seqhead.item_vectors == "tuned"):

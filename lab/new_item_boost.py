@@ -33,8 +33,9 @@ from llmrec_core.data.settings import load_setting
 from llmrec_core.errors import UserError
 from llmrec_core.evaluate.metrics import breakdown
 from llmrec_core.evaluate.ranking import ScoreFn, rank_rows, select_rows, vector_scores
-from llmrec_core.evaluate.sasrec import sasrec_histories
-from llmrec_core.model.sasrec import history_matrix, load_sasrec
+from llmrec_core.evaluate.sequence import sasrec_histories
+from llmrec_core.evaluate.trained import load_sasrec
+from llmrec_core.model.sequence import history_matrix
 from llmrec_core.provenance import EXPERIMENT_CODE, provenance
 from llmrec_core.serve.new_item_offsets import new_item_offsets, recent_flags
 from llmrec_core.serve.towers import score_temperature, unknown_items

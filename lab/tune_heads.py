@@ -28,8 +28,8 @@ from typing import Callable
 from llmrec_core.config import Params, load_params
 from llmrec_core.errors import UserError
 from llmrec_core.evaluate.run import evaluate
-from llmrec_core.model.bundle import lm_weights_path
-from llmrec_core.train.sasrec import train_sasrec
+from llmrec_core.evaluate.trained import lm_weights_path
+from llmrec_core.train.sequence import train_sasrec
 
 # lr: the params file's (RecBole: 1e-3). The head also tries a wider projection of the 384-d title vectors.
 GRIDS = {"sasrec": {"sasrec.hidden": [64, 128], "sasrec.dropout": [0.2, 0.5]},

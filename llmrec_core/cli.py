@@ -158,7 +158,7 @@ def train(params: Path = ParamsOption, overrides: list[str] = SetOption, experim
                                                    "over the LM's item vectors) or sasrec (the ID baseline).")) -> None:
     """Fine-tune the LM encoder (train.tuning: fpft | lora), or train the sequence head or SASRec, on the
     configured data setting."""
-    from .train.sasrec import train_sasrec
+    from .train.sequence import train_sasrec
     from .train.loop import train as train_llmrec
 
     if model not in ("llmrec", "seqhead", "sasrec"):

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent
 # Sources, relative to llmrec_core/, whose change can change a trained LM's weights. Training validates
 # every epoch to decide which weights are kept, so the evaluator is part of it. config.py is left out:
 # the config values themselves are in every fingerprint (and a new option must not orphan finished runs).
-# SASRec and the sequence head share the LM's packages (model/sasrec.py, train/sasrec.py, evaluate/sasrec.py).
+# SASRec and the sequence head share the LM's packages (model/sequence.py, train/sequence.py, evaluate/sequence.py).
 LM_TRAINING_CODE = ("cost.py", "data/layout.py", "data/settings.py", "evaluate", "model", "train")
 SASREC_TRAINING_CODE = LM_TRAINING_CODE
 # What an experiment's metrics depend on: both trainers and the evaluator. The serving index it also builds

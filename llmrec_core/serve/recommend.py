@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..config import Params
 from ..data.layout import DataLayout
-from ..model.bundle import lm_encoder
+from ..evaluate.trained import lm_encoder
 from .catalog_encoding import catalog_key, encode_catalog, process_state
 from .index import ItemIndex
 from .item_store import accepted_items

@@ -15,7 +15,7 @@ ENTRY = {  # dvc.yaml stage -> the module its command runs
     "validate": "llmrec_core/data/validate.py",
     "prepare": "llmrec_core/data/prepare.py",
     "train": "llmrec_core/train/loop.py",
-    "sasrec": "llmrec_core/train/sasrec.py",
+    "sasrec": "llmrec_core/train/sequence.py",
     "evaluate": "llmrec_core/evaluate/run.py",
     "index": "llmrec_core/serve/recommend.py",
 }
