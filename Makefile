@@ -104,10 +104,10 @@ report-ml100k: $(STAMP)
 	$(BIN)/llmrec validate --params $(ML100K)
 	$(BIN)/llmrec prepare --params $(ML100K)
 	test -f models/smollm2-135m/config.json || $(BIN)/llmrec convert-gguf --out models/smollm2-135m
-	$(BIN)/llmrec analyses --params $(ML100K)
-	$(BIN)/llmrec new-item-boost --params $(ML100K) --experiment new-items-tune-head
-	$(BIN)/llmrec new-item-boost --params $(ML100K) --experiment new-items-long-head
-	$(BIN)/llmrec report --params $(ML100K)
+	$(BIN)/llmrec-lab analyses --params $(ML100K)
+	$(BIN)/llmrec-lab new-item-boost --params $(ML100K) --experiment new-items-tune-head
+	$(BIN)/llmrec-lab new-item-boost --params $(ML100K) --experiment new-items-long-head
+	$(BIN)/llmrec-lab report --params $(ML100K)
 
 SAMPLE_NEW := configs/sample-new-items.yaml
 # reports/sample-new-items/REPORT.md: the new-item protocol on the embedded sample with ml-100k's served head and
@@ -116,9 +116,9 @@ report-sample-new-items: $(STAMP)
 	$(BIN)/llmrec ingest --params $(SAMPLE_NEW)
 	$(BIN)/llmrec validate --params $(SAMPLE_NEW)
 	$(BIN)/llmrec prepare --params $(SAMPLE_NEW)
-	$(BIN)/llmrec analyses --params $(SAMPLE_NEW)
-	$(BIN)/llmrec new-item-boost --params $(SAMPLE_NEW) --experiment sample-new-items
-	$(BIN)/llmrec report --params $(SAMPLE_NEW)
+	$(BIN)/llmrec-lab analyses --params $(SAMPLE_NEW)
+	$(BIN)/llmrec-lab new-item-boost --params $(SAMPLE_NEW) --experiment sample-new-items
+	$(BIN)/llmrec-lab report --params $(SAMPLE_NEW)
 
 sample: $(STAMP)
 	$(BIN)/python scripts/make_sample.py --out data/sample

@@ -48,7 +48,7 @@ def machine() -> dict:
 
 def publish(name: str, result: dict) -> Path:
     """Write bench/model/<name>.json and the committed copy reports/benchmarks/<name>_<device>.json,
-    which `llmrec report` reads (device: cpu, or the GPU's name)."""
+    which `llmrec-lab report` reads (device: cpu, or the GPU's name)."""
     gpu = result.get("machine", {}).get("gpu")
     device = "".join(c if c.isalnum() else "-" for c in gpu.lower()) if gpu else "cpu"
     (OUT / f"{name}.json").write_text(json.dumps(result, indent=2))
@@ -207,7 +207,7 @@ def _prepare(params):
 
 
 def bench_throughput(steps: int, batch: int) -> dict:
-    from llmrec_core.model.bundle import build_bundle
+    from llmrec_core.train.loop import lm_bundle
     from llmrec_core.model.inference import encode_items
     from llmrec_core.train.loop import train
 
@@ -222,7 +222,7 @@ def bench_throughput(steps: int, batch: int) -> dict:
                                     item_bank_refresh_steps=20, run_dir=str(work / "runs" / name),
                                     checkpoint_every=10_000)
             record = train(params, show_progress=False)["cost"]
-            bundle = build_bundle(params, items, tuning=tuning)
+            bundle = lm_bundle(params, items, tuning=tuning)
             bundle.encoder.eval()
             started = time.perf_counter()
             encode_items(bundle, len(items), 256)
@@ -283,7 +283,7 @@ def bench_sizes(steps: int, batch: int, names: list[str]) -> dict:
     import torch
 
     from llmrec_core.model.inference import encode_items
-    from llmrec_core.model.bundle import build_bundle
+    from llmrec_core.train.loop import lm_bundle
     from llmrec_core.model.random_init import write_random_opt
     from llmrec_core.train.loop import train
 
@@ -306,7 +306,7 @@ def bench_sizes(steps: int, batch: int, names: list[str]) -> dict:
                 except torch.OutOfMemoryError:
                     results[f"{name}/{tuning}"] = {"model": name, "tuning": tuning, "error": "out of memory"}
                     continue
-                bundle = build_bundle(params, items, tuning=tuning)
+                bundle = lm_bundle(params, items, tuning=tuning)
                 bundle.encoder.eval()
                 if gpu:
                     bundle.encoder.cuda()

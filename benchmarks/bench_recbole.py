@@ -13,7 +13,7 @@
    target once per epoch (each prefix is a sequence), so epochs are equal work; both sides record their
    training targets per epoch and the report compares time per 1,000 targets.
 RecBole goes into its own virtualenv (.bench-venv/recbole), never into the project's environment.
-Result: reports/benchmarks/recbole_cpu.json (read by `llmrec report`).
+Result: reports/benchmarks/recbole_cpu.json (read by `llmrec-lab report`).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def ensure_venv() -> Path:
 
 
 def our_side(max_epochs: int) -> tuple[dict, Path, dict]:
-    from llmrec_core.train.sasrec import train_sasrec
+    from llmrec_core.train.sequence import train_sasrec
     from llmrec_core.config import load_params
     from llmrec_core.data.ingest import ingest
     from llmrec_core.data.prepare import prepare

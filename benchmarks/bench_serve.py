@@ -36,7 +36,7 @@ def build_index(items_total: int, seed: int = 0) -> dict:
     from llmrec_core.model.inference import encode_items
     from llmrec_core.serve.index import ItemIndex
     from llmrec_core.serve.recommend import index_dir
-    from llmrec_core.model.bundle import lm_encoder
+    from llmrec_core.evaluate.trained import lm_encoder
 
     params = load_params(PARAMS, [f"train.run_dir={WORK / 'run'}"])
     prepared = DataLayout(params.data_root).prepared

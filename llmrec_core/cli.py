@@ -158,7 +158,7 @@ def train(params: Path = ParamsOption, overrides: list[str] = SetOption, experim
                                                    "over the LM's item vectors) or sasrec (the ID baseline).")) -> None:
     """Fine-tune the LM encoder (train.tuning: fpft | lora), or train the sequence head or SASRec, on the
     configured data setting."""
-    from .train.sasrec import train_sasrec
+    from .train.sequence import train_sasrec
     from .train.loop import train as train_llmrec
 
     if model not in ("llmrec", "seqhead", "sasrec"):
@@ -341,106 +341,6 @@ def serve(params: Path = ParamsOption, overrides: list[str] = SetOption, experim
     token = load_token(token_file)
     p = _load(params, overrides, experiment)
     serve_http(p, host, port, token)
-
-
-@app.command()
-def analyses(params: Path = ParamsOption,
-             only: list[str] = typer.Option([], "--only", help="Run just this experiment (repeatable)."),
-             force: bool = typer.Option(False, "--force", help="Rerun experiments that are up to date."),
-             no_index: bool = typer.Option(False, "--no-index", help="Skip the serving index (e.g. on a training "
-                                                                      "box without faiss; `llmrec index` builds it later)."),
-             status: bool = typer.Option(False, "--status", help="Only say which runs are current, stale or "
-                                                                  "not run (and why); run nothing."),
-             restamp: bool = typer.Option(False, "--restamp", help="Carry stale runs over a change of what counts "
-                                          "as their code, where git proves their results would not change; run "
-                                          "nothing."),
-             probe: bool = typer.Option(False, "--probe", help="Replay each experiment briefly with this tree's code "
-                                        "and record its digest; before and after a refactor, equal digests let "
-                                        "--restamp carry the runs over.")) -> None:
-    """Train, evaluate and index every run of `experiments` (skipping current ones, rerunning stale ones), for
-    `llmrec report`. A run is stale when its params, prepared data or source code changed since it finished."""
-    from .analyses import analyses_status, probe_runs, restamp_runs, run_analyses
-
-    _load(params)
-    if probe:
-        try:
-            rows = probe_runs(params, only or None, log=lambda m: console.print(m, highlight=False))
-        except (FileNotFoundError, ValueError, ConfigError) as e:
-            _fail(str(e))
-        _table("probes", ["experiment", "digest", "valid NDCG@10"], [list(r) for r in rows])
-        return
-    if status or restamp:  # a table of runs, nothing trained
-        listing, column = (analyses_status, "status") if status else (restamp_runs, "outcome")
-        try:
-            rows = listing(params, only or None)
-        except (ValueError, ConfigError) as e:
-            _fail(str(e))
-        _table("runs", ["run", column, "why"], [list(r) for r in rows])
-        return
-    try:
-        stamps = run_analyses(params, only or None, force, log=lambda m: console.print(m, highlight=False),
-                              index=not no_index)
-    except (FileExistsError, FileNotFoundError, ValueError, ConfigError) as e:
-        _fail(str(e))
-    _table("experiments", ["experiment", "models", "finished", "seconds"],
-           [[s["name"], ", ".join(s["models"]), s["finished_at"], s["seconds"]] for s in stamps])
-
-
-@app.command()
-def report(params: Path = ParamsOption,
-           out: Path = typer.Option(None, "--out", help="Markdown file to write (default: report.out).")) -> None:
-    """Write the analyses report (markdown + PNG plots) from the experiments' metrics and cost files."""
-    from .report.build import build_report
-
-    _load(params)
-    try:
-        path = build_report(params, out)
-    except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
-    console.print(f"wrote {path}")
-
-
-@app.command("new-item-boost")
-def new_item_boost(params: Path = ParamsOption,
-                   experiment: str = typer.Option(..., "--experiment", "-e",
-                                                  help="A finished experiment with the sequence head on a time split."),
-                   boost: list[float] = typer.Option([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0], "--boost",
-                                                     help="A floor to measure (repeatable).")) -> None:
-    """Rank an experiment's test targets with its sequence head at each floor of new items' offset
-    (index.new_item_boost), alone and with calibration (index.new_item_calibration), and print new- and warm-target
-    NDCG@10; where the runs also ranked the untuned LM, say the floor to serve: the smallest at which the head, with
-    calibration as the config serves it, ranks new items at least as well as the untuned LM."""
-    from .new_item_boost import group_ndcg, measure_experiment, parse_setting, settings_in_order
-
-    _load(params)
-    try:
-        measured, chosen = measure_experiment(params, experiment, boost)
-    except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
-    records = [r for _, r in measured]
-    rows = []
-    for label in settings_in_order(records[0]):
-        new = [group_ndcg(r, label) for r in records]
-        warm = [_warm_ndcg(r["boosts"][label]) for r in records]
-        floor, calibrated = parse_setting(label)
-        rows.append([f"{floor:g}", "yes" if calibrated else "no", _mean_text(new), _mean_text(warm),
-                     "chosen" if label == chosen else ""])
-    _table(f"{experiment}: NDCG@10 of the sequence head by offset of new items (mean of {len(records)} runs)",
-           ["floor", "calibration", "new targets", "warm targets", ""], rows)
-    if chosen is not None:
-        console.print(f"serve with `index.new_item_boost: {parse_setting(chosen)[0]:g}` (the smallest floor at which the "
-                      f"head ranks new items at least as well as the untuned LM on this window)", highlight=False)
-
-
-def _warm_ndcg(result: dict) -> float | None:
-    groups = {g: v for g, v in (result.get("by_group") or {}).items() if g != "new"}
-    count = sum(v["count"] for v in groups.values())
-    return sum(v["ndcg@10"] * v["count"] for v in groups.values()) / count if count else None
-
-
-def _mean_text(values: list[float | None]) -> str:
-    values = [v for v in values if v is not None]
-    return f"{sum(values) / len(values):.4f}" if values else "–"
 
 
 @app.command("convert-gguf")

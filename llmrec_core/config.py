@@ -237,7 +237,7 @@ class SasrecConfig(Section):
     # training logits + this times the log item prior (0: the standard loss); > 0 trades head items for tail ones
     logit_adjustment: float = Field(default=0.0, ge=0.0, le=4.0)
     # > 1: an ensemble of this many networks (K: seeds seed * K to seed * K + K - 1), trained side by side and
-    # validated as one; an item's score is the sum of theirs (model/sasrec.py's HeadEnsemble)
+    # validated as one; an item's score is the sum of theirs (model/sequence.py's HeadEnsemble)
     members: int = Field(default=1, ge=1, le=16)
     seed: int = 0
     run_dir: Path = Path("runs/sasrec")

@@ -19,15 +19,12 @@ PACKAGE = Path(__file__).resolve().parent
 # Sources, relative to llmrec_core/, whose change can change a trained LM's weights. Training validates
 # every epoch to decide which weights are kept, so the evaluator is part of it. config.py is left out:
 # the config values themselves are in every fingerprint (and a new option must not orphan finished runs).
-# SASRec and the sequence head share the LM's packages (model/sasrec.py, train/sasrec.py, evaluate/sasrec.py).
+# SASRec and the sequence head share the LM's packages (model/sequence.py, train/sequence.py, evaluate/sequence.py).
 LM_TRAINING_CODE = ("cost.py", "data/layout.py", "data/settings.py", "evaluate", "model", "train")
 SASREC_TRAINING_CODE = LM_TRAINING_CODE
 # What an experiment's metrics depend on: both trainers and the evaluator. The serving index it also builds
 # decides no metric (evaluation ranks every item exactly), so serve/ is not part of it.
 EXPERIMENT_CODE = tuple(sorted({*LM_TRAINING_CODE, *SASREC_TRAINING_CODE}))
-# Scopes EXPERIMENT_CODE had before (newest first): `llmrec analyses --restamp` checks records made under them.
-EARLIER_EXPERIMENT_CODES = (tuple(sorted({*EXPERIMENT_CODE, "baselines"})),
-                            tuple(sorted({*EXPERIMENT_CODE, "baselines", "serve/index.py"})))
 
 
 def _in_scopes(relative: str, scopes: tuple[str, ...]) -> bool:
@@ -51,31 +48,6 @@ def _digest(files: list[tuple[str, bytes]]) -> str:
 def code_hash(scopes: tuple[str, ...], root: Path = PACKAGE) -> str:
     """sha256 over the relative path and bytes of every .py file in `scopes` under `root` (16 hex digits)."""
     return _digest([(path.relative_to(root).as_posix(), path.read_bytes()) for path in _files(scopes, root)])
-
-
-@lru_cache(maxsize=None)
-def code_hash_at(commit: str, scopes: tuple[str, ...]) -> str | None:
-    """code_hash of `scopes` as they were at git `commit`; None when git or the commit is not available."""
-    prefix = PACKAGE.name + "/"
-    listing = _git("ls-tree", "-r", "--name-only", "--full-tree", commit)
-    if listing is None:
-        return None
-    wanted = [p for p in listing.splitlines() if p.startswith(prefix) and _in_scopes(p[len(prefix):], scopes)]
-    files = []
-    for path in wanted:
-        shown = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=PACKAGE, capture_output=True, timeout=10)
-        if shown.returncode != 0:
-            return None
-        files.append((path[len(prefix):], shown.stdout))
-    return _digest(files)
-
-
-@lru_cache(maxsize=None)
-def committed_code_hashes(since: str, scopes: tuple[str, ...]) -> frozenset[str]:
-    """code_hash of `scopes` at commit `since` and at every later commit (up to HEAD) that changed them."""
-    later = _git("log", "--format=%H", f"{since}..HEAD", "--", *scopes)  # pathspecs relative to PACKAGE
-    hashes = {code_hash_at(c, scopes) for c in [since, *(later or "").split()]}
-    return frozenset(h for h in hashes if h)
 
 
 def _git(*args: str) -> str | None:

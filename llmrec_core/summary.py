@@ -4,29 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .markdown import table
+
 
 def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1 else f"{value:,.2f}"
-    return str(value)
-
-
-def table(columns: list[str], rows: list[list]) -> str:
-    """A markdown table; columns whose cells are all numbers are right-aligned."""
-    numeric = [all(isinstance(r[i], (int, float)) for r in rows if r[i] is not None) for i in range(len(columns))]
-    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---:" if n else "---" for n in numeric) + " |"]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def metrics_markdown(run: Path, ks=(10, 50), split: str = "test") -> str:

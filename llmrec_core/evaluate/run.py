@@ -17,13 +17,12 @@ from ..config import Params
 from ..cost import CostMeter, latency_percentiles, parameter_counts
 from ..data.layout import DataLayout
 from ..data.settings import SettingData, load_setting
-from ..model.bundle import lm_encoder
 from ..model.inference import best_device, encode_histories, encode_items
-from ..model.sasrec import load_sasrec
 from ..provenance import EXPERIMENT_CODE, provenance
 from .metrics import breakdown
 from .ranking import ScoreFn, rank_rows, select_rows, vector_scores
-from .sasrec import evaluate_sasrec
+from .sequence import evaluate_sasrec
+from .trained import lm_encoder, load_sasrec
 
 MODELS = ("llmrec", "zero_shot", "seqhead", "sasrec", "popularity")
 

@@ -1,4 +1,4 @@
-"""Build the encoder and its cached item/user tokens from params, and save/load tuned weights."""
+"""Build the LM encoder and its cached item/user tokens from its config, and save/load tuned weights."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..config import Params
+from ..config import LoraSettings, ModelConfig
 from .encoder import (RecEncoder, apply_lora, freeze_lower_layers, load_backbone, load_tokenizer,
                       resolve_model_path)
 from .text import TextTokens
@@ -23,37 +23,30 @@ class EncoderBundle:
     model_path: Path
 
 
-def build_bundle(params: Params, items: pd.DataFrame, tuning: str | None = None) -> EncoderBundle:
-    """The encoder of `params.model` (with LoRA adapters when tuning is lora) and the items' tokens."""
-    m = params.model
-    path = resolve_model_path(m.name_or_path, params.base_dir)
+def build_bundle(cfg: ModelConfig, base_dir: Path, items: pd.DataFrame, tuning: str = "fpft",
+                 lora: LoraSettings | None = None, frozen_layers: int | None = None) -> EncoderBundle:
+    """The encoder of `cfg` (a path relative to `base_dir`), with LoRA adapters (`lora`) when `tuning` is lora, else
+    with its lowest `frozen_layers` frozen; and the tokens of `items`' titles."""
+    path = resolve_model_path(cfg.name_or_path, base_dir)
     tokenizer = load_tokenizer(path)
-    encoder = RecEncoder(load_backbone(path, m.gradient_checkpointing), m.pooling, m.projection_dim)
-    if (tuning or params.train.tuning) == "lora":
-        lora = params.train.lora
+    encoder = RecEncoder(load_backbone(path, cfg.gradient_checkpointing), cfg.pooling, cfg.projection_dim)
+    if tuning == "lora":
+        lora = lora or LoraSettings()
         encoder = apply_lora(encoder, lora.r, lora.alpha, lora.dropout, lora.target_modules)
-    elif params.train.frozen_layers is not None:
-        freeze_lower_layers(encoder.backbone, params.train.frozen_layers)
-    tokens = TextTokens(tokenizer, items["title"].tolist(), items["domain"].tolist(), m.item_template, m.separator,
-                        m.item_max_tokens, m.user_max_tokens)
+    elif frozen_layers is not None:
+        freeze_lower_layers(encoder.backbone, frozen_layers)
+    tokens = TextTokens(tokenizer, items["title"].tolist(), items["domain"].tolist(), cfg.item_template, cfg.separator,
+                        cfg.item_max_tokens, cfg.user_max_tokens)
     return EncoderBundle(encoder, tokens, path)
 
 
-def lm_weights_path(params: Params) -> Path:
-    """LLM-Rec's fine-tuned LM weights (`llmrec train` writes them to `train.run_dir`)."""
-    return params.resolve(params.train.run_dir) / "weights.safetensors"
-
-
-def lm_encoder(params: Params, items: pd.DataFrame, tuned: bool) -> EncoderBundle:
-    """The LM of `params.model` in eval mode with `items`' tokens: LLM-Rec's fine-tuned LM (`tuned`, from
-    `lm_weights_path`) or the LM as pre-trained. The one way evaluation, serving and the sequence head load it."""
-    bundle = build_bundle(params, items, tuning=None if tuned else "fpft")
-    if tuned:
-        mix = params.model.pretrained_mix
-        before = {k: v.clone() for k, v in bundle.encoder.state_dict().items()} if mix else None
-        load_weights(bundle.encoder, lm_weights_path(params))
-        if mix:
-            mix_pretrained(bundle.encoder, before, mix)
+def tuned_encoder(bundle: EncoderBundle, weights: Path, pretrained_mix: float = 0.0) -> EncoderBundle:
+    """`bundle` with the tuned `weights` loaded (moved `pretrained_mix` of the way back to the pre-trained ones,
+    `mix_pretrained`), in eval mode."""
+    before = {k: v.clone() for k, v in bundle.encoder.state_dict().items()} if pretrained_mix else None
+    load_weights(bundle.encoder, weights)
+    if pretrained_mix:
+        mix_pretrained(bundle.encoder, before, pretrained_mix)
     bundle.encoder.eval()
     return bundle
 

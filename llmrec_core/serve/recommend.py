@@ -21,7 +21,7 @@ import pandas as pd
 from ..config import Params
 from ..data.layout import DataLayout
 from ..data.stage import repair_swap, run_folder_lock
-from ..model.bundle import lm_encoder
+from ..evaluate.trained import lm_encoder
 from .catalog_encoding import catalog_key, encode_catalog, process_state
 from .index import ItemIndex
 from .item_store import Batch, append_batch, batch_digest, log_items, read_log, writer

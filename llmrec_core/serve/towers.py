@@ -20,9 +20,10 @@ import pandas as pd
 import torch
 
 from ..config import IndexConfig, Params
-from ..model.bundle import EncoderBundle, lm_encoder
+from ..evaluate.trained import lm_encoder, load_sasrec
+from ..model.bundle import EncoderBundle
 from ..model.inference import encode_histories, encode_items
-from ..model.sasrec import HeadEnsemble, SASRec, load_sasrec
+from ..model.sequence import HeadEnsemble, SASRec
 from ..model.text import TextTokens
 from .new_item_offsets import new_item_offsets
 

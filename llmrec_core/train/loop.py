@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -28,7 +29,7 @@ from ..cost import CostMeter
 from ..data.layout import DataLayout
 from ..data.settings import SettingData, load_setting
 from ..evaluate.run import evaluate_encoder
-from ..model.bundle import build_bundle, save_weights
+from ..model.bundle import EncoderBundle, build_bundle, save_weights
 from ..model.inference import encode_items
 from ..model.text import TextTokens
 from ..provenance import LM_TRAINING_CODE, fingerprint, non_default, provenance
@@ -36,6 +37,13 @@ from ..data.stage import run_folder_lock
 from .checkpoint import decide_resume, load_checkpoint, save_checkpoint
 from .examples import NegativePool, build_examples, histories, log_proposal, rated_columns
 from .item_bank import ItemBank, bank_logits
+
+
+def lm_bundle(params: Params, items: pd.DataFrame, tuning: str | None = None) -> EncoderBundle:
+    """The LM of `params.model` as `train` configures it for training (`tuning`, default `train.tuning`: LoRA
+    adapters or full fine-tuning with `train.frozen_layers` frozen), with `items`' tokens."""
+    t = params.train
+    return build_bundle(params.model, params.base_dir, items, tuning or t.tuning, t.lora, t.frozen_layers)
 
 
 def batch_loss(encoder: torch.nn.Module, tokens: TextTokens, hists: list[np.ndarray], targets: torch.Tensor,
@@ -260,7 +268,7 @@ def _train(params: Params, resume: bool | str, show_progress: bool) -> dict:
 
     with meter.phase("load"):
         data = load_setting(DataLayout(params.data_root).prepared, cfg.setting, cfg.domain)
-        bundle = build_bundle(params, data.items)
+        bundle = lm_bundle(params, data.items)
     examples = build_examples(data.seq_offsets, cfg.max_examples_per_user)
     if not len(examples):
         raise ValueError(f"setting {cfg.setting} ({cfg.domain or 'all domains'}) has no training examples")

@@ -38,17 +38,6 @@ def test_prepare_on_ml100k_prints_the_settings_table(tmp_path, ml100k_dir):
     assert (tmp_path / "gx").is_dir() and any((tmp_path / "gx").rglob("interactions.json"))
 
 
-def test_new_item_boost_names_what_is_missing(tmp_path):
-    p = tmp_path / "params.yaml"
-    source = {"name": "ml", "format": "recbole", "domain": "d", "interactions": "x.inter", "items": "x.item"}
-    p.write_text(yaml.safe_dump({"data": {"sources": [source], "root": str(tmp_path / "data")},
-                                 "experiments": [{"name": "lm-only", "set": {"eval.models": ["llmrec"]}},
-                                                 {"name": "head", "set": {"eval.models": ["seqhead"]}}]}))
-    res = runner.invoke(app, ["new-item-boost", "--params", str(p), "--experiment", "nope"])
-    assert res.exit_code == 2 and "unknown experiment(s) ['nope']" in res.output
-    res = runner.invoke(app, ["new-item-boost", "--params", str(p), "--experiment", "lm-only"])
-    assert res.exit_code == 2 and "run lm-only has no sequence head (eval.models: llmrec)" in res.output
-    res = runner.invoke(app, ["new-item-boost", "--params", str(p), "--experiment", "head", "--boost", "-1"])
-    assert res.exit_code == 2 and "boosts >= 0" in res.output
-    res = runner.invoke(app, ["new-item-boost", "--params", str(p), "--experiment", "head"])
-    assert res.exit_code == 2 and "run head is not current" in res.output
+def test_the_product_cli_has_no_lab_commands():
+    for command in ("analyses", "report", "new-item-boost", "tune-heads"):
+        assert runner.invoke(app, [command, "--help"]).exit_code != 0, command

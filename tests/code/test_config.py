@@ -106,7 +106,7 @@ def test_compare_to_must_name_another_experiment(tmp_path):
 
 @pytest.mark.parametrize("name", ["params.yaml", "configs/ml-100k.yaml", "configs/sample-new-items.yaml"])
 def test_the_shipped_configs_and_every_experiment_of_them_load(name):
-    from llmrec_core.analyses import select_runs
+    from lab.experiments import select_runs
 
     path = Path(__file__).resolve().parents[2] / name
     base = load_params(path)

@@ -16,13 +16,13 @@ from llmrec_core.dvc_pipeline import code_deps, pipeline_file, render, trained_m
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINES = {"params.yaml": "dvc.yaml", "configs/ml-100k.yaml": "pipelines/ml-100k/dvc.yaml"}
-ENTRY = {  # the module each `llmrec` command runs
-    "ingest": "llmrec_core/data/ingest.py",
-    "validate": "llmrec_core/data/validate.py",
-    "prepare": "llmrec_core/data/prepare.py",
-    "train": "llmrec_core/train/loop.py",
-    "evaluate": "llmrec_core/evaluate/run.py",
-    "index": "llmrec_core/serve/recommend.py",
+ENTRY = {  # the modules each `llmrec` command runs
+    "ingest": ["llmrec_core/data/ingest.py"],
+    "validate": ["llmrec_core/data/validate.py"],
+    "prepare": ["llmrec_core/data/prepare.py"],
+    "train": ["llmrec_core/train/loop.py", "llmrec_core/train/sequence.py"],
+    "evaluate": ["llmrec_core/evaluate/run.py"],
+    "index": ["llmrec_core/serve/recommend.py"],
 }
 
 
@@ -82,8 +82,7 @@ def test_every_stage_depends_on_the_code_it_runs(pipeline):
         command = shlex.split(stage["cmd"])[1]
         deps = [d for d in stage["deps"] if d.startswith("llmrec_core")]
         assert "llmrec_core/cli.py" in deps, f"{name} runs cli.py"
-        entry = REPO / ENTRY[command]
-        for path in closure(entry) | {entry}:
+        for path in set().union(*(closure(REPO / entry) for entry in ENTRY[command])):
             rel = path.relative_to(REPO).as_posix()
             if rel.endswith("__init__.py") and not path.stat().st_size:
                 continue

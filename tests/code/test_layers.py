@@ -1,21 +1,26 @@
 """The package's layers, enforced: a module imports only its own layer or lower ones, and no two modules
 import each other, directly or through others (function-level imports count: they are edges too).
 
-    0  config, errors, provenance, cost      what everything may use
+    0  config, errors, provenance, cost,     what everything may use
+       markdown
     1  data                                  sources, stages, the prepared-data contract
     2  model                                 the networks and their text
     3  train, evaluate                       learning and measuring
-    4  serve, report, analyses, summary,     using the results
-       new_item_boost
+    4  serve, summary                        using the results
     5  cli, __main__                         the command line (tasks/ and flows/ sit above, outside)
+
+The lab (lab/: experiments, probes, tuning, the report) stands beside the product: it imports llmrec_core, and
+nothing in llmrec_core/, tasks/ or flows/ imports it.
 """
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "llmrec_core"
-LAYERS = {"config": 0, "errors": 0, "provenance": 0, "cost": 0, "data": 1, "model": 2, "train": 3,
-          "evaluate": 3, "serve": 4, "report": 4, "analyses": 4, "probe": 4, "summary": 4, "new_item_boost": 4,
-          "cli": 5, "__main__": 5}
+REPO = PACKAGE.parent
+PRODUCT = ("llmrec_core", "tasks", "flows")
+LAYERS = {"config": 0, "errors": 0, "provenance": 0, "cost": 0, "markdown": 0, "data": 1, "model": 2, "train": 3,
+          "evaluate": 3, "serve": 4, "summary": 4, "cli": 5, "__main__": 5}
+
 def _modules() -> dict[str, Path]:
     def name(path: Path) -> str:
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
@@ -91,4 +96,27 @@ def test_the_checks_see_an_upward_import_and_a_cycle():
     graph = {"llmrec_core.data.a": {"llmrec_core.serve.b"}, "llmrec_core.serve.b": {"llmrec_core.data.a"}}
     assert cycles(graph) == [set(graph)]
     assert layer("llmrec_core.serve.b") > layer("llmrec_core.data.a")
-    assert "llmrec_core.train.loop" in import_graph()["llmrec_core.analyses"]  # function-level imports count
+    assert "llmrec_core.train.loop" in import_graph()["llmrec_core.cli"]  # function-level imports count
+
+
+def lab_imports(source: str) -> list[str]:
+    """The modules of the lab that Python source imports, anywhere in it (module or function level)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+        found += [n for n in names if n == "lab" or n.startswith("lab.")]
+    return found
+
+
+def test_the_product_never_imports_the_lab():
+    offenders = {str(path.relative_to(REPO)): found for top in PRODUCT for path in sorted((REPO / top).rglob("*.py"))
+                 if (found := lab_imports(path.read_text()))}
+    assert not offenders, f"the product imports the lab: {offenders}"
+
+
+def test_the_lab_check_sees_module_and_function_level_imports():
+    assert lab_imports("import lab.cli\n") == ["lab.cli"]
+    assert lab_imports("def f():\n    from lab.report.build import build_report\n") == ["lab.report.build"]
+    assert lab_imports("from lab import experiments\n") == ["lab"]
+    assert lab_imports("import labels\nfrom .lab import x\n") == []

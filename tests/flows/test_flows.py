@@ -1,7 +1,6 @@
 """The Prefect flows end to end on a small copy of the project, against a real local S3 server (moto)."""
 import hashlib
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -100,8 +99,7 @@ def test_train_eval_runs_the_pipeline_pushes_and_publishes(project, trained):
     metrics = _dvc(project, "metrics", "show")
     assert "recall@10" in metrics
     assert Artifact.get("metrics") is not None
-    assert Artifact.get("analyses-report") is not None
-    assert re.search(r"^## \d+\. Data settings", (project / "reports" / "sample" / "REPORT.md").read_text(), re.M)
+    assert not (project / "reports" / "sample" / "REPORT.md").exists()  # the analyses report is the lab's
 
 
 def test_push_then_pull_restores_data_and_checkpoints_byte_identical(project, trained):

@@ -14,7 +14,7 @@ from llmrec_core.model.inference import encode_items
 from llmrec_core.serve.catalog_encoding import catalog_key, encode_catalog
 from llmrec_core.serve.index import ItemIndex
 from llmrec_core.serve.recommend import build_index, index_dir
-from llmrec_core.model.bundle import lm_encoder
+from llmrec_core.evaluate.trained import lm_encoder
 
 
 def _vectors(index: ItemIndex) -> np.ndarray:

@@ -27,14 +27,14 @@ def test_smollm2_converts_and_encodes(tmp_path):
 
     from llmrec_core.config import load_params
     from llmrec_core.model.inference import encode_items
-    from llmrec_core.model.bundle import build_bundle
+    from llmrec_core.train.loop import lm_bundle
 
     out = convert(None, tmp_path / "smollm2")
     (tmp_path / "params.yaml").write_text(
         "data: {sources: [{name: s, format: recbole, domain: d, interactions: a, items: b}]}\n"
         f"model: {{name_or_path: {out}, pooling: last}}\n")
     params = load_params(tmp_path / "params.yaml")
-    bundle = build_bundle(params, pd.DataFrame({"title": ["The Last Starship", "Baking Bread"], "domain": ["d", "d"]}))
+    bundle = lm_bundle(params, pd.DataFrame({"title": ["The Last Starship", "Baking Bread"], "domain": ["d", "d"]}))
     vectors = encode_items(bundle, 2, 2)
     assert vectors.shape == (2, 576) and torch.isfinite(vectors).all()
     assert np.allclose(vectors.norm(dim=1).numpy(), 1.0, atol=1e-4)

@@ -6,10 +6,10 @@ import torch
 
 from llmrec_core.config import SasrecConfig
 from llmrec_core.data.settings import SettingData
-from llmrec_core.model.sasrec import SASRec
+from llmrec_core.model.sequence import SASRec
 from llmrec_core.train.examples import NegativePool, log_proposal, sample_domain_negatives
 from llmrec_core.train.item_bank import ItemBank, bank_logits
-from llmrec_core.train.sasrec import train_epoch
+from llmrec_core.train.sequence import train_epoch
 
 RANGES = {"a": (0, 6), "b": (6, 10)}  # items 0-5 in domain a, 6-9 in domain b
 KNOWN = np.array([1, 0, 1, 1, 0, 1, 1, 1, 0, 1], dtype=bool)  # items 1, 4 and 8 are new

@@ -17,7 +17,7 @@ from llmrec_core.model.inference import encode_items
 from llmrec_core.serve.index import ItemIndex
 from llmrec_core.serve.new_items import ingest_new_items
 from llmrec_core.serve.recommend import build_index, index_dir, load_index
-from llmrec_core.model.bundle import lm_encoder
+from llmrec_core.evaluate.trained import lm_encoder
 from llmrec_core.train.loop import train
 
 

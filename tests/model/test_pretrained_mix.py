@@ -6,7 +6,9 @@ import torch
 from llmrec_core.config import ModelConfig
 from llmrec_core.data.layout import DataLayout
 from llmrec_core.data.settings import load_setting
-from llmrec_core.model.bundle import build_bundle, lm_encoder, lm_weights_path, save_weights
+from llmrec_core.evaluate.trained import lm_encoder, lm_weights_path
+from llmrec_core.model.bundle import save_weights
+from llmrec_core.train.loop import lm_bundle
 from llmrec_core.model.inference import encode_items
 
 
@@ -16,7 +18,7 @@ def _params(sample_prepared, tiny_bert, run: str, mix: float, tuning: str = "fpf
 
 def _write_tuned_weights(params, items) -> dict[str, torch.Tensor]:
     """Weights as `llmrec train` saves them, each trained tensor moved by a seeded random step."""
-    bundle = build_bundle(params, items)
+    bundle = lm_bundle(params, items)
     torch.manual_seed(1)
     with torch.no_grad():
         for name, p in bundle.encoder.named_parameters():
@@ -32,7 +34,7 @@ def test_full_fine_tuning_mixes_every_weight_with_the_pretrained_one(sample_prep
     params = _params(sample_prepared, tiny_bert, "mix-fpft", 0.25)
     items = load_setting(DataLayout(params.data_root).prepared, "mixed").items
     tuned = _write_tuned_weights(params, items)
-    pretrained = build_bundle(params, items, tuning="fpft").encoder.state_dict()
+    pretrained = lm_bundle(params, items, tuning="fpft").encoder.state_dict()
     mixed = lm_encoder(params, items, tuned=True).encoder.state_dict()
     name = "backbone.encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(tuned[name], pretrained[name])

@@ -3,7 +3,8 @@ from llmrec_core.data.layout import DataLayout
 from llmrec_core.data.settings import load_setting
 from llmrec_core.evaluate.metrics import breakdown
 from llmrec_core.evaluate.run import evaluate_encoder, popularity_scores, rank_rows, select_rows
-from llmrec_core.model.bundle import build_bundle, load_weights
+from llmrec_core.model.bundle import load_weights
+from llmrec_core.train.loop import lm_bundle
 from llmrec_core.train.loop import train
 
 
@@ -13,7 +14,7 @@ def test_briefly_tuned_minilm_beats_popularity_on_the_sample(sample_prepared):
     params = params.model_copy(update={"eval": params.eval.model_copy(update={"max_valid_users": 100})})
     train(params, show_progress=False)
     data = load_setting(DataLayout(params.data_root).prepared, "mixed")
-    bundle = build_bundle(params, data.items)
+    bundle = lm_bundle(params, data.items)
     load_weights(bundle.encoder, params.resolve(params.train.run_dir) / "weights.safetensors")
     tuned = evaluate_encoder(params, bundle, data, "test", max_users=400)["overall"]
     rows = select_rows(data, "test", 400, params.eval.seed)
@@ -44,7 +45,7 @@ def test_the_served_head_answers_a_space_opera_history_with_space_opera(sample_p
     """A behavioural check of what users see (the README's example request): the sequence head over MiniLM's title
     vectors, served from its index, recommends the sample's space-opera items first for a space-opera history."""
     from llmrec_core.serve.recommend import Recommender, build_index
-    from llmrec_core.train.sasrec import train_sasrec
+    from llmrec_core.train.sequence import train_sasrec
 
     params = sample_prepared("quality-head", seqhead={"epochs": 6, "eval_every": 2, "hidden": 32, "heads": 2,
                                                       "max_len": 20, "id_dropout": 0.0})

@@ -23,7 +23,7 @@ def test_the_gate_promotes_only_a_candidate_not_worse_than_the_champion():
 def head_run(tiny_bert, sample_prepared, tmp_path_factory):
     """A trained head with its index, and a registry of its own."""
     from llmrec_core.serve.recommend import build_index
-    from llmrec_core.train.sasrec import train_sasrec
+    from llmrec_core.train.sequence import train_sasrec
 
     params = sample_prepared("registry", model={"name_or_path": str(tiny_bert)},
                              seqhead={"epochs": 2, "eval_every": 1, "hidden": 16, "heads": 2, "max_len": 10})

@@ -11,7 +11,7 @@ from llmrec_core.data.stage import run_folder_lock
 from llmrec_core.errors import StageBusy
 from llmrec_core.serve.recommend import build_index
 from llmrec_core.train.loop import train
-from llmrec_core.train.sasrec import train_sasrec
+from llmrec_core.train.sequence import train_sasrec
 
 
 def test_a_second_training_or_index_build_on_a_busy_run_folder_is_refused_naming_the_holder(sample_prepared,

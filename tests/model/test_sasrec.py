@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmrec_core.model.sasrec import SASRec, pad_left
-from llmrec_core.train.sasrec import train_sasrec, training_windows
+from llmrec_core.model.sequence import SASRec, pad_left
+from llmrec_core.train.sequence import train_sasrec, training_windows
 from llmrec_core.config import SasrecConfig
 from llmrec_core.evaluate.run import evaluate
 
@@ -53,7 +53,7 @@ def test_training_windows_cover_every_position_once():
 
 def test_logit_adjustment_adds_the_scaled_log_prior_to_the_training_logits_only():
     from llmrec_core.data.settings import SettingData
-    from llmrec_core.train.sasrec import log_prior, window_loss
+    from llmrec_core.train.sequence import log_prior, window_loss
 
     # items 0..3 occur 5, 2, 0 and 1 times in training: add-one smoothed shares 6/12, 3/12, 1/12, 2/12
     data = SettingData(items=pd.DataFrame({"item_idx": range(4)}), domain_ranges={"d": (0, 4)},
@@ -153,7 +153,7 @@ def _ensemble_config(**overrides):
 
 
 def test_ensemble_scores_are_the_sum_of_its_members_scores():
-    from llmrec_core.model.sasrec import HeadEnsemble, build_head
+    from llmrec_core.model.sequence import HeadEnsemble, build_head
 
     torch.manual_seed(0)
     text = torch.randn(6, 12)
@@ -184,8 +184,8 @@ def test_ensemble_scores_are_the_sum_of_its_members_scores():
 def test_ensemble_members_train_as_they_would_alone():
     """Without dropout the only difference between members is their seed: after an epoch side by side, member k
     equals a single network of seed `seed * K + k` trained alone for that epoch (its own order, its own Adam state)."""
-    from llmrec_core.model.sasrec import build_head
-    from llmrec_core.train.sasrec import train_epoch
+    from llmrec_core.model.sequence import build_head
+    from llmrec_core.train.sequence import train_epoch
 
     torch.manual_seed(0)
     text = torch.randn(9, 12)
@@ -212,7 +212,8 @@ def test_ensemble_members_train_as_they_would_alone():
 
 def test_ensemble_head_trains_resumes_evaluates_and_serves(sample_prepared):
     from llmrec_core.data.layout import DataLayout
-    from llmrec_core.model.sasrec import HeadEnsemble, load_sasrec
+    from llmrec_core.evaluate.trained import load_sasrec
+    from llmrec_core.model.sequence import HeadEnsemble
     from llmrec_core.serve.towers import seqhead_tower
 
     config = {**FAST, "epochs": 4, "eval_every": 2, "patience": 9, "members": 2}

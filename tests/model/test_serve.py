@@ -7,7 +7,7 @@ import torch
 from llmrec_core.config import IndexConfig
 from llmrec_core.serve.index import ItemIndex, index_kind
 from llmrec_core.serve.recommend import add_items, build_index, index_dir, load_index, recommend, user_events
-from llmrec_core.train.sasrec import train_sasrec
+from llmrec_core.train.sequence import train_sasrec
 from llmrec_core.train.loop import train
 
 
@@ -108,7 +108,8 @@ def test_new_items_are_recommendable_without_retraining(sample_prepared):
 
 
 def test_the_sequence_head_serves_like_it_evaluates_and_takes_new_items(tiny_bert, sample_prepared):
-    from llmrec_core.model.sasrec import history_matrix, load_sasrec
+    from llmrec_core.evaluate.trained import load_sasrec
+    from llmrec_core.model.sequence import history_matrix
     from llmrec_core.serve.recommend import Recommender
 
     params = sample_prepared("serve-seqhead", model={"name_or_path": str(tiny_bert)},
@@ -173,11 +174,13 @@ def test_a_head_over_the_tuned_lm_reads_its_title_vectors_and_encodes_new_items_
     import torch.nn.functional as F
 
     from llmrec_core.data.layout import DataLayout
-    from llmrec_core.model.bundle import build_bundle, lm_weights_path, save_weights
+    from llmrec_core.evaluate.trained import lm_weights_path
+    from llmrec_core.model.bundle import save_weights
+    from llmrec_core.train.loop import lm_bundle
     from llmrec_core.model.inference import encode_items
-    from llmrec_core.model.sasrec import load_sasrec
+    from llmrec_core.evaluate.trained import load_sasrec
     from llmrec_core.serve.towers import seqhead_tower
-    from llmrec_core.train.sasrec import head_fingerprint
+    from llmrec_core.train.sequence import head_fingerprint
 
     params = sample_prepared("seqhead-tuned", model={"name_or_path": str(tiny_bert)},
                              seqhead={"epochs": 1, "eval_every": 1, "hidden": 16, "heads": 2, "max_len": 10,
@@ -188,7 +191,7 @@ def test_a_head_over_the_tuned_lm_reads_its_title_vectors_and_encodes_new_items_
 
     def fine_tune(seed: int) -> torch.Tensor:
         """Stands in for `llmrec train`: the pre-trained LM with moved weights, saved where the LM's go."""
-        bundle = build_bundle(params, items, tuning="fpft")
+        bundle = lm_bundle(params, items, tuning="fpft")
         torch.manual_seed(seed)
         with torch.no_grad():
             for weight in bundle.encoder.parameters():
@@ -198,7 +201,7 @@ def test_a_head_over_the_tuned_lm_reads_its_title_vectors_and_encodes_new_items_
         return encode_items(bundle, len(items), 64)
 
     tuned = fine_tune(0)
-    untuned = build_bundle(params, items, tuning="fpft")
+    untuned = lm_bundle(params, items, tuning="fpft")
     pretrained = encode_items(untuned, len(items), 64)
     train_sasrec(params, show_progress=False, head="seqhead")
     head = load_sasrec(params, len(items), "seqhead")

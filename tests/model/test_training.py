@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from llmrec_core.evaluate.run import evaluate
-from llmrec_core.model.bundle import build_bundle, load_weights
+from llmrec_core.model.bundle import load_weights
+from llmrec_core.train.loop import lm_bundle
 from llmrec_core.model.encoder import pool
 from llmrec_core.train.loop import train
 
@@ -54,7 +55,7 @@ def test_lora_changes_only_adapter_weights(tiny_bert, sample_prepared):
     saved = load_file(str(params.resolve(params.train.run_dir) / "weights.safetensors"))
     assert saved and all("lora_" in k for k in saved)
     assert summary["cost"]["parameters_trainable"] < summary["cost"]["parameters_total"] / 5
-    bundle = build_bundle(params, __import__("pandas").DataFrame({"title": ["x"], "domain": ["d"]}))
+    bundle = lm_bundle(params, __import__("pandas").DataFrame({"title": ["x"], "domain": ["d"]}))
     base = {k.split("base_model.model.")[-1].replace(".base_layer", ""): v
             for k, v in bundle.encoder.backbone.state_dict().items() if "lora_" not in k}
     for name, tensor in before.items():
@@ -224,7 +225,7 @@ def test_frozen_lower_layers_keep_their_pretrained_weights_and_the_rest_trains(t
     upper = [k for k in saved if ".layer.1." in k]
     assert upper and any(not torch.equal(saved[k], before[k.removeprefix("backbone.")]) for k in upper)
     assert summary["cost"]["parameters_trainable"] < summary["cost"]["parameters_total"]
-    bundle = build_bundle(params, __import__("pandas").DataFrame({"title": ["x"], "domain": ["d"]}))
+    bundle = lm_bundle(params, __import__("pandas").DataFrame({"title": ["x"], "domain": ["d"]}))
     load_weights(bundle.encoder, params.resolve(params.train.run_dir) / "weights.safetensors")
     state = bundle.encoder.backbone.state_dict()
     assert all(torch.equal(state[k], before[k]) for k in frozen)  # evaluation gets the pre-trained lower layers

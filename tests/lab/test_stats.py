@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from llmrec_core.report.stats import paired_interval, per_target, unpaired_interval
+from lab.report.stats import paired_interval, per_target, unpaired_interval
 
 
 def test_per_target_metrics_by_hand():
@@ -61,7 +61,7 @@ def test_per_seed_differences_set_each_run_against_the_baselines_mean():
     import pandas as pd
     from types import SimpleNamespace
 
-    from llmrec_core.report.collect import Arm, per_seed_differences
+    from lab.report.collect import Arm, per_seed_differences
 
     def run(model, ranks):
         return SimpleNamespace(ranks=pd.DataFrame({"user_idx": [0, 1], "target": [5, 6], "domain": ["d", "d"],

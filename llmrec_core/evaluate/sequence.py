@@ -7,7 +7,7 @@ import torch
 
 from ..config import Params
 from ..data.settings import SettingData
-from ..model.sasrec import SASRec, history_matrix
+from ..model.sequence import SASRec, history_matrix
 from .metrics import breakdown
 from .ranking import rank_rows, vector_scores
 

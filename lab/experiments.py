@@ -1,10 +1,22 @@
 """Run the config's `experiments` (the analyses set): train, evaluate and index each run.
 
-The experiment list in the params file is the one definition of the analyses; `llmrec report`
-reads what these runs wrote. A run is up to date when its params, its prepared data and the source
-code its results depend on (provenance.EXPERIMENT_CODE) are those its `experiment.json` records; a
-stale run is rerun, and training resumes from a matching checkpoint (or is skipped when the weights
-are still current), so an interrupted sweep continues where it stopped.
+The experiment list in the params file is the one definition of the analyses; `llmrec-lab report`
+reads what these runs wrote. Each finished run leaves an `experiment.json` (its stamp): a fingerprint of
+its params, its prepared data and the product code its results depend on (provenance.EXPERIMENT_CODE),
+and the commit that code came from. A run is
+
+- current: params, data and code are those the stamp records (or the code changed and behaviour probes
+  of the recorded and of today's code agree, probe.py);
+- earlier code: params and data are those recorded, the code behind the results changed since the
+  commit the stamp names; its results stand for that commit's code, the report says so, and
+  `--rerun-earlier-code` reruns it;
+- stale: params or prepared data changed; `llmrec-lab analyses` reruns it.
+
+Training resumes from a matching checkpoint (or is skipped when the weights are still current), so an
+interrupted sweep continues where it stopped.
+
+DVC cannot answer "which runs are stale" here: these runs are entries of a params file's `experiments`,
+not stages of dvc.yaml, and their records are committed without DVC's cache.
 """
 from __future__ import annotations
 
@@ -14,11 +26,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .config import Params, load_params
-from .data.layout import DataLayout
+from llmrec_core.config import Params, load_params
+from llmrec_core.data.layout import DataLayout
+from llmrec_core.provenance import EXPERIMENT_CODE, code_hash, fingerprint, non_default, provenance
+
 from .probe import probe_digest, probe_params, probes_agree, record_probe
-from .provenance import (EARLIER_EXPERIMENT_CODES, EXPERIMENT_CODE, code_hash, code_hash_at, committed_code_hashes,
-                         fingerprint, non_default, provenance)
 
 STAMP = "experiment.json"
 
@@ -45,13 +57,6 @@ def experiment_config(params: Params) -> dict:
     return config
 
 
-def legacy_experiment_config(params: Params) -> dict:
-    """`experiment_config` as it first was: every section, whatever the run's models. `restamp` carries a run
-    stamped with it over to today's definition when these params still give its recorded fingerprint."""
-    return {section: non_default(getattr(params, section))
-            for section in ("prepare", "model", "train", "sasrec", "seqhead", "eval")}
-
-
 def experiment_fingerprint(params: Params) -> str:
     """Params, prepared data and the source code behind an experiment's results."""
     return fingerprint(experiment_config(params), DataLayout(params.data_root).prepared / "manifest.json",
@@ -70,19 +75,25 @@ def read_stamp(params: Params) -> dict | None:
 
 
 def run_status(params: Params) -> tuple[str, str]:
-    """("current" | "stale" | "not run", why) for the run these params describe."""
+    """("current" | "earlier code" | "stale" | "not run" | "unstamped", why) for the run these params describe."""
     stamp = read_stamp(params)
     if stamp is None:
         if (run_folder(params) / "metrics_test.json").is_file():
-            return "unstamped", "made outside `llmrec analyses` (dvc repro or the CLI): no experiment.json"
+            return "unstamped", "made outside `llmrec-lab analyses` (dvc repro or the CLI): no experiment.json"
         return "not run", "no experiment.json"
-    if stamp.get("fingerprint") == experiment_fingerprint(params):
-        return "current", f"commit {((stamp.get('provenance') or {}).get('commit') or '?')[:12]}"
     recorded = stamp.get("provenance") or {}
-    if recorded.get("code_hash") != code_hash(EXPERIMENT_CODE):
-        return "stale", (f"code changed since commit {(recorded.get('commit') or '?')[:12]} "
-                         f"(llmrec_core/{{{','.join(EXPERIMENT_CODE)}}})")
-    return "stale", "params or prepared data changed"
+    commit = (recorded.get("commit") or "?")[:12]
+    if stamp.get("fingerprint") == experiment_fingerprint(params):
+        return "current", f"commit {commit}"
+    manifest = DataLayout(params.data_root).prepared / "manifest.json"
+    old_code = recorded.get("code_hash")
+    if not old_code or stamp.get("fingerprint") != fingerprint(experiment_config(params), manifest, code=old_code):
+        return "stale", "params or prepared data changed"
+    agree, why = probes_agree(run_folder(params), old_code, code_hash(EXPERIMENT_CODE))
+    if agree:
+        return "current", f"commit {commit}; {why}"
+    return "earlier code", (f"made with the code of commit {commit}; llmrec_core/{{{','.join(EXPERIMENT_CODE)}}} "
+                            "changed since")
 
 
 def is_current(params: Params) -> bool:
@@ -90,12 +101,17 @@ def is_current(params: Params) -> bool:
     return run_status(params)[0] == "current"
 
 
+def has_results(params: Params) -> bool:
+    """Whether the run's results describe these params and data (with today's code or an earlier commit's)."""
+    return run_status(params)[0] in ("current", "earlier code")
+
+
 def ensure_own_data(params: Params, name: str, log: Callable[[str], None]) -> None:
     """An experiment with its own `data.root` (e.g. the new-item setting's time split) gets its data stages run
     here when that root has no prepared data, or data prepared with another `prepare.time_split`."""
-    from .data.ingest import ingest
-    from .data.prepare import prepare
-    from .data.validate import validate
+    from llmrec_core.data.ingest import ingest
+    from llmrec_core.data.prepare import prepare
+    from llmrec_core.data.validate import validate
 
     manifest = DataLayout(params.data_root).prepared / "manifest.json"
     wanted = params.prepare.time_split.record() if params.prepare.time_split else None
@@ -118,8 +134,8 @@ def fresh_accelerator_state() -> None:
 def train_models(params: Params, name: str, log: Callable[[str], None], show_progress: bool = True) -> None:
     """Train what `eval.models` needs (the LM, the sequence head, SASRec), resuming matching checkpoints. A
     sequence head over the fine-tuned LM (`seqhead.item_vectors: tuned`) needs the LM first."""
-    from .train.loop import train
-    from .train.sasrec import train_sasrec
+    from llmrec_core.train.loop import train
+    from llmrec_core.train.sequence import train_sasrec
 
     models = tuple(params.eval.models)
     if "llmrec" in models or ("seqhead" in models and params.seqhead.item_vectors == "tuned"):
@@ -133,11 +149,12 @@ def train_models(params: Params, name: str, log: Callable[[str], None], show_pro
 
 
 def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[str], None] = print,
-                   index: bool = True) -> dict:
+                   index: bool = True, rerun_earlier_code: bool = False) -> dict:
     """Train what the run's `eval.models` needs, evaluate on the test split, index the items with each of its
     models that serves, the LM and the sequence head (unless `index` is False: the index is for serving, and no
-    result depends on it)."""
-    from .evaluate.run import evaluate
+    result depends on it). A current run is kept, and so is a run made with earlier code unless
+    `rerun_earlier_code`; `force` reruns any run."""
+    from llmrec_core.evaluate.run import evaluate
 
     params = load_params(path, experiment=name)
     run_dir = run_folder(params)
@@ -150,7 +167,10 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
     if not force and status == "current":
         log(f"{name}: up to date in {run_dir}")
         return read_stamp(params)
-    if status == "stale":
+    if not force and status == "earlier code" and not rerun_earlier_code:
+        log(f"{name}: kept, {why} (--rerun-earlier-code reruns it)")
+        return read_stamp(params)
+    if status in ("stale", "earlier code"):
         log(f"{name}: stale ({why}); rerunning")
     models = tuple(params.eval.models)
     started = time.perf_counter()
@@ -161,7 +181,7 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
     if tuned:  # the whole validation split, on which the report chooses its headline runs
         evaluate(params, tuned, "valid")
     if index:  # a serving index for each model the run trained that can serve (the report reads the LM's)
-        from .serve.recommend import build_index
+        from llmrec_core.serve.recommend import build_index
 
         for served in (m for m in ("llmrec", "seqhead") if m in models):
             build_index(load_params(path, [f"index.model={served}"], name))
@@ -170,66 +190,6 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
              "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(time.perf_counter() - started, 1)}
     (run_dir / STAMP).write_text(json.dumps(stamp, indent=2))
     return stamp
-
-
-def restamp(params: Params) -> tuple[str, str]:
-    """Carry a finished run over a change of its code or of what counts as its code (provenance.EXPERIMENT_CODE),
-    without rerunning it, when it is proven not to change its results: the recorded code hash is that of its
-    scope at the recorded commit (so the run was made from that commit's code), its fingerprint with that hash is
-    today's (same params and prepared data), and every file of today's scope is the same at that commit as in this
-    tree -- or, where the code changed, probes made with the old and the new code agree (probe.py). A fingerprint
-    taken the first way (`legacy_experiment_config`) counts as today's params when these params still give it.
-    Returns (outcome, why); outcome is "restamped", "current" or "kept stale"."""
-    status, _ = run_status(params)
-    stamp = read_stamp(params)
-    if status != "stale" or stamp is None:
-        return status, "nothing to carry over"
-    recorded = stamp.get("provenance") or {}
-    commit, old_hash = recorded.get("commit"), recorded.get("code_hash")
-    if not _recorded_code_was_committed(stamp):
-        return "kept stale", f"its code hash is not that of commit {str(commit)[:12]} (uncommitted code?)"
-    manifest = DataLayout(params.data_root).prepared / "manifest.json"
-    matches = [how for how, config in (("", experiment_config(params)),
-                                       (" (its fingerprint took every section, as it first did)",
-                                        legacy_experiment_config(params)))
-               if stamp.get("fingerprint") == fingerprint(config, manifest, code=old_hash)]
-    if not matches:
-        return "kept stale", "params or prepared data changed"
-    run_dir, new_hash = run_folder(params), code_hash(EXPERIMENT_CODE)
-    carried_by, why = "git", f"code of commit {commit[:12]} is today's in llmrec_core/{{{','.join(EXPERIMENT_CODE)}}}"
-    if old_hash == new_hash:  # the code it records is today's: only the fingerprint's definition changed
-        carried_by, why = "fingerprint", f"same params, prepared data and code{matches[0]}"
-    elif code_hash_at(commit, EXPERIMENT_CODE) != new_hash:
-        agree, why = probes_agree(run_dir, old_hash, new_hash)
-        if not agree:
-            return "kept stale", f"code changed since commit {commit[:12]}; {why}"
-        carried_by = "probe"
-    earlier = ([stamp["restamped"]] + stamp["restamped"].pop("earlier", [])) if stamp.get("restamped") else []
-    stamp["restamped"] = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "code_hash": old_hash, "by": carried_by,
-                          "why": why, "code_scope": recorded.get("code_scope"), "fingerprint": stamp["fingerprint"],
-                          **({"earlier": earlier} if earlier else {})}
-    stamp["fingerprint"] = experiment_fingerprint(params)
-    stamp["provenance"] = {**recorded, "code_hash": new_hash, "code_scope": list(EXPERIMENT_CODE)}
-    (run_dir / STAMP).write_text(json.dumps(stamp, indent=2))
-    return "restamped", why
-
-
-def _recorded_code_was_committed(stamp: dict) -> bool:
-    """Whether the stamp's code hash is that of committed code: its scope at the recorded commit, or, for a run
-    carried over before (whose hash is that of the code it was carried to), at a later commit."""
-    recorded = stamp.get("provenance") or {}
-    commit, old_hash = recorded.get("commit"), recorded.get("code_hash")
-    if not commit or not old_hash:
-        return False
-    scopes = [tuple(recorded["code_scope"])] if recorded.get("code_scope") else list(EARLIER_EXPERIMENT_CODES)
-    if any(code_hash_at(commit, scope) == old_hash for scope in scopes):
-        return True
-    return bool(stamp.get("restamped")) and old_hash in committed_code_hashes(commit, EXPERIMENT_CODE)
-
-
-def restamp_runs(path: Path, names: list[str] | None = None) -> list[tuple[str, str, str]]:
-    """(run, outcome, why) of `restamp` for each run; rewrites the experiment.json of those carried over."""
-    return [(run, *restamp(load_params(path, experiment=run))) for run in select_runs(load_params(path), names)]
 
 
 def select_runs(params: Params, names: list[str] | None) -> list[str]:
@@ -251,15 +211,16 @@ def analyses_status(path: Path, names: list[str] | None = None) -> list[tuple[st
 
 
 def run_analyses(path: Path, names: list[str] | None = None, force: bool = False,
-                 log: Callable[[str], None] = print, index: bool = True) -> list[dict]:
-    """Run every run of the params file's experiments (or those `names` select) that is not current: reads the
-    prepared data, writes each run's folder; returns the stamps."""
-    return [run_experiment(path, run, force, log, index) for run in select_runs(load_params(path), names)]
+                 log: Callable[[str], None] = print, index: bool = True, rerun_earlier_code: bool = False) -> list[dict]:
+    """Run every run of the params file's experiments (or those `names` select) that is not current (see
+    `run_experiment`): reads the prepared data, writes each run's folder; returns the stamps."""
+    return [run_experiment(path, run, force, log, index, rerun_earlier_code)
+            for run in select_runs(load_params(path), names)]
 
 
 def run_probe(params: Params, log: Callable[[str], None] = print) -> tuple[str, dict]:
     """Train and evaluate (valid split) what probe params name, in their scratch folder; (digest, NDCG@10s)."""
-    from .evaluate.run import evaluate
+    from llmrec_core.evaluate.run import evaluate
 
     scratch = run_folder(params)
     shutil.rmtree(scratch, ignore_errors=True)

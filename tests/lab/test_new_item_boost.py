@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from llmrec_core.config import IndexConfig, SasrecConfig
-from llmrec_core.model.sasrec import build_head
-from llmrec_core.new_item_boost import boosted, choose_boost
+from llmrec_core.model.sequence import build_head
+from lab.new_item_boost import boosted, choose_boost
 from llmrec_core.serve.index import ItemIndex
 from llmrec_core.serve.recommend import Recommender
 from llmrec_core.serve.new_item_offsets import (calibrated_offsets, log_mass, new_item_offsets, recent_flags,

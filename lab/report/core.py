@@ -5,8 +5,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..config import load_params
-from ..data.layout import DataLayout
+from llmrec_core.config import load_params
+from llmrec_core.data.layout import DataLayout
+from llmrec_core.provenance import EXPERIMENT_CODE
+
 from .collect import Arm, Run, compare, load_benchmarks, load_runs, missing_runs, read_json
 from .labels import MODEL_LABELS, lm_budget, weights_origin
 from .markdown import fmt
@@ -118,12 +120,13 @@ class Report:
         m = self.manifest
         models = sorted({f"`{r.model_name}`: {weights_origin(r)}" for r in self.runs if r.has("llmrec") or r.has("zero_shot")})
         commits = sorted({r.commit for r in self.runs})
-        stale = [r.name for r in self.runs if r.status[0] != "current"]
+        earlier = sorted({r.commit for r in self.runs if r.status[0] == "earlier code"})
+        stale = [r.name for r in self.runs if r.status[0] not in ("current", "earlier code")]
         seeds = sorted({len(runs) for runs in self.experiments.values()})
         lines = [
             f"# LLM-Rec analyses on {sources}", "",
-            f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `llmrec report --params {self.params_path}` from the run "
-            f"records of the experiments listed in that file (`llmrec analyses` runs them). No number below is typed in.", "",
+            f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `llmrec-lab report --params {self.params_path}` from the run "
+            f"records of the experiments listed in that file (`llmrec-lab analyses` runs them). No number below is typed in.", "",
             f"- **Machine**: {'; '.join(devices) or 'no runs yet'}.",
             f"- **Dataset**: {sources}; after preparation {fmt(m.get('users'))} users, {fmt(m.get('items'))} items, "
             f"{fmt(m.get('interactions_kept'))} interactions in {len(self.domains)} domains ({', '.join(self.domains)}).",
@@ -140,9 +143,15 @@ class Report:
             f"changes to the code behind them); per run in the last section.",
         ]
         lines += [f"- **Note**: {note}" for note in self.base.report.notes]
+        if earlier:
+            lines.append(f"- **Earlier code**: the runs marked \"earlier code\" below have today's params and data, but "
+                         f"the code behind their results (llmrec_core/{{{','.join(EXPERIMENT_CODE)}}}) changed since "
+                         f"the commit(s) they were made at ({', '.join(f'`{c}`' for c in earlier)}); their numbers are "
+                         f"those of that code. `llmrec-lab analyses --rerun-earlier-code` reruns them; `--probe` counts "
+                         f"them current where probes of both codes agree.")
         if stale:
-            lines.append(f"- **Stale** (params, data or code changed since they ran; `llmrec analyses` reruns them): "
+            lines.append(f"- **Stale** (params or data changed since they ran; `llmrec-lab analyses` reruns them): "
                          f"{', '.join(stale)}.")
         if self.missing:
-            lines.append(f"- **Not run yet**: {', '.join(self.missing)} (`llmrec analyses --params {self.params_path}`).")
+            lines.append(f"- **Not run yet**: {', '.join(self.missing)} (`llmrec-lab analyses --params {self.params_path}`).")
         return "\n".join(lines)

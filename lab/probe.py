@@ -7,9 +7,9 @@ SASRec and of the sequence head (validating after each), then the validation spl
 Its digest covers every trained tensor, every loss and validation figure, and each validation target's rank.
 
 Probe an experiment with the code its runs were made from (a git worktree of their commit) and again with
-the changed code: when the two digests are equal, `llmrec analyses --restamp` carries the runs over; when
-they differ, the change altered behaviour and the runs stay stale. Records live in each run folder's
-`probes.json`, keyed by the code hash of the code that ran the probe.
+the changed code (`llmrec-lab analyses --probe`): when the two digests are equal, the runs count as current
+(experiments.run_status); when they differ, the change altered behaviour and the runs stay "earlier code".
+Records live in each run folder's `probes.json`, keyed by the code hash of the code that ran the probe.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from safetensors.numpy import load_file
 
-from .config import Params, load_params
-from .provenance import EXPERIMENT_CODE, code_hash, git_state
+from llmrec_core.config import Params, load_params
+from llmrec_core.provenance import EXPERIMENT_CODE, code_hash, git_state
 
 PROBES = "probes.json"
 # What a probe changes in an experiment's config: short, but through every branch a full run takes
@@ -118,7 +118,7 @@ def probes_agree(run_dir: Path, old_hash: str, new_hash: str) -> tuple[bool, str
     old, new = probes.get(old_hash), probes.get(new_hash)
     if old is None or new is None:
         missing = [h for h, p in ((old_hash, old), (new_hash, new)) if p is None]
-        return False, f"no probe with code {', '.join(missing)} (`llmrec analyses --probe`)"
+        return False, f"no probe with code {', '.join(missing)} (`llmrec-lab analyses --probe`)"
     if old["overrides"] != new["overrides"]:
         return False, "the two probes were made with different probe settings"
     if old["digest"] != new["digest"]:

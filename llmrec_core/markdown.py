@@ -1,4 +1,4 @@
-"""Markdown helpers shared by the report and the run summaries: number formatting and tables."""
+"""Markdown for people: number formatting and tables (run summaries, the lab's report)."""
 from __future__ import annotations
 
 
@@ -14,13 +14,6 @@ def fmt(value, digits: int = 4) -> str:
     if isinstance(value, float):  # metrics and small costs keep 4 decimals; rates and sizes fewer
         return f"{value:.{digits}f}" if abs(value) < 1 else f"{value:.2f}" if abs(value) < 100 else f"{value:,.0f}"
     return str(value)
-
-
-def mean_sd(mean: float | None, sd: float | None) -> str:
-    """"0.1234 ± 0.0056" (standard deviation across seeds), or the mean alone for one seed."""
-    if mean is None:
-        return "–"
-    return f"{mean:.4f} ± {sd:.4f}" if sd is not None else f"{mean:.4f}"
 
 
 def table(columns: list[str], rows: list[list]) -> str:

@@ -1,4 +1,4 @@
-"""Training SASRec and LLM-Rec's sequence head (model/sasrec.py): full-softmax next-item cross-entropy at every
+"""Training SASRec and LLM-Rec's sequence head (model/sequence.py): full-softmax next-item cross-entropy at every
 position of every training window, validating every `eval_every` epochs and keeping the best weights; one
 checkpoint dict resumes a killed run."""
 from __future__ import annotations
@@ -8,6 +8,7 @@ import json
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
@@ -17,11 +18,10 @@ from ..cost import CostMeter
 from ..data.layout import DataLayout
 from ..data.settings import SettingData, load_setting
 from ..evaluate.ranking import select_rows
-from ..evaluate.sasrec import evaluate_sasrec
-from ..model.inference import best_device
-from ..model.bundle import lm_weights_path
-from ..model.sasrec import (HeadEnsemble, SASRec, build_head, head_members, item_text_vectors, member_seeds,
-                            pad_left)
+from ..evaluate.sequence import evaluate_sasrec
+from ..evaluate.trained import lm_encoder, lm_weights_path
+from ..model.inference import best_device, encode_items
+from ..model.sequence import HeadEnsemble, SASRec, build_head, head_members, member_seeds, pad_left
 from ..provenance import SASREC_TRAINING_CODE, fingerprint, non_default, provenance
 from ..data.stage import run_folder_lock
 from .checkpoint import decide_resume, load_checkpoint, save_checkpoint
@@ -50,6 +50,14 @@ def tuned_lm_digest(params: Params) -> str:
                                 "run `llmrec train` (the LM) first")
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+
+
+def item_text_vectors(params: Params, items: pd.DataFrame) -> torch.Tensor:
+    """Every item title's vector from the LM the sequence head reads (`seqhead.item_vectors`): as pre-trained,
+    or LLM-Rec's fine-tuned one."""
+    bundle = lm_encoder(params, items, params.seqhead.item_vectors == "tuned")
+    bundle.encoder.to(best_device())
+    return encode_items(bundle, len(items), params.eval.batch_size)
 
 
 def head_fingerprint(params: Params, head: str) -> str:

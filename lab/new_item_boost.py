@@ -27,20 +27,23 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .analyses import is_current, read_stamp, run_folder, select_runs
-from .config import Params, load_params
-from .data.layout import DataLayout
-from .data.settings import load_setting
-from .errors import UserError
-from .evaluate.metrics import breakdown
-from .evaluate.ranking import ScoreFn, rank_rows, select_rows, vector_scores
-from .evaluate.sasrec import sasrec_histories
-from .model.sasrec import history_matrix, load_sasrec
-from .provenance import EXPERIMENT_CODE, provenance
-from .serve.new_item_offsets import new_item_offsets, recent_flags
-from .serve.towers import score_temperature, unknown_items
+from llmrec_core.config import Params, load_params
+from llmrec_core.data.layout import DataLayout
+from llmrec_core.data.settings import load_setting
+from llmrec_core.errors import UserError
+from llmrec_core.evaluate.metrics import breakdown
+from llmrec_core.evaluate.ranking import ScoreFn, rank_rows, select_rows, vector_scores
+from llmrec_core.evaluate.sequence import sasrec_histories
+from llmrec_core.evaluate.trained import load_sasrec
+from llmrec_core.model.sequence import history_matrix
+from llmrec_core.provenance import EXPERIMENT_CODE, provenance
+from llmrec_core.serve.new_item_offsets import new_item_offsets, recent_flags
+from llmrec_core.serve.towers import score_temperature, unknown_items
 
-BOOST_CODE = (*EXPERIMENT_CODE, "new_item_boost.py", "serve/towers.py", "serve/new_item_offsets.py")
+from .experiments import has_results, read_stamp, run_folder, select_runs
+
+# The product code a measurement runs (relative to llmrec_core/); this module itself is named by the commit.
+BOOST_CODE = (*EXPERIMENT_CODE, "serve/towers.py", "serve/new_item_offsets.py")
 RANKS, RECORD = "boost_test.parquet", "boost_test.json"
 
 
@@ -181,8 +184,9 @@ def measure_experiment(path: Path, name: str, boosts: list[float]) -> tuple[list
     runs = [(run, load_params(path, experiment=run)) for run in select_runs(load_params(path), [name])]
     for run, params in runs:  # every refusal before any run is measured
         check_request(params, boosts)
-        if not is_current(params):
-            raise UserError(f"run {run} is not current (`llmrec analyses --params {path} --status`): run it first")
+        if not has_results(params):
+            raise UserError(f"run {run} has no results for these params and data (`llmrec-lab analyses --params "
+                            f"{path} --status`): run it first")
     measured = [(run, measure_boosts(params, boosts)) for run, params in runs]
     calibrated = load_params(path).index.new_item_calibration
     return measured, chosen_boost([r for _, r in measured], [run_folder(p) for _, p in runs], calibrated)

@@ -1,7 +1,7 @@
 """Sections on LLM-Rec's quality: the headline, the levers, data settings, model size, FPFT vs LoRA, negatives."""
 from __future__ import annotations
 
-from ..config import SEED_RUN
+from llmrec_core.config import SEED_RUN
 from . import figures
 from .collect import Arm, compare
 from .core import Report

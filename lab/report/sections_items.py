@@ -102,7 +102,7 @@ def new_items(report: Report) -> str:
 
 
 def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> list[str]:
-    """The sequence head of `name` served with each measured offset of new items' scores (`llmrec new-item-boost`:
+    """The sequence head of `name` served with each measured offset of new items' scores (`llmrec-lab new-item-boost`:
     a floor, alone and with calibration): new- and warm-target NDCG@10, against the untuned LM and SASRec on new
     targets and against no offset on warm ones (paired: the same targets), the floor the window chooses and the
     setting the config serves."""
@@ -150,7 +150,7 @@ def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> 
             if chosen is not None else "")
     calibration = records[0][0].get("calibration") or {}
     return [f"The sequence head of `{name}` with an offset added to the score of every item it has no ID embedding for "
-            f"(measured by `llmrec new-item-boost` on the same targets, so paired): a floor (`index.new_item_boost`) "
+            f"(measured by `llmrec-lab new-item-boost` on the same targets, so paired): a floor (`index.new_item_boost`) "
             f"for every user, alone or with calibration (`index.new_item_calibration`: more for a user whose last "
             f"{calibration.get('window', '–')} items include new ones, up to the share of the head's softmax that "
             f"their history predicts, shrunk toward the catalogue's share with the weight of "

@@ -5,7 +5,7 @@ import statistics
 from pathlib import Path
 from typing import Callable
 
-from ..model.encoder import PACKAGED_MODELS
+from llmrec_core.model.encoder import PACKAGED_MODELS
 from .collect import Arm, Run, per_seed_differences, read_json
 from .markdown import fmt, table
 
@@ -132,7 +132,7 @@ def in_domain(domain: str) -> Callable:
 
 
 def tuning_table(tuning: dict | None, in_use, where: str, reference: dict | None = None) -> list[str]:
-    """The validation grid of `scripts/tune_heads.py` (a `<model>_tuning.json`), each point marked when it is the
+    """The validation grid of `llmrec-lab tune-heads` (a `<model>_tuning.json`), each point marked when it is the
     params `in_use` (`where` says whose, in words; grid keys are dotted, e.g. `seqhead.hidden`, `model.pretrained_mix`);
     a line when the best point is not the one in use.
     With `reference` (SASRec's grid point in use) and tail numbers, each point also gets goal 1's rule on validation:
@@ -157,7 +157,7 @@ def tuning_table(tuning: dict | None, in_use, where: str, reference: dict | None
     base += "".join(f", `--set {option}`" for option in tuning.get("fixed", []))
     machine = tuning.get("machine", {})
     load = f", 1-minute load {machine['load_1min']} at the end" if "load_1min" in machine else ""
-    out = [f"**Tuning** on the whole validation split (`scripts/tune_heads.py --model {tuning.get('model', 'sasrec')}`"
+    out = [f"**Tuning** on the whole validation split (`llmrec-lab tune-heads --model {tuning.get('model', 'sasrec')}`"
            f"{base}, {machine.get('date')}{load}{done}); {where} are the `in use` row:", "",
            table([*(k.split(".")[1] for k in tuning["grid"]), "epochs", "valid NDCG@10", "valid Recall@10",
                   *(["valid tail NDCG@10"] if tail else []), *(["worse margin to SASRec"] if goal else []), "in use"],
@@ -177,7 +177,7 @@ def tuning_table(tuning: dict | None, in_use, where: str, reference: dict | None
 
 
 def seed_spread(tuning: dict | None, runs: list[Run]) -> list[str]:
-    """A grid of `scripts/tune_heads.py` over the head's own seed only (`--grid seqhead.seed=...`): how much of the
+    """A grid of `llmrec-lab tune-heads` over the head's own seed only (`--grid seqhead.seed=...`): how much of the
     spread across an experiment's seeds (`runs`: each fine-tunes its own LM and trains its head) the head's seed
     alone makes, over the LM of the grid's run (whose own head is one more head seed). A seed is not a knob."""
     if not tuning or set(tuning["grid"]) != {"seqhead.seed"}:
@@ -195,7 +195,7 @@ def seed_spread(tuning: dict | None, runs: list[Run]) -> list[str]:
 
     machine = tuning.get("machine", {})
     full = [v for v in (r.valid_ndcg("seqhead") for r in runs) if v is not None]
-    return [f"**Seed spread** on the whole validation split (`scripts/tune_heads.py --model seqhead --experiment "
+    return [f"**Seed spread** on the whole validation split (`llmrec-lab tune-heads --model seqhead --experiment "
             f"{tuning['experiment']} --grid seqhead.seed=...`, {machine.get('date')}): the head trained with other "
             "seeds over that run's fine-tuned LM.", "",
             table(["head seed", "epochs", "valid NDCG@10", "valid tail NDCG@10", "from"], rows), "",

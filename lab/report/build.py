@@ -1,4 +1,4 @@
-"""`llmrec report`: the paper's analyses as one markdown file with PNG plots.
+"""`llmrec-lab report`: the paper's analyses as one markdown file with PNG plots.
 
 Every number is read from the files the analyses wrote (collect.py). Each "A vs B" carries the
 difference of the means and its 95% bootstrap interval over test targets (stats.py), and each sentence
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import load_params
+from llmrec_core.config import load_params
 from .core import Report
 from .sections_items import item_groups, new_items, zero_shot
 from .sections_lm import data_settings, headline, levers, model_size, negatives, tuning

@@ -5,10 +5,10 @@ import re
 import pytest
 import yaml
 
-from llmrec_core.analyses import analyses_status, is_current, run_analyses
+from lab.experiments import analyses_status, is_current, run_analyses
 from llmrec_core.config import load_params
-from llmrec_core.report.build import build_report
-from llmrec_core.report.markdown import fmt
+from lab.report.build import build_report
+from lab.report.markdown import fmt
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -117,7 +117,7 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     stale = [r for r in load_params(changed).run_names() if not is_current(load_params(changed, experiment=r))]
     assert stale == ["mixed-lora"]
 
-    # a validation grid of the head (scripts/tune_heads.py) shows in the levers section, with goal 1's rule
+    # a validation grid of the head (`llmrec-lab tune-heads`) shows in the levers section, with goal 1's rule
     bench = tmp_path / "bench"
     bench.mkdir(exist_ok=True)
     point = {"seqhead.hidden": 16, "epochs_run": 1, "valid_ndcg@10": 0.2, "valid_recall@10": 0.3,
@@ -188,7 +188,7 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
                      r"\| NDCG@10 \| [+-]\d\.\d{4} \|", levers)
     assert "(LLM-Rec, named by compare_to)" not in levers  # its LM was not evaluated: no pair of LMs
     assert "| `mixed-head-tuned` | LLM-Rec |" not in levers  # its LM is not evaluated
-    assert "`scripts/tune_heads.py --model seqhead` on top of run `mixed.seed0`" in levers
+    assert "`llmrec-lab tune-heads --model seqhead` on top of run `mixed.seed0`" in levers
     # the same levers on SASRec itself, against the standard one
     assert re.search(r"^\| `mixed-sasrec-ens` \| `sasrec.members=2` \| 2 networks × 1 epochs .* \| 1 \| \d\.\d{4} \| "
                      r"\d\.\d{4}( \| [+-]\d\.\d{4} \([^|]*\)){4} \|$", levers, flags=re.M)
@@ -247,21 +247,45 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
         assert f"figures/{name}" in text
 
 
-def test_a_change_to_the_evaluator_or_trainer_code_makes_runs_stale(analysed, monkeypatch):
-    import llmrec_core.analyses as analyses
+def test_a_change_to_the_evaluator_or_trainer_code_marks_runs_made_with_earlier_code(analysed, monkeypatch):
+    import lab.experiments as experiments
 
-    path, _ = analysed
+    path, stamps = analysed
     assert {status for _, status, _ in analyses_status(path)} == {"current"}
-    real = analyses.code_hash
+    real = experiments.code_hash
+    edited_hash = "0" * 16
 
     def edited(scopes, root=None):  # what code_hash returns once llmrec_core/evaluate or train/ changed
-        return "0" * 16 if "evaluate" in scopes or "train" in scopes else real(scopes)
+        return edited_hash if "evaluate" in scopes or "train" in scopes else real(scopes)
 
-    for module in ("llmrec_core.analyses", "llmrec_core.provenance"):
+    for module in ("lab.experiments", "llmrec_core.provenance"):
         monkeypatch.setattr(f"{module}.code_hash", edited)
     status = analyses_status(path, ["mixed"])
-    assert [(run, s) for run, s, _ in status] == [("mixed.seed0", "stale"), ("mixed.seed1", "stale")]
-    assert all("code changed since commit" in why for *_, why in status)
+    assert [(run, s) for run, s, _ in status] == [("mixed.seed0", "earlier code"), ("mixed.seed1", "earlier code")]
+    assert all("made with the code of commit" in why for *_, why in status)
+    # kept by default (its results stand for the commit it names), so nothing is retrained
+    logged = []
+    assert run_analyses(path, ["mixed"], log=logged.append) == [s for s in stamps if s["name"].startswith("mixed.")]
+    assert all("kept" in line and "--rerun-earlier-code" in line for line in logged)
+    # probes of the recorded code and of today's that agree make the run current again
+    run_dir = path.parent / "runs" / "mixed.seed0"
+    recorded = json.loads((run_dir / "experiment.json").read_text())["provenance"]["code_hash"]
+    probe = {"digest": "d" * 16, "overrides": ["train.max_steps=2"], "machine": {"cpu": "x", "threads": 2}}
+    (run_dir / "probes.json").write_text(json.dumps({recorded: probe, edited_hash: probe}))
+    status = dict((run, (s, why)) for run, s, why in analyses_status(path, ["mixed"]))
+    assert status["mixed.seed0"][0] == "current" and "agree" in status["mixed.seed0"][1]
+    (run_dir / "probes.json").write_text(json.dumps({recorded: probe, edited_hash: {**probe, "digest": "e" * 16}}))
+    assert analyses_status(path, ["mixed"])[0][1] == "earlier code"
+    (run_dir / "probes.json").unlink()
+
+
+def test_a_change_to_params_makes_runs_stale(analysed):
+    path, _ = analysed
+    doc = yaml.safe_load(path.read_text())
+    doc["eval"] = {**doc.get("eval", {}), "ks": [5, 10]}
+    changed = path.parent / "params-changed-eval.yaml"
+    changed.write_text(yaml.safe_dump(doc))
+    assert {(s, why) for _, s, why in analyses_status(changed)} == {("stale", "params or prepared data changed")}
 
 
 def test_report_lists_experiments_not_run_and_reads_a_size_sweep(analysed):
@@ -305,7 +329,7 @@ def test_report_lists_experiments_not_run_and_reads_a_size_sweep(analysed):
 def test_the_new_item_boost_reranks_the_head_as_evaluation_does_and_the_report_shows_it(analysed):
     import pandas as pd
 
-    from llmrec_core.new_item_boost import choose_boost, measure_experiment, untuned_new_ndcg
+    from lab.new_item_boost import choose_boost, measure_experiment, untuned_new_ndcg
 
     path, _ = analysed
     measured, chosen = measure_experiment(path, "new-items", [0.0, 1000.0])

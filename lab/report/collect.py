@@ -15,9 +15,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..analyses import read_stamp, run_status
-from ..config import SEED_RUN, Params, load_params
-from ..data.layout import DataLayout
+from llmrec_core.config import SEED_RUN, Params, load_params
+from llmrec_core.data.layout import DataLayout
+
+from ..experiments import read_stamp, run_status
 from .stats import Interval, paired_interval, per_target, unpaired_interval
 
 KEYS = ["user_idx", "target"]  # a target; "occurrence" tells apart a user's repeated events on one item
@@ -58,7 +59,7 @@ class Run:
 
     @cached_property
     def status(self) -> tuple[str, str]:
-        """("current" | "stale" | "not run", why): whether params, data and code still match the record."""
+        """(status, why) of experiments.run_status: whether params, data and code still match the record."""
         return run_status(self.params)
 
     @property

@@ -24,6 +24,7 @@ user and item vectors, so evaluation and the serving index treat it as one model
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,9 +33,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from ..config import Params, SasrecConfig
-from .bundle import lm_encoder
-from .inference import best_device, encode_items
+from ..config import SasrecConfig
 
 
 class SASRec(nn.Module):
@@ -183,18 +182,8 @@ def history_matrix(histories: pd.Series, width: int) -> np.ndarray:
 HEADS = ("sasrec", "seqhead")  # the ID baseline, and LLM-Rec's sequence head over the LM's item vectors
 
 
-def item_text_vectors(params: Params, items: pd.DataFrame) -> torch.Tensor:
-    """Every item title's vector from the LM the sequence head reads (`seqhead.item_vectors`): as pre-trained,
-    or LLM-Rec's fine-tuned one."""
-    bundle = lm_encoder(params, items, params.seqhead.item_vectors == "tuned")
-    bundle.encoder.to(best_device())
-    return encode_items(bundle, len(items), params.eval.batch_size)
-
-
-def load_sasrec(params: Params, n_items: int, head: str = "sasrec") -> SASRec | HeadEnsemble:
-    """The trained SASRec or sequence head of `head`'s run folder, in eval mode."""
-    cfg = getattr(params, head)
-    path = params.resolve(cfg.run_dir) / "weights.safetensors"
+def load_head(path: Path, n_items: int, cfg: SasrecConfig, head: str = "sasrec") -> SASRec | HeadEnsemble:
+    """The trained SASRec or sequence head (`cfg`, its config) whose weights are at `path`, in eval mode."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `llmrec train --model {head}` first")
     state = load_file(path)

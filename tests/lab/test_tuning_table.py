@@ -1,8 +1,8 @@
-"""The report's table of a validation grid (scripts/tune_heads.py): the point in use, the best, goal 1's rule."""
+"""The report's table of a validation grid (`llmrec-lab tune-heads`): the point in use, the best, goal 1's rule."""
 from types import SimpleNamespace
 
 from llmrec_core.config import SeqHeadConfig
-from llmrec_core.report.labels import seed_spread, tuning_table
+from lab.report.labels import seed_spread, tuning_table
 
 
 def _params(**seqhead) -> SimpleNamespace:
@@ -76,8 +76,8 @@ def test_a_seed_grid_is_shown_as_a_spread_against_the_experiments_seeds_not_as_a
 
 
 def test_an_ensemble_heads_budget_names_its_networks():
-    from llmrec_core.report.collect import Arm
-    from llmrec_core.report.labels import budget_text
+    from lab.report.collect import Arm
+    from lab.report.labels import budget_text
 
     cost = {"epochs_run": 20, "targets_per_epoch": 80470, "max_len": 50}
 

@@ -1,0 +1,149 @@
+"""The `llmrec-lab` command line: the analyses beside the product (experiments, the report, tuning).
+
+It imports the product (llmrec_core) and is never imported by it; errors go through the product CLI's one
+error path."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from llmrec_core.cli import ParamsOption, Typer, _fail, _load, _table, console
+from llmrec_core.config import ConfigError
+
+app = Typer(help="The llmrec lab: run the analyses set of a params file, build its report, tune heads and offsets.",
+            no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+
+@app.command()
+def analyses(params: Path = ParamsOption,
+             only: list[str] = typer.Option([], "--only", help="Run just this experiment (repeatable)."),
+             force: bool = typer.Option(False, "--force", help="Rerun experiments that are up to date."),
+             rerun_earlier_code: bool = typer.Option(False, "--rerun-earlier-code",
+                                                     help="Also rerun runs whose params and data are unchanged but "
+                                                          "whose code changed since the commit they were made at."),
+             no_index: bool = typer.Option(False, "--no-index", help="Skip the serving index (e.g. on a training "
+                                                                      "box without faiss; `llmrec index` builds it later)."),
+             status: bool = typer.Option(False, "--status", help="Only say which runs are current, made with earlier "
+                                                                  "code, stale or not run (and why); run nothing."),
+             probe: bool = typer.Option(False, "--probe", help="Replay each experiment briefly with this tree's code "
+                                        "and record its digest; a run whose code changed counts as current where "
+                                        "probes of its code and of today's agree.")) -> None:
+    """Train, evaluate and index every run of `experiments` that is stale or not run (skipping current ones and,
+    unless --rerun-earlier-code, those made with earlier code), for `llmrec-lab report`. A run is stale when its
+    params or prepared data changed since it finished."""
+    from .experiments import analyses_status, probe_runs, run_analyses
+
+    _load(params)
+    if probe:
+        try:
+            rows = probe_runs(params, only or None, log=lambda m: console.print(m, highlight=False))
+        except (FileNotFoundError, ValueError, ConfigError) as e:
+            _fail(str(e))
+        _table("probes", ["experiment", "digest", "valid NDCG@10"], [list(r) for r in rows])
+        return
+    if status:  # a table of runs, nothing trained
+        try:
+            rows = analyses_status(params, only or None)
+        except (ValueError, ConfigError) as e:
+            _fail(str(e))
+        _table("runs", ["run", "status", "why"], [list(r) for r in rows])
+        return
+    try:
+        stamps = run_analyses(params, only or None, force, log=lambda m: console.print(m, highlight=False),
+                              index=not no_index, rerun_earlier_code=rerun_earlier_code)
+    except (FileExistsError, FileNotFoundError, ValueError, ConfigError) as e:
+        _fail(str(e))
+    _table("experiments", ["experiment", "models", "finished", "seconds"],
+           [[s["name"], ", ".join(s["models"]), s["finished_at"], s["seconds"]] for s in stamps])
+
+
+@app.command()
+def report(params: Path = ParamsOption,
+           out: Path = typer.Option(None, "--out", help="Markdown file to write (default: report.out).")) -> None:
+    """Write the analyses report (markdown + PNG plots) from the experiments' metrics and cost files."""
+    from .report.build import build_report
+
+    _load(params)
+    try:
+        path = build_report(params, out)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    console.print(f"wrote {path}")
+
+
+@app.command("new-item-boost")
+def new_item_boost(params: Path = ParamsOption,
+                   experiment: str = typer.Option(..., "--experiment", "-e",
+                                                  help="A finished experiment with the sequence head on a time split."),
+                   boost: list[float] = typer.Option([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0], "--boost",
+                                                     help="A floor to measure (repeatable).")) -> None:
+    """Rank an experiment's test targets with its sequence head at each floor of new items' offset
+    (index.new_item_boost), alone and with calibration (index.new_item_calibration), and print new- and warm-target
+    NDCG@10; where the runs also ranked the untuned LM, say the floor to serve: the smallest at which the head, with
+    calibration as the config serves it, ranks new items at least as well as the untuned LM."""
+    from .new_item_boost import group_ndcg, measure_experiment, parse_setting, settings_in_order
+
+    _load(params)
+    try:
+        measured, chosen = measure_experiment(params, experiment, boost)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    records = [r for _, r in measured]
+    rows = []
+    for label in settings_in_order(records[0]):
+        new = [group_ndcg(r, label) for r in records]
+        warm = [_warm_ndcg(r["boosts"][label]) for r in records]
+        floor, calibrated = parse_setting(label)
+        rows.append([f"{floor:g}", "yes" if calibrated else "no", _mean_text(new), _mean_text(warm),
+                     "chosen" if label == chosen else ""])
+    _table(f"{experiment}: NDCG@10 of the sequence head by offset of new items (mean of {len(records)} runs)",
+           ["floor", "calibration", "new targets", "warm targets", ""], rows)
+    if chosen is not None:
+        console.print(f"serve with `index.new_item_boost: {parse_setting(chosen)[0]:g}` (the smallest floor at which the "
+                      f"head ranks new items at least as well as the untuned LM on this window)", highlight=False)
+
+
+def _warm_ndcg(result: dict) -> float | None:
+    groups = {g: v for g, v in (result.get("by_group") or {}).items() if g != "new"}
+    count = sum(v["count"] for v in groups.values())
+    return sum(v["ndcg@10"] * v["count"] for v in groups.values()) / count if count else None
+
+
+def _mean_text(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]
+    return f"{sum(values) / len(values):.4f}" if values else "–"
+
+
+@app.command("tune-heads")
+def tune_heads(params: Path = ParamsOption,
+               model: str = typer.Option("sasrec", "--model", help="sasrec or seqhead."),
+               experiment: str = typer.Option(None, "--experiment", "-e",
+                                              help="Tune on top of this run of `experiments` (e.g. seqhead-tuned-lm.seed0)."),
+               runs: Path = typer.Option(None, "--runs", help="Where the grid's runs go (default: beside train.run_dir)."),
+               fixed: list[str] = typer.Option([], "--set", "-S", help="A fixed override for every grid point "
+                                               "(repeatable), e.g. seqhead.hidden=128."),
+               grid: list[str] = typer.Option([], "--grid", help="KEY=V1,V2,...: grid this key of the model's section "
+                                              "(or model.pretrained_mix, for the head) instead of the default grid "
+                                              "(repeatable)."),
+               missing_only: bool = typer.Option(False, "--missing-only", help="Keep the points the tuning file already "
+                                                 "holds; train only the grid's others.")) -> None:
+    """Tune SASRec's or the sequence head's few knobs on the validation split (never the test split); writes
+    `<report.benchmarks_dir>/<model>_tuning*.json`, which the report shows beside the values in use."""
+    from .tune_heads import tune_heads as tune
+
+    _load(params)
+    try:
+        tune(params, model, experiment, runs, fixed, grid, missing_only, log=lambda m: console.print(m, highlight=False))
+    except (FileNotFoundError, ValueError, ConfigError) as e:
+        _fail(str(e))
+
+
+def main() -> None:  # pragma: no cover
+    """The `llmrec-lab` command (and `python -m lab`)."""
+    app(prog_name="llmrec-lab")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
