@@ -6,7 +6,8 @@ import each other, directly or through others (function-level imports count: the
     1  data                                  sources, stages, the prepared-data contract
     2  model                                 the networks and their text
     3  train, evaluate                       learning and measuring
-    4  serve, summary                        using the results
+    4  serve, summary, registry, promotion,  using the results: serving, model versions and the gate, the DVC
+       dvc_pipeline                          pipeline of a params file
     5  cli, __main__                         the command line (tasks/ and flows/ sit above, outside)
 
 The lab (lab/: experiments, probes, tuning, the report) stands beside the product: it imports llmrec_core, and
@@ -19,7 +20,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "llmrec_core"
 REPO = PACKAGE.parent
 PRODUCT = ("llmrec_core", "tasks", "flows")
 LAYERS = {"config": 0, "errors": 0, "provenance": 0, "cost": 0, "markdown": 0, "data": 1, "model": 2, "train": 3,
-          "evaluate": 3, "serve": 4, "summary": 4, "cli": 5, "__main__": 5}
+          "evaluate": 3, "serve": 4, "summary": 4, "registry": 4,
+          "promotion": 4, "dvc_pipeline": 4, "cli": 5, "__main__": 5}
 
 def _modules() -> dict[str, Path]:
     def name(path: Path) -> str:
