@@ -197,11 +197,15 @@ class ModelRegistry:
         decision. `scores(params) -> dict` gives a recommender's validation metrics as it serves (the candidate's
         params, or a version's)."""
         with self.lock:
+            champion = self.champion()
+            if champion is not None and self._unchanged(params, champion):
+                reason = f"the pipeline's model is the champion's (version {champion.number}): nothing new to register"
+                value = float(champion.tags.get("valid_served", "nan"))
+                return Decision(champion.number, False, reason, self.cfg.metric, value, value, champion.number)
             staging = self.dir / "versions" / f".staging-{os.getpid()}"
             shutil.rmtree(staging, ignore_errors=True)
             self._copy_run(params, staging)
             candidate = scores(params)
-            champion = self.champion()
             champion_metrics = scores(version_params(params, champion.folder)) if champion else None
             metric = self.cfg.metric
             cand_value = candidate["overall"][metric]
@@ -225,6 +229,18 @@ class ModelRegistry:
             if promoted:
                 self._serve(decision.version, "gate")
             return decision
+
+    def _unchanged(self, params: Params, version: Version) -> bool:
+        """Whether the run folders hold exactly the weights `version` serves, with its serving params (a rerun of
+        the pipeline that changed nothing)."""
+        if json.loads((version.folder / "params.json").read_text()) != json.loads(json.dumps(snapshot(params))):
+            return False
+        for section in served_models(params):
+            run = params.resolve(getattr(params, section).run_dir) / "weights.safetensors"
+            kept = version.folder / RUN_FOLDERS[section] / "weights.safetensors"
+            if not run.is_file() or not kept.is_file() or _sha256(run) != _sha256(kept):
+                return False
+        return True
 
     def _copy_run(self, params: Params, folder: Path) -> None:
         """The served model's weights, its index and the params, into `folder` (run folders as RUN_FOLDERS)."""
@@ -253,6 +269,14 @@ class ModelRegistry:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _params_sha(folder: Path) -> str:

@@ -61,6 +61,10 @@ def test_a_worse_candidate_is_registered_but_the_champion_keeps_serving(head_run
     assert (version.folder / "seqhead" / "weights.safetensors").is_file()
     assert (version.folder / "seqhead" / "index" / "items.faiss").is_file()
 
+    again = register_candidate(head_run)  # the pipeline ran again and changed nothing
+    assert again.version == first.version and not again.promoted and "nothing new to register" in again.reason
+    assert [v.number for v in registry.versions()] == [first.version]
+
     _break_head(head_run)
     second = register_candidate(head_run)
     assert not second.promoted and second.champion == pytest.approx(first.candidate)
