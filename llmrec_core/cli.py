@@ -309,11 +309,13 @@ def recommend(params: Path = ParamsOption, overrides: list[str] = SetOption, exp
               k: int = typer.Option(10, "-k", min=1, max=1000, help="How many items."),
               domain: str = typer.Option(None, "--domain", help="Only items of this domain.")) -> None:
     """Print the top-K items for a known user or for a free-text history of titles."""
+    from .registry import serving_params
     from .serve.recommend import recommend as recommend_items
 
     p = _load(params, overrides, experiment)
     try:
-        hist, recs = recommend_items(p, user=user, history=None if history is None else history.split(";"), k=k, domain=domain)
+        titles = None if history is None else history.split(";")
+        hist, recs = recommend_items(serving_params(p)[0], user=user, history=titles, k=k, domain=domain)
     except (FileNotFoundError, KeyError, ValueError) as e:
         _fail(str(e.args[0] if isinstance(e, KeyError) else e))
     _table("history (oldest first)", ["title", "domain"], hist[["title", "domain"]].values.tolist())

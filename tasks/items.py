@@ -10,10 +10,11 @@ from llmrec_core.config import load_params
 
 @task(name="ingest-new-items-file", retries=0)
 def ingest_file(project: str, file: str) -> dict:
+    from llmrec_core.registry import serving_params
     from llmrec_core.serve.new_items import ingest_new_items
 
     params = load_params(Path(project) / "params.yaml")
-    result = ingest_new_items(params, Path(file))
+    result = ingest_new_items(serving_params(params)[0], Path(file))  # into the index that serves
     logger = get_run_logger()
     for row in result.quarantined.itertuples():
         logger.warning(f"quarantined {row.source_file}:{row.source_line}: {row.reason}")

@@ -62,13 +62,14 @@ def _dvc(project: Path, *args: str) -> str:
 def project(tmp_path_factory, tiny_bert, s3):
     """A copy of the pipeline (dvc.yaml, code, sample) with a tiny model and a DVC remote on moto."""
     root = tmp_path_factory.mktemp("project")
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     shutil.copytree(REPO / "llmrec_core", root / "llmrec_core", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "data" / "sample", root / "data" / "sample")
     doc = yaml.safe_load((REPO / "params.yaml").read_text())
     doc["model"].update(name_or_path=str(tiny_bert), user_max_tokens=48)
     doc["train"].update(max_steps=2, batch_size=8, max_examples_per_user=1, domain_negatives=1)
     doc["sasrec"].update(epochs=2, eval_every=1, hidden=16)
+    doc["seqhead"].update(epochs=2, eval_every=1, hidden=16, max_len=10)
+    doc["registry"].update(max_valid_users=100)
     doc["eval"].update(max_valid_users=50)
     doc["orchestration"].update(new_items_threshold=2)
     (root / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -86,15 +87,25 @@ def _sha(path: Path) -> str:
 def trained(project, prefect_api):
     from flows.train_eval import train_eval
 
-    table = train_eval(project=str(project))
-    return table
+    return train_eval(project=str(project))
 
 
-def test_train_eval_runs_the_pipeline_pushes_and_publishes(project, trained):
+def test_train_eval_runs_the_pipeline_pushes_registers_and_publishes(project, trained):
     from prefect.artifacts import Artifact
 
-    assert "| main | llmrec |" in trained and "| main | sasrec |" in trained and "| main | popularity |" in trained
-    assert (project / "runs" / "main" / "index" / "items.faiss").is_file()
+    from llmrec_core.config import load_params
+    from llmrec_core.registry import ModelRegistry
+
+    table = trained["metrics"]
+    for model in ("seqhead", "llmrec", "zero_shot", "sasrec", "popularity"):
+        assert f"| {model} |" in table
+    assert (project / "dvc.yaml").is_file()  # written from params.yaml by the flow
+    assert (project / "runs" / "main" / "seqhead" / "index" / "items.faiss").is_file()  # the head serves
+    assert trained["decision"]["promoted"] and trained["decision"]["reason"] == "no champion yet"
+    champion = ModelRegistry(load_params(project / "params.yaml")).champion()
+    assert champion.number == trained["decision"]["version"] and champion.kind == "seqhead"
+    assert (project / "registry" / "sample.dvc").is_file()  # the registry is versioned with DVC and pushed
+    assert Artifact.get("promotion") is not None
     assert "up to date" in _dvc(project, "status").lower()
     metrics = _dvc(project, "metrics", "show")
     assert "recall@10" in metrics
@@ -104,11 +115,15 @@ def test_train_eval_runs_the_pipeline_pushes_and_publishes(project, trained):
 
 def test_push_then_pull_restores_data_and_checkpoints_byte_identical(project, trained):
     weights = project / "runs" / "main" / "weights.safetensors"
+    head = project / "runs" / "main" / "seqhead" / "weights.safetensors"
     prepared = project / "data" / "prepared" / "sequences_mixed.parquet"
-    before = {p: _sha(p) for p in (weights, prepared)}
+    version = next((project / "registry" / "sample" / "versions").glob("[0-9]*/seqhead/weights.safetensors"))
+    before = {p: _sha(p) for p in (weights, head, prepared, version)}
     shutil.rmtree(project / ".dvc" / "cache")
     weights.unlink()
+    head.unlink()
     shutil.rmtree(project / "data" / "prepared")
+    shutil.rmtree(project / "registry" / "sample")
     _dvc(project, "pull")
     assert {p: _sha(p) for p in before} == before
 
@@ -138,9 +153,10 @@ def test_push_without_credentials_says_so(project, trained, monkeypatch):
 def test_new_items_are_indexed_at_once_and_start_a_retrain(project, trained, tmp_path):
     from flows.new_items import ingest_new_items
     from llmrec_core.config import load_params
+    from llmrec_core.registry import serving_params
     from llmrec_core.serve.recommend import load_index, recommend
 
-    params = load_params(project / "params.yaml")
+    params = serving_params(load_params(project / "params.yaml"))[0]  # the champion's folders
     before = len(load_index(params).catalog)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"item_id": "X1", "domain": "Books"}\n{not json\n{"item_id": "X2", "domain": "Nope", "title": "t"}\n')
@@ -177,7 +193,7 @@ def test_a_pipeline_killed_mid_training_continues_from_its_checkpoint(project, t
     before = ckpt.stat().st_mtime_ns
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     try:
-        proc = subprocess.Popen([str(BIN / "dvc"), "repro", "train@0"], cwd=project, env=env,
+        proc = subprocess.Popen([str(BIN / "dvc"), "repro", "train-llmrec"], cwd=project, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None and (
@@ -188,7 +204,7 @@ def test_a_pipeline_killed_mid_training_continues_from_its_checkpoint(project, t
         killed = torch.load(ckpt, map_location="cpu", weights_only=True)["state"]
         assert not killed["done"] and killed["global_step"] > 0
 
-        done = subprocess.run([str(BIN / "dvc"), "repro", "train@0"], cwd=project, env=env,
+        done = subprocess.run([str(BIN / "dvc"), "repro", "train-llmrec"], cwd=project, env=env,
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"resuming from {ckpt}" in done.stdout + done.stderr
