@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from lab.report.stats import paired_interval, per_target, unpaired_interval
+from lab.report.stats import paired_interval, per_target, two_level_interval, unpaired_interval
 
 
 def test_per_target_metrics_by_hand():
@@ -72,3 +72,26 @@ def test_per_seed_differences_set_each_run_against_the_baselines_mean():
     diffs = per_seed_differences(ours, base, "ndcg@10")
     assert diffs == pytest.approx([0.5 - 0.5 / math.log2(3), -0.5 / math.log2(3)])
     assert per_seed_differences(ours, Arm.of("none", "sasrec", [run("llmrec", [0, 0])]), "ndcg@10") is None
+
+
+def test_the_two_level_interval_holds_seed_noise_that_averaging_over_seeds_hides():
+    rng = np.random.default_rng(1)
+    base = rng.random(900)
+    a = np.stack([base + 0.02 + shift for shift in (-0.03, 0.0, 0.03)])  # three runs that disagree by seed
+    b = np.stack([base, base, base])
+    averaged = paired_interval(a.mean(axis=0), b.mean(axis=0))
+    both = two_level_interval(a, b)
+    assert averaged.low > 0 and averaged.verdict == "holds"  # over targets alone the gain looks certain ...
+    assert both.low < 0 < both.high and both.verdict.startswith("inconclusive")  # ... not once seeds are redrawn
+    assert both.diff == pytest.approx(0.02) and both.targets == 900
+
+
+def test_the_two_level_interval_of_one_seed_per_arm_is_the_paired_interval():
+    rng = np.random.default_rng(2)
+    a, b = rng.random(500), rng.random(500)
+    one = two_level_interval(a[None], b[None], resamples=4000)
+    paired = paired_interval(a, b, resamples=4000)
+    assert one.diff == pytest.approx(paired.diff)
+    assert one.low == pytest.approx(paired.low, abs=0.01) and one.high == pytest.approx(paired.high, abs=0.01)
+    with pytest.raises(ValueError, match="same, non-empty targets"):
+        two_level_interval(np.zeros((2, 3)), np.zeros((2, 4)))
