@@ -1,0 +1,53 @@
+"""The registered claims: the file loads, and a verdict needs enough runs made after registration."""
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lab.claims import Claim, arm_matrix, judge, load_claims
+
+REGISTERED = datetime(2026, 12, 1)
+
+
+def _ranks(rng, n: int, shift: int, model: str) -> pd.DataFrame:
+    ranks = np.clip(rng.integers(0, 30, n) - shift, 0, None)
+    return pd.DataFrame({"user_idx": np.arange(n), "target": np.arange(n) % 50,
+                         "group": np.where(np.arange(n) % 3 == 0, "tail", "head"), f"rank_{model}": ranks})
+
+
+def _claim(targets: str = "all") -> Claim:
+    return Claim("x", "A beats B", {"experiment": "ea", "model": "seqhead"}, {"experiment": "eb", "model": "sasrec"},
+                 "ndcg@10", targets)
+
+
+def test_the_committed_claims_file_loads():
+    claims, min_seeds = load_claims()
+    assert {"head-vs-sasrec", "head-vs-sasrec-ens4", "served-head-vs-lm-cold", "mpnet-vs-minilm"} <= {c.id for c in claims}
+    assert min_seeds["ml-100k"] >= 5 and min_seeds["ml-1m"] >= 3
+
+
+def test_a_claim_is_pending_until_it_has_enough_runs_made_after_registration():
+    rng = np.random.default_rng(0)
+    before, after = datetime(2026, 11, 1), datetime(2026, 12, 2)
+    runs = {"ea": [(_ranks(rng, 400, 8, "seqhead"), after) for _ in range(3)] + [(_ranks(rng, 400, 8, "seqhead"), before)],
+            "eb": [(_ranks(rng, 400, 0, "sasrec"), after) for _ in range(5)]}
+    verdict = judge(_claim(), runs, 5, REGISTERED)
+    assert verdict.verdict == "pending" and "3 of the 5" in verdict.why and "1 earlier" in verdict.why
+    assert judge(_claim(), runs, 5, None).verdict == "pending"  # an uncommitted claim decides nothing
+
+
+def test_a_registered_claim_with_its_runs_gets_the_rules_verdict():
+    rng = np.random.default_rng(1)
+    after = datetime(2026, 12, 2)
+    better = {"ea": [(_ranks(rng, 600, 10, "seqhead"), after) for _ in range(5)],
+              "eb": [(_ranks(rng, 600, 0, "sasrec"), after) for _ in range(5)]}
+    verdict = judge(_claim(), better, 5, REGISTERED)
+    assert verdict.verdict == "holds" and verdict.interval.low > 0 and verdict.seeds == (5, 5)
+    worse = {"ea": [(r.rename(columns={"rank_sasrec": "rank_seqhead"}), t) for r, t in better["eb"]],
+             "eb": [(r.rename(columns={"rank_seqhead": "rank_sasrec"}), t) for r, t in better["ea"]]}
+    assert judge(_claim(), worse, 5, REGISTERED).verdict == "does not hold"
+    tail = arm_matrix([r for r, _ in better["ea"]], "seqhead", "ndcg@10", "tail")
+    assert len(tail) == 200 and (tail["group"] == "tail").all()
+    with pytest.raises(ValueError):
+        arm_matrix([better["ea"][0][0], better["ea"][1][0].iloc[::-1]], "seqhead", "ndcg@10", "all")
