@@ -140,9 +140,9 @@ def test_the_sequence_head_serves_like_it_evaluates_and_takes_new_items(tiny_ber
     assert recommender.tower.table.shape[0] == recommender.index.index.ntotal == len(index.catalog) + 1
     _, after = recommender.recommend(history=["A brand new book", "a title nobody has"], k=5)
     assert len(after) == 5 and "Books:new-1" not in set(after["item_id"])  # its own history is excluded
-    # the new item has no ID embedding: index.new_item_boost lifts it (and any other new item) above every warm one
+    # the new item has no ID embedding: index.new_item_offset lifts it (and any other new item) above every warm one
     assert recommender.tower.unknown[added] and not recommender.tower.unknown[:prepared].any()
-    lift = params.index.model_copy(update={"new_item_boost": 1e4})
+    lift = params.index.model_copy(update={"new_item_offset": 1e4})
     lifted = Recommender(params.model_copy(update={"index": lift}), recommender.index, recommender.tower)
     books_new = np.flatnonzero(recommender.tower.unknown & (recommender.index.catalog["domain"] == "Books").to_numpy())
     _, top = lifted.recommend(history=["a title nobody has"], k=len(books_new) + 2, domain="Books")
@@ -151,7 +151,7 @@ def test_the_sequence_head_serves_like_it_evaluates_and_takes_new_items(tiny_ber
     # calibration: a user whose recent items are new gets a larger offset, the one new_item_offsets computes over
     # every item's score (a catalogue this small is not sampled)
     from llmrec_core.serve.new_item_offsets import new_item_offsets
-    calibrated = params.index.model_copy(update={"new_item_calibration": True, "new_item_prior_strength": 2.0})
+    calibrated = params.index.model_copy(update={"new_item_offset_calibration": True, "new_item_offset_prior_strength": 2.0})
     unknown = recommender.tower.unknown
     warm_rows = recommender.index.catalog.iloc[np.flatnonzero(~unknown)[:4]][["title", "domain"]].assign(
         row=np.flatnonzero(~unknown)[:4])
