@@ -112,7 +112,7 @@ class TimeSplitConfig(Section):
         return self
 
     def record(self) -> dict:
-        """The split as a prepared manifest records it (and `llmrec analyses` compares it): every field, less the
+        """The split as a prepared manifest records it (and `llmrec-lab analyses` compares it): every field, less the
         sampling ones while no sample is taken, so data prepared before they existed still matches."""
         sampled = self.warm_test_sample is not None
         return self.model_dump(mode="json", exclude=None if sampled else {"warm_test_sample", "sample_seed"})
@@ -189,7 +189,8 @@ class TrainConfig(Section):
     # trained: a step encodes its candidate items and back-propagates through them as well as the users.
     # cached: candidates are scored against the bank's item vectors (re-encoded without gradients every
     # `item_bank_refresh_steps` steps, or each epoch), so a step back-propagates only the user sentences:
-    # ~2x faster steps on ml-100k, but far less learnt per example (README, "Training"), hence off by default
+    # faster steps (make bench-model, section step_cost), but far less learnt per example (REPORT.md,
+    # mixed-fpft-cached-2ep), hence off by default
     item_tower: Literal["trained", "cached"] = "trained"
     # FPFT only: freeze the input embeddings and this many of the lowest transformer blocks (null: train all).
     # Fewer weights to back-propagate into and to update, so more examples per CPU minute (make bench-model)
@@ -343,7 +344,7 @@ class RegistryConfig(Section):
 class ReportConfig(Section):
     """`report`: where REPORT.md goes, where the benchmarks are read from, and notes to print in it."""
 
-    out: Path = Path("reports/REPORT.md")  # `llmrec report` writes this, with its PNGs in figures/ beside it
+    out: Path = Path("reports/REPORT.md")  # `llmrec-lab report` writes this, with its PNGs in figures/ beside it
     benchmarks_dir: Path = Path("reports/benchmarks")  # the size sweep's JSON files
     notes: list[str] = []  # context a reader needs that no file records (printed under the header)
 
