@@ -176,3 +176,4 @@ def test_records_written_as_a_boost_are_read_in_todays_names(tmp_path):
     pd.DataFrame({"user_idx": [1], "rank_seqhead_offset_1": [3]}).to_parquet(tmp_path / "offset_test.parquet")
     assert list(read_offsets(params)[0]["offsets"]) == ["1"]
     assert read_offsets(_run_folder(tmp_path, finished_at="2026-02-01 00:00:00")) is None
+
