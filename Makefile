@@ -105,8 +105,8 @@ report-ml100k: $(STAMP)
 	$(BIN)/llmrec prepare --params $(ML100K)
 	test -f models/smollm2-135m/config.json || $(BIN)/llmrec convert-gguf --out models/smollm2-135m
 	$(BIN)/llmrec-lab analyses --params $(ML100K)
-	$(BIN)/llmrec-lab new-item-boost --params $(ML100K) --experiment new-items-tune-head
-	$(BIN)/llmrec-lab new-item-boost --params $(ML100K) --experiment new-items-long-head
+	$(BIN)/llmrec-lab new-item-offset --params $(ML100K) --experiment new-items-tune-head
+	$(BIN)/llmrec-lab new-item-offset --params $(ML100K) --experiment new-items-long-head
 	$(BIN)/llmrec-lab report --params $(ML100K)
 
 SAMPLE_NEW := configs/sample-new-items.yaml
@@ -117,7 +117,7 @@ report-sample-new-items: $(STAMP)
 	$(BIN)/llmrec validate --params $(SAMPLE_NEW)
 	$(BIN)/llmrec prepare --params $(SAMPLE_NEW)
 	$(BIN)/llmrec-lab analyses --params $(SAMPLE_NEW)
-	$(BIN)/llmrec-lab new-item-boost --params $(SAMPLE_NEW) --experiment sample-new-items
+	$(BIN)/llmrec-lab new-item-offset --params $(SAMPLE_NEW) --experiment sample-new-items
 	$(BIN)/llmrec-lab report --params $(SAMPLE_NEW)
 
 sample: $(STAMP)

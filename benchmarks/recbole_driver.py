@@ -24,7 +24,7 @@ def main(config_path: str, out_path: str) -> None:
     from recbole.utils import init_seed
 
     # Importing recbole.model.sequential_recommender runs sine.py, which switches autograd anomaly detection on
-    # for the whole process: a debugging mode that made RecBole's SASRec epochs ~1.3x slower here (119 -> ~92 s).
+    # for the whole process: a debugging mode that slows RecBole's SASRec epochs down.
     anomaly_was_on = torch.is_anomaly_enabled()
     torch.autograd.set_detect_anomaly(False)
 

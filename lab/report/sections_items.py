@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from ..new_item_boost import (chosen_boost, parse_setting, read_boosts, setting_label, settings_in_order,
-                              untuned_new_ndcg)
+from ..new_item_offset import (chosen_offset, parse_setting, read_offsets, setting_label, settings_in_order,
+                               untuned_new_ndcg)
 from . import figures
 from .collect import Arm, compare
 from .core import Report
@@ -96,29 +96,30 @@ def new_items(report: Report) -> str:
                            f"**{'holds' if ahead else 'does not hold for all'}** ({sum(c.verdict == 'holds' for c in cis)} "
                            f"of {len(cis)} comparisons hold).{_single_runs(arms, a, baselines)}")
         out.append("")
-        out += boost_table(report, name, runs, arms)
+        out += offset_table(report, name, runs, arms)
     out += retraining(report)
     return "\n".join(out)
 
 
-def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> list[str]:
-    """The sequence head of `name` served with each measured offset of new items' scores (`llmrec-lab new-item-boost`:
-    a floor, alone and with calibration): new- and warm-target NDCG@10, against the untuned LM and SASRec on new
-    targets and against no offset on warm ones (paired: the same targets), the floor the window chooses and the
+def offset_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> list[str]:
+    """The sequence head of `name` served with each measured offset of new items' scores (`llmrec-lab
+    new-item-offset`: alone and with calibration): new- and warm-target NDCG@10, against the untuned LM and SASRec on
+    new targets and against no offset on warm ones (paired: the same targets), the offset the window chooses and the
     setting the config serves."""
-    records = [read_boosts(r.params) for r in runs]
+    records = [read_offsets(r.params) for r in runs]
     if not records or None in records:
         return []
     settings = settings_in_order(records[0][0])
     index = report.base.index
     same_head = (runs[0].params.seqhead.model_dump(exclude={"seed", "run_dir"})
                  == report.base.seqhead.model_dump(exclude={"seed", "run_dir"}))
-    served = setting_label(index.new_item_boost, index.new_item_calibration) if index.model == "seqhead" else None
-    chosen = chosen_boost([rec for rec, _ in records], [r.run_dir for r in runs], index.new_item_calibration)
+    served = (setting_label(index.new_item_offset, index.new_item_offset_calibration) if index.model == "seqhead"
+              else None)
+    chosen = chosen_offset([rec for rec, _ in records], [r.run_dir for r in runs], index.new_item_offset_calibration)
 
     def arm(setting: str) -> Arm:
         label = f"{MODEL_LABELS['seqhead']} (`{name}`) + {_setting_text(setting)}"
-        return Arm(label, f"seqhead_boost_{setting}", [([SimpleNamespace(ranks=ranks) for _, ranks in records], None)])
+        return Arm(label, f"seqhead_offset_{setting}", [([SimpleNamespace(ranks=ranks) for _, ranks in records], None)])
 
     rows, verdicts = [], []
     plain = arm("0") if "0" in settings else None
@@ -130,8 +131,8 @@ def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> 
         cells.append(compare(a, plain, "ndcg@10", not_in_group("new")) if plain is not None and setting != "0" else None)
         cells.append(compare(a, arms["sasrec"], "ndcg@10", not_in_group("new")) if "sasrec" in arms else None)
         marks = [m for m, on in (("chosen here", setting == chosen), ("served", same_head and setting == served)) if on]
-        floor, calibrated = parse_setting(setting)
-        rows.append([f"{floor:g}" + (f" ({', '.join(marks)})" if marks else ""), "yes" if calibrated else "no",
+        value, calibrated = parse_setting(setting)
+        rows.append([f"{value:g}" + (f" ({', '.join(marks)})" if marks else ""), "yes" if calibrated else "no",
                      mean_sd(*new[:2]), mean_sd(*warm[:2]), *(c.brief() if c else "–" for c in cells)])
         if same_head and setting == served and setting != "0":
             baselines = [b for b in ("sasrec", "popularity", "zero_shot") if b in arms]
@@ -142,16 +143,17 @@ def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> 
     figure = _tradeoff_figure(report, name, runs, {
         f"{MODEL_LABELS['seqhead']} + {kind}": [(f"{parse_setting(s)[0]:g}", arm(s)) for s in settings
                                                  if parse_setting(s)[1] == calibrated]
-        for kind, calibrated in (("floor", False), ("floor + calibration", True))})
-    mode = "with calibration" if index.new_item_calibration else "alone"
-    rule = (f" Chosen here: {_setting_text(chosen)}, the smallest floor ({mode}, as the config serves it) at which the "
+        for kind, calibrated in (("offset", False), ("offset + calibration", True))})
+    mode = "with calibration" if index.new_item_offset_calibration else "alone"
+    rule = (f" Chosen here: {_setting_text(chosen)}, the smallest offset ({mode}, as the config serves it) at which the "
             f"head's new-target NDCG@10 (mean over runs) reaches the untuned LM's "
             f"({fmt(sum(untuned_new_ndcg(r.run_dir) for r in runs) / len(runs))}) on this window."
             if chosen is not None else "")
     calibration = records[0][0].get("calibration") or {}
     return [f"The sequence head of `{name}` with an offset added to the score of every item it has no ID embedding for "
-            f"(measured by `llmrec-lab new-item-boost` on the same targets, so paired): a floor (`index.new_item_boost`) "
-            f"for every user, alone or with calibration (`index.new_item_calibration`: more for a user whose last "
+            f"(measured by `llmrec-lab new-item-offset` on the same targets, so paired): the same for every user "
+            f"(`index.new_item_offset`), alone or with calibration (`index.new_item_offset_calibration`: more for a "
+            f"user whose last "
             f"{calibration.get('window', '–')} items include new ones, up to the share of the head's softmax that "
             f"their history predicts, shrunk toward the catalogue's share with the weight of "
             f"{calibration.get('prior_strength', 0):g} items). The offset keeps the order among new items and among "
@@ -159,14 +161,14 @@ def boost_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> 
             + (f"The config serves {_setting_text(served)}" + ("." if same_head else " on its own head (`seqhead`), "
                                                                  "not this one.") if served is not None else
                "The config serves the LM (`index.model`), to which no offset applies."), "",
-            table(["floor", "calibration", "NDCG@10 new", "NDCG@10 warm", "new − untuned LM (95% CI)",
+            table(["offset", "calibration", "NDCG@10 new", "NDCG@10 warm", "new − untuned LM (95% CI)",
                    "new − SASRec (95% CI)", "warm − no offset (95% CI)", "warm − SASRec (95% CI)"], rows), "",
             *verdicts, *([""] if verdicts else []), *([figure, ""] if figure else [])]
 
 
 def _setting_text(setting: str) -> str:
-    floor, calibrated = parse_setting(setting)
-    return f"floor {floor:g}" + (" with calibration" if calibrated else "")
+    value, calibrated = parse_setting(setting)
+    return f"offset {value:g}" + (" with calibration" if calibrated else "")
 
 
 def _tradeoff_figure(report: Report, name: str, runs: list, curves: dict[str, list[tuple[str, Arm]]]) -> str | None:
@@ -190,7 +192,7 @@ def _tradeoff_figure(report: Report, name: str, runs: list, curves: dict[str, li
     lines = {label: [(b, *point(a)) for b, a in curve] for label, curve in curves.items() if curve}
     if not points or any(v is None for line in lines.values() for _, *xy in line for v in xy):
         return None
-    path = figures.tradeoff(report.figure(f"new_item_boost_{name}.png"), lines, points,
+    path = figures.tradeoff(report.figure(f"new_item_offset_{name}.png"), lines, points,
                             f"New against warm items: {name}")
     return report.link(path)
 

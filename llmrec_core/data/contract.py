@@ -39,7 +39,7 @@ def make_item_id(domain, native_id):
 def item_expectations(max_title_chars: int, domains: list[str] | None = None) -> list:
     """An item has a unique id without control characters, a domain (one of `domains` when given) and a title of 1
     to `max_title_chars` characters."""
-    import great_expectations as gx  # ~5 s import: only where items are checked
+    import great_expectations as gx  # a slow import: only where items are checked
 
     expect = gx.expectations
     checks = [
@@ -60,8 +60,7 @@ KNOWN_ITEM = "known_item"  # derived at validation: is the row's item among the 
 
 def with_known_item(interactions, item_ids):
     """The interactions plus a KNOWN_ITEM column: is the row's item in `item_ids`, a pandas Index of unique ids
-    (its hash table is built once and reused for every chunk: 0.3 s per 500k rows at 1M items, where `isin`
-    rebuilds it, 7 s). GX checks that column rather than `item_id` against a value set, because GX's set check
+    (its hash table is built once and reused for every chunk, where `isin` rebuilds it for each). GX checks that column rather than `item_id` against a value set, because GX's set check
     costs seconds per run for every 100k ids in the set, and validation runs once per chunk. A missing item_id
     counts as known here: the not-null check reports it."""
     if not item_ids.is_unique:

@@ -91,7 +91,7 @@ def prepare(params: Params) -> dict:
         with engine(layout.root / f"{ENGINE_PREFIX}{os.getpid()}", params.data.memory_limit_mb) as con:
             kept = filter_events(con, layout.validated / "interactions.parquet", params, out / "dropped.parquet")
         indexed = index_events(items, kept, params.prepare)
-        del kept  # its arrays are copied into `indexed`; at tens of millions of events this is ~1 GB
+        del kept  # its arrays are copied into `indexed`; at tens of millions of events the copy is large
         return _prepare_into(out, indexed, params)
 
 

@@ -1,15 +1,15 @@
 """What serving adds to the score of an item the sequence head has no ID embedding for (a new item).
 
 The head orders new items well among themselves but scores them below warm items, whose ID embeddings carry
-most of a score. Two offsets lift them, both in `index`:
-- `new_item_boost`, a floor: every new item gets at least this much, for every user.
-- `new_item_calibration`: a user whose last `new_item_window` items include new ones gets more. The offset is the
-  one at which the head's softmax puts on new items the share of probability the user's recent history
-  predicts: the share of new items among those last items, shrunk toward the catalogue's share of new items
-  with the weight of `new_item_prior_strength` items. It needs no labels, and it follows the users: right
-  after training few histories hold new items and it stays low; as users take new items up, it rises.
-The offset served is the floor, or the larger of the two with calibration on. Ranks within new items and within
-warm items never change; only how many top slots new items win.
+most of a score. An offset on new items' scores lifts them; `index` sets it:
+- `new_item_offset`: every new item gets at least this much, for every user.
+- `new_item_offset_calibration`: a user whose last `new_item_offset_window` items include new ones gets more. Their
+  offset is the one at which the head's softmax puts on new items the share of probability the user's recent
+  history predicts: the share of new items among those last items, shrunk toward the catalogue's share of new
+  items with the weight of `new_item_offset_prior_strength` items. It needs no labels, and it follows the users:
+  right after training few histories hold new items and it stays low; as users take new items up, it rises.
+The offset served is `new_item_offset`, or with calibration on the larger of it and the calibrated one. Ranks
+within new items and within warm items never change; only how many top slots new items win.
 """
 from __future__ import annotations
 
@@ -48,16 +48,16 @@ def new_item_offsets(cfg: IndexConfig, scores: np.ndarray, unknown: np.ndarray, 
     catalogue, every item when None). `unknown`: a bool per catalogue item; `recent_new`, `lengths`: as in
     `recent_new_share`; `temperature`: the head's softmax is over its scores / temperature (an ensemble of K
     networks sums K logits: K)."""
-    floor = np.full(len(scores), cfg.new_item_boost, dtype=np.float64)
-    if not cfg.new_item_calibration or not unknown.any() or unknown.all():
-        return floor
+    fixed = np.full(len(scores), cfg.new_item_offset, dtype=np.float64)
+    if not cfg.new_item_offset_calibration or not unknown.any() or unknown.all():
+        return fixed
     rows = np.arange(len(unknown)) if sample_rows is None else sample_rows
     new = unknown[rows]
-    share = recent_new_share(recent_new, lengths, float(unknown.mean()), cfg.new_item_prior_strength)
+    share = recent_new_share(recent_new, lengths, float(unknown.mean()), cfg.new_item_offset_prior_strength)
     scores = np.asarray(scores, dtype=np.float64)
     offsets = calibrated_offsets(log_mass(scores[:, new], temperature, int(unknown.sum())),
                                  log_mass(scores[:, ~new], temperature, int((~unknown).sum())), share, temperature)
-    return np.maximum(floor, offsets)
+    return np.maximum(fixed, offsets)
 
 
 def recent_flags(padded: np.ndarray, unknown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

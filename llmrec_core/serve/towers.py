@@ -132,9 +132,9 @@ class SeqHeadTower:
         catalogue counts as a new item of the history."""
         if not self.unknown.any():
             return 0.0
-        if not cfg.new_item_calibration:
-            return cfg.new_item_boost
-        rows = history["row"].to_numpy(dtype=np.int64)[-cfg.new_item_window:]
+        if not cfg.new_item_offset_calibration:
+            return cfg.new_item_offset
+        rows = history["row"].to_numpy(dtype=np.int64)[-cfg.new_item_offset_window:]
         recent = ((rows < 0) | self.unknown[np.maximum(rows, 0)])[None, :]
         sample, vectors = self._calibration_sample()
         scores = vector.reshape(1, -1) @ vectors.T

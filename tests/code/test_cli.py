@@ -39,5 +39,5 @@ def test_prepare_on_ml100k_prints_the_settings_table(tmp_path, ml100k_dir):
 
 
 def test_the_product_cli_has_no_lab_commands():
-    for command in ("analyses", "report", "new-item-boost", "tune-heads"):
+    for command in ("analyses", "report", "new-item-offset", "tune-heads"):
         assert runner.invoke(app, [command, "--help"]).exit_code != 0, command

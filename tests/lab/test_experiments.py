@@ -22,6 +22,8 @@ def _analyses_doc(sample_prepared, tiny_bert, tmp_path) -> dict:
     doc["sasrec"] = {"epochs": 1, "eval_every": 1, "hidden": 16, "heads": 2}
     doc["seqhead"] = {"epochs": 1, "eval_every": 1, "hidden": 16, "heads": 2}
     doc["eval"] = {"max_valid_users": 50, "models": ["llmrec", "sasrec", "popularity"]}
+    # the base serves the LM, with no offset of new items (params.yaml serves the head, with calibration)
+    doc["index"] = {**doc["index"], "model": "llmrec", "new_item_offset": 0.0, "new_item_offset_calibration": False}
     doc["report"] = {"out": str(tmp_path / "report" / "REPORT.md"), "benchmarks_dir": str(tmp_path / "bench")}
     doc["experiments"] = [
         {"name": "mixed", "seeds": [0, 1],
@@ -326,29 +328,31 @@ def test_report_lists_experiments_not_run_and_reads_a_size_sweep(analysed):
     assert (tmp_path / "figures" / "model_size_cost.png").read_bytes()[:8] == PNG
 
 
-def test_the_new_item_boost_reranks_the_head_as_evaluation_does_and_the_report_shows_it(analysed):
+def test_the_new_item_offset_reranks_the_head_as_evaluation_does_and_the_report_shows_it(analysed):
     import pandas as pd
 
-    from lab.new_item_boost import choose_boost, measure_experiment, untuned_new_ndcg
+    from lab.new_item_offset import choose_offset, measure_experiment, untuned_new_ndcg
 
     path, _ = analysed
     measured, chosen = measure_experiment(path, "new-items", [0.0, 1000.0])
     (run, record), = measured
     folder = path.parent / "runs" / "new-items"
-    ranks, boosted = pd.read_parquet(folder / "ranks_test.parquet"), pd.read_parquet(folder / "boost_test.parquet")
-    assert boosted[["user_idx", "target"]].equals(ranks[["user_idx", "target"]])  # the evaluator's rows, in order
-    assert (boosted["rank_seqhead_boost_0"] == ranks["rank_seqhead"]).all()  # no boost: the evaluator's ranks
-    new = boosted["group"] == "new"
+    ranks = pd.read_parquet(folder / "ranks_test.parquet")
+    offset_ranks = pd.read_parquet(folder / "offset_test.parquet")
+    assert offset_ranks[["user_idx", "target"]].equals(ranks[["user_idx", "target"]])  # the evaluator's rows, in order
+    assert (offset_ranks["rank_seqhead_offset_0"] == ranks["rank_seqhead"]).all()  # no offset: the evaluator's ranks
+    new = offset_ranks["group"] == "new"
     assert new.any() and record["unknown_items"] > 0
-    lifted = boosted["rank_seqhead_boost_1000"]
-    assert (lifted[new] <= boosted["rank_seqhead_boost_0"][new]).all()  # new targets move up, warm ones down
-    assert (lifted[~new] >= boosted["rank_seqhead_boost_0"][~new]).all() and (lifted[~new] > ranks["rank_seqhead"][~new]).any()
-    calibrated = boosted["rank_seqhead_boost_0+cal"]  # floor 0 with calibration: only ever lifts new items
-    assert (calibrated[new] <= boosted["rank_seqhead_boost_0"][new]).all()
-    assert (calibrated[~new] >= boosted["rank_seqhead_boost_0"][~new]).all()
-    assert (boosted["rank_seqhead_boost_1000+cal"] == lifted).all()  # a floor above any calibrated offset
-    assert record["calibration"]["window"] == 10 and sorted(record["boosts"]) == ["0", "0+cal", "1000", "1000+cal"]
-    assert chosen == choose_boost([record], untuned_new_ndcg(folder), calibrated=False)  # the sample's base: no calibration
+    lifted = offset_ranks["rank_seqhead_offset_1000"]
+    assert (lifted[new] <= offset_ranks["rank_seqhead_offset_0"][new]).all()  # new targets move up, warm ones down
+    assert (lifted[~new] >= offset_ranks["rank_seqhead_offset_0"][~new]).all()
+    assert (lifted[~new] > ranks["rank_seqhead"][~new]).any()
+    calibrated = offset_ranks["rank_seqhead_offset_0+cal"]  # offset 0 with calibration: only ever lifts new items
+    assert (calibrated[new] <= offset_ranks["rank_seqhead_offset_0"][new]).all()
+    assert (calibrated[~new] >= offset_ranks["rank_seqhead_offset_0"][~new]).all()
+    assert (offset_ranks["rank_seqhead_offset_1000+cal"] == lifted).all()  # an offset above any calibrated one
+    assert record["calibration"]["window"] == 10 and sorted(record["offsets"]) == ["0", "0+cal", "1000", "1000+cal"]
+    assert chosen == choose_offset([record], untuned_new_ndcg(folder), calibrated=False)  # the base: no calibration
     text = build_report(path).read_text()
     new_items = _section(text, "New items")
     assert "The sequence head of `new-items` with an offset added to the score" in new_items

@@ -16,10 +16,11 @@ def test_a_runs_fingerprint_takes_only_the_sections_its_models_read(tmp_path):
     assert fingerprint_with("eval.models=[llmrec]", "train.lr=0.001") != lm_only
     assert fingerprint_with("eval.models=[llmrec]", "model.temperature=0.1") != lm_only
 
-    head = fingerprint_with("eval.models=[seqhead]")
-    assert fingerprint_with("eval.models=[seqhead]", "seqhead.hidden=128") != head
-    assert fingerprint_with("eval.models=[seqhead]", "train.lr=0.001") == head  # over the pre-trained LM
-    assert fingerprint_with("eval.models=[seqhead]", "model.item_max_tokens=16") != head  # which encodes its items
+    pretrained = ("eval.models=[seqhead]", "seqhead.item_vectors=pretrained")
+    head = fingerprint_with(*pretrained)
+    assert fingerprint_with(*pretrained, "seqhead.hidden=256") != head
+    assert fingerprint_with(*pretrained, "train.lr=0.001") == head  # over the pre-trained LM
+    assert fingerprint_with(*pretrained, "model.item_max_tokens=16") != head  # which encodes its items
     tuned = ("eval.models=[seqhead]", "seqhead.item_vectors=tuned")
     assert fingerprint_with(*tuned, "train.lr=0.001") != fingerprint_with(*tuned)  # over the LM it fine-tunes
 

@@ -29,8 +29,8 @@ def head_run(tiny_bert, sample_prepared, tmp_path_factory):
                              seqhead={"epochs": 2, "eval_every": 1, "hidden": 16, "heads": 2, "max_len": 10})
     registry = tmp_path_factory.mktemp("registry")
     params = params.model_copy(update={
-        "index": params.index.model_copy(update={"model": "seqhead", "new_item_boost": 0.0,
-                                                 "new_item_calibration": False}),
+        "index": params.index.model_copy(update={"model": "seqhead", "new_item_offset": 0.0,
+                                                 "new_item_offset_calibration": False}),
         "registry": params.registry.model_copy(update={"dir": registry, "max_valid_users": 300})})
     train_sasrec(params, show_progress=False, head="seqhead")
     build_index(params, log=lambda m: None)

@@ -16,6 +16,11 @@ def _catalog(n):
                          "title": [f"t{i}" for i in range(n)], "added": "prepared"})
 
 
+def _serving_the_lm(params):
+    """`params` with `index.model: llmrec` (params.yaml serves the sequence head, which these tests do not train)."""
+    return params.model_copy(update={"index": params.index.model_copy(update={"model": "llmrec"})})
+
+
 def test_index_search_equals_exact_topk_and_filters_domain(tmp_path):
     rng = np.random.default_rng(0)
     items = torch.nn.functional.normalize(torch.from_numpy(rng.standard_normal((500, 16)).astype(np.float32)), dim=1)
@@ -66,8 +71,8 @@ def test_hnsw_index_finds_the_exact_neighbours_filters_domains_and_takes_new_ite
 
 
 def test_recommend_for_a_known_user_excludes_history_and_detects_stale_index(tiny_bert, sample_prepared):
-    params = sample_prepared("serve", model={"name_or_path": str(tiny_bert), "user_max_tokens": 48},
-                             max_steps=3, batch_size=16, domain_negatives=1, max_examples_per_user=1)
+    params = _serving_the_lm(sample_prepared("serve", model={"name_or_path": str(tiny_bert), "user_max_tokens": 48},
+                                             max_steps=3, batch_size=16, domain_negatives=1, max_examples_per_user=1))
     train(params, show_progress=False)
     build_index(params)
     users = pd.read_parquet(params.data_root / "prepared" / "users.parquet")
@@ -96,7 +101,7 @@ def test_recommend_for_a_known_user_excludes_history_and_detects_stale_index(tin
 
 
 def test_new_items_are_recommendable_without_retraining(sample_prepared):
-    params = sample_prepared("serve-new", max_steps=1)  # the real MiniLM, untuned
+    params = _serving_the_lm(sample_prepared("serve-new", max_steps=1))  # the real MiniLM, untuned
     build_index(params, zero_shot=True)
     new = pd.DataFrame({"item_id": ["Books:NEW1", "Books:NEW2"], "domain": ["Books", "Books"],
                         "title": ["Quantum Teapot Chronicles: Return to the Porcelain Nebula", "Gardening for Cats"]})
@@ -115,7 +120,9 @@ def test_the_sequence_head_serves_like_it_evaluates_and_takes_new_items(tiny_ber
     params = sample_prepared("serve-seqhead", model={"name_or_path": str(tiny_bert)},
                              seqhead={"epochs": 1, "eval_every": 1, "hidden": 16, "heads": 2, "max_len": 10})
     train_sasrec(params, show_progress=False, head="seqhead")
-    params = params.model_copy(update={"index": params.index.model_copy(update={"model": "seqhead"})})
+    # no offset of new items at first (params.yaml serves one): the head's ranks as evaluation computes them
+    served = {"model": "seqhead", "new_item_offset": 0.0, "new_item_offset_calibration": False}
+    params = params.model_copy(update={"index": params.index.model_copy(update=served)})
     index = build_index(params)
     assert index.meta["model_kind"] == "seqhead" and index_dir(params).parent.name == "seqhead"
     users = pd.read_parquet(params.data_root / "prepared" / "users.parquet")
@@ -140,9 +147,9 @@ def test_the_sequence_head_serves_like_it_evaluates_and_takes_new_items(tiny_ber
     assert recommender.tower.table.shape[0] == recommender.index.index.ntotal == len(index.catalog) + 1
     _, after = recommender.recommend(history=["A brand new book", "a title nobody has"], k=5)
     assert len(after) == 5 and "Books:new-1" not in set(after["item_id"])  # its own history is excluded
-    # the new item has no ID embedding: index.new_item_boost lifts it (and any other new item) above every warm one
+    # the new item has no ID embedding: index.new_item_offset lifts it (and any other new item) above every warm one
     assert recommender.tower.unknown[added] and not recommender.tower.unknown[:prepared].any()
-    lift = params.index.model_copy(update={"new_item_boost": 1e4})
+    lift = params.index.model_copy(update={"new_item_offset": 1e4})
     lifted = Recommender(params.model_copy(update={"index": lift}), recommender.index, recommender.tower)
     books_new = np.flatnonzero(recommender.tower.unknown & (recommender.index.catalog["domain"] == "Books").to_numpy())
     _, top = lifted.recommend(history=["a title nobody has"], k=len(books_new) + 2, domain="Books")
@@ -151,7 +158,8 @@ def test_the_sequence_head_serves_like_it_evaluates_and_takes_new_items(tiny_ber
     # calibration: a user whose recent items are new gets a larger offset, the one new_item_offsets computes over
     # every item's score (a catalogue this small is not sampled)
     from llmrec_core.serve.new_item_offsets import new_item_offsets
-    calibrated = params.index.model_copy(update={"new_item_calibration": True, "new_item_prior_strength": 2.0})
+    calibrated = params.index.model_copy(update={"new_item_offset_calibration": True,
+                                                 "new_item_offset_prior_strength": 2.0})
     unknown = recommender.tower.unknown
     warm_rows = recommender.index.catalog.iloc[np.flatnonzero(~unknown)[:4]][["title", "domain"]].assign(
         row=np.flatnonzero(~unknown)[:4])

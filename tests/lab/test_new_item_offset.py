@@ -1,5 +1,6 @@
-"""The serving offset of new items: which items it lifts, how much (floor and calibration), how it is chosen, and
-that serving applies it exactly."""
+"""The serving offset of new items: which items it lifts, how much (for every user, and with calibration), how it is
+chosen, that serving applies it exactly, and that records of either name are read."""
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 
 from llmrec_core.config import IndexConfig, SasrecConfig
 from llmrec_core.model.sequence import build_head
-from lab.new_item_boost import boosted, choose_boost
+from lab.new_item_offset import choose_offset, read_offsets, with_offset
 from llmrec_core.serve.index import ItemIndex
 from llmrec_core.serve.recommend import Recommender
 from llmrec_core.serve.new_item_offsets import (calibrated_offsets, log_mass, new_item_offsets, recent_flags,
@@ -31,11 +32,11 @@ def test_unknown_items_are_those_without_an_id_embedding():
     assert not unknown_items(_head(1, known, item_ids=False)).any()  # text only: nothing to lift
 
 
-def test_boost_adds_to_unknown_columns_only():
+def test_offset_adds_to_unknown_columns_only():
     scores = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.5, 0.5, 0.5, 0.5]])
-    score = boosted(lambda rows, start, end: scores[rows][:, start:end], np.array([False, True, False, True]), 2.5)
+    score = with_offset(lambda rows, start, end: scores[rows][:, start:end], np.array([False, True, False, True]), 2.5)
     assert score(np.array([0, 1]), 1, 4).tolist() == [[4.5, 3.0, 6.5], [3.0, 0.5, 3.0]]
-    per_row = boosted(lambda rows, start, end: scores[rows][:, start:end], np.array([False, True, False, True]),
+    per_row = with_offset(lambda rows, start, end: scores[rows][:, start:end], np.array([False, True, False, True]),
                       np.array([1.0, 10.0]))  # one offset per row, indexed like the rows
     assert per_row(np.array([1, 0]), 0, 4).tolist() == [[0.5, 10.5, 0.5, 10.5], [1.0, 3.0, 3.0, 5.0]]
 
@@ -73,64 +74,64 @@ def test_the_calibrated_offset_gives_new_items_the_expected_share_of_the_softmax
     np.testing.assert_allclose((p[:, unknown].sum(1) / p.sum(1)), share, rtol=1e-9)
 
 
-def test_new_item_offsets_are_the_floor_or_the_larger_of_floor_and_calibration():
+def test_new_item_offsets_are_the_fixed_offset_or_the_larger_of_it_and_calibration():
     rng = np.random.default_rng(2)
     scores, unknown = np.tile(rng.normal(0, 3, (1, 30)), (3, 1)), np.arange(30) < 6  # one user's scores, 3 histories
     recent = np.array([[True] * 10, [False] * 10, [True] * 5 + [False] * 5])
     lengths = np.array([10, 10, 10])
-    off = IndexConfig(new_item_boost=1.5)
+    off = IndexConfig(new_item_offset=1.5)
     assert new_item_offsets(off, scores, unknown, recent, lengths, 1.0).tolist() == [1.5] * 3
-    on = IndexConfig(new_item_boost=0.0, new_item_calibration=True, new_item_prior_strength=10.0)
+    on = IndexConfig(new_item_offset=0.0, new_item_offset_calibration=True, new_item_offset_prior_strength=10.0)
     raw = new_item_offsets(on, scores, unknown, recent, lengths, 1.0)
     share = recent_new_share(recent, lengths, 0.2, 10.0)
     expected = np.maximum(0.0, calibrated_offsets(log_mass(scores[:, unknown], 1.0), log_mass(scores[:, ~unknown], 1.0),
                                                   share, 1.0))
     np.testing.assert_allclose(raw, expected)
-    floor = new_item_offsets(on.model_copy(update={"new_item_boost": 2.0}), scores, unknown, recent, lengths, 1.0)
-    np.testing.assert_allclose(floor, np.maximum(2.0, raw))
+    fixed = new_item_offsets(on.model_copy(update={"new_item_offset": 2.0}), scores, unknown, recent, lengths, 1.0)
+    np.testing.assert_allclose(fixed, np.maximum(2.0, raw))
     assert raw[0] > raw[2] > raw[1]  # the more of a user's recent items are new, the more new items get
     sample = np.arange(0, 30, 2)  # a sample of the catalogue estimates the same masses, scaled to all items
     est = new_item_offsets(on, scores[:, sample], unknown, recent, lengths, 1.0, sample_rows=sample)
     assert est.shape == (3,) and np.isfinite(est).all()
 
 
-def _record(new_by_boost: dict[str, float]) -> dict:
-    return {"boosts": {b: {"by_group": {"new": {"ndcg@10": v, "count": 5}}} for b, v in new_by_boost.items()}}
+def _record(new_by_offset: dict[str, float]) -> dict:
+    return {"offsets": {o: {"by_group": {"new": {"ndcg@10": v, "count": 5}}} for o, v in new_by_offset.items()}}
 
 
-def test_choose_boost_is_the_smallest_that_reaches_the_reference_on_average():
+def test_choose_offset_is_the_smallest_that_reaches_the_reference_on_average():
     a = _record({"0": 0.01, "1": 0.02, "2": 0.05, "4": 0.09})
     b = _record({"0": 0.01, "1": 0.03, "2": 0.02, "4": 0.08})
-    assert choose_boost([a, b], 0.025, calibrated=False) == "1"  # (0.02 + 0.03) / 2 = 0.025 reaches it; "0" does not
-    assert choose_boost([a, b], 0.03, calibrated=False) == "2"  # 0.035
-    assert choose_boost([a, b], 0.2, calibrated=False) is None
+    assert choose_offset([a, b], 0.025, calibrated=False) == "1"  # (0.02 + 0.03) / 2 = 0.025 reaches it; "0" does not
+    assert choose_offset([a, b], 0.03, calibrated=False) == "2"  # 0.035
+    assert choose_offset([a, b], 0.2, calibrated=False) is None
     c = _record({"0": 0.01, "0+cal": 0.05, "1": 0.02, "1+cal": 0.06, "10": 0.5})
-    assert choose_boost([c], 0.04, calibrated=True) == "0+cal"  # only the settings of the mode served count
-    assert choose_boost([c], 0.04, calibrated=False) == "10"  # sorted as numbers: 10 after 1
+    assert choose_offset([c], 0.04, calibrated=True) == "0+cal"  # only the settings of the mode served count
+    assert choose_offset([c], 0.04, calibrated=False) == "10"  # sorted as numbers: 10 after 1
 
 
 @pytest.mark.parametrize("kind", ["exact", "hnsw"])
-@pytest.mark.parametrize("boost", [0.0, 0.3, 5.0, 100.0])
-def test_serving_applies_the_boost_exactly(boost, kind):
+@pytest.mark.parametrize("offset", [0.0, 0.3, 5.0, 100.0])
+def test_serving_applies_the_offset_exactly(offset, kind):
     rng = np.random.default_rng(1)
     n = 400
     vectors = rng.standard_normal((n, 8)).astype(np.float32)
     catalog = pd.DataFrame({"item_id": [f"d:{i}" for i in range(n)], "domain": ["a"] * 200 + ["b"] * 200,
                             "title": [f"t{i}" for i in range(n)], "added": "prepared"})
-    config = IndexConfig(kind=kind, hnsw_ef_construction=200, hnsw_ef_search=400, new_item_boost=boost)
+    config = IndexConfig(kind=kind, hnsw_ef_construction=200, hnsw_ef_search=400, new_item_offset=offset)
     index = ItemIndex.build(vectors, catalog, {"tuned": False}, config)
     unknown = rng.random(n) < 0.1
     recommender = Recommender(SimpleNamespace(index=config), index, SimpleNamespace(unknown=unknown))
     user = rng.standard_normal((1, 8)).astype(np.float32)
-    expected_all = user[0] @ vectors.T + boost * unknown
+    expected_all = user[0] @ vectors.T + offset * unknown
     for allowed in (None, np.arange(200, 400)):
-        ids, scores = recommender._search(user, 15, allowed, boost)
+        ids, scores = recommender._search(user, 15, allowed, offset)
         pool = np.arange(n) if allowed is None else allowed
         best = pool[np.argsort(-expected_all[pool], kind="stable")[:15]]
         assert ids.tolist() == best.tolist()
         np.testing.assert_allclose(scores, expected_all[best], rtol=1e-5, atol=1e-5)
-    if boost == 100.0:  # a boost beyond any score gap puts every unknown item first
-        ids, _ = recommender._search(user, int(unknown.sum()), None, boost)
+    if offset == 100.0:  # an offset beyond any score gap puts every unknown item first
+        ids, _ = recommender._search(user, int(unknown.sum()), None, offset)
         assert set(ids) == set(np.flatnonzero(unknown))
 
 
@@ -141,7 +142,7 @@ def test_a_large_catalogue_calibrates_on_a_sample_close_to_every_item():
     tower = SeqHeadTower.__new__(SeqHeadTower)  # only the table, the flags and the sample: no network needed
     tower.table, tower.unknown = rng.standard_normal((4000, 8)).astype(np.float32) * 0.3, np.arange(4000) < 600
     tower.temperature, tower._sample, tower.CALIBRATION_SAMPLE = 1.0, None, 400
-    cfg = IndexConfig(new_item_calibration=True, new_item_prior_strength=10.0)
+    cfg = IndexConfig(new_item_offset_calibration=True, new_item_offset_prior_strength=10.0)
     vector = rng.standard_normal((1, 8)).astype(np.float32)
     history = pd.DataFrame({"row": [700, 5, 900, 10]})  # two of the last four items are new
     rows, vectors = tower._calibration_sample()
@@ -149,3 +150,30 @@ def test_a_large_catalogue_calibrates_on_a_sample_close_to_every_item():
     exact = new_item_offsets(cfg, vector @ tower.table.T, tower.unknown, np.array([[0, 1, 0, 1]], bool),
                              np.array([4]), 1.0)[0]
     assert tower.new_item_offset(cfg, vector, history) == pytest.approx(exact, abs=0.05)
+
+
+def _run_folder(tmp_path, finished_at: str = "2026-01-01 00:00:00") -> SimpleNamespace:
+    """Params-like: a run folder with its stamp (only what `read_offsets` reads)."""
+    (tmp_path / "experiment.json").write_text(json.dumps({"finished_at": finished_at}))
+    return SimpleNamespace(resolve=lambda path: path, train=SimpleNamespace(run_dir=tmp_path))
+
+
+def test_records_written_as_a_boost_are_read_in_todays_names(tmp_path):
+    params = _run_folder(tmp_path)
+    assert read_offsets(params) is None  # never measured
+    settings = {"0": {"ndcg@10": 0.1}, "3+cal": {"ndcg@10": 0.2}}
+    (tmp_path / "boost_test.json").write_text(json.dumps({"run_finished_at": "2026-01-01 00:00:00",
+                                                          "boosts": settings}))
+    pd.DataFrame({"user_idx": [1], "rank_seqhead_boost_0": [4], "rank_seqhead_boost_3+cal": [2]}).to_parquet(
+        tmp_path / "boost_test.parquet")
+    record, ranks = read_offsets(params)
+    assert record["offsets"] == settings and "boosts" not in record
+    assert list(ranks.columns) == ["user_idx", "rank_seqhead_offset_0", "rank_seqhead_offset_3+cal"]
+    assert ranks["rank_seqhead_offset_3+cal"].tolist() == [2]
+    # a record in today's names wins over a legacy one; either is stale once the run is rerun
+    (tmp_path / "offset_test.json").write_text(json.dumps({"run_finished_at": "2026-01-01 00:00:00",
+                                                           "offsets": {"1": {}}}))
+    pd.DataFrame({"user_idx": [1], "rank_seqhead_offset_1": [3]}).to_parquet(tmp_path / "offset_test.parquet")
+    assert list(read_offsets(params)[0]["offsets"]) == ["1"]
+    assert read_offsets(_run_folder(tmp_path, finished_at="2026-02-01 00:00:00")) is None
+
