@@ -15,7 +15,8 @@ from llmrec_core.config import load_params
 from llmrec_core.dvc_pipeline import code_deps, pipeline_file, render, trained_models
 
 REPO = Path(__file__).resolve().parents[2]
-PIPELINES = {"params.yaml": "dvc.yaml", "configs/ml-100k.yaml": "pipelines/ml-100k/dvc.yaml"}
+PIPELINES = {"params.yaml": "dvc.yaml", "configs/ml-100k.yaml": "pipelines/ml-100k/dvc.yaml",
+             "configs/ml-1m.yaml": "pipelines/ml-1m/dvc.yaml"}
 ENTRY = {  # the modules each `llmrec` command runs
     "ingest": ["llmrec_core/data/ingest.py"],
     "validate": ["llmrec_core/data/validate.py"],
