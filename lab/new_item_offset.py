@@ -4,7 +4,7 @@ finished runs, and chosen on a tuning window.
 The sequence head over the fine-tuned LM ranks new items (title only: no ID embedding) about as well among
 themselves as the untuned LM does, but scores them below the warm items, whose ID embeddings carry most of their
 score (the report's section on new items shows by how much). An offset added to the score of every item the head
-has no ID embedding for (serve/new_item_offsets.py: `new_item_offset` for every user, and with calibration more for
+has no ID embedding for (model/new_item_offsets.py: `new_item_offset` for every user, and with calibration more for
 users whose recent items are new) lifts new items through the whole ranking and changes neither the order among
 new items nor the order among warm ones; what it costs on warm targets is only the competition for the top slots.
 
@@ -39,13 +39,13 @@ from llmrec_core.evaluate.sequence import sasrec_histories
 from llmrec_core.evaluate.trained import load_sasrec
 from llmrec_core.model.sequence import history_matrix
 from llmrec_core.provenance import EXPERIMENT_CODE, provenance
-from llmrec_core.serve.new_item_offsets import new_item_offsets, recent_flags
-from llmrec_core.serve.towers import score_temperature, unknown_items
+from llmrec_core.model.new_item_offsets import new_item_offsets, recent_flags
+from llmrec_core.model.sequence import score_temperature, unknown_items
 
 from .experiments import has_results, read_stamp, run_folder, select_runs
 
 # The product code a measurement runs (relative to llmrec_core/); this module itself is named by the commit.
-OFFSET_CODE = (*EXPERIMENT_CODE, "serve/towers.py", "serve/new_item_offsets.py")
+OFFSET_CODE = (*EXPERIMENT_CODE, "serve/towers.py", "model/new_item_offsets.py")
 RANKS, RECORD = "offset_test.parquet", "offset_test.json"
 SETTINGS, COLUMN_PREFIX = "offsets", "rank_seqhead_offset_"  # RECORD's metrics per setting; RANKS' rank columns
 # The names of records written when the offset was still called a boost: read as they are, never rewritten.

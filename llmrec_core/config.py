@@ -262,7 +262,9 @@ class SeqHeadConfig(SasrecConfig):
     run_dir: Path = Path("runs/seqhead")
 
 
-Model = Literal["llmrec", "zero_shot", "seqhead", "sasrec", "popularity"]
+# seqhead_served: the sequence head scored as `llmrec serve` scores it, with the offset of items it has no ID
+# embedding for (`index.new_item_offset*`)
+Model = Literal["llmrec", "zero_shot", "seqhead", "seqhead_served", "sasrec", "popularity"]
 
 
 class EvalConfig(Section):
@@ -315,7 +317,7 @@ class IndexConfig(Section):
     # (an interrupted run resumes) and split across the processes of `accelerate launch`
     encode_shard_items: int = Field(default=50_000, ge=100)
     # What serving adds to the score of an item the sequence head has no ID embedding for (new since its training;
-    # llmrec_core/serve/new_item_offsets.py): the head orders new items well among themselves but below warm ones,
+    # llmrec_core/model/new_item_offsets.py): the head orders new items well among themselves but below warm ones,
     # whose ID embeddings carry most of their score. `new_item_offset`: at least this much for every user (0 = off;
     # `llmrec-lab new-item-offset` measures it and chooses it on a tuning window, lab/new_item_offset.py).
     new_item_offset: float = Field(default=0.0, ge=0.0, le=1000.0)

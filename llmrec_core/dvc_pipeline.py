@@ -19,6 +19,7 @@ from .config import Params
 
 PACKAGE = Path(__file__).resolve().parent
 MODEL_SECTIONS = {"llmrec": "train", "seqhead": "seqhead", "sasrec": "sasrec"}  # a trained model -> its section
+TRAINED_BY = {"seqhead_served": "seqhead"}  # an evaluated model -> the trained model it scores
 HEADER = ("# Written by `llmrec pipeline --params {params}` from that file; edit the params, not this file.\n"
           "# Each stage is a plain `llmrec` command; its code deps are the modules that command runs.\n")
 
@@ -35,7 +36,7 @@ def pipeline_file(project: Path, params_path: Path) -> Path:
 def trained_models(params: Params) -> list[str]:
     """The models the config trains, in training order: those `eval.models` or `index.model` name, and the LM
     whose title vectors a tuned sequence head reads."""
-    wanted = set(params.eval.models) | {params.index.model}
+    wanted = {TRAINED_BY.get(m, m) for m in params.eval.models} | {params.index.model}
     if "seqhead" in wanted and params.seqhead.item_vectors == "tuned":
         wanted.add("llmrec")
     return [m for m in MODEL_SECTIONS if m in wanted]
@@ -158,10 +159,11 @@ def stages(params: Params, params_path: Path, project: Path) -> dict:
             "outs": [{weights[model]: {"persist": True}}, {f"{run}/checkpoint.pt": {"persist": True, "cache": False}}],
             "metrics": [{f"{run}/train_metrics.json": {"cache": False}}]}
     run = rel(params.train.run_dir)
+    evaluated = {TRAINED_BY.get(m, m) for m in params.eval.models}
     out["evaluate"] = {
         "cmd": cmd.format("evaluate") + " --split valid,test",
-        "deps": [f"{root}/prepared"] + [weights[m] for m in params.eval.models if m in weights] + code_deps("evaluate"),
-        "params": [{P: ["eval", "model"]}],
+        "deps": [f"{root}/prepared"] + [weights[m] for m in weights if m in evaluated] + code_deps("evaluate"),
+        "params": [{P: ["eval", "model"] + (["index"] if "seqhead_served" in params.eval.models else [])}],
         "outs": [{f"{run}/{name}": {"cache": False}} for name in
                  ("metrics_valid.json", "metrics_test.json", "ranks_valid.parquet", "ranks_test.parquet",
                   "cost_eval_valid.json", "cost_eval.json", "domains_valid.csv")],

@@ -24,7 +24,7 @@ from .ranking import ScoreFn, rank_rows, select_rows, vector_scores
 from .sequence import evaluate_sasrec
 from .trained import lm_encoder, load_sasrec
 
-MODELS = ("llmrec", "zero_shot", "seqhead", "sasrec", "popularity")
+MODELS = ("llmrec", "zero_shot", "seqhead", "seqhead_served", "sasrec", "popularity")
 
 
 def evaluate_encoder(params: Params, bundle, data: SettingData, split: str = "test",
@@ -108,11 +108,13 @@ def evaluate(params: Params, models: tuple[str, ...] = MODELS, split: str = "tes
                 ranks[model] = rank_rows(params, popularity_scores(data), rows, data)
             results[model] = breakdown(rows, ranks[model], params.eval.ks)
             continue
-        if model in ("sasrec", "seqhead"):
+        if model in ("sasrec", "seqhead", "seqhead_served"):
+            served = params.index if model == "seqhead_served" else None  # the offset serving adds, or none
             with meter.phase("load"):
-                sasrec = load_sasrec(params, len(data.items), model)
+                sasrec = load_sasrec(params, len(data.items), "sasrec" if model == "sasrec" else "seqhead")
             with meter.phase("rank"):
-                results[model], ranks[model] = evaluate_sasrec(sasrec, rows, data, params, return_ranks=True)
+                results[model], ranks[model] = evaluate_sasrec(sasrec, rows, data, params, return_ranks=True,
+                                                               served=served)
             costs[model] = meter.record(sasrec, kind="eval", extra={"model": model})
             continue
         with meter.phase("load"):

@@ -5,11 +5,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import Params
+from ..config import IndexConfig, Params
 from ..data.settings import SettingData
-from ..model.sequence import SASRec, history_matrix
+from ..model.new_item_offsets import new_item_offsets, recent_flags
+from ..model.sequence import SASRec, history_matrix, score_temperature, unknown_items
 from .metrics import breakdown
-from .ranking import rank_rows, vector_scores
+from .ranking import ScoreFn, rank_rows, vector_scores
 
 
 def sasrec_histories(rows: pd.DataFrame, data: SettingData, setting: str) -> list[np.ndarray]:
@@ -22,16 +23,37 @@ def sasrec_histories(rows: pd.DataFrame, data: SettingData, setting: str) -> lis
     return [s[(s >= lo) & (s < hi)] for s, (lo, hi) in zip(rows["seen"], bounds)]
 
 
+def served_scores(model: SASRec, users: torch.Tensor, items: torch.Tensor, histories: pd.Series,
+                  cfg: IndexConfig) -> ScoreFn:
+    """Scores as `llmrec serve` gives them: each user's new-item offset (model/new_item_offsets.py) added to every
+    item the head has no ID embedding for, calibrated over every item's score as serving does for a catalogue up
+    to its sample size."""
+    plain = vector_scores(users, items)
+    unknown = unknown_items(model)
+    if not unknown.any():
+        return plain
+    recent, lengths = recent_flags(history_matrix(histories, cfg.new_item_offset_window), unknown)
+    offsets = new_item_offsets(cfg, (users @ items.T).numpy(), unknown, recent, lengths, score_temperature(model))
+    offsets, new = torch.from_numpy(offsets.astype(np.float32)), torch.from_numpy(unknown.astype(np.float32))
+
+    def score(rows: np.ndarray, start: int, end: int) -> torch.Tensor:
+        return plain(rows, start, end) + offsets[torch.from_numpy(rows)][:, None] * new[start:end]
+    return score
+
+
 def evaluate_sasrec(model: SASRec, rows: pd.DataFrame, data: SettingData, params: Params,
-                    return_ranks: bool = False):
+                    return_ranks: bool = False, served: IndexConfig | None = None):
     """Metrics of SASRec or the sequence head on `rows` (and the ranks, with `return_ranks`): each user vector is
-    the last state over the user's past in the setting."""
+    the last state over the user's past in the setting. `served`: the head as `llmrec serve` scores it, with that
+    config's offset on the items it has no ID embedding for."""
     was_training = model.training
     model.eval()
     histories = pd.Series(sasrec_histories(rows, data, params.train.setting), dtype=object)
     users = model.user_vectors(history_matrix(histories, model.max_len))
     with torch.no_grad():
-        ranks = rank_rows(params, vector_scores(users, model.item_vectors().detach().cpu()), rows, data)
+        items = model.item_vectors().detach().cpu()
+        score = vector_scores(users, items) if served is None else served_scores(model, users, items, histories, served)
+        ranks = rank_rows(params, score, rows, data)
     model.train(was_training)
     result = breakdown(rows, ranks, params.eval.ks)
     return (result, ranks) if return_ranks else result

@@ -190,3 +190,18 @@ def load_head(path: Path, n_items: int, cfg: SasrecConfig, head: str = "sasrec")
     model = build_head(n_items, cfg, state.get("text"))
     model.load_state_dict(state)
     return model.eval()
+
+
+def score_temperature(model: SASRec | HeadEnsemble) -> float:
+    """The head's softmax is over its scores / this: an ensemble's score is the sum of its networks' logits."""
+    return float(len(model.members)) if isinstance(model, HeadEnsemble) else 1.0
+
+
+def unknown_items(model: SASRec | HeadEnsemble) -> np.ndarray:
+    """A bool per prepared item: the head has no ID embedding for it (never seen in its training). All False for
+    a head without ID embeddings (`seqhead.item_ids: false`), which ranks every item by its title alone."""
+    net = model.members[0] if isinstance(model, HeadEnsemble) else model
+    known = getattr(net, "known", None)
+    if net.items is None or known is None:
+        return np.zeros(net.text.shape[0], dtype=bool)
+    return known[:, 0].cpu().numpy() == 0

@@ -23,9 +23,9 @@ from ..config import IndexConfig, Params
 from ..evaluate.trained import lm_encoder, load_sasrec
 from ..model.bundle import EncoderBundle
 from ..model.inference import encode_histories, encode_items
-from ..model.sequence import HeadEnsemble, SASRec
+from ..model.new_item_offsets import new_item_offsets
+from ..model.sequence import score_temperature, unknown_items
 from ..model.text import TextTokens
-from .new_item_offsets import new_item_offsets
 
 
 def weights_path(params: Params) -> Path:
@@ -160,21 +160,6 @@ class SeqHeadTower:
         self.table = np.concatenate([self.table, np.asarray(vectors, dtype=np.float32)])
         self.unknown = np.concatenate([self.unknown, np.ones(len(vectors), dtype=bool)])  # no ID embedding
         self._sample = None
-
-
-def score_temperature(model: SASRec | HeadEnsemble) -> float:
-    """The head's softmax is over its scores / this: an ensemble's score is the sum of its networks' logits."""
-    return float(len(model.members)) if isinstance(model, HeadEnsemble) else 1.0
-
-
-def unknown_items(model: SASRec | HeadEnsemble) -> np.ndarray:
-    """A bool per prepared item: the head has no ID embedding for it (never seen in its training). All False for
-    a head without ID embeddings (`seqhead.item_ids: false`), which ranks every item by its title alone."""
-    net = model.members[0] if isinstance(model, HeadEnsemble) else model
-    known = getattr(net, "known", None)
-    if net.items is None or known is None:
-        return np.zeros(net.text.shape[0], dtype=bool)
-    return known[:, 0].cpu().numpy() == 0
 
 
 def seqhead_tower(params: Params, n_items: int, catalog: pd.DataFrame, table: np.ndarray | None = None

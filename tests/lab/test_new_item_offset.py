@@ -13,9 +13,9 @@ from llmrec_core.model.sequence import build_head
 from lab.new_item_offset import choose_offset, read_offsets, with_offset
 from llmrec_core.serve.index import ItemIndex
 from llmrec_core.serve.recommend import Recommender
-from llmrec_core.serve.new_item_offsets import (calibrated_offsets, log_mass, new_item_offsets, recent_flags,
+from llmrec_core.model.new_item_offsets import (calibrated_offsets, log_mass, new_item_offsets, recent_flags,
                                                 recent_new_share)
-from llmrec_core.serve.towers import unknown_items
+from llmrec_core.model.sequence import unknown_items
 
 
 def _head(members: int, known: torch.Tensor | None, item_ids: bool = True):

@@ -123,3 +123,31 @@ def test_served_scores_rank_like_the_evaluator(head_run, tmp_path):
     evaluate(params, ("seqhead",), "valid")
     expected = pd.read_parquet(tmp_path / "ranks_valid.parquet")["rank_seqhead"].to_numpy()
     assert (ranks == expected).mean() > 0.99
+
+
+def test_the_head_evaluated_as_served_ranks_like_the_server(head_run, tmp_path):
+    """`seqhead_served` (the evaluator, with the new-item offset) and the served recommender rank the test split
+    alike; the offset moves only targets the head has no ID embedding for."""
+    from llmrec_core.data.layout import DataLayout
+    from llmrec_core.data.settings import load_setting
+    from llmrec_core.evaluate.ranking import select_rows
+    from llmrec_core.evaluate.run import evaluate
+    from llmrec_core.model.sequence import unknown_items
+    from llmrec_core.evaluate.trained import load_sasrec
+    from llmrec_core.serve.recommend import Recommender
+    from llmrec_core.serve.served_metrics import served_ranks
+
+    index = head_run.index.model_copy(update={"new_item_offset": 2.0, "new_item_offset_calibration": True})
+    params = head_run.model_copy(update={"index": index,
+                                         "train": head_run.train.model_copy(update={"run_dir": tmp_path})})
+    data = load_setting(DataLayout(params.data_root).prepared, "mixed")
+    unknown = unknown_items(load_sasrec(params, len(data.items), "seqhead"))
+    assert unknown.any()  # items never in training: the offset has something to lift
+    evaluate(params, ("seqhead", "seqhead_served"), "test")
+    ranks = pd.read_parquet(tmp_path / "ranks_test.parquet")
+    new_target = unknown[ranks["target"].to_numpy()]
+    moved = ranks["rank_seqhead_served"] != ranks["rank_seqhead"]
+    assert moved.any() and (ranks.loc[new_target, "rank_seqhead_served"] <= ranks.loc[new_target, "rank_seqhead"]).all()
+    rows = select_rows(data, "test", None, params.eval.seed)
+    served = served_ranks(params, Recommender.load(params), data, rows)
+    assert (served == ranks["rank_seqhead_served"].to_numpy()).mean() > 0.99

@@ -157,7 +157,7 @@ def test_the_sequence_head_serves_like_it_evaluates_and_takes_new_items(tiny_ber
     assert "Books:new-1" in first and first == set(recommender.index.catalog["item_id"].iloc[books_new])
     # calibration: a user whose recent items are new gets a larger offset, the one new_item_offsets computes over
     # every item's score (a catalogue this small is not sampled)
-    from llmrec_core.serve.new_item_offsets import new_item_offsets
+    from llmrec_core.model.new_item_offsets import new_item_offsets
     calibrated = params.index.model_copy(update={"new_item_offset_calibration": True,
                                                  "new_item_offset_prior_strength": 2.0})
     unknown = recommender.tower.unknown
