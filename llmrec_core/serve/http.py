@@ -176,13 +176,12 @@ def create_app(params: Params, token: str | None = None) -> FastAPI:
             raise HTTPException(422, "give exactly one of `user` or `history`")
         recommender = service.recommender  # the one this request started with, whatever a reload does
         try:
-            history, recs = recommender.recommend(body.user, body.history, body.k, body.domain)
+            history, recs = recommender.recommend_records(body.user, body.history, body.k, body.domain)
         except KeyError as e:
             raise HTTPException(404, str(e.args[0])) from None
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
-        return {"history": history.to_dict("records"), "items": recs.to_dict("records"),
-                "generation": service.generation}
+        return {"history": history, "items": recs, "generation": service.generation}
 
     @app.post("/items", dependencies=changes_state)
     def add_items(body: NewItemsRequest,
