@@ -33,6 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "bench" / "serve"
 PARAMS = REPO / "configs" / "ml-100k.yaml"
+sys.path.insert(0, str(REPO))  # this checkout's llmrec_core, as the `python -m llmrec_core serve` it starts uses
 # how each model serves in the benchmark: its run folder, and for the head params.yaml's new-item offset
 OVERRIDES = {
     "llmrec": [f"train.run_dir={WORK / 'lm'}", "index.model=llmrec"],

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..config import Params
 from ..data.layout import DataLayout
@@ -244,6 +245,7 @@ class Recommender:
         self._domain_rows = {d: np.flatnonzero(domain == d) for d in self.domains}
         unknown = self.tower.unknown
         self._new_rows = {None: None if unknown is None else np.flatnonzero(unknown)}
+        self._outside_rows = {}
         self._columns = {c: catalog[c].to_numpy(dtype=object) for c in ("item_id", "domain", "title", "added")}
 
     def recommend(self, user: str | None = None, history: list[str] | None = None, k: int = 10,
@@ -302,20 +304,56 @@ class Recommender:
     def _answer(self, queries: list["_Query"]) -> list[tuple[np.ndarray, np.ndarray, dict]]:
         """(ids, scores, catalogue columns) of the top k of each query, its history excluded: the batch's searches
         and the columns read under one hold of the lock, so an item added meanwhile is in all or none of them."""
+        vectors = np.concatenate([np.asarray(q.vector, dtype=np.float32).reshape(1, -1) for q in queries])
         with self._lock:
-            offsets = [self.tower.new_item_offset(self.params.index, q.vector, pd.DataFrame({"row": q.rows}))
-                       for q in queries]
-            found = self._search_batch([q.vector for q in queries], [q.k + len(q.seen) for q in queries],
-                                       [q.domain for q in queries], offsets)
+            exact = self.index.exact_vectors()
+            if exact is not None:
+                found = self._exact_batch(exact, vectors, queries)
+            else:
+                offsets = self.tower.new_item_offsets(self.params.index, vectors, [q.rows for q in queries])
+                found = self._search_batch(vectors, [q.k + len(q.seen) for q in queries],
+                                           [q.domain for q in queries], offsets)
+                found = [(ids[(ids >= 0) & ~np.isin(ids, q.seen)][:q.k],  # -1 pads when fewer items than asked
+                          scores[(ids >= 0) & ~np.isin(ids, q.seen)][:q.k]) for q, (ids, scores) in zip(queries, found)]
             columns = self._columns
-        answers = []
-        for q, (ids, scores) in zip(queries, found):
-            keep = (ids >= 0) & ~np.isin(ids, q.seen)  # -1 pads when fewer items than asked
-            answers.append((ids[keep][:q.k], scores[keep][:q.k], columns))
-        return answers
+        return [(ids, scores, columns) for ids, scores in found]
 
-    def _search_batch(self, vectors: list[np.ndarray], ns: list[int], domains: list[str | None],
-                      offsets: list[float]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _exact_batch(self, items: np.ndarray, vectors: np.ndarray, queries: list["_Query"]
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The top k (ids, scores) of each query over every item vector (`items`, the exact index's): one product of
+        all the batch's user vectors with the items; each user's offset (the tower's `new_item_offset`, calibrated
+        on these scores) added to the score of every item the model has no ID embedding for; the items the user
+        rated and those outside the query's domain ruled out; then each row's top k."""
+        scores = torch.from_numpy(vectors) @ torch.from_numpy(items).T
+        unknown = self.tower.unknown
+        if unknown is not None and unknown.any():
+            offsets = self.tower.new_item_offsets(self.params.index, vectors, [q.rows for q in queries],
+                                                  item_scores=scores.numpy())
+            if np.any(offsets):
+                scores.addr_(torch.from_numpy(np.asarray(offsets, dtype=np.float32)),
+                             torch.from_numpy(unknown.astype(np.float32)))
+        for i, q in enumerate(queries):
+            scores[i, torch.from_numpy(q.seen)] = -torch.inf
+            if q.domain is not None:
+                scores[i, self._outside(q.domain)] = -torch.inf
+        best_scores, best_ids = (t.numpy() for t in torch.topk(scores, min(max(q.k for q in queries), len(items)),
+                                                               dim=1, sorted=True))
+        found = []
+        for i, q in enumerate(queries):
+            ruled_in = np.isfinite(best_scores[i, :q.k])  # fewer items than asked: the rest were ruled out
+            found.append((best_ids[i, :q.k][ruled_in], best_scores[i, :q.k][ruled_in]))
+        return found
+
+    def _outside(self, domain: str) -> torch.Tensor:
+        """The rows outside `domain` (a bool per item), made once per catalogue."""
+        if domain not in self._outside_rows:
+            outside = np.ones(len(self.index.catalog), dtype=bool)
+            outside[self._domain_rows[domain]] = False
+            self._outside_rows[domain] = torch.from_numpy(outside)
+        return self._outside_rows[domain]
+
+    def _search_batch(self, vectors: np.ndarray, ns: list[int], domains: list[str | None],
+                      offsets: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """The n best (ids, scores) for each user vector in `domain` (None: all), with its offset (the tower's
         `new_item_offset`) added to the score of every item the model has no ID embedding for (`_lift`). Each is
         answered as it would be alone: the queries of one domain are searched together for the most any of them
@@ -330,7 +368,7 @@ class Recommender:
         results: list = [None] * len(vectors)
         for (domain, _), members in groups.items():
             allowed = None if domain is None else self._domain_rows[domain]
-            users = np.concatenate([vectors[i].reshape(1, -1) for i in members])
+            users = vectors[members]
             n = max(ns[i] for i in members)
             ids, scores = self.index.search(users, n, allowed)
             lifted = [j for j, i in enumerate(members) if offsets[i]]
