@@ -159,14 +159,18 @@ def measured(server_pid: int, url: str, bodies: list[dict], concurrency: int) ->
             "client_cores_busy": round(client_s / level["wall_s"], 2), "load_average_1m_before": round(load0, 2)}
 
 
-def bench_model(model: str, users: list[str], concurrency: list[int], requests: int) -> dict:
+def bench_model(model: str, users: list[str], concurrency: list[int], requests: int, code: Path = REPO,
+                warm_all: bool = True, threads: int | None = 1) -> dict:
+    """The levels for one model, served by the llmrec_core of the checkout `code` (another commit's, to compare)."""
     import httpx
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     args = [a for o in [*COMMON, *OVERRIDES[model]] for a in ("--set", o)]
+    args += [] if threads is None else ["--threads", str(threads)]
     server = subprocess.Popen([sys.executable, "-m", "llmrec_core", "serve", "--params", str(PARAMS), *args,
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=code,
+                              env={**os.environ, "PYTHONPATH": str(code)})
     rng = np.random.default_rng(0)
     try:
         for _ in range(480):
@@ -183,7 +187,8 @@ def bench_model(model: str, users: list[str], concurrency: list[int], requests: 
         order = rng.permutation(len(users))
         cold = [{"user": users[i], "k": 10} for i in order[:requests]]  # none answered before: vectors computed
         cold_level = measured(server.pid, url, cold, 8)
-        asyncio.run(load(url, [{"user": users[i], "k": 10} for i in order[requests:]], 8))  # every user once
+        if warm_all:  # every user once: the server has their vectors
+            asyncio.run(load(url, [{"user": users[i], "k": 10} for i in order[requests:]], 8))
         levels = [measured(server.pid, url, [{"user": users[i], "k": 10}
                                              for i in rng.integers(0, len(users), requests)], c)
                   for c in concurrency]
@@ -206,6 +211,14 @@ def main() -> None:
     ap.add_argument("--models", default="seqhead,llmrec")
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--requests", type=int, default=300, help="per concurrency level")
+    ap.add_argument("--server-code", type=Path, default=REPO,
+                    help="a checkout whose llmrec_core serves (another commit's, to measure before a change)")
+    ap.add_argument("--out", type=Path, default=REPO / "reports" / "benchmarks" / "serve_cpu.json")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="llmrec serve --threads (0: leave the option out, for code that has none)")
+    ap.add_argument("--before", type=Path, help="this benchmark's output for the code before a change, kept with it")
+    ap.add_argument("--no-warm-all", dest="warm_all", action="store_false",
+                    help="skip asking for every known user once before the levels")
     args = ap.parse_args()
 
     import pandas as pd
@@ -224,21 +237,37 @@ def main() -> None:
         index = build_index(model, args.items)
         print(f"{model}: index {index}", flush=True)
         results[model] = {"server": SERVERS[model], "index": index,
-                          **bench_model(model, users, concurrency, args.requests)}
+                          **bench_model(model, users, concurrency, args.requests, args.server_code.resolve(),
+                                        args.warm_all, args.threads or None)}
         for level in [results[model]["cold_users"], *results[model]["levels"]]:
             print(model, level, flush=True)
     result = {
         "machine": {"device": "cpu", "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M"),
                     "load_average_1m_before": round(load_before, 2)},
-        "server": "llmrec serve: one uvicorn process; known users' vectors cached, concurrent queries searched as "
-                  "one batch; exact faiss inner-product search",
+        "server": "llmrec serve, one uvicorn process" + (
+            ": known users' vectors cached, concurrent queries searched as one batch (one product with every item "
+            "vector: exact search)" if args.server_code.resolve() == REPO else f" of the code in {args.server_code}"),
+        "server_code": _commit(args.server_code.resolve()),
+        "server_torch_threads": args.threads or "torch's default (one per core)",
         "request": {"user": "random known", "k": 10},
         "models": results,
     }
-    out = REPO / "reports" / "benchmarks" / "serve_cpu.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    if args.before:
+        result["before"] = json.loads(args.before.read_text())
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+def _commit(code: Path) -> str:
+    """The commit of the checkout that served (with "+changes" when its files differ from it)."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=code, capture_output=True, text=True).stdout.strip()
+
+    if not (code / ".git").exists():
+        return str(code)  # files, not a checkout
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no", "llmrec_core") else "")
 
 
 if __name__ == "__main__":

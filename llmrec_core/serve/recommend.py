@@ -324,20 +324,21 @@ class Recommender:
         all the batch's user vectors with the items; each user's offset (the tower's `new_item_offset`, calibrated
         on these scores) added to the score of every item the model has no ID embedding for; the items the user
         rated and those outside the query's domain ruled out; then each row's top k."""
-        scores = torch.from_numpy(vectors) @ torch.from_numpy(items).T
+        # items x users: the orientation BLAS multiplies fastest for a few users (one pass over the items)
+        scores = torch.from_numpy(items) @ torch.from_numpy(vectors).T
         unknown = self.tower.unknown
         if unknown is not None and unknown.any():
             offsets = self.tower.new_item_offsets(self.params.index, vectors, [q.rows for q in queries],
-                                                  item_scores=scores.numpy())
+                                                  item_scores=scores.numpy().T)
             if np.any(offsets):
-                scores.addr_(torch.from_numpy(np.asarray(offsets, dtype=np.float32)),
-                             torch.from_numpy(unknown.astype(np.float32)))
+                scores.addr_(torch.from_numpy(unknown.astype(np.float32)),
+                             torch.from_numpy(np.asarray(offsets, dtype=np.float32)))
         for i, q in enumerate(queries):
-            scores[i, torch.from_numpy(q.seen)] = -torch.inf
+            scores[torch.from_numpy(q.seen), i] = -torch.inf
             if q.domain is not None:
-                scores[i, self._outside(q.domain)] = -torch.inf
-        best_scores, best_ids = (t.numpy() for t in torch.topk(scores, min(max(q.k for q in queries), len(items)),
-                                                               dim=1, sorted=True))
+                scores[self._outside(q.domain), i] = -torch.inf
+        best_scores, best_ids = (t.T.numpy() for t in torch.topk(scores, min(max(q.k for q in queries), len(items)),
+                                                                 dim=0, sorted=True))
         found = []
         for i, q in enumerate(queries):
             ruled_in = np.isfinite(best_scores[i, :q.k])  # fewer items than asked: the rest were ruled out
