@@ -333,7 +333,10 @@ def serve(params: Path = ParamsOption, overrides: list[str] = SetOption, experim
           port: int = typer.Option(8000, "--port", min=1, max=65535),
           token_file: Path = typer.Option(None, "--token-file", help="A file holding the API token that POST /items "
                                           "and POST /reload require (default: $LLMREC_API_TOKEN; without either, "
-                                          "only a loopback --host is allowed).")) -> None:
+                                          "only a loopback --host is allowed)."),
+          threads: int = typer.Option(1, "--threads", min=1, max=256,
+                                      help="torch threads per operation (1: the batched search holds one core, "
+                                           "requests are handled on the others).")) -> None:
     """Serve recommendations over HTTP (POST /recommend, POST /items, POST /reload, GET /healthz, /metrics,
     /docs), with the run's model and index loaded once; build the index first with `llmrec index`. The state
     changes (POST /items, POST /reload) need `Authorization: Bearer <token>` when a token is set."""
@@ -342,7 +345,7 @@ def serve(params: Path = ParamsOption, overrides: list[str] = SetOption, experim
 
     token = load_token(token_file)
     p = _load(params, overrides, experiment)
-    serve_http(p, host, port, token)
+    serve_http(p, host, port, token, threads)
 
 
 @app.command("convert-gguf")

@@ -81,6 +81,8 @@ def sample_prepared(tmp_path_factory):
         d["model"] = {**doc["model"], **train.pop("model", {})}
         d["sasrec"] = {"run_dir": str(base / "runs" / run / "sasrec"), **train.pop("sasrec", {})}
         d["seqhead"] = {"run_dir": str(base / "runs" / run / "seqhead"), **train.pop("seqhead", {})}
+        # the LM serves unless a test says otherwise: most build the untuned LM's index (`zero_shot`)
+        d["index"] = {**doc["index"], "model": "llmrec", **train.pop("index", {})}
         d["train"] = {**doc["train"], "run_dir": str(base / "runs" / run), **train}
         path = base / f"params-{run}.yaml"
         path.write_text(yaml.safe_dump(d))

@@ -176,13 +176,12 @@ def create_app(params: Params, token: str | None = None) -> FastAPI:
             raise HTTPException(422, "give exactly one of `user` or `history`")
         recommender = service.recommender  # the one this request started with, whatever a reload does
         try:
-            history, recs = recommender.recommend(body.user, body.history, body.k, body.domain)
+            history, recs = recommender.recommend_records(body.user, body.history, body.k, body.domain)
         except KeyError as e:
             raise HTTPException(404, str(e.args[0])) from None
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
-        return {"history": history.to_dict("records"), "items": recs.to_dict("records"),
-                "generation": service.generation}
+        return {"history": history, "items": recs, "generation": service.generation}
 
     @app.post("/items", dependencies=changes_state)
     def add_items(body: NewItemsRequest,
@@ -211,10 +210,17 @@ def create_app(params: Params, token: str | None = None) -> FastAPI:
     return app
 
 
-def serve(params: Params, host: str = "127.0.0.1", port: int = 8000, token: str | None = None) -> None:
+def serve(params: Params, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+          threads: int = 1) -> None:
     """Run the app with uvicorn on host:port (127.0.0.1 unless told otherwise) until interrupted; a bind beyond
-    loopback needs `token` (checked before the model loads)."""
+    loopback needs `token` (checked before the model loads). `threads`: torch's threads per operation. One by
+    default: the batched search then holds one core while requests are parsed and answered on the others, and no
+    operation waits for a thread another process holds the core of."""
+    import torch
     import uvicorn
 
     check_bind(host, token)
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, not {threads}")
+    torch.set_num_threads(threads)
     uvicorn.run(create_app(params, token), host=host, port=port, log_level="info")

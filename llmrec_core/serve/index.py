@@ -100,6 +100,14 @@ class ItemIndex:
         scores, ids = self.index.search(np.ascontiguousarray(users, dtype=np.float32), k, params=params)
         return ids, scores
 
+    def exact_vectors(self) -> np.ndarray | None:
+        """The exact index's vectors in id order, read in place (no copy; valid until items are added), or None
+        for HNSW."""
+        if self.meta.get("kind", "exact") != "exact":
+            return None
+        flat = faiss.downcast_index(self.index.index)
+        return faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
+
     def vectors(self) -> np.ndarray:
         """Every indexed vector, in id (catalog row) order."""
         return faiss.downcast_index(self.index.index).reconstruct_n(0, self.index.ntotal)

@@ -13,18 +13,22 @@ import shutil
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..config import Params
 from ..data.layout import DataLayout
 from ..data.stage import repair_swap, run_folder_lock
 from ..evaluate.trained import lm_encoder
+from .batcher import MicroBatcher
 from .catalog_encoding import catalog_key, encode_catalog, process_state
 from .index import ItemIndex
 from .item_store import Batch, append_batch, batch_digest, log_items, read_log, writer
+from .known_users import KnownUsers, UserVectors
 from .towers import LMTower, seqhead_tower, weights_path
 
 
@@ -167,13 +171,17 @@ def user_events(params: Params, user_id: str) -> np.ndarray:
 
 class Recommender:
     """The encoder and the item index loaded once, for many queries (the CLI makes one per command; the HTTP
-    service keeps one and swaps in a fresh one after a retrain). Known users' histories come from
-    `user_events`; searching and adding items are serialised by a lock, encoding runs in parallel."""
+    service keeps one and swaps in a fresh one after a retrain). Known users' histories are read once
+    (`KnownUsers`) and their vectors kept (`UserVectors`); the queries that arrive together are searched as one
+    batch (`MicroBatcher`); searching and adding items are serialised by a lock, encoding runs in parallel."""
 
     def __init__(self, params: Params, index: ItemIndex, tower):
         self.params, self.index, self.tower = params, index, tower
         self.loaded_at = time.strftime("%Y-%m-%d %H:%M:%S")
         self._lock = threading.RLock()
+        self._known_users = KnownUsers.of(params)
+        self._user_vectors = UserVectors()  # this recommender's: a reload starts with none
+        self._batcher = MicroBatcher(self._answer, name="llmrec-search")
         self._refresh_lookup()
 
     @classmethod
@@ -227,72 +235,191 @@ class Recommender:
         return batch
 
     def _refresh_lookup(self) -> None:
+        """What queries read of the catalogue, rebuilt whenever items are added (under `_lock`): titles to rows,
+        each domain's rows, the rows the tower has no ID embedding for, and the columns of the answers."""
         catalog = self.index.catalog
         lookup = pd.Series(np.arange(len(catalog)), index=catalog["title"].str.casefold())
         self._by_title = lookup[~lookup.index.duplicated()]
-        self.domains = sorted(catalog["domain"].unique())
+        domain = catalog["domain"].to_numpy(dtype=object)
+        self.domains = sorted(set(domain))
+        self._domain_rows = {d: np.flatnonzero(domain == d) for d in self.domains}
+        unknown = self.tower.unknown
+        self._new_rows = {None: None if unknown is None else np.flatnonzero(unknown)}
+        self._outside_rows = {}
+        self._columns = {c: catalog[c].to_numpy(dtype=object) for c in ("item_id", "domain", "title", "added")}
 
     def recommend(self, user: str | None = None, history: list[str] | None = None, k: int = 10,
                   domain: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Top-k items for a known user or a list of titles; returns (history rows: title, domain, in_catalog;
         recommendations). Titles match the catalogue's case-insensitively; the items matched are excluded."""
+        hist, recs = self.recommend_records(user, history, k, domain)
+        return (pd.DataFrame(hist, columns=["title", "domain", "in_catalog"]),
+                pd.DataFrame(recs, columns=["rank", "item_id", "domain", "title", "added", "score"]))
+
+    def recommend_records(self, user: str | None = None, history: list[str] | None = None, k: int = 10,
+                          domain: str | None = None) -> tuple[list[dict], list[dict]]:
+        """`recommend` as lists of records (what POST /recommend answers), without building data frames. Queries
+        that arrive together are searched as one batch (`MicroBatcher`), which answers each as it would alone."""
         if (user is None) == (history is None):
             raise ValueError("give exactly one of a user id or a history of titles")
-        catalog = self.index.catalog
-        if user is not None:  # the model reads the recent window; everything the user rated is excluded
-            seen = user_events(self.params, user)
-            window = seen[-self.tower.window:]
-            hist = catalog.iloc[window][["title", "domain"]].reset_index(drop=True).assign(row=window, in_catalog=True)
-        else:
-            titles = [t.strip() for t in history if t.strip()]
-            if not titles:
-                raise ValueError("the history has no titles")
-            known = self._by_title.reindex([t.casefold() for t in titles])
-            seen = known.dropna().to_numpy(dtype=np.int64)
-            rows = known.fillna(-1).to_numpy(dtype=np.int64)
-            domains = catalog["domain"].to_numpy()[np.maximum(rows, 0)]
-            # a title not in the catalogue is read as text only, and nothing can be excluded for it
-            hist = pd.DataFrame({"title": titles, "domain": np.where(rows >= 0, domains, ""), "row": rows,
-                                 "in_catalog": rows >= 0})
-        allowed = None
-        if domain is not None:
-            allowed = np.flatnonzero(catalog["domain"].to_numpy() == domain)
-            if not len(allowed):
-                raise ValueError(f"unknown domain {domain!r}; domains: {', '.join(self.domains)}")
-        vector = self.tower.user_vector(hist)
-        with self._lock:
-            offset = self.tower.new_item_offset(self.params.index, vector, hist)
-            ids, scores = self._search(vector, k + len(seen), allowed, offset)
-            catalog = self.index.catalog
-        keep = (ids >= 0) & ~np.isin(ids, seen)  # -1 pads when fewer items than asked
-        ids, scores = ids[keep][:k], scores[keep][:k]
-        recs = catalog.iloc[ids][["item_id", "domain", "title", "added"]].reset_index(drop=True)
-        recs.insert(0, "rank", np.arange(1, len(recs) + 1))
-        recs["score"] = scores.round(4)
-        return hist[["title", "domain", "in_catalog"]], recs
+        if domain is not None and domain not in self._domain_rows:
+            raise ValueError(f"unknown domain {domain!r}; domains: {', '.join(self.domains)}")
+        records, rows, seen, vector = self._known_history(user) if user is not None else self._titles_history(history)
+        ids, scores, columns = self._batcher.submit(_Query(vector, rows, seen, k, domain))
+        recs = [{"rank": rank, "item_id": columns["item_id"][i], "domain": columns["domain"][i],
+                 "title": columns["title"][i], "added": columns["added"][i], "score": score}
+                for rank, (i, score) in enumerate(zip(ids.tolist(), scores.round(4).tolist()), start=1)]
+        return records, recs
 
-    def _search(self, vector: np.ndarray, n: int, allowed: np.ndarray | None, offset: float = 0.0
-                ) -> tuple[np.ndarray, np.ndarray]:
-        """The n best (ids, scores) for one user vector, with `offset` (the tower's `new_item_offset`) added to the
-        score of every item the model has no ID embedding for. The lifted top n is the best of the plain top n (the
-        warm items in it are among those) and the top n of the unknown items alone, so two searches give it
-        exactly."""
-        ids, scores = self.index.search(vector, n, allowed)
-        ids, scores = ids[0], scores[0]
+    def _known_history(self, user: str) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray]:
+        """A known user's (history records, window rows, every rated row, user vector): the model reads the recent
+        window, everything the user rated is excluded. The vector comes from the cache when it holds this history."""
+        seen = self._known_users.events(user)
+        window = seen[-self.tower.window:]
+        columns = self._columns  # prepared items keep their rows: any snapshot of the columns holds the window
+        titles, domains = columns["title"][window], columns["domain"][window]
+        vector = self._user_vectors.get(user, window)
+        if vector is None:
+            hist = pd.DataFrame({"title": titles, "domain": domains, "row": window})
+            vector = self.tower.user_vector(hist)
+            self._user_vectors.put(user, window, vector)
+        records = [{"title": t, "domain": d, "in_catalog": True} for t, d in zip(titles.tolist(), domains.tolist())]
+        return records, window, seen, vector
+
+    def _titles_history(self, history: list[str]) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray]:
+        """(history records, rows, rows to exclude, user vector) for free-text titles: titles match the catalogue's
+        case-insensitively; a title not in it is read as text only (row -1), and nothing is excluded for it."""
+        titles = [t.strip() for t in history if t.strip()]
+        if not titles:
+            raise ValueError("the history has no titles")
+        known = self._by_title.reindex([t.casefold() for t in titles])
+        seen = known.dropna().to_numpy(dtype=np.int64)
+        rows = known.fillna(-1).to_numpy(dtype=np.int64)
+        domains = np.where(rows >= 0, self._columns["domain"][np.maximum(rows, 0)], "")
+        hist = pd.DataFrame({"title": titles, "domain": domains, "row": rows, "in_catalog": rows >= 0})
+        vector = self.tower.user_vector(hist)
+        records = hist[["title", "domain", "in_catalog"]].to_dict("records")
+        return records, rows, seen, vector
+
+    def _answer(self, queries: list["_Query"]) -> list[tuple[np.ndarray, np.ndarray, dict]]:
+        """(ids, scores, catalogue columns) of the top k of each query, its history excluded: the batch's searches
+        and the columns read under one hold of the lock, so an item added meanwhile is in all or none of them."""
+        vectors = np.concatenate([np.asarray(q.vector, dtype=np.float32).reshape(1, -1) for q in queries])
+        with self._lock:
+            exact = self.index.exact_vectors()
+            if exact is not None:
+                found = self._exact_batch(exact, vectors, queries)
+            else:
+                offsets = self.tower.new_item_offsets(self.params.index, vectors, [q.rows for q in queries])
+                found = self._search_batch(vectors, [q.k + len(q.seen) for q in queries],
+                                           [q.domain for q in queries], offsets)
+                found = [(ids[(ids >= 0) & ~np.isin(ids, q.seen)][:q.k],  # -1 pads when fewer items than asked
+                          scores[(ids >= 0) & ~np.isin(ids, q.seen)][:q.k]) for q, (ids, scores) in zip(queries, found)]
+            columns = self._columns
+        return [(ids, scores, columns) for ids, scores in found]
+
+    def _exact_batch(self, items: np.ndarray, vectors: np.ndarray, queries: list["_Query"]
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The top k (ids, scores) of each query over every item vector (`items`, the exact index's): one product of
+        all the batch's user vectors with the items; each user's offset (the tower's `new_item_offset`, calibrated
+        on these scores) added to the score of every item the model has no ID embedding for; the items the user
+        rated and those outside the query's domain ruled out; then each row's top k."""
+        # items x users: the orientation BLAS multiplies fastest for a few users (one pass over the items)
+        scores = torch.from_numpy(items) @ torch.from_numpy(vectors).T
         unknown = self.tower.unknown
-        if not offset or unknown is None or not unknown.any():
-            return ids, scores
-        new_rows = np.flatnonzero(unknown)
-        if allowed is not None:
-            new_rows = np.intersect1d(new_rows, allowed)
-        if len(new_rows):
-            new_ids, new_scores = self.index.search(vector, n, new_rows)
-            ids, scores = np.concatenate([ids, new_ids[0]]), np.concatenate([scores, new_scores[0]])
+        if unknown is not None and unknown.any():
+            offsets = self.tower.new_item_offsets(self.params.index, vectors, [q.rows for q in queries],
+                                                  item_scores=scores.numpy().T)
+            if np.any(offsets):
+                scores.addr_(torch.from_numpy(unknown.astype(np.float32)),
+                             torch.from_numpy(np.asarray(offsets, dtype=np.float32)))
+        for i, q in enumerate(queries):
+            scores[torch.from_numpy(q.seen), i] = -torch.inf
+            if q.domain is not None:
+                scores[self._outside(q.domain), i] = -torch.inf
+        best_scores, best_ids = (t.T.numpy() for t in torch.topk(scores, min(max(q.k for q in queries), len(items)),
+                                                                 dim=0, sorted=True))
+        found = []
+        for i, q in enumerate(queries):
+            ruled_in = np.isfinite(best_scores[i, :q.k])  # fewer items than asked: the rest were ruled out
+            found.append((best_ids[i, :q.k][ruled_in], best_scores[i, :q.k][ruled_in]))
+        return found
+
+    def _outside(self, domain: str) -> torch.Tensor:
+        """The rows outside `domain` (a bool per item), made once per catalogue."""
+        if domain not in self._outside_rows:
+            outside = np.ones(len(self.index.catalog), dtype=bool)
+            outside[self._domain_rows[domain]] = False
+            self._outside_rows[domain] = torch.from_numpy(outside)
+        return self._outside_rows[domain]
+
+    def _search_batch(self, vectors: np.ndarray, ns: list[int], domains: list[str | None],
+                      offsets: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The n best (ids, scores) for each user vector in `domain` (None: all), with its offset (the tower's
+        `new_item_offset`) added to the score of every item the model has no ID embedding for (`_lift`). Each is
+        answered as it would be alone: the queries of one domain are searched together for the most any of them
+        asks, and each keeps the top it asked for (a top n of the exact index is the start of its top n + m). HNSW
+        explores more candidates for a larger n, so there a query that asks for more than `hnsw_ef_search` is
+        searched with the queries that ask for as many."""
+        hnsw = self.index.meta.get("kind", "exact") == "hnsw"
+        ef = self.index.meta.get("hnsw", {}).get("ef_search", 0)
+        groups: dict[tuple, list[int]] = {}
+        for i, (n, domain) in enumerate(zip(ns, domains)):
+            groups.setdefault((domain, n if hnsw and n > ef else 0), []).append(i)
+        results: list = [None] * len(vectors)
+        for (domain, _), members in groups.items():
+            allowed = None if domain is None else self._domain_rows[domain]
+            users = vectors[members]
+            n = max(ns[i] for i in members)
+            ids, scores = self.index.search(users, n, allowed)
+            lifted = [j for j, i in enumerate(members) if offsets[i]]
+            new_rows = self._unknown_rows(domain) if lifted else None
+            new_found = {}  # row of `users` -> the top n of the unknown items alone
+            if new_rows is not None and len(new_rows):
+                new_ids, new_scores = self.index.search(users[lifted], n, new_rows)
+                new_found = {j: (new_ids[r], new_scores[r]) for r, j in enumerate(lifted)}
+            for j, i in enumerate(members):
+                plain = ids[j, :ns[i]], scores[j, :ns[i]]
+                if not offsets[i] or new_rows is None:
+                    results[i] = plain
+                    continue
+                new_ids, new_scores = new_found.get(j, (None, None))
+                if new_ids is not None:
+                    new_ids, new_scores = new_ids[:ns[i]], new_scores[:ns[i]]
+                results[i] = self._lift(*plain, new_ids, new_scores, offsets[i], ns[i])
+        return results
+
+    def _unknown_rows(self, domain: str | None) -> np.ndarray | None:
+        """The rows the tower has no ID embedding for (in `domain`), None when it has none."""
+        if domain not in self._new_rows:
+            every = self._new_rows[None]
+            self._new_rows[domain] = None if every is None else np.intersect1d(every, self._domain_rows[domain])
+        return self._new_rows[domain]
+
+    def _lift(self, ids: np.ndarray, scores: np.ndarray, new_ids: np.ndarray | None, new_scores: np.ndarray | None,
+              offset: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The n best with `offset` added to the score of every item the model has no ID embedding for. The lifted
+        top n is the best of the plain top n (the warm items in it are among those) and the top n of the unknown
+        items alone, so two searches give it exactly."""
+        if new_ids is not None:
+            ids, scores = np.concatenate([ids, new_ids]), np.concatenate([scores, new_scores])
         found = ids >= 0
         ids, first = np.unique(ids[found], return_index=True)
-        scores = scores[found][first] + offset * unknown[ids]
+        scores = scores[found][first] + offset * self.tower.unknown[ids]
         order = np.argsort(-scores, kind="stable")[:n]
         return ids[order], scores[order]
+
+
+@dataclass(frozen=True)
+class _Query:
+    """One query for the batch: the user vector [1, dim], its history rows (-1: a title outside the catalogue),
+    the rows to exclude, how many items and from which domain."""
+
+    vector: np.ndarray
+    rows: np.ndarray
+    seen: np.ndarray
+    k: int
+    domain: str | None
 
 
 def recommend(params: Params, user: str | None = None, history: list[str] | None = None, k: int = 10,

@@ -48,6 +48,9 @@ class Tower(Protocol):
 
     def new_item_offset(self, cfg: IndexConfig, vector: np.ndarray, history: pd.DataFrame) -> float: ...
 
+    def new_item_offsets(self, cfg: IndexConfig, vectors: np.ndarray, rows: list[np.ndarray],
+                         item_scores: np.ndarray | None = None) -> np.ndarray: ...
+
     def extend(self, vectors: np.ndarray) -> None: ...
 
 
@@ -82,6 +85,11 @@ class LMTower:
     def new_item_offset(self, cfg: IndexConfig, vector: np.ndarray, history: pd.DataFrame) -> float:
         """No offset: every item's vector is its title's."""
         return 0.0
+
+    def new_item_offsets(self, cfg: IndexConfig, vectors: np.ndarray, rows: list[np.ndarray],
+                         item_scores: np.ndarray | None = None) -> np.ndarray:
+        """No offset for any user."""
+        return np.zeros(len(rows))
 
     def extend(self, vectors: np.ndarray) -> None:
         """Items were added to the index (nothing to remember: the LM encodes titles afresh)."""
@@ -130,16 +138,31 @@ class SeqHeadTower:
     def new_item_offset(self, cfg: IndexConfig, vector: np.ndarray, history: pd.DataFrame) -> float:
         """What `cfg` adds to the score of every new item for this user (`new_item_offsets`); a title outside the
         catalogue counts as a new item of the history."""
+        return float(self.new_item_offsets(cfg, vector.reshape(1, -1), [history["row"].to_numpy(dtype=np.int64)])[0])
+
+    def new_item_offsets(self, cfg: IndexConfig, vectors: np.ndarray, rows: list[np.ndarray],
+                         item_scores: np.ndarray | None = None) -> np.ndarray:
+        """`new_item_offset` for many users at once: their vectors [users, hidden] and history rows (-1: a title
+        outside the catalogue); one product of the vectors with the calibration sample serves them all, or none
+        where the caller has their scores over every indexed item (`item_scores`, [users, items])."""
         if not self.unknown.any():
-            return 0.0
+            return np.zeros(len(rows))
         if not cfg.new_item_offset_calibration:
-            return cfg.new_item_offset
-        rows = history["row"].to_numpy(dtype=np.int64)[-cfg.new_item_offset_window:]
-        recent = ((rows < 0) | self.unknown[np.maximum(rows, 0)])[None, :]
-        sample, vectors = self._calibration_sample()
-        scores = vector.reshape(1, -1) @ vectors.T
-        return float(new_item_offsets(cfg, scores, self.unknown, recent, np.array([len(rows)]), self.temperature,
-                                      sample)[0])
+            return np.full(len(rows), float(cfg.new_item_offset))
+        recent = np.zeros((len(rows), cfg.new_item_offset_window), dtype=bool)  # padding: False
+        lengths = np.zeros(len(rows), dtype=np.int64)
+        for i, history in enumerate(rows):
+            last = np.asarray(history, dtype=np.int64)[-cfg.new_item_offset_window:]
+            recent[i, :len(last)] = (last < 0) | self.unknown[np.maximum(last, 0)]
+            lengths[i] = len(last)
+        sample, sample_vectors = self._calibration_sample()
+        if item_scores is not None:
+            if item_scores.shape != (len(rows), len(self.table)):
+                raise ValueError(f"scores {item_scores.shape} for {len(rows)} users over {len(self.table)} items")
+            scores = item_scores if sample is None else item_scores[:, sample]
+        else:
+            scores = np.asarray(vectors, dtype=np.float32).reshape(len(rows), -1) @ sample_vectors.T
+        return new_item_offsets(cfg, scores, self.unknown, recent, lengths, self.temperature, sample)
 
     def _calibration_sample(self) -> tuple[np.ndarray | None, np.ndarray]:
         """(rows, their vectors): every item (rows None), or for a larger catalogue a seeded sample of
