@@ -5,7 +5,7 @@ items as that model embeds them plus synthetic items up to `--items` (100,000), 
 the search and the per-domain filter then run over a catalogue of that size, while known users' histories are
 real. The head is trained on ml-100k into bench/serve/head (`llmrec train --model seqhead`, the base config's
 architecture over the pre-trained LM's title vectors, two epochs: what a query costs, not what it is worth); its
-synthetic items are new to it, so every query takes the new-item offset path of params.yaml (boost and
+synthetic items are new to it, so every query takes the new-item offset path of params.yaml (offset and
 calibration). The LM is untuned MiniLM, which costs the same per query as a tuned one (same network).
 
 A real `llmrec serve` process answers `POST /recommend {"user": <random known user>, "k": 10}` from concurrent
@@ -200,7 +200,7 @@ def bench_model(model: str, users: list[str], concurrency: list[int], requests: 
 
 SERVERS = {
     "seqhead": "the sequence head (4 networks, width 128, 50 items) over pre-trained MiniLM's title vectors; "
-               "the synthetic items are new to it: new-item offset with calibration (params.yaml's boost 3)",
+               "the synthetic items are new to it: new-item offset with calibration (params.yaml's offset 3)",
     "llmrec": "untuned MiniLM encoding the user's last titles (the LM alone)",
 }
 

@@ -161,13 +161,12 @@ def stages(params: Params, params_path: Path, project: Path) -> dict:
     run = rel(params.train.run_dir)
     evaluated = {TRAINED_BY.get(m, m) for m in params.eval.models}
     out["evaluate"] = {
-        "cmd": cmd.format("evaluate") + " --split valid,test",
+        "cmd": cmd.format("evaluate"),  # the test split; the registry's gate scores validation as served
         "deps": [f"{root}/prepared"] + [weights[m] for m in weights if m in evaluated] + code_deps("evaluate"),
         "params": [{P: ["eval", "model"] + (["index"] if "seqhead_served" in params.eval.models else [])}],
         "outs": [{f"{run}/{name}": {"cache": False}} for name in
-                 ("metrics_valid.json", "metrics_test.json", "ranks_valid.parquet", "ranks_test.parquet",
-                  "cost_eval_valid.json", "cost_eval.json", "domains_valid.csv")],
-        "metrics": [{f"{run}/summary_{s}.json": {"cache": False}} for s in ("valid", "test")],
+                 ("metrics_test.json", "ranks_test.parquet", "cost_eval.json")],
+        "metrics": [{f"{run}/summary_test.json": {"cache": False}}],
         "plots": [{f"{run}/domains_test.csv": {"cache": False, "x": "domain", "y": "ndcg@10",
                                                "template": "bar_horizontal"}}]}
     served = [weights[m] for m in (["llmrec", "seqhead"] if params.index.model == "seqhead" else ["llmrec"])

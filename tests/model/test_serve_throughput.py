@@ -94,7 +94,7 @@ def test_new_items_reach_a_cached_user_at_once(head):
                                rtol=1e-6)
     (added,) = recommender.add(pd.DataFrame({"item_id": [f"{domain}:after-cache"], "domain": [domain],
                                              "title": ["An item added after the cache was filled"]}))
-    # a boost above every score: the items new to the head in the domain come first, the one just added among them
+    # an offset above every score: the items new to the head in the domain come first, the one just added among them
     lifted = head.index.model_copy(update={"new_item_offset": 1e4, "new_item_offset_calibration": False})
     recommender.params = head.model_copy(update={"index": lifted})
     new_in_domain = recommender.tower.unknown & (recommender.index.catalog["domain"] == domain).to_numpy()
