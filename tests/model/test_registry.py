@@ -4,7 +4,6 @@ import json
 import pandas as pd
 
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
 from llmrec_core.registry import ModelRegistry, RegistryError, decide, serving_params
@@ -132,17 +131,25 @@ def test_the_head_evaluated_as_served_ranks_like_the_server(head_run, tmp_path):
     from llmrec_core.data.settings import load_setting
     from llmrec_core.evaluate.ranking import select_rows
     from llmrec_core.evaluate.run import evaluate
-    from llmrec_core.model.sequence import unknown_items
     from llmrec_core.evaluate.trained import load_sasrec
-    from llmrec_core.serve.recommend import Recommender
+    from llmrec_core.model.sequence import unknown_items
+    from llmrec_core.serve.recommend import Recommender, build_index
     from llmrec_core.serve.served_metrics import served_ranks
 
+    # a head that lacks ID embeddings for a fifth of the items, as if they were new since its training
+    head_dir = tmp_path / "seqhead"
+    head_dir.mkdir()
+    state = load_file(head_run.resolve(head_run.seqhead.run_dir) / "weights.safetensors")
+    state["known"][: len(state["known"]) // 5] = 0.0
+    save_file(state, head_dir / "weights.safetensors")
     index = head_run.index.model_copy(update={"new_item_offset": 2.0, "new_item_offset_calibration": True})
     params = head_run.model_copy(update={"index": index,
-                                         "train": head_run.train.model_copy(update={"run_dir": tmp_path})})
+                                         "train": head_run.train.model_copy(update={"run_dir": tmp_path}),
+                                         "seqhead": head_run.seqhead.model_copy(update={"run_dir": head_dir})})
+    build_index(params, log=lambda m: None)
     data = load_setting(DataLayout(params.data_root).prepared, "mixed")
     unknown = unknown_items(load_sasrec(params, len(data.items), "seqhead"))
-    assert unknown.any()  # items never in training: the offset has something to lift
+    assert unknown.sum() == len(unknown) // 5
     evaluate(params, ("seqhead", "seqhead_served"), "test")
     ranks = pd.read_parquet(tmp_path / "ranks_test.parquet")
     new_target = unknown[ranks["target"].to_numpy()]
