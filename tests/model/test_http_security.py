@@ -5,6 +5,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,7 +14,7 @@ from llmrec_core.serve.auth import is_loopback, load_token
 from llmrec_core.serve.body_limit import MAX_BODY_BYTES, BodyLimit
 from llmrec_core.serve.recommend import build_index, index_dir
 
-from .conftest import REPO
+REPO = Path(__file__).resolve().parents[2]
 
 TOKEN = "test-token-0123456789abcdef"
 
