@@ -32,11 +32,12 @@ def register_candidate(params: Params) -> Decision:
     return ModelRegistry(params).register(params, validation_scorer(params))
 
 
-def reload_server(params: Params) -> str:
-    """Ask the `llmrec serve` at orchestration.serve_url to reload; a sentence saying what happened."""
+def reload_server(params: Params) -> tuple[str, dict | None]:
+    """Ask the `llmrec serve` at orchestration.serve_url to reload: (a sentence saying what happened, the service's
+    /healthz after the swap, or None when it did not reload)."""
     url = params.orchestration.serve_url
     if not url:
-        return ""
+        return "", None
     import httpx
 
     from .serve.auth import TOKEN_ENV
@@ -46,14 +47,14 @@ def reload_server(params: Params) -> str:
     try:
         response = httpx.post(url.rstrip("/") + "/reload", headers=headers, timeout=300)
     except httpx.HTTPError:
-        return f"; no server answered at {url} (it serves this version when it starts)"
+        return f"; no server answered at {url} (it serves this version when it starts)", None
     if response.status_code != 200:
-        return f"; {url} refused the reload ({response.status_code}: {response.text[:200]})"
-    return f"; {url} reloaded"
+        return f"; {url} refused the reload ({response.status_code}: {response.text[:200]})", None
+    return f"; {url} reloaded", response.json()
 
 
 def switch(params: Params, version: int | None) -> tuple[Version, str]:
     """Serve `version` (promote), or with None the champion before the current one (rollback)."""
     registry = ModelRegistry(params)
     chosen = registry.rollback() if version is None else registry.promote(version)
-    return chosen, reload_server(params)
+    return chosen, reload_server(params)[0]

@@ -39,10 +39,13 @@ def version(project: str) -> str:
 
 
 @task(name="reload-service", retries=2, retry_delay_seconds=5)
-def reload_service(project: str, params: str = "params.yaml") -> str:
-    """After a promotion: tell the running `llmrec serve` (orchestration.serve_url) to swap in the new champion."""
+def reload_service(project: str, params: str = "params.yaml") -> dict | None:
+    """After a promotion: tell the running `llmrec serve` (orchestration.serve_url) to swap in the new champion, with
+    $LLMREC_API_TOKEN as the bearer token when it is set; returns its /healthz after the swap (None: no serve_url)."""
     from llmrec_core.promotion import reload_server
 
-    said = reload_server(load_params(Path(project) / params))
-    get_run_logger().info(f"reload{said or ': no orchestration.serve_url set'}")
-    return said
+    config = load_params(Path(project) / params)
+    said, health = reload_server(config)
+    if config.orchestration.serve_url and health is None:
+        raise RuntimeError(f"reload{said}")  # retried, then the flow says the server did not reload
+    return health

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -23,19 +25,20 @@ MAX_CACHED_USERS = 50_000  # a vector each (a few hundred floats): tens of MB at
 class KnownUsers:
     """Every known user's rated items (catalogue rows), oldest first, loaded from the prepared data on first use."""
 
-    def __init__(self, prepared_dir):
-        self.prepared = prepared_dir
+    def __init__(self, prepared_dir: Callable[[], Path]):
+        self._prepared_dir = prepared_dir  # asked on the first query: a recommender with no known users never reads
         self._lock = threading.Lock()
         self._rows: dict[str, int] | None = None  # user id -> user_idx
         self._items = self._starts = None
 
     @classmethod
     def of(cls, params) -> "KnownUsers":
-        return cls(DataLayout(params.data_root).prepared)
+        return cls(lambda: DataLayout(params.data_root).prepared)
 
     def _load(self) -> None:
-        users = pd.read_parquet(self.prepared / "users.parquet", columns=["user_id", "user_idx"])
-        events = pd.read_parquet(self.prepared / "events.parquet", columns=["user_idx", "item_idx", "timestamp"])
+        prepared = self._prepared_dir()
+        users = pd.read_parquet(prepared / "users.parquet", columns=["user_id", "user_idx"])
+        events = pd.read_parquet(prepared / "events.parquet", columns=["user_idx", "item_idx", "timestamp"])
         user_idx = events["user_idx"].to_numpy(dtype=np.int64)
         # by user, then by time; lexsort is stable, so equal times keep the file's order (as `user_events` does)
         order = np.lexsort((events["timestamp"].to_numpy(), user_idx))
@@ -52,7 +55,7 @@ class KnownUsers:
                     self._load()
         row = self._rows.get(str(user_id))
         if row is None:
-            raise KeyError(f"unknown user {user_id!r} (not in {self.prepared / 'users.parquet'})")
+            raise KeyError(f"unknown user {user_id!r} (not in {self._prepared_dir() / 'users.parquet'})")
         return self._items[self._starts[row]:self._starts[row + 1]]
 
 

@@ -227,7 +227,7 @@ def test_a_read_only_data_root_is_a_clear_error_and_exit_2(tmp_path, write_param
     finally:
         (tmp_path / "data").chmod(0o755)
     assert res.exit_code == 2, res.output
-    assert f"{tmp_path / 'data'}: the data folder is not writable" in " ".join(res.output.split())
+    assert f"{tmp_path / 'data'}: the folder is not writable" in " ".join(res.output.split())
 
 
 def test_item_ids_with_control_characters_are_quarantined_by_validation(tmp_path, write_params):

@@ -140,7 +140,7 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
 
     text = build_report(path).read_text()
     headings = re.findall(r"^## (\d+)\. ", text, flags=re.M)
-    assert headings == [str(i) for i in range(1, len(headings) + 1)] and len(headings) == 12
+    assert headings == [str(i) for i in range(1, len(headings) + 1)] and len(headings) == 13
     # the headline: means over the two seeds, and differences with an interval and a computed verdict
     headline = _section(text, "LLM-Rec against the baselines")
     sasrec_row = next(line for line in headline.splitlines() if line.startswith("| SASRec (`mixed`) |"))

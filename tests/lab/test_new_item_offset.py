@@ -124,14 +124,13 @@ def test_serving_applies_the_offset_exactly(offset, kind):
     recommender = Recommender(SimpleNamespace(index=config), index, SimpleNamespace(unknown=unknown))
     user = rng.standard_normal((1, 8)).astype(np.float32)
     expected_all = user[0] @ vectors.T + offset * unknown
-    for allowed in (None, np.arange(200, 400)):
-        ids, scores = recommender._search(user, 15, allowed, offset)
-        pool = np.arange(n) if allowed is None else allowed
+    for domain, pool in ((None, np.arange(n)), ("b", np.arange(200, 400))):
+        ((ids, scores),) = recommender._search_batch(user, [15], [domain], np.array([offset]))
         best = pool[np.argsort(-expected_all[pool], kind="stable")[:15]]
         assert ids.tolist() == best.tolist()
         np.testing.assert_allclose(scores, expected_all[best], rtol=1e-5, atol=1e-5)
     if offset == 100.0:  # an offset beyond any score gap puts every unknown item first
-        ids, _ = recommender._search(user, int(unknown.sum()), None, offset)
+        ((ids, _),) = recommender._search_batch(user, [int(unknown.sum())], [None], np.array([offset]))
         assert set(ids) == set(np.flatnonzero(unknown))
 
 

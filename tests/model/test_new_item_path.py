@@ -27,6 +27,7 @@ def test_new_items_reach_the_index_as_text_without_retraining(sample_prepared, t
     doc["prepare"] = {**doc.get("prepare", {}), "time_split": {"new_item_share": 0.2, "window_days": 60}}
     doc["model"] = {**doc["model"], "name_or_path": str(tiny_bert)}
     doc["train"] = {**doc["train"], "max_steps": 2, "batch_size": 8, "run_dir": str(tmp_path / "run")}
+    doc["index"] = {**doc["index"], "model": "llmrec"}  # the LM's path for new items (params.yaml serves the head)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
     params = load_params(tmp_path / "params.yaml")
     ingest(params)
