@@ -97,7 +97,7 @@ def test_train_eval_runs_the_pipeline_pushes_registers_and_publishes(project, tr
     from llmrec_core.registry import ModelRegistry
 
     table = trained["metrics"]
-    for model in ("seqhead", "llmrec", "zero_shot", "sasrec", "popularity"):
+    for model in ("seqhead_served", "seqhead", "llmrec", "sasrec", "popularity"):
         assert f"| {model} |" in table
     assert (project / "dvc.yaml").is_file()  # written from params.yaml by the flow
     assert (project / "runs" / "main" / "seqhead" / "index" / "items.faiss").is_file()  # the head serves
