@@ -50,6 +50,15 @@ def code_hash(scopes: tuple[str, ...], root: Path = PACKAGE) -> str:
     return _digest([(path.relative_to(root).as_posix(), path.read_bytes()) for path in _files(scopes, root)])
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in blocks (weights can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=PACKAGE, capture_output=True, text=True, timeout=10)

@@ -26,7 +26,7 @@ from filelock import FileLock
 from .config import Params, RegistryConfig
 from .data.layout import DataLayout
 from .errors import UserError
-from .provenance import git_state
+from .provenance import file_sha256, git_state
 
 CHAMPION = "champion"
 SNAPSHOT_SECTIONS = ("prepare", "model", "train", "sasrec", "seqhead", "eval", "index")
@@ -238,7 +238,7 @@ class ModelRegistry:
         for section in served_models(params):
             run = params.resolve(getattr(params, section).run_dir) / "weights.safetensors"
             kept = version.folder / RUN_FOLDERS[section] / "weights.safetensors"
-            if not run.is_file() or not kept.is_file() or _sha256(run) != _sha256(kept):
+            if not run.is_file() or not kept.is_file() or file_sha256(run) != file_sha256(kept):
                 return False
         return True
 
@@ -269,14 +269,6 @@ class ModelRegistry:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _params_sha(folder: Path) -> str:

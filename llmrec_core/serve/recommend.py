@@ -7,7 +7,6 @@ index, so they can be recommended before any retraining.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import threading
@@ -21,6 +20,7 @@ import pandas as pd
 import torch
 
 from ..config import Params
+from ..provenance import file_sha256
 from ..data.layout import DataLayout
 from ..data.stage import repair_swap, run_folder_lock
 from ..evaluate.trained import lm_encoder
@@ -35,14 +35,6 @@ from .towers import LMTower, seqhead_tower, weights_path
 def index_dir(params: Params) -> Path:
     """Where the index of `index.model` lives: `<train.run_dir>/index` (or `<seqhead.run_dir>/index`)."""
     return weights_path(params).parent / "index"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_index(params: Params, zero_shot: bool = False, log=print) -> ItemIndex | None:
@@ -63,7 +55,7 @@ def _build_index(params: Params, zero_shot: bool, log) -> ItemIndex | None:
         hint = "llmrec train --model seqhead" if params.index.model == "seqhead" else "llmrec train"
         raise FileNotFoundError(f"{weights}: no trained weights; run `{hint}` first"
                                 + ("" if params.index.model == "seqhead" else " or pass --zero-shot"))
-    weights_sha = None if zero_shot else _sha256(weights)
+    weights_sha = None if zero_shot else file_sha256(weights)
     encoding = index_dir(params).with_name(index_dir(params).name + ".encoding")  # the LM's shards
     started = time.perf_counter()
     if params.index.model == "seqhead":
@@ -133,7 +125,7 @@ def load_index(params: Params) -> ItemIndex:
                          f"`llmrec index`")
     if index.meta["tuned"]:
         weights = weights_path(params)
-        if not weights.is_file() or _sha256(weights) != index.meta["weights_sha256"]:
+        if not weights.is_file() or file_sha256(weights) != index.meta["weights_sha256"]:
             raise ValueError(f"{index_dir(params)} was built from other weights than {weights}: "
                              "rebuild it with `llmrec index`")
         mix = index.meta.get("pretrained_mix", 0.0)
