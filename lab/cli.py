@@ -128,14 +128,25 @@ def tune_heads(params: Path = ParamsOption,
                                               "(or model.pretrained_mix, for the head) instead of the default grid "
                                               "(repeatable)."),
                missing_only: bool = typer.Option(False, "--missing-only", help="Keep the points the tuning file already "
-                                                 "holds; train only the grid's others.")) -> None:
+                                                 "holds; train only the grid's others."),
+               search: bool = typer.Option(False, "--search", help="Run the model's whole sequence of grids (width x "
+                                           "dropout, logit adjustment, max_len, and lr for SASRec), each on top of the "
+                                           "best point before it: the head's tuning budget and rule; resumable.")) -> None:
     """Tune SASRec's or the sequence head's few knobs on the validation split (never the test split); writes
     `<report.benchmarks_dir>/<model>_tuning*.json`, which the report shows beside the values in use."""
+    from .tune_heads import search as run_search
     from .tune_heads import tune_heads as tune
 
     _load(params)
+    log = lambda m: console.print(m, highlight=False)  # noqa: E731
     try:
-        tune(params, model, experiment, runs, fixed, grid, missing_only, log=lambda m: console.print(m, highlight=False))
+        if search:
+            if grid:
+                _fail("--search runs its own grids: leave out --grid")
+            chosen = run_search(params, model, experiment, runs, fixed, log=log)
+            _table("chosen on validation", ["key", "value"], [[k, v] for k, v in chosen.items()])
+            return
+        tune(params, model, experiment, runs, fixed, grid, missing_only, log=log)
     except (FileNotFoundError, ValueError, ConfigError) as e:
         _fail(str(e))
 

@@ -31,18 +31,62 @@ from llmrec_core.evaluate.run import evaluate
 from llmrec_core.evaluate.trained import lm_weights_path
 from llmrec_core.train.sequence import train_sasrec
 
-# lr: the params file's (RecBole: 1e-3). The head also tries a wider projection of the 384-d title vectors.
-GRIDS = {"sasrec": {"sasrec.hidden": [64, 128], "sasrec.dropout": [0.2, 0.5]},
+# Both models get the same first grid (width x dropout); lr: the params file's (RecBole: 1e-3).
+GRIDS = {"sasrec": {"sasrec.hidden": [64, 128, 256], "sasrec.dropout": [0.2, 0.5]},
          "seqhead": {"seqhead.hidden": [64, 128, 256], "seqhead.dropout": [0.2, 0.5]}}
+
+# The head's knobs were chosen by this sequence of validation grids, each on top of the best point of the ones
+# before (REPORT.md's tuning tables); `--search` gives a model the same sequence and the same rule (the highest
+# validation NDCG@10), so the models a claim compares get equal tuning budgets. SASRec also gets lr, which the
+# head never had: the opponent gets at least the head's budget.
+SEARCH = {"sasrec": [{"sasrec.hidden": [64, 128, 256], "sasrec.dropout": [0.2, 0.5]},
+                     {"sasrec.logit_adjustment": [0, 0.1, 0.25, 0.5, 1.0]},
+                     {"sasrec.max_len": [50, 100, 200]},
+                     {"sasrec.lr": [5e-4, 1e-3, 2e-3]}],
+          "seqhead": [{"seqhead.hidden": [64, 128, 256], "seqhead.dropout": [0.2, 0.5]},
+                      {"seqhead.logit_adjustment": [0, 0.1, 0.25, 0.5, 1.0]},
+                      {"seqhead.max_len": [50, 100, 200]}]}
+
+
+def search(params_path: Path, model: str = "sasrec", experiment: str | None = None, runs: Path | None = None,
+           fixed: list[str] = (), log: Callable[[str], None] = print) -> dict:
+    """Run `model`'s SEARCH: each grid on top of the best point of the grids before (as `--set` overrides), every
+    grid written to its own tuning file, finished points kept (rerun to resume). Returns the chosen values."""
+    if model not in SEARCH:
+        raise UserError(f"--model {model!r}: one of {', '.join(sorted(SEARCH))}")
+    base = load_params(params_path, list(fixed), experiment=experiment)
+    defaults = {k: getattr(getattr(base, k.split(".")[0]), k.split(".")[1]) for stage in SEARCH[model] for k in stage}
+    chosen: dict = {}
+    seen: dict[tuple, dict] = {}
+
+    def earlier(setting: dict) -> dict | None:
+        return seen.get(_key({**defaults, **{k: v for k, v in setting.items() if k in defaults}}))
+
+    for stage in SEARCH[model]:
+        options = [f"{k}={','.join(format(v, 'g') for v in values)}" for k, values in stage.items()]
+        stage_fixed = [*fixed, *(f"{k}={v}" for k, v in chosen.items())]
+        points = tune_heads(params_path, model, experiment, runs, stage_fixed, options, missing_only=True, log=log,
+                            known=earlier)
+        best = _best(points)
+        chosen.update({k: best[k] for k in stage})
+        for point in points:
+            seen[_key({**defaults, **chosen, **{k: point[k] for k in stage}})] = point
+        log(f"search: after {', '.join(stage)}: {chosen}")
+    return chosen
+
+
+def _key(setting: dict) -> tuple:
+    return tuple(sorted((k, float(v) if isinstance(v, (int, float)) else v) for k, v in setting.items()))
 
 
 def tune_heads(params_path: Path, model: str = "sasrec", experiment: str | None = None, runs: Path | None = None,
                fixed: list[str] = (), grid_options: list[str] = (), missing_only: bool = False,
-               log: Callable[[str], None] = print) -> list[dict]:
+               log: Callable[[str], None] = print, known: Callable[[dict], dict | None] | None = None) -> list[dict]:
     """Train and validate `model` at every point of its grid (GRIDS, or `grid_options` "KEY=V1,V2,..."), on the
     base config or on top of run `experiment`, with `fixed` overrides at every point; the grid's runs go to `runs`
     (default: beside train.run_dir). Writes the tuning file after every point; `missing_only` keeps the points it
-    already holds. Returns the points."""
+    already holds; `known` gives the point an earlier grid of a search trained with the same values (the fixed
+    ones and the grid's), which is copied rather than retrained. Returns the points."""
     if model not in GRIDS:
         raise UserError(f"--model {model!r}: one of {', '.join(sorted(GRIDS))}")
     fixed = list(fixed)
@@ -60,6 +104,12 @@ def tune_heads(params_path: Path, model: str = "sasrec", experiment: str | None 
         if any(all(p.get(k) == v for k, v in setting.items()) for p in points):
             log(f"{setting}: recorded in {out}.json, kept")
             continue
+        same = known({**_parsed(fixed), **setting}) if known else None
+        if same is not None:
+            points.append({**setting, **{k: v for k, v in same.items() if "." not in k}})
+            log(f"{setting}: the same run as an earlier grid's point, copied")
+            _write(_path(base, out), {**record, "points": points})
+            continue
         name = "-".join([*in_names, *(f"{k.split('.')[1]}{v if isinstance(v, str) else format(v, 'g')}"
                                       for k, v in setting.items())])
         overrides = [*fixed, *(f"{k}={v}" for k, v in setting.items()),
@@ -75,7 +125,7 @@ def tune_heads(params_path: Path, model: str = "sasrec", experiment: str | None 
         point = {**setting, "max_len": cfg.max_len, "layers": cfg.layers,
                  "epochs_run": summary["cost"]["epochs_run"], "valid_ndcg@10": valid["ndcg@10"],
                  "valid_recall@10": valid["recall@10"], "valid_tail_ndcg@10": tail.get("ndcg@10"),
-                 "seconds": round(time.perf_counter() - started, 1)}
+                 "seconds": round(time.perf_counter() - started, 1), "device": _device()}
         points.append(point)
         log(json.dumps(point))
         _write(_path(base, out), {**record, "points": points})  # after every point: an interrupted grid keeps them
@@ -98,6 +148,17 @@ def _grid(model: str, given: list[str]) -> dict[str, list]:
             raise UserError(f"--grid {option!r}: expected {model}.<key>=<v1>,<v2>,...{also}")
         grid[key] = [_number(v) for v in values.split(",")]
     return grid
+
+
+def _parsed(options: list[str]) -> dict:
+    """`KEY=VALUE` overrides as a dict of numbers (or text)."""
+    return {k: _number(v) for k, _, v in (o.partition("=") for o in options)}
+
+
+def _device() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU {platform.machine()}"
 
 
 def _number(text: str) -> int | float | str:
