@@ -124,6 +124,10 @@ class PrepareConfig(Section):
     title_max_chars: int = Field(default=200, ge=8)
     min_user_interactions: int = Field(default=5, ge=1)
     min_item_interactions: int = Field(default=5, ge=1)
+    # A stated subset for a CPU budget: keep only this many users, chosen by a seeded hash of their id before any
+    # other filter (the same users whatever the file order or engine); their events all stay. None: every user.
+    user_sample: int | None = Field(default=None, ge=1)
+    user_sample_seed: int = Field(default=0, ge=0, le=9999)
     # "mixed": k-core on the merged history (the paper); "per_domain": within each domain.
     kcore_scope: Literal["mixed", "per_domain"] = "mixed"
     drop_consecutive_repeats: bool = True

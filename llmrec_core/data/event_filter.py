@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -98,6 +99,16 @@ def kcore_mask(user_key: np.ndarray, item_key: np.ndarray, min_user: int, min_it
         alive = keep
 
 
+def user_sample_mask(user_ids: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """True for the `size` users whose seeded hash of the id is smallest: a uniform sample that depends only on the
+    ids and the seed (not on file order, engine or partitioning)."""
+    hashed = pd.util.hash_array(np.asarray(user_ids, dtype=object), hash_key=f"llmrec-users{seed:04d}",
+                                categorize=False)
+    mask = np.zeros(len(user_ids), dtype=bool)
+    mask[np.argsort(hashed, kind="stable")[:size]] = True
+    return mask
+
+
 def duplicate_mask(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
     """Events (user-major, time-ordered) repeating an earlier event's (user, item, timestamp)."""
     mask = np.zeros(len(user), dtype=bool)
@@ -153,6 +164,11 @@ def filter_events(con, validated: Path, params: Params, dropped_path: Path) -> K
         reasons[why] = None
         reason[mask & (reason == 0)] = len(reasons) - 1
 
+    if cfg.user_sample is not None:
+        ids = con.sql("SELECT user_id FROM users ORDER BY u").to_arrow_table().column(0).to_numpy(zero_copy_only=False)
+        sampled = user_sample_mask(ids, cfg.user_sample, cfg.user_sample_seed)
+        drop(~sampled[u], f"user outside the sample (prepare.user_sample: {int(sampled.sum())} of {len(ids)} users, "
+                          f"seed {cfg.user_sample_seed})")
     drop(duplicate_mask(u, i, ts), "duplicate event")
     if cfg.drop_consecutive_repeats:
         drop(repeat_mask(u, i, reason == 0), "consecutive repeat of the same item")

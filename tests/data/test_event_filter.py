@@ -9,7 +9,7 @@ import pytest
 
 from llmrec_core.config import load_params
 from llmrec_core.data.contract import INTERACTIONS
-from llmrec_core.data.event_filter import PreparationError, engine, filter_events, kcore_mask
+from llmrec_core.data.event_filter import PreparationError, engine, filter_events, kcore_mask, user_sample_mask
 
 PARAMS = "params.yaml"
 
@@ -27,6 +27,14 @@ def reference_filter(inter: pd.DataFrame, domains: list[str], cfg) -> tuple[pd.D
     file_code = pd.factorize(inter["source_file"])[0]
     order = np.lexsort((inter["source_line"].to_numpy(), file_code, inter["timestamp"].to_numpy(), user_code))
     inter = inter.iloc[order].reset_index(drop=True)
+    if cfg.user_sample is not None:  # the users of smallest seeded hash, one id at a time
+        key = f"llmrec-users{cfg.user_sample_seed:04d}"
+        ids = sorted(set(inter["user_id"]), key=lambda uid: pd.util.hash_array(np.array([uid], dtype=object),
+                                                                               hash_key=key, categorize=False)[0])
+        chosen = set(ids[:cfg.user_sample])
+        inter = drop(inter, ~inter["user_id"].isin(chosen).to_numpy(),
+                     f"user outside the sample (prepare.user_sample: {len(chosen)} of {len(ids)} users, "
+                     f"seed {cfg.user_sample_seed})")
     inter = drop(inter, inter.duplicated(["user_id", "item_id", "timestamp"]).to_numpy(), "duplicate event")
     if cfg.drop_consecutive_repeats:
         same = (inter["user_id"].to_numpy()[1:] == inter["user_id"].to_numpy()[:-1]) & \
@@ -62,6 +70,7 @@ def random_events(seed: int, n: int = 3000) -> pd.DataFrame:
     (1, ["prepare.kcore_scope=per_domain", "prepare.min_item_interactions=3"]),
     (2, ["data.top_domains=2", "prepare.min_user_interactions=40"]),
     (3, ["prepare.drop_consecutive_repeats=false"]),
+    (4, ["prepare.user_sample=5", "prepare.user_sample_seed=7"]),
 ])
 def test_filter_matches_the_pandas_reference(tmp_path, seed, overrides):
     inter = random_events(seed)
@@ -94,3 +103,12 @@ def test_a_named_domain_without_events_is_an_error(tmp_path):
     with engine(tmp_path / "engine", memory_mb=256) as con, pytest.raises(PreparationError, match="Z"):
         filter_events(con, path, params, tmp_path / "dropped.parquet")
     assert not (tmp_path / "engine").exists()  # the scratch database is removed even after an error
+
+
+def test_user_sample_depends_on_ids_and_seed_only():
+    ids = np.array([f"user{k}" for k in range(1000)], dtype=object)
+    chosen = set(ids[user_sample_mask(ids, 100, seed=3)])
+    shuffled = np.random.default_rng(0).permutation(ids)
+    assert set(shuffled[user_sample_mask(shuffled, 100, seed=3)]) == chosen and len(chosen) == 100
+    assert set(ids[user_sample_mask(ids, 100, seed=4)]) != chosen  # another seed, another sample
+    assert user_sample_mask(ids, 5000, seed=3).all()  # a sample larger than the users keeps them all
