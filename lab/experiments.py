@@ -44,7 +44,8 @@ def experiment_config(params: Params) -> dict:
     setting, and the sections its models read -- `train` whole only when the LM is fine-tuned (for `llmrec`, or
     for a head over the tuned LM), `model` when an LM encodes, a head's section when that head runs. So a change
     to the base config's `seqhead` section stales the runs of the sequence head, not those of the LM alone."""
-    models = set(params.eval.models)
+    served = "seqhead_served" in params.eval.models  # the head as it serves: its section and the index's offset
+    models = set(params.eval.models) | ({"seqhead"} if served else set())
     tunes_lm = "llmrec" in models or ("seqhead" in models and params.seqhead.item_vectors == "tuned")
     train = non_default(params.train)
     config = {"prepare": non_default(params.prepare), "eval": non_default(params.eval),
@@ -54,6 +55,8 @@ def experiment_config(params: Params) -> dict:
     for head in ("sasrec", "seqhead"):
         if head in models:
             config[head] = non_default(getattr(params, head))
+    if served:
+        config["index"] = non_default(params.index)
     return config
 
 
