@@ -180,9 +180,8 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
     train_models(params, name, log)
     log(f"{name}: evaluating {', '.join(models)}")
     evaluate(params, models, "test")
-    tuned = tuple(m for m in ("llmrec", "seqhead") if m in models)
-    if tuned:  # the whole validation split, on which the report chooses its headline runs
-        evaluate(params, tuned, "valid")
+    # every model on the validation split too (eval.max_valid_users of it), on which configurations are chosen
+    evaluate(params, models, "valid")
     if index:  # a serving index for each model the run trained that can serve (the report reads the LM's)
         from llmrec_core.serve.recommend import build_index
 
