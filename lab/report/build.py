@@ -17,10 +17,11 @@ from .core import Report
 from .sections_claims import registered_claims
 from .sections_items import item_groups, new_items, zero_shot
 from .sections_lm import data_settings, headline, levers, model_size, negatives, tuning
-from .sections_runs import all_runs, deployment_cost, sasrec
+from .sections_runs import all_runs, deployment_cost, sasrec, tuning_budgets
 
 SECTIONS = [  # (key for cross-references, title, writer), in the order of the file
     ("claims", "Registered claims", registered_claims),
+    ("tuning_budgets", "Tuning budgets", tuning_budgets),
     ("headline", "LLM-Rec against the baselines", headline),
     ("levers", "Levers toward SASRec on warm items", levers),
     ("data_settings", "Data settings: Single Domain vs S2PIAO vs Mixed", data_settings),

@@ -111,3 +111,33 @@ def all_runs(report: Report) -> str:
                       "and whether it is still current.", "",
                       table(["run", "setting", "domain", "model", "LM", "tuning", "budget", "targets",
                              "valid NDCG@10", "Recall@10", "NDCG@10", "MRR", "commit", "status"], rows)])
+
+
+def tuning_budgets(report: Report) -> str:
+    """Section: every model's validation grids side by side (what each was tuned over, how many points, where),
+    so that the budgets of the models a claim compares can be read in one table."""
+    rows = []
+    for stem, grid in sorted(report.bench.items()):
+        model, _, _ = stem.partition("_tuning")
+        if "_tuning" not in stem or model not in ("sasrec", "seqhead"):
+            continue
+        points, best = grid["points"], grid.get("best") or {}
+        devices = sorted({p.get("device") or grid.get("machine", {}).get("machine", "?") for p in points})
+        used = {k: getattr(getattr(report.base, k.split(".")[0]), k.split(".")[1]) for k in grid["grid"]}
+        keys = ", ".join(f"{k.split('.')[1]} {{{', '.join(format(v, 'g') for v in vals)}}}"
+                         for k, vals in grid["grid"].items())
+        on = f"run `{grid['experiment']}`" if grid.get("experiment") else "the base config"
+        on += "".join(f", `{option}`" for option in grid.get("fixed", []))
+        rows.append([MODEL_LABELS.get(model, model), f"`{stem}.json`", keys, on, f"{len(points)} of "
+                     f"{grid.get('points_total', len(points))}", ", ".join(devices),
+                     ", ".join(f"{k.split('.')[1]} {best[k]:g}" for k in grid["grid"] if k in best),
+                     "– (a spread)" if any(k.endswith(".seed") for k in grid["grid"]) else
+                     "yes" if best and all(best.get(k) == v for k, v in used.items()) else "no"])
+    if not rows:
+        return "No tuning grids recorded (`llmrec-lab tune-heads`)."
+    return ("Every validation grid behind the models the claims compare (`llmrec-lab tune-heads`; `--search` runs a "
+            "model's grids in sequence, each on the best point of those before, and picks by validation NDCG@10, "
+            "the rule the head's knobs were chosen by). The test split is never read; a model's values in use are "
+            "the params file's.\n\n"
+            + table(["model", "grid file", "knobs and values", "on top of", "points run", "device",
+                     "best on validation", "best in use"], rows))
