@@ -88,8 +88,15 @@ def prepare(params: Params) -> dict:
     items = read_validated(layout)
     with stage_output(layout.prepared, "llmrec prepare") as out:
         remove_dead_engines(layout.root)
-        with engine(layout.root / f"{ENGINE_PREFIX}{os.getpid()}", params.data.memory_limit_mb) as con:
-            kept = filter_events(con, layout.validated / "interactions.parquet", params, out / "dropped.parquet")
+        scratch = layout.root / f"{ENGINE_PREFIX}{os.getpid()}"
+        if params.data.engine == "ray":
+            from .ray_filter import filter_events_ray
+
+            kept = filter_events_ray(layout.validated / "interactions.parquet", params, out / "dropped.parquet",
+                                     scratch)
+        else:
+            with engine(scratch, params.data.memory_limit_mb) as con:
+                kept = filter_events(con, layout.validated / "interactions.parquet", params, out / "dropped.parquet")
         indexed = index_events(items, kept, params.prepare)
         del kept  # its arrays are copied into `indexed`; at tens of millions of events the copy is large
         return _prepare_into(out, indexed, params)

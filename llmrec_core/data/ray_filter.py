@@ -1,0 +1,316 @@
+"""The filter phase of `prepare` on a Ray cluster (`data.engine: ray`): the same rules as event_filter.py, with
+users partitioned by a hash of their id.
+
+1. Split (one task per block of row groups): each block of the validated file is read with its input row numbers
+   and written as one Parquet file per user partition; the task returns its domains' event counts and first rows
+   and its files' first rows.
+2. The driver selects the domains (the same rule, from the summed counts) and orders the source files.
+3. One actor per partition holds its users' events, ordered by user, time, file, line and input row, and runs the
+   per-user filters: the user sample (the driver finds the cut over every partition's (hash, id) pairs), duplicates,
+   consecutive repeats, then the k-core in rounds: each round the partitions count their items' live events, the
+   driver sums them and names the items below the threshold, and each partition drops those items' events and its
+   users below theirs, until nothing changes (the k-core is unique, so rounds reach the single-machine result);
+   then users too short to split. Each partition writes its kept and dropped events.
+4. The driver merges the partitions' files with DuckDB (out of core), in the single-machine path's order: the kept
+   events user-major in time order, `dropped.parquet` exactly as event_filter.py writes it.
+
+Every partition's files live under `<data.root>`, which every node must see (a shared filesystem). A worker lost
+mid-stage fails the stage with a clear error and leaves no prepared data; rerunning starts from the validated data
+and writes the same outputs.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..config import Params
+from .event_filter import (LSTR, KeptEvents, PreparationError, _literal, duplicate_mask, engine, repeat_mask,
+                           select_domains)
+
+COLUMNS = ["user_id", "item_id", "domain", "timestamp", "source_file", "source_line"]
+PARTITION_KEY = "llmrec-partition"  # the hash key of user partitions (16 characters, as pandas wants)
+
+
+def user_partition(user_ids: np.ndarray, partitions: int) -> np.ndarray:
+    """Each user's partition: a stable hash of the id (the same on every node and run)."""
+    hashed = pd.util.hash_array(np.asarray(user_ids, dtype=object), hash_key=PARTITION_KEY, categorize=True)
+    return (hashed % np.uint64(partitions)).astype(np.int32)
+
+
+def _user_hashes(ids: np.ndarray, seed: int) -> np.ndarray:
+    """The user sample's hash (event_filter.user_sample_mask's)."""
+    return pd.util.hash_array(np.asarray(ids, dtype=object), hash_key=f"llmrec-users{seed:04d}", categorize=False)
+
+
+def connect(params: Params):
+    """Ray, at `data.ray_address` (a running cluster), or a local instance started for this stage. Returns whether
+    this call started it (and so should stop it)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(address=params.data.ray_address, include_dashboard=False, log_to_driver=False,
+             logging_level="WARNING", configure_logging=False)
+    return True
+
+
+def filter_events_ray(validated: Path, params: Params, dropped_path: Path, scratch: Path) -> KeptEvents:
+    """event_filter.filter_events on Ray; `scratch` (under data.root) holds the partitions' files, removed after."""
+    import ray
+
+    started = connect(params)
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        return _filter(validated, params, dropped_path, scratch)
+    except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as e:
+        raise PreparationError(f"a Ray worker was lost during prepare ({type(e).__name__}); nothing was written: "
+                               "run `llmrec prepare` again") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if started:
+            ray.shutdown()
+
+
+def _filter(validated: Path, params: Params, dropped_path: Path, scratch: Path) -> KeptEvents:
+    import ray
+
+    cfg, parts = params.prepare, params.data.partitions
+    meta = pq.ParquetFile(validated).metadata
+    rows_in = meta.num_rows
+    blocks, block, first, rows = [], [], 0, 0
+    for g in range(meta.num_row_groups):  # blocks of row groups of about data.chunk_rows rows
+        block.append(g)
+        rows += meta.row_group(g).num_rows
+        if rows - first >= params.data.chunk_rows or g == meta.num_row_groups - 1:
+            blocks.append((block, first))
+            block, first = [], rows
+    split = ray.remote(_split_block)
+    stats = ray.get([split.remote(str(validated), groups, offset, parts, str(scratch), k)
+                     for k, (groups, offset) in enumerate(blocks)])
+    domain_stats = pd.concat([s["domains"] for s in stats]).groupby("domain").agg(n=("n", "sum"), first=("first", "min"))
+    sizes = domain_stats.sort_values(["n", "first"], ascending=[False, True])["n"].astype(int).to_dict()
+    domains = select_domains(sizes, params)
+    files = pd.concat([s["files"] for s in stats])  # files in the order of their first selected event
+    files = files[files["domain"].isin(domains)].groupby("source_file")["first"].min().sort_values()
+    file_rank = {name: rank for rank, name in enumerate(files.index)}
+
+    actor = ray.remote(PartitionFilter)
+    actors = [actor.options(name=f"llmrec-prepare-{os.getpid()}-{p}").remote(p, str(scratch), domains, file_rank,
+                                                                              cfg.kcore_scope)
+              for p in range(parts)]
+    try:
+        return _run_filters(actors, params, domains, dropped_path, scratch, rows_in)
+    finally:
+        for a in actors:
+            ray.kill(a)
+
+
+def _run_filters(actors: list, params: Params, domains: list[str], dropped_path: Path, scratch: Path,
+                 rows_in: int) -> KeptEvents:
+    import ray
+
+    cfg = params.prepare
+    ray.get([a.load.remote() for a in actors])
+    reasons = ["domain not selected"]
+    if cfg.user_sample is not None:
+        keys = pd.concat(ray.get([a.user_hashes.remote(cfg.user_sample_seed) for a in actors]), ignore_index=True)
+        chosen = min(cfg.user_sample, len(keys))
+        pivot = tuple(keys.sort_values(["hash", "user_id"]).iloc[chosen - 1]) if chosen else None
+        reasons.append(f"user outside the sample (prepare.user_sample: {chosen} of {len(keys)} users, "
+                       f"seed {cfg.user_sample_seed})")
+        ray.get([a.sample.remote(pivot, cfg.user_sample_seed, len(reasons) - 1) for a in actors])
+    reasons.append("duplicate event")
+    ray.get([a.drop_duplicates.remote(len(reasons) - 1) for a in actors])
+    if cfg.drop_consecutive_repeats:
+        reasons.append("consecutive repeat of the same item")
+        ray.get([a.drop_repeats.remote(len(reasons) - 1) for a in actors])
+    reasons.append(f"k-core ({cfg.kcore_scope}: user>={cfg.min_user_interactions}, item>={cfg.min_item_interactions})")
+    while True:  # the k-core's rounds: item counts are global, user counts per partition
+        counts = pd.concat(ray.get([a.item_counts.remote() for a in actors])).groupby("item_id")["n"].sum()
+        dead = pa.array(counts.index[counts < cfg.min_item_interactions].to_numpy(dtype=object), LSTR)
+        changed = ray.get([a.kcore_round.remote(dead, cfg.min_user_interactions, len(reasons) - 1) for a in actors])
+        if not any(changed):
+            break
+    reasons.append("user has fewer than 3 events (no train/valid/test split)")
+    ray.get([a.drop_short_users.remote(len(reasons) - 1) for a in actors])
+    left = np.sum(ray.get([a.domain_counts.remote(len(domains)) for a in actors]), axis=0)
+    empty = sorted(name for name, n in zip(domains, left) if n == 0)
+    if empty:
+        raise PreparationError(
+            f"domain(s) {empty} have no interactions left after filtering (k-core {cfg.kcore_scope}, "
+            f"user>={cfg.min_user_interactions}, item>={cfg.min_item_interactions}); lower prepare.min_* "
+            "or remove the domain(s)")
+    ray.get([a.write.remote() for a in actors])
+    with engine(scratch / "merge", params.data.memory_limit_mb) as con:
+        counts = _write_dropped(con, scratch, dropped_path, reasons)
+        kept = _read_kept(con, scratch, domains, rows_in, counts)
+    if len(kept.user) + sum(counts.values()) != rows_in:
+        raise PreparationError("the partitions lost events: every input event must be either kept or dropped")
+    return kept
+
+
+def _split_block(path: str, groups: list[int], offset: int, parts: int, scratch: str, block: int) -> dict:
+    """One block of row groups, written as one file per user partition (with input row numbers)."""
+    table = pq.ParquetFile(path).read_row_groups(groups, columns=COLUMNS)
+    table = table.append_column("row", pa.array(np.arange(offset, offset + len(table), dtype=np.int64)))
+    part = user_partition(table.column("user_id").to_pandas().to_numpy(dtype=object), parts)
+    for p in np.unique(part):
+        folder = Path(scratch) / f"part={p}"
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f"block-{block}.parquet.tmp"
+        pq.write_table(table.filter(pa.array(part == p)), tmp)
+        tmp.rename(tmp.with_suffix(""))
+    named = table.select(["domain", "source_file", "row"]).to_pandas().dropna(subset=["domain"])
+    return {"domains": named.groupby("domain")["row"].agg(n="size", first="min").reset_index(),
+            "files": named.groupby(["domain", "source_file"])["row"].min().rename("first").reset_index()}
+
+
+class PartitionFilter:
+    """One partition's events and the filters' verdicts on them (0 kept, k: the k-th reason of the driver's list)."""
+
+    def __init__(self, part: int, scratch: str, domains: list[str], file_rank: dict[str, int], kcore_scope: str):
+        self.folder = Path(scratch) / f"part={part}"
+        self.domains, self.file_rank, self.kcore_scope = domains, file_rank, kcore_scope
+
+    def load(self) -> None:
+        """Read the partition; order the selected domains' events by user, time, file, line and input row."""
+        files = sorted(self.folder.glob("block-*.parquet")) if self.folder.is_dir() else []
+        table = pa.concat_tables([pq.read_table(f) for f in files]) if files else None
+        if table is None:
+            table = pa.table({c: pa.array([], LSTR) for c in ["user_id", "item_id", "domain", "source_file"]}
+                             | {"timestamp": pa.array([], pa.int64()), "source_line": pa.array([], pa.int64()),
+                                "row": pa.array([], pa.int64())})
+        domain = table.column("domain").to_pandas()
+        selected = domain.isin(self.domains).to_numpy()
+        self.outside = table.filter(pa.array(~selected))
+        table = table.filter(pa.array(selected))
+        self.user_ids = table.column("user_id").to_pandas().to_numpy(dtype=object)
+        user = pd.factorize(self.user_ids, sort=True)[0]
+        file = pd.Series(table.column("source_file").to_pandas()).map(self.file_rank).to_numpy()
+        order = np.lexsort((table.column("row").to_numpy(), table.column("source_line").to_numpy(), file,
+                            table.column("timestamp").to_numpy(), user))
+        self.table = table.take(pa.array(order))
+        self.file = file[order].astype(np.int64)
+        self.user_ids = self.user_ids[order]
+        self.u = user[order].astype(np.int64)
+        self.items = self.table.column("item_id").to_pandas().to_numpy(dtype=object)
+        self.i = pd.factorize(self.items)[0].astype(np.int64)
+        self.d = pd.Series(self.table.column("domain").to_pandas()).map(
+            {name: k for k, name in enumerate(self.domains)}).to_numpy().astype(np.int16)
+        self.ts = self.table.column("timestamp").to_numpy()
+        self.reason = np.zeros(len(self.u), dtype=np.int8)
+
+    def _drop(self, mask: np.ndarray, code: int) -> int:
+        fresh = mask & (self.reason == 0)
+        self.reason[fresh] = code
+        return int(fresh.sum())
+
+    def sample(self, pivot: tuple | None, seed: int, code: int) -> None:
+        """Keep the users whose (hash, id) is at most the driver's cut (the sample's last user)."""
+        ids = np.asarray(pd.unique(self.user_ids), dtype=object)
+        hashed = _user_hashes(ids, seed)
+        if pivot is None:
+            keep_ids = np.zeros(len(ids), dtype=bool)
+        else:
+            cut_hash, cut_id = np.uint64(pivot[0]), pivot[1]
+            keep_ids = (hashed < cut_hash) | ((hashed == cut_hash) & (ids <= cut_id))
+        self._drop(~pd.Series(keep_ids, index=ids).reindex(self.user_ids).to_numpy(dtype=bool), code)
+
+    def user_hashes(self, seed: int) -> pd.DataFrame:
+        ids = np.asarray(pd.unique(self.user_ids), dtype=object)
+        return pd.DataFrame({"hash": _user_hashes(ids, seed), "user_id": ids})
+
+    def drop_duplicates(self, code: int) -> None:
+        self._drop(duplicate_mask(self.u, self.i, self.ts), code)
+
+    def drop_repeats(self, code: int) -> None:
+        self._drop(repeat_mask(self.u, self.i, self.reason == 0), code)
+
+    def item_counts(self) -> pd.DataFrame:
+        alive = self.reason == 0
+        return pd.Series(self.items[alive]).value_counts().rename("n").rename_axis("item_id").reset_index()
+
+    def kcore_round(self, dead_items: pa.Array, min_user: int, code: int) -> bool:
+        """One round: drop the events of items below the threshold everywhere and of this partition's user groups
+        below theirs (both counted on the same live events). Returns whether anything was dropped."""
+        alive = self.reason == 0
+        key = self.u if self.kcore_scope == "mixed" else self.u * len(self.domains) + self.d
+        per_user = np.bincount(key[alive], minlength=int(key.max(initial=-1)) + 1)
+        dead = pd.Series(self.items).isin(pd.Index(dead_items.to_pandas())).to_numpy()
+        return self._drop(alive & (dead | (per_user[key] < min_user)), code) > 0
+
+    def drop_short_users(self, code: int) -> None:
+        alive = self.reason == 0
+        per_user = np.bincount(self.u[alive], minlength=int(self.u.max(initial=-1)) + 1)
+        self._drop(per_user[self.u] < 3, code)
+
+    def domain_counts(self, n: int) -> np.ndarray:
+        return np.bincount(self.d[self.reason == 0], minlength=n)
+
+    def write(self) -> None:
+        """kept.parquet and dropped.parquet of the partition, with the keys the driver merges them by."""
+        keys = {"file_rank": pa.array(self.file), "reason_code": pa.array(self.reason)}
+        table = self.table
+        for name, values in keys.items():
+            table = table.append_column(name, values)
+        kept = self.reason == 0
+        pq.write_table(table.filter(pa.array(kept)), self.folder / "kept.parquet")
+        pq.write_table(table.filter(pa.array(~kept)), self.folder / "dropped.parquet")
+        pq.write_table(self.outside, self.folder / "outside.parquet")
+
+
+def _write_dropped(con, scratch: Path, path: Path, reasons: list[str]) -> dict[str, int]:
+    """dropped.parquet as event_filter.py writes it: events outside the selected domains in input order, then each
+    filter's in time order (user, time, file, line, input row)."""
+    from .event_filter import DROPPED
+
+    con.register("reason_names", pa.table({"reason_code": np.arange(len(reasons), dtype=np.int8),
+                                           "reason": pa.array(reasons, LSTR)}))
+    outside = _literal(str(scratch / "part=*" / "outside.parquet"))
+    dropped = _literal(str(scratch / "part=*" / "dropped.parquet"))
+    queries = [
+        f"SELECT user_id, item_id, domain, timestamp, source_file, source_line, {_literal(reasons[0])} AS reason "
+        f"FROM read_parquet({outside}) ORDER BY row",
+        f"SELECT user_id, item_id, domain, timestamp, source_file, source_line, reason FROM read_parquet({dropped}) "
+        "JOIN reason_names USING (reason_code) ORDER BY reason_code, user_id, timestamp, file_rank, source_line, row",
+    ]
+    counts = {reasons[0]: con.sql(f"SELECT count(*) FROM read_parquet({outside})").fetchall()[0][0]}
+    by_code = dict(con.sql(f"SELECT reason_code, count(*) FROM read_parquet({dropped}) GROUP BY 1").fetchall())
+    for k, name in enumerate(reasons[1:], start=1):
+        counts[name] = int(by_code.get(k, 0))
+    tmp = path.with_suffix(".tmp")
+    with pq.ParquetWriter(tmp, DROPPED, compression="zstd") as writer:
+        for query in queries:
+            for batch in con.sql(query).to_arrow_reader(1_000_000):
+                writer.write_table(pa.Table.from_batches([batch]).cast(DROPPED))
+    tmp.replace(path)
+    ranked = sorted((name for name in counts if counts[name]), key=lambda name: -counts[name])  # as event_filter.py
+    return {name: counts[name] for name in ranked}
+
+
+def _read_kept(con, scratch: Path, domains: list[str], rows_in: int, counts: dict[str, int]) -> KeptEvents:
+    """The partitions' kept events, user-major in time order, as event_filter.KeptEvents (users and items coded by
+    sorted id)."""
+    kept = _literal(str(scratch / "part=*" / "kept.parquet"))
+    con.execute(f"CREATE TABLE kept AS SELECT user_id, item_id, domain, timestamp, file_rank, source_line, row "
+                f"FROM read_parquet({kept})")
+    con.execute("CREATE TABLE users AS SELECT user_id, (row_number() OVER (ORDER BY user_id) - 1)::INTEGER AS u "
+                "FROM (SELECT DISTINCT user_id FROM kept)")
+    con.execute("CREATE TABLE items AS SELECT item_id, (row_number() OVER (ORDER BY item_id) - 1)::INTEGER AS i "
+                "FROM (SELECT DISTINCT item_id FROM kept)")
+    con.register("domain_codes", pa.table({"domain": pa.array(domains, LSTR),
+                                           "d": pa.array(np.arange(len(domains), dtype=np.int16))}))
+    events = con.sql("SELECT u, i, d, timestamp FROM kept JOIN users USING (user_id) JOIN items USING (item_id) "
+                     "JOIN domain_codes USING (domain) ORDER BY u, timestamp, file_rank, source_line, row").fetchnumpy()
+    item_ids = con.sql("SELECT item_id FROM items ORDER BY i").fetchnumpy()["item_id"]
+    user_ids = con.sql("SELECT user_id FROM users ORDER BY u").to_arrow_table().column(0).combine_chunks()
+    return KeptEvents(np.asarray(events["u"], dtype=np.int32), user_ids, np.asarray(events["i"], dtype=np.int32),
+                      np.asarray(item_ids, dtype=object), np.asarray(events["d"], dtype=np.int16), domains,
+                      np.asarray(events["timestamp"], dtype=np.int64), rows_in, counts)
