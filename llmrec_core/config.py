@@ -326,6 +326,11 @@ class IndexConfig(Section):
     # `llmrec index` encodes the catalogue in shards of this many items, kept on disk until the index is saved
     # (an interrupted run resumes) and split across the processes of `accelerate launch`
     encode_shard_items: int = Field(default=50_000, ge=100)
+    # "ray": encode the shards on Ray actors (serve/ray_encoding.py) at data.ray_address, `encode_actors` of them,
+    # each with `encode_gpus_per_actor` GPUs (0: its CPU); "local": this process (or `accelerate launch`'s)
+    encode_engine: Literal["local", "ray"] = "local"
+    encode_actors: int = Field(default=2, ge=1, le=1024)
+    encode_gpus_per_actor: float = Field(default=0.0, ge=0.0, le=8.0)
     # What serving adds to the score of an item the sequence head has no ID embedding for (new since its training;
     # llmrec_core/model/new_item_offsets.py): the head orders new items well among themselves but below warm ones,
     # whose ID embeddings carry most of their score. `new_item_offset`: at least this much for every user (0 = off;

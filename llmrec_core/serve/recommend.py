@@ -64,8 +64,15 @@ def _build_index(params: Params, zero_shot: bool, log) -> ItemIndex | None:
     else:
         bundle = lm_encoder(params, items, tuned=not zero_shot)
         model_key = json.dumps([params.model.model_dump(mode="json"), weights_sha], sort_keys=True)
-        vectors = encode_catalog(bundle, len(items), params.eval.batch_size, encoding, catalog_key(items, model_key),
-                                 params.index.encode_shard_items, log)
+        key = catalog_key(items, model_key)
+        if params.index.encode_engine == "ray":
+            from .ray_encoding import encode_catalog_ray
+
+            prepared = DataLayout(params.data_root).prepared / "items.parquet"
+            vectors = encode_catalog_ray(params, prepared, not zero_shot, len(items), encoding, key, log)
+        else:
+            vectors = encode_catalog(bundle, len(items), params.eval.batch_size, encoding, key,
+                                     params.index.encode_shard_items, log)
         if vectors is None:  # not the main process: its shards are on disk
             return None
         tower = LMTower(params, bundle)
@@ -75,7 +82,9 @@ def _build_index(params: Params, zero_shot: bool, log) -> ItemIndex | None:
             "weights_sha256": weights_sha, "pretrained_mix": params.model.pretrained_mix,
             "built_at": time.strftime("%Y-%m-%d %H:%M:%S"), "build_id": uuid.uuid4().hex, "log_position": 0,
             "encode_seconds": round(encode_s, 3), "items_encoded_per_s": round(len(items) / max(encode_s, 1e-9), 1),
-            "encode_processes": process_state().num_processes}
+            "encode_engine": params.index.encode_engine,
+            "encode_processes": (params.index.encode_actors if params.index.encode_engine == "ray"
+                                 else process_state().num_processes)}
     index = ItemIndex.build(vectors, catalog, meta, params.index)
     with writer(params):  # the items accepted up to now are in it, and none is accepted while it is saved
         replay_log(params, index, tower)
