@@ -76,44 +76,48 @@ def report(params: Path = ParamsOption,
 @app.command("new-item-offset")
 def new_item_offset(params: Path = ParamsOption,
                     experiment: str = typer.Option(..., "--experiment", "-e",
-                                                   help="A finished experiment with the sequence head on a time split."),
+                                                   help="A finished experiment with the sequence head on a time split "
+                                                        "that is a tuning window: its test window lies before the "
+                                                        "window that confirms the choice, never the one reported."),
                     offset: list[float] = typer.Option([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0], "--offset",
-                                                       help="An offset to measure (repeatable).")) -> None:
-    """Rank an experiment's test targets with its sequence head at each offset of new items' scores
-    (index.new_item_offset), alone and with calibration (index.new_item_offset_calibration), and print new- and
-    warm-target NDCG@10; where the runs also ranked the untuned LM, say the offset to serve: the smallest at which the
-    head, with calibration as the config serves it, ranks new items at least as well as the untuned LM."""
-    from .new_item_offset import SETTINGS, group_ndcg, measure_experiment, parse_setting, settings_in_order
+                                                       help="A floor offset to measure (repeatable)."),
+                    window: list[int] = typer.Option([5, 10, 20], "--window",
+                                                     help="A calibration window in items to measure (repeatable)."),
+                    prior_strength: list[float] = typer.Option([5.0, 10.0, 20.0], "--prior-strength",
+                                                               help="A calibration prior strength in items to measure "
+                                                                    "(repeatable).")) -> None:
+    """Rank an experiment's test targets with its sequence head at every setting of new items' offset: each floor
+    offset (index.new_item_offset) alone and with calibration (index.new_item_offset_calibration) at each window
+    (index.new_item_offset_window) and prior strength (index.new_item_offset_prior_strength); print whole-window,
+    new- and warm-target NDCG@10 (means over the runs) and the params that serve the setting with the highest
+    whole-window NDCG@10 (every target of the window, new and warm together). Run it on a tuning window (an
+    experiment whose test window lies before the window that confirms it), never on the window that is reported."""
+    from .new_item_offset import measure_experiment, mean_ndcg, own_knobs, parse_knobs, serving_lines, settings_in_order
 
     _load(params)
     try:
-        measured, chosen = measure_experiment(params, experiment, offset)
+        measured, chosen = measure_experiment(params, experiment, offset, window, prior_strength)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     records = [r for _, r in measured]
+    own = own_knobs(records[0])
     rows = []
     for label in settings_in_order(records[0]):
-        new = [group_ndcg(r, label) for r in records]
-        warm = [_warm_ndcg(r[SETTINGS][label]) for r in records]
-        value, calibrated = parse_setting(label)
-        rows.append([f"{value:g}", "yes" if calibrated else "no", _mean_text(new), _mean_text(warm),
+        value, calibrated, w, p = parse_knobs(label, own)
+        rows.append([f"{value:g}", f"window {w}, prior {p:g}" if calibrated else "no",
+                     *(_mean_text(mean_ndcg(records, label, part)) for part in ("window", "new", "warm")),
                      "chosen" if label == chosen else ""])
     _table(f"{experiment}: NDCG@10 of the sequence head by offset of new items (mean of {len(records)} runs)",
-           ["offset", "calibration", "new targets", "warm targets", ""], rows)
+           ["offset", "calibration", "whole window", "new targets", "warm targets", ""], rows)
     if chosen is not None:
-        console.print(f"serve with `index.new_item_offset: {parse_setting(chosen)[0]:g}` (the smallest offset at which "
-                      f"the head ranks new items at least as well as the untuned LM on this window)", highlight=False)
+        console.print(f"chosen: the highest whole-window NDCG@10 on {experiment} (mean of {len(records)} runs). "
+                      f"Serve it with these params (chosen on a tuning window only, never on the window reported):",
+                      highlight=False)
+        console.print("\n".join(serving_lines(chosen, own)), highlight=False, markup=False)
 
 
-def _warm_ndcg(result: dict) -> float | None:
-    groups = {g: v for g, v in (result.get("by_group") or {}).items() if g != "new"}
-    count = sum(v["count"] for v in groups.values())
-    return sum(v["ndcg@10"] * v["count"] for v in groups.values()) / count if count else None
-
-
-def _mean_text(values: list[float | None]) -> str:
-    values = [v for v in values if v is not None]
-    return f"{sum(values) / len(values):.4f}" if values else "–"
+def _mean_text(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "–"
 
 
 @app.command("tune-heads")

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from ..new_item_offset import (chosen_offset, parse_setting, read_offsets, setting_label, settings_in_order,
-                               untuned_new_ndcg)
+import numpy as np
+
+from ..new_item_offset import (choose_setting, own_knobs, parse_knobs, part_ndcg, read_offsets, setting_label,
+                               settings_in_order, warm_weight)
 from . import figures
 from .collect import Arm, compare
 from .core import Report
@@ -102,24 +104,32 @@ def new_items(report: Report) -> str:
 
 
 def offset_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> list[str]:
-    """The sequence head of `name` served with each measured offset of new items' scores (`llmrec-lab
-    new-item-offset`: alone and with calibration): new- and warm-target NDCG@10, against the untuned LM and SASRec on
-    new targets and against no offset on warm ones (paired: the same targets), the offset the window chooses and the
-    setting the config serves."""
-    records = [read_offsets(r.params) for r in runs]
-    if not records or None in records:
+    """The sequence head of `name` served with each measured setting of new items' offset (`llmrec-lab
+    new-item-offset`: each floor offset alone and with calibration at each window and prior strength measured):
+    whole-window, new- and warm-target NDCG@10, against the untuned LM and SASRec on new targets and against no
+    offset on warm ones (paired: the same targets), the setting this window chooses and the one the config serves."""
+    read = [read_offsets(r.params) for r in runs]
+    if not read or None in read:
         return []
-    settings = settings_in_order(records[0][0])
+    # records measured before "warm_weight" was recorded: the window's own sample of warm targets says it
+    records = [{"warm_weight": warm_weight(runs[0].time_split), **record} for record, _ in read]
+    settings, own = settings_in_order(records[0]), own_knobs(records[0])
     index = report.base.index
     same_head = (runs[0].params.seqhead.model_dump(exclude={"seed", "run_dir"})
                  == report.base.seqhead.model_dump(exclude={"seed", "run_dir"}))
-    served = (setting_label(index.new_item_offset, index.new_item_offset_calibration) if index.model == "seqhead"
-              else None)
-    chosen = chosen_offset([rec for rec, _ in records], [r.run_dir for r in runs], index.new_item_offset_calibration)
+    served = (setting_label(index.new_item_offset, index.new_item_offset_calibration, index.new_item_offset_window,
+                            index.new_item_offset_prior_strength, own) if index.model == "seqhead" else None)
+    chosen = choose_setting(records)
 
     def arm(setting: str) -> Arm:
-        label = f"{MODEL_LABELS['seqhead']} (`{name}`) + {_setting_text(setting)}"
-        return Arm(label, f"seqhead_offset_{setting}", [([SimpleNamespace(ranks=ranks) for _, ranks in records], None)])
+        label = f"{MODEL_LABELS['seqhead']} (`{name}`) + {_setting_text(setting, own)}"
+        return Arm(label, f"seqhead_offset_{setting}", [([SimpleNamespace(ranks=ranks) for _, ranks in read], None)])
+
+    def window_text(setting: str) -> str:
+        values = [part_ndcg(r, setting, "window") for r in records]
+        if None in values:
+            return "–"
+        return mean_sd(float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None)
 
     rows, verdicts = [], []
     plain = arm("0") if "0" in settings else None
@@ -131,44 +141,56 @@ def offset_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) ->
         cells.append(compare(a, plain, "ndcg@10", not_in_group("new")) if plain is not None and setting != "0" else None)
         cells.append(compare(a, arms["sasrec"], "ndcg@10", not_in_group("new")) if "sasrec" in arms else None)
         marks = [m for m, on in (("chosen here", setting == chosen), ("served", same_head and setting == served)) if on]
-        value, calibrated = parse_setting(setting)
-        rows.append([f"{value:g}" + (f" ({', '.join(marks)})" if marks else ""), "yes" if calibrated else "no",
-                     mean_sd(*new[:2]), mean_sd(*warm[:2]), *(c.brief() if c else "–" for c in cells)])
+        value, calibrated, window, prior = parse_knobs(setting, own)
+        rows.append([f"{value:g}" + (f" ({', '.join(marks)})" if marks else ""), _calibration_text(window, prior)
+                     if calibrated else "no", window_text(setting), mean_sd(*new[:2]), mean_sd(*warm[:2]),
+                     *(c.brief() if c else "–" for c in cells)])
         if same_head and setting == served and setting != "0":
             baselines = [b for b in ("sasrec", "popularity", "zero_shot") if b in arms]
             cis = [c for c in (compare(a, arms[b], "ndcg@10", in_group("new")) for b in baselines) if c is not None]
             verdicts.append(f"- {a.label}, as served, ahead of every baseline on new-item targets (NDCG@10): "
                             f"**{'holds' if cis and all(c.verdict == 'holds' for c in cis) else 'does not hold for all'}**"
                             f" ({sum(c.verdict == 'holds' for c in cis)} of {len(cis)} comparisons hold).")
+    knobs = {s: parse_knobs(s, own) for s in settings}
+    combinations = sorted({k[2:] for k in knobs.values() if k[1]})
+    # the curves: the offset alone, and calibration at the chosen setting's and at the served one's knobs
+    drawn = [k[2:] for s in (chosen, served) if s in knobs and (k := knobs[s])[1]]
     figure = _tradeoff_figure(report, name, runs, {
-        f"{MODEL_LABELS['seqhead']} + {kind}": [(f"{parse_setting(s)[0]:g}", arm(s)) for s in settings
-                                                 if parse_setting(s)[1] == calibrated]
-        for kind, calibrated in (("offset", False), ("offset + calibration", True))})
-    mode = "with calibration" if index.new_item_offset_calibration else "alone"
-    rule = (f" Chosen here: {_setting_text(chosen)}, the smallest offset ({mode}, as the config serves it) at which the "
-            f"head's new-target NDCG@10 (mean over runs) reaches the untuned LM's "
-            f"({fmt(sum(untuned_new_ndcg(r.run_dir) for r in runs) / len(runs))}) on this window."
+        f"{MODEL_LABELS['seqhead']} + " + ("offset" if c is None else f"calibration ({_calibration_text(*c)})"):
+            [(f"{knobs[s][0]:g}", arm(s)) for s in settings if (knobs[s][2:] if knobs[s][1] else None) == c]
+        for c in dict.fromkeys([None, *drawn])})
+    rule = (f" Chosen here: {_setting_text(chosen, own)}, the setting with the highest whole-window NDCG@10 (every "
+            f"target of the window, new and warm together; mean over runs; ties to the smaller offset, then no "
+            f"calibration, then the smaller window and prior strength): the setting to serve where this is a tuning "
+            f"window, only what this window would pick where it is the window reported."
             if chosen is not None else "")
-    calibration = records[0][0].get("calibration") or {}
+    weight = records[0]["warm_weight"]
+    sampled = (f" The whole window's warm targets are a sample: each counts as {weight:.3g} of the window's warm "
+               f"events." if weight != 1.0 else "")
+    measured = "; ".join(_calibration_text(*c) for c in combinations) or "none"
     return [f"The sequence head of `{name}` with an offset added to the score of every item it has no ID embedding for "
             f"(measured by `llmrec-lab new-item-offset` on the same targets, so paired): the same for every user "
             f"(`index.new_item_offset`), alone or with calibration (`index.new_item_offset_calibration`: more for a "
-            f"user whose last "
-            f"{calibration.get('window', '–')} items include new ones, up to the share of the head's softmax that "
-            f"their history predicts, shrunk toward the catalogue's share with the weight of "
-            f"{calibration.get('prior_strength', 0):g} items). The offset keeps the order among new items and among "
-            f"warm ones; it trades warm targets' top slots for new ones.{rule} "
-            + (f"The config serves {_setting_text(served)}" + ("." if same_head else " on its own head (`seqhead`), "
-                                                                 "not this one.") if served is not None else
-               "The config serves the LM (`index.model`), to which no offset applies."), "",
-            table(["offset", "calibration", "NDCG@10 new", "NDCG@10 warm", "new − untuned LM (95% CI)",
-                   "new − SASRec (95% CI)", "warm − no offset (95% CI)", "warm − SASRec (95% CI)"], rows), "",
+            f"user whose last W items (`index.new_item_offset_window`) include new ones, up to the share of the "
+            f"head's softmax that their history predicts, shrunk toward the catalogue's share with the weight of P "
+            f"items, `index.new_item_offset_prior_strength`; measured at {measured}). The offset keeps the order "
+            f"among new items and among warm ones; it trades warm targets' top slots for new ones.{sampled}{rule} "
+            + (f"The config serves {_setting_text(served, own)}" + ("." if same_head else " on its own head "
+                                                                     "(`seqhead`), not this one.")
+               if served is not None else "The config serves the LM (`index.model`), to which no offset applies."), "",
+            table(["offset", "calibration", "NDCG@10 window", "NDCG@10 new", "NDCG@10 warm",
+                   "new − untuned LM (95% CI)", "new − SASRec (95% CI)", "warm − no offset (95% CI)",
+                   "warm − SASRec (95% CI)"], rows), "",
             *verdicts, *([""] if verdicts else []), *([figure, ""] if figure else [])]
 
 
-def _setting_text(setting: str) -> str:
-    value, calibrated = parse_setting(setting)
-    return f"offset {value:g}" + (" with calibration" if calibrated else "")
+def _calibration_text(window: int | None, prior: float | None) -> str:
+    return f"window {window if window is not None else '–'}, prior {f'{prior:g}' if prior is not None else '–'}"
+
+
+def _setting_text(setting: str, own: tuple[int | None, float | None]) -> str:
+    value, calibrated, window, prior = parse_knobs(setting, own)
+    return f"offset {value:g}" + (f" with calibration ({_calibration_text(window, prior)})" if calibrated else "")
 
 
 def _tradeoff_figure(report: Report, name: str, runs: list, curves: dict[str, list[tuple[str, Arm]]]) -> str | None:

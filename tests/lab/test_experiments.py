@@ -328,14 +328,20 @@ def test_report_lists_experiments_not_run_and_reads_a_size_sweep(analysed):
     assert (tmp_path / "figures" / "model_size_cost.png").read_bytes()[:8] == PNG
 
 
-def test_the_new_item_offset_reranks_the_head_as_evaluation_does_and_the_report_shows_it(analysed):
+def test_the_new_item_offset_reranks_the_head_as_evaluation_does_and_the_report_shows_it(analysed, monkeypatch):
+    import numpy as np
     import pandas as pd
 
-    from lab.new_item_offset import choose_offset, measure_experiment, untuned_new_ndcg
+    import lab.new_item_offset as offsets_module
+    from lab.new_item_offset import measure_experiment, parse_knobs, part_ndcg, setting_label
 
     path, _ = analysed
-    measured, chosen = measure_experiment(path, "new-items", [0.0, 1000.0])
+    calls, calibrate = [], offsets_module.calibrated_offsets_of_rows
+    monkeypatch.setattr(offsets_module, "calibrated_offsets_of_rows",
+                        lambda *args: calls.append(args[-2:]) or calibrate(*args))
+    measured, chosen = measure_experiment(path, "new-items", [0.0, 1000.0], [5, 10], [10.0, 20.0])
     (run, record), = measured
+    assert sorted(calls) == [(5, 10.0), (5, 20.0), (10, 10.0), (10, 20.0)]  # once per (window, prior strength)
     folder = path.parent / "runs" / "new-items"
     ranks = pd.read_parquet(folder / "ranks_test.parquet")
     offset_ranks = pd.read_parquet(folder / "offset_test.parquet")
@@ -347,17 +353,46 @@ def test_the_new_item_offset_reranks_the_head_as_evaluation_does_and_the_report_
     assert (lifted[new] <= offset_ranks["rank_seqhead_offset_0"][new]).all()  # new targets move up, warm ones down
     assert (lifted[~new] >= offset_ranks["rank_seqhead_offset_0"][~new]).all()
     assert (lifted[~new] > ranks["rank_seqhead"][~new]).any()
-    calibrated = offset_ranks["rank_seqhead_offset_0+cal"]  # offset 0 with calibration: only ever lifts new items
-    assert (calibrated[new] <= offset_ranks["rank_seqhead_offset_0"][new]).all()
-    assert (calibrated[~new] >= offset_ranks["rank_seqhead_offset_0"][~new]).all()
-    assert (offset_ranks["rank_seqhead_offset_1000+cal"] == lifted).all()  # an offset above any calibrated one
-    assert record["calibration"]["window"] == 10 and sorted(record["offsets"]) == ["0", "0+cal", "1000", "1000+cal"]
-    assert chosen == choose_offset([record], untuned_new_ndcg(folder), calibrated=False)  # the base: no calibration
+    for cal in ("0+cal", "0+cal:w5:p20"):  # offset 0 with calibration: only ever lifts new items
+        calibrated = offset_ranks[f"rank_seqhead_offset_{cal}"]
+        assert (calibrated[new] <= offset_ranks["rank_seqhead_offset_0"][new]).all()
+        assert (calibrated[~new] >= offset_ranks["rank_seqhead_offset_0"][~new]).all()
+    assert (offset_ranks["rank_seqhead_offset_1000+cal:w5:p10"] == lifted).all()  # above any calibrated offset
+    # the grid: every floor alone and with calibration at every (window, prior strength); the params' own is "+cal"
+    assert sorted(record["offsets"]) == sorted(["0", "1000"] + [setting_label(o, True, w, p, own=(10, 10.0))
+                                                                for o in (0.0, 1000.0) for w in (5, 10)
+                                                                for p in (10.0, 20.0)])
+    assert "0+cal" in record["offsets"] and "0+cal:w10:p20" in record["offsets"]
+    assert [(c["window"], c["prior_strength"]) for c in record["calibration"]["combinations"]] == sorted(calls)
+    assert record["calibration"]["window"] == 10 and record["calibration"]["prior_strength"] == 10.0
+    # the window's warm targets are a sample of 40: each stands for its share of the window's warm events
+    split = json.loads((path.parent / "data-new-items" / "prepared" / "manifest.json").read_text())["time_split"]
+    weight = split["test_warm_events"] / (split["test_rows"] - split["test_groups"]["new"])
+    assert record["warm_weight"] == pytest.approx(weight) and weight > 1
+    # chosen: the highest whole-window NDCG@10, computed here from the ranks written
+    def whole_window(label: str) -> float:
+        r = offset_ranks[f"rank_seqhead_offset_{label}"].to_numpy()
+        gain = np.where(r < 10, 1.0 / np.log2(r + 2.0), 0.0)
+        return float((gain[new].sum() + weight * gain[~new].sum()) / (new.sum() + weight * (~new).sum()))
+    values = {label: whole_window(label) for label in record["offsets"]}
+    for label, value in values.items():
+        assert part_ndcg(record, label, "window") == pytest.approx(value)
+    assert chosen in values and values[chosen] == pytest.approx(max(values.values()))
     text = build_report(path).read_text()
     new_items = _section(text, "New items")
     assert "The sequence head of `new-items` with an offset added to the score" in new_items
     assert "The config serves the LM (`index.model`), to which no offset applies." in new_items  # the base's index
-    assert re.search(r"^\| 0(?: \(chosen here\))? \| no \| [\d.]+ \| [\d.]+ \| [+-]\d\.\d{4} \(", new_items, flags=re.M)
-    assert re.search(r"^\| 0 \| yes \| [\d.]+ \| [\d.]+ \| [^|]+\| [^|]+\| [+-]\d\.\d{4} \(", new_items, flags=re.M)
-    assert re.search(r"^\| 1000 [^|]*\| no \| [\d.]+ \| [\d.]+ \| [^|]+\| [^|]+\| [+-]\d\.\d{4} \(", new_items,
+    # offset, calibration, NDCG@10 window, new and warm, then the intervals
+    assert re.search(r"^\| 0(?: \(chosen here\))? \| no \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [+-]\d\.\d{4} \(", new_items,
                      flags=re.M)
+    for cal in ("window 10, prior 10", "window 5, prior 20"):
+        assert re.search(rf"^\| 0(?: \(chosen here\))? \| {cal} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [^|]+\| [^|]+\| "
+                         r"[+-]\d\.\d{4} \(", new_items, flags=re.M), cal
+    assert re.search(r"^\| 1000 [^|]*\| no \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [^|]+\| [^|]+\| [+-]\d\.\d{4} \(",
+                     new_items, flags=re.M)
+    offset, calibrated, window, prior = parse_knobs(chosen, (10, 10.0))
+    marked = re.findall(r"^\| ([^|]*) \(chosen here\) \| ([^|]+) \| ([\d.]+) \|", new_items, flags=re.M)
+    assert marked == [(f"{offset:g}", f"window {window}, prior {prior:g}" if calibrated else "no",
+                       f"{values[chosen]:.4f}")]  # one row, the rule's, with its whole-window NDCG@10
+    assert "the setting with the highest whole-window NDCG@10 (every target of the window, new and warm" in new_items
+    assert "warm targets are a sample: each counts as" in new_items

@@ -1,6 +1,7 @@
-"""The serving offset of new items: which items it lifts, how much (for every user, and with calibration), how it is
-chosen, that serving applies it exactly, and that records of either name are read."""
+"""The serving offset of new items: which items it lifts, how much (for every user, and with calibration), the grid
+of its knobs that is measured and how a setting is chosen from it, that serving applies it exactly, and that records of either name are read."""
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,7 +11,10 @@ import torch
 
 from llmrec_core.config import IndexConfig, SasrecConfig
 from llmrec_core.model.sequence import build_head
-from lab.new_item_offset import choose_offset, read_offsets, with_offset
+import lab.new_item_offset as offsets_module
+from lab.new_item_offset import (check_request, choose_setting, mean_ndcg, parse_knobs, part_ndcg, rank_grid,
+                                 read_offsets, serving_lines, setting_label, settings_in_order, with_offset)
+from llmrec_core.errors import UserError
 from llmrec_core.serve.index import ItemIndex
 from llmrec_core.serve.recommend import Recommender
 from llmrec_core.model.new_item_offsets import (calibrated_offsets, log_mass, new_item_offsets, recent_flags,
@@ -95,19 +99,121 @@ def test_new_item_offsets_are_the_fixed_offset_or_the_larger_of_it_and_calibrati
     assert est.shape == (3,) and np.isfinite(est).all()
 
 
-def _record(new_by_offset: dict[str, float]) -> dict:
-    return {"offsets": {o: {"by_group": {"new": {"ndcg@10": v, "count": 5}}} for o, v in new_by_offset.items()}}
+OWN = (10, 10.0)  # the params' window and prior strength: what a plain "+cal" label means
 
 
-def test_choose_offset_is_the_smallest_that_reaches_the_reference_on_average():
-    a = _record({"0": 0.01, "1": 0.02, "2": 0.05, "4": 0.09})
-    b = _record({"0": 0.01, "1": 0.03, "2": 0.02, "4": 0.08})
-    assert choose_offset([a, b], 0.025, calibrated=False) == "1"  # (0.02 + 0.03) / 2 = 0.025 reaches it; "0" does not
-    assert choose_offset([a, b], 0.03, calibrated=False) == "2"  # 0.035
-    assert choose_offset([a, b], 0.2, calibrated=False) is None
-    c = _record({"0": 0.01, "0+cal": 0.05, "1": 0.02, "1+cal": 0.06, "10": 0.5})
-    assert choose_offset([c], 0.04, calibrated=True) == "0+cal"  # only the settings of the mode served count
-    assert choose_offset([c], 0.04, calibrated=False) == "10"  # sorted as numbers: 10 after 1
+def _record(window_by_setting: dict[str, float], new: float = 0.5, warm_weight: float | None = None) -> dict:
+    """A record whose settings have this whole-window NDCG@10 (its only targets: 4 new, 6 warm, the new ones at
+    `new`)."""
+    settings = {label: {"overall": {"ndcg@10": v, "count": 10}, "by_group": {"new": {"ndcg@10": new, "count": 4}}}
+                for label, v in window_by_setting.items()}
+    return {"calibration": {"window": OWN[0], "prior_strength": OWN[1]}, "offsets": settings,
+            **({"warm_weight": warm_weight} if warm_weight is not None else {})}
+
+
+def test_labels_round_trip_through_the_parse_functions():
+    grid = [(o, False, None, None) for o in (0.0, 0.5, 3.0, 1000.0)]
+    grid += [(o, True, w, p) for o in (0.0, 3.0, 1000.0) for w in (5, 10, 20) for p in (2.5, 10.0, 20.0)]
+    for knobs in grid:
+        label = setting_label(*knobs, own=OWN)
+        assert parse_knobs(label, OWN) == knobs, label
+    assert setting_label(3.0, False) == "3" and setting_label(3.0, True, 10, 10.0, own=OWN) == "3+cal"
+    assert setting_label(3.0, True, 5, 20.0, own=OWN) == "3+cal:w5:p20"
+    assert setting_label(3.0, True, 10, 20.0, own=OWN) == "3+cal:w10:p20"  # own window, another prior strength
+    # a record's "+cal" (every record measured before the grid) is calibration at that record's own knobs
+    assert parse_knobs("3+cal", (20, 5.0)) == (3.0, True, 20, 5.0)
+    assert parse_knobs("8", OWN) == (8.0, False, None, None)
+
+
+def test_settings_are_listed_offsets_alone_first_then_by_window_and_prior_strength():
+    record = _record(dict.fromkeys(["3+cal:w5:p20", "10", "2", "0+cal", "1+cal:w5:p5", "0+cal:w5:p20", "3+cal"], 0.1))
+    assert settings_in_order(record) == ["2", "10", "1+cal:w5:p5", "0+cal:w5:p20", "3+cal:w5:p20", "0+cal", "3+cal"]
+
+
+def test_choose_setting_is_the_highest_mean_whole_window_ndcg_over_runs():
+    a = _record({"0": 0.10, "2": 0.20, "2+cal": 0.14, "4": 0.08, "1+cal:w5:p20": 0.12})
+    b = _record({"0": 0.12, "2": 0.10, "2+cal": 0.19, "4": 0.30, "1+cal:w5:p20": 0.18})
+    assert choose_setting([a]) == "2" and choose_setting([b]) == "4"  # each run alone picks otherwise
+    assert choose_setting([a, b]) == "4"  # means: 0.11, 0.15, 0.165, 0.19, 0.15
+    c = _record({"0": 0.10, "2": 0.20, "2+cal": 0.14, "4": 0.08, "1+cal:w5:p20": 0.20})
+    assert choose_setting([a, c]) == "2"  # 0.20 over 0.16; not the new targets' NDCG, which is the same everywhere
+    assert mean_ndcg([a, b], "2+cal", "window") == pytest.approx(0.165)
+    assert choose_setting([]) is None
+
+
+def test_choose_setting_breaks_ties_by_offset_then_calibration_then_window_then_prior_strength():
+    tied = ["3+cal:w5:p5", "2+cal:w20:p5", "2+cal:w5:p20", "2+cal:w5:p10", "2+cal", "2", "4"]
+    assert choose_setting([_record(dict.fromkeys(tied, 0.2))]) == "2"  # the smaller offset, then no calibration
+    tied.remove("2")
+    assert choose_setting([_record(dict.fromkeys(tied, 0.2))]) == "2+cal:w5:p10"  # the smaller window, then prior
+    tied.remove("2+cal:w5:p10")
+    assert choose_setting([_record(dict.fromkeys(tied, 0.2))]) == "2+cal:w5:p20"  # "+cal" is window 10
+    assert choose_setting([_record(dict.fromkeys(["2+cal", "2+cal:w20:p5"], 0.2))]) == "2+cal"
+    assert choose_setting([_record({**dict.fromkeys(tied, 0.2), "7": 0.2001})]) == "7"  # ties only
+
+
+def test_the_whole_window_counts_a_sample_of_warm_targets_as_every_warm_event():
+    # 4 new targets at 0.5 and 6 warm at 0.1: overall 0.26 (the record's "overall")
+    plain, sampled = _record({"0": 0.26}), _record({"0": 0.26}, warm_weight=3.0)
+    assert part_ndcg(plain, "0", "new") == 0.5 and part_ndcg(plain, "0", "warm") == pytest.approx(0.1)
+    assert part_ndcg(plain, "0", "window") == 0.26
+    assert part_ndcg(sampled, "0", "window") == pytest.approx((4 * 0.5 + 18 * 0.1) / 22)
+    assert part_ndcg({"offsets": {"0": {"by_group": {"new": {"ndcg@10": 0.5, "count": 4}}}}}, "0", "window") is None
+
+
+def test_serving_lines_say_every_knob_of_the_setting():
+    assert serving_lines("3", OWN) == ["index:", "  new_item_offset: 3", "  new_item_offset_calibration: false"]
+    assert serving_lines("0.5+cal:w5:p20", OWN) == [
+        "index:", "  new_item_offset: 0.5", "  new_item_offset_calibration: true", "  new_item_offset_window: 5",
+        "  new_item_offset_prior_strength: 20"]
+    assert serving_lines("2+cal", OWN)[-2:] == ["  new_item_offset_window: 10", "  new_item_offset_prior_strength: 10"]
+
+
+def test_a_request_names_a_bad_knob():
+    params = SimpleNamespace(eval=SimpleNamespace(models=["seqhead"]), train=SimpleNamespace(run_dir=Path("r")))
+    check_request(params, [0.0], [5], [10.0])
+    for offsets, windows, priors, says in (([-1.0], [5], [10.0], "offsets >= 0"), ([0.0], [0], [10.0], "windows >= 1"),
+                                           ([0.0], [5], [0.0], "prior strengths > 0"), ([0.0], [], [1.0], "windows")):
+        with pytest.raises(UserError, match=says):
+            check_request(params, offsets, windows, priors)
+
+
+def test_the_grid_ranks_every_knob_and_calibrates_once_per_window_and_prior_strength(monkeypatch):
+    rng = np.random.default_rng(4)
+    n_rows, n_items = 12, 9
+    table = torch.tensor(rng.normal(0, 1, (n_rows, n_items)), dtype=torch.float32)
+    unknown = np.arange(n_items) >= 6
+    rows = pd.DataFrame({"target": rng.integers(0, n_items, n_rows), "domain": "d",
+                         "group": np.where(np.arange(n_rows) < 4, "new", "head"), "history_len": 3})
+    calls = []
+
+    def calibrated(params, score, histories, unknown_, temperature, window, prior_strength):
+        calls.append((window, prior_strength))
+        return np.linspace(0, window / prior_strength, n_rows)  # a different offset per row and combination
+
+    def ranks_of(params, score, rows_, data):  # 0-based rank of each row's target among all items
+        scores = score(np.arange(n_rows), 0, n_items).numpy()
+        return (scores > scores[np.arange(n_rows), rows_["target"].to_numpy()][:, None]).sum(1)
+
+    monkeypatch.setattr(offsets_module, "calibrated_offsets_of_rows", calibrated)
+    monkeypatch.setattr(offsets_module, "rank_rows", ranks_of)
+    params = SimpleNamespace(index=IndexConfig(new_item_offset_window=10, new_item_offset_prior_strength=10.0),
+                             eval=SimpleNamespace(ks=[10]))
+    ranks, results, combinations = rank_grid(params, lambda r, s, e: table[r][:, s:e], unknown, 1.0, rows,
+                                             pd.Series([[]] * n_rows), None, [2.0, 0.0, 2.0], [20, 5, 10], [10.0, 2.0])
+    assert sorted(calls) == [(w, p) for w in (5, 10, 20) for p in (2.0, 10.0)]  # each combination once, no floor
+    expected = {"0", "2"} | {setting_label(o, True, w, p, own=OWN) for o in (0.0, 2.0) for w, p in calls}
+    assert set(ranks) == set(results) == expected and len(expected) == 2 + 2 * 6 and "2+cal" in expected
+    assert [(c["window"], c["prior_strength"]) for c in combinations] == sorted(calls)
+    assert combinations[0]["mean_offset"] == pytest.approx(2.5 / 2)  # window 5, prior 2: linspace(0, 2.5)
+    for label in expected:  # each setting ranks with max(floor, that combination's calibrated offset)
+        offset, on, window, prior = parse_knobs(label, OWN)
+        per_row = np.maximum(offset, np.linspace(0, window / prior, n_rows)) if on else offset
+        lifted = table.numpy() + np.asarray(per_row).reshape(-1, 1) * unknown
+        target = lifted[np.arange(n_rows), rows["target"]]
+        np.testing.assert_array_equal(ranks[label], (lifted > target[:, None]).sum(1))
+        assert results[label]["overall"]["count"] == n_rows and results[label]["by_group"]["new"]["count"] == 4
+    assert not np.array_equal(ranks["0"], ranks["0+cal:w20:p2"])  # calibration moved something
 
 
 @pytest.mark.parametrize("kind", ["exact", "hnsw"])
