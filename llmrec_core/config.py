@@ -216,6 +216,9 @@ class TrainConfig(Section):
     patience: int = Field(default=2, ge=1)  # epochs without validation NDCG@10 gain before stopping
     checkpoint_every: int = Field(default=200, ge=1)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, none on CPU
+    # > 1: the pipeline's train stage runs the LM's training data-parallel on this many processes of one machine
+    # (`accelerate launch --multi_gpu`, one per GPU); across machines see README "Training on many GPUs"
+    processes: int = Field(default=1, ge=1, le=64)
     seed: int = 0
     run_dir: Path = Path("runs/default")
 

@@ -153,8 +153,12 @@ def stages(params: Params, params_path: Path, project: Path) -> dict:
             if params.seqhead.item_vectors == "tuned":
                 deps.append(weights["llmrec"])
         # --auto-resume: a killed run continues from its checkpoint; changed params start over
+        train = cmd.format("train")
+        if model == "llmrec" and params.train.processes > 1:  # data-parallel: one process per GPU
+            train = (f"accelerate launch --multi_gpu --num_processes {params.train.processes} --num_machines 1 "
+                     f"--mixed_precision no --dynamo_backend no -m llmrec_core train --params {P}")
         out[f"train-{model}"] = {
-            "cmd": cmd.format("train") + flag + " --auto-resume",
+            "cmd": train + flag + " --auto-resume",
             "deps": deps + code_deps("train"), "params": [{P: keys}],
             "outs": [{weights[model]: {"persist": True}}, {f"{run}/checkpoint.pt": {"persist": True, "cache": False}}],
             "metrics": [{f"{run}/train_metrics.json": {"cache": False}}]}

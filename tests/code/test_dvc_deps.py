@@ -113,3 +113,15 @@ def test_the_derived_deps_follow_function_level_imports_and_only_the_command_run
     assert "llmrec_core/cli.py" in train and "llmrec_core/config.py" in train
     assert not any(d.startswith("llmrec_core/serve") for d in train)  # cli.py's other commands do not count
     assert "llmrec_core/data/sources" in code_deps("ingest")  # the readers, imported by the package
+
+
+def test_a_multi_process_train_stage_launches_the_lm_with_accelerate():
+    from llmrec_core.dvc_pipeline import stages
+
+    params = load_params(REPO / "params.yaml", ["train.processes=4"])
+    written = stages(params, REPO / "params.yaml", REPO)
+    assert written["train-llmrec"]["cmd"] == (
+        "accelerate launch --multi_gpu --num_processes 4 --num_machines 1 --mixed_precision no --dynamo_backend no "
+        "-m llmrec_core train --params params.yaml --auto-resume")
+    assert written["train-seqhead"]["cmd"].startswith("llmrec train ")  # the heads train in one process
+    assert {"params.yaml": ["model", "train"]} in written["train-llmrec"]["params"]  # a new count retrains
