@@ -14,7 +14,7 @@ API    := http://127.0.0.1:4200/api
 # Local-only credentials made by `scripts/storage.py start` (.run/storage.env) unless you export your own.
 WITH_ENV := set -a; [ -n "$$AWS_ACCESS_KEY_ID" ] || [ ! -f .run/storage.env ] || . ./.run/storage.env; set +a;
 
-.PHONY: help venv demo pipeline up down storage storage-stop deployment-run test test-slow bench-data bench-data-30m bench-model \
+.PHONY: help venv demo pipeline up down storage storage-stop deployment-run test test-slow bench-data bench-data-30m bench-data-ray bench-model \
         bench-sizes bench-recbole bench-serve bench-soak report-ml100k report-sample-new-items sample clean
 
 help:
@@ -32,6 +32,7 @@ help:
 	@echo "make test-slow   run the slow tests too"
 	@echo "make bench-data  data-stage benchmark at the paper's scale (~3M interactions)"
 	@echo "make bench-data-30m  the same with 30M interactions, 1M items, 10 domains (out of core, < 4 GB)"
+	@echo "make bench-data-ray  the same with prepare on Ray (SCALE=3m|30m|100m; also bench_data.py --engine local)"
 	@echo "make sample      regenerate the embedded sample (seeded)"
 
 $(STAMP): pyproject.toml
@@ -80,6 +81,9 @@ bench-data: $(STAMP)
 
 bench-data-30m: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py --scale 30m
+
+bench-data-ray: $(STAMP)  # SCALE=3m|30m|100m: the same stages with prepare's filters on a local Ray instance
+	$(BIN)/python benchmarks/bench_data.py --scale $(or $(SCALE),3m) --engine ray
 
 bench-model: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py --sections ranking,ann,throughput,step_cost,sizes

@@ -1,4 +1,4 @@
-"""Data-stage benchmark (make bench-data, make bench-data-30m).
+"""Data-stage benchmark (make bench-data, make bench-data-30m, make bench-data-ray).
 
 Generates interactions in the Amazon Reviews 2018 format (ratings CSV + meta JSON per domain): by default
 ~3M from ~300k users on ~100k items in 5 domains (the paper's scale); `--scale 30m` gives 30M from 3M users
@@ -8,6 +8,10 @@ filters them out of core (DuckDB, spilling past `data.memory_limit_mb`), so peak
 cap whatever the number of events. Results go to bench/data/<scale>/results.json and
 reports/benchmarks/data_<scale>_cpu.json, and are printed as a table.
 Targets on a 2-core machine: 3M in < 90 s and < 3 GB peak RSS; 30M under a 4 GB peak RSS cap.
+
+`--engine ray` runs prepare's filters on Ray (data.engine: ray; a local Ray instance unless `--ray-address`) and
+records every process's peak RSS (the stage, Ray's workers), sampled, and the engine's phase timings
+(prepared/engine.json); results go to reports/benchmarks/data_<scale>_ray_cpu.json.
 """
 from __future__ import annotations
 
@@ -27,8 +31,10 @@ import yaml
 
 DOMAINS = ["Scientific", "Pantry", "Instruments", "Arts", "Office", "Toys", "Garden", "Sports", "Beauty", "Pets"]
 SCALES = {  # users, items, interactions, domains, target seconds (None: no time target), peak RSS cap in MB
+    "300k": (30_000, 10_000, 300_000, 5, None, None),  # a quick check of the benchmark itself
     "3m": (300_000, 100_000, 3_000_000, 5, 90, 3072),
     "30m": (3_000_000, 1_000_000, 30_000_000, 10, None, 4096),
+    "100m": (10_000_000, 3_000_000, 100_000_000, 10, None, None),
 }
 WORDS = np.array("acoustic alloy amber analog archive arrow atlas basic bold bright canvas carbon classic compact "
                  "copper crystal deluxe digital drift eco edge elite ember fusion glide grand harbor heavy horizon "
@@ -70,15 +76,56 @@ def generate(out: Path, users: int, items: int, interactions: int, domains: list
                 fh.write(json.dumps({"asin": a, "title": title.title(), "category": [name]}) + "\n")
 
 
-def run_stage(stage: str, params: Path) -> dict:
+def run_stage(stage: str, params: Path, every_process: bool = False) -> dict:
+    """Run `llmrec <stage>` as its own process: wall time and peak RSS (with `every_process`, also each process
+    it or a Ray instance starts, sampled every 0.2 s: Ray's workers are not its children)."""
+    import threading
+
+    import psutil
+
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "llmrec_core", stage, "--params", str(params)],
                             stdout=subprocess.DEVNULL)
+    peaks: dict[int, tuple[str, int]] = {}  # pid -> (role, peak RSS MB)
+    done = threading.Event()
+
+    def role(cmd: str) -> str:  # Ray retitles a worker by its current task: keep the class or function
+        title = cmd.split()[0] if cmd else "?"
+        if title.startswith("ray::"):
+            return "ray::" + title.removeprefix("ray::").split(":")[-1].split(".")[0]
+        return Path(title).name
+
+    def sample() -> None:
+        while not done.is_set():
+            for p in psutil.process_iter(["pid", "cmdline", "memory_info"]):
+                cmd = " ".join(p.info["cmdline"] or [])
+                if p.info["pid"] == proc.pid or "ray::" in cmd or "/ray/" in cmd:
+                    rss = (p.info["memory_info"].rss if p.info["memory_info"] else 0) >> 20
+                    name = "the stage (driver)" if p.info["pid"] == proc.pid else role(cmd)
+                    if name == "ray::IDLE" and p.info["pid"] in peaks:
+                        name = peaks[p.info["pid"]][0]  # a worker between tasks keeps its last role
+                    peaks[p.info["pid"]] = (name, max(rss, peaks.get(p.info["pid"], ("", 0))[1]))
+            done.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    if every_process:
+        sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
+    done.set()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{stage} failed")
-    return {"stage": stage, "seconds": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+    result = {"stage": stage, "seconds": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+    if every_process:
+        sampler.join()
+        by_role: dict[str, dict] = {}
+        for name, peak in peaks.values():
+            entry = by_role.setdefault(name, {"processes": 0, "peak_rss_mb_max": 0})
+            entry["processes"] += 1
+            entry["peak_rss_mb_max"] = max(entry["peak_rss_mb_max"], peak)
+        result["peak_rss_mb_per_process"] = dict(sorted(by_role.items()))
+        result["peak_rss_mb_sum_of_processes"] = sum(peak for _, peak in peaks.values())
+    return result
 
 
 def main() -> None:
@@ -87,6 +134,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="default: bench/data/<scale>")
     ap.add_argument("--memory-limit-mb", type=int, default=1024, help="data.memory_limit_mb (prepare's DuckDB)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--engine", choices=["local", "ray"], default="local", help="data.engine of prepare")
+    ap.add_argument("--partitions", type=int, default=16, help="data.partitions (Ray)")
+    ap.add_argument("--ray-address", default=None, help="data.ray_address (default: a local Ray instance)")
     args = ap.parse_args()
     users, items, interactions, n_domains, target_s, cap_mb = SCALES[args.scale]
     domains = DOMAINS[:n_domains]
@@ -99,14 +149,17 @@ def main() -> None:
     params = {
         "data": {"sources": [{"name": d.lower(), "format": "amazon2018", "domain": d,
                               "interactions": f"raw/{d}.csv", "items": f"raw/meta_{d}.json"} for d in domains],
-                 "domains": domains, "root": "work", "memory_limit_mb": args.memory_limit_mb},
+                 "domains": domains, "root": "work", "memory_limit_mb": args.memory_limit_mb,
+                 "engine": args.engine, "partitions": args.partitions, "ray_address": args.ray_address},
         "validation": {"results_dir": "work/gx"},
         "prepare": {"min_user_interactions": 5, "min_item_interactions": 5, "max_history": 20},
     }
     params_path = out / "params.yaml"
     params_path.write_text(yaml.safe_dump(params))
     load_before = os.getloadavg()[0]
-    results = [run_stage(s, params_path) for s in ("ingest", "validate", "prepare")]
+    results = [run_stage(s, params_path, every_process=args.engine == "ray" and s == "prepare")
+               for s in ("ingest", "validate", "prepare")]
+    engine_json = out / "work" / "prepared" / "engine.json"
     manifest = json.loads((out / "work" / "prepared" / "manifest.json").read_text())
     total = sum(r["seconds"] for r in results)
     peak = max(r["peak_rss_mb"] for r in results)
@@ -114,16 +167,18 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"{platform.python_implementation()} {platform.python_version()}",
         "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
-        "scale": args.scale, "data_memory_limit_mb": args.memory_limit_mb,
+        "scale": args.scale, "data_memory_limit_mb": args.memory_limit_mb, "engine": args.engine,
+        "engine_phases": json.loads(engine_json.read_text()) if args.engine == "ray" else None,
         "input": {"interactions": manifest["interactions_in"], "users_kept": manifest["users"],
                   "items_kept": manifest["items"], "interactions_kept": manifest["interactions_kept"],
                   "domains": len(manifest["domains"])},
         "stages": results, "total_seconds": round(total, 1), "peak_rss_mb": peak,
         "targets": {"total_seconds": target_s, "peak_rss_mb": cap_mb},
-        "met": {"total_seconds": target_s is None or total < target_s, "peak_rss_mb": peak < cap_mb},
+        "met": {"total_seconds": target_s is None or total < target_s, "peak_rss_mb": cap_mb is None or peak < cap_mb},
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2))
-    published = Path(__file__).resolve().parents[1] / "reports" / "benchmarks" / f"data_{args.scale}_cpu.json"
+    suffix = "_ray" if args.engine == "ray" else ""
+    published = Path(__file__).resolve().parents[1] / "reports" / "benchmarks" / f"data_{args.scale}{suffix}_cpu.json"
     published.write_text(json.dumps(summary, indent=2))
     print(f"{'stage':<10}{'seconds':>10}{'peak RSS MB':>14}")
     for r in results:

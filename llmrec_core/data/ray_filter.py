@@ -20,8 +20,10 @@ and writes the same outputs.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +84,7 @@ def _filter(validated: Path, params: Params, dropped_path: Path, scratch: Path) 
     import ray
 
     cfg, parts = params.prepare, params.data.partitions
+    clock = time.perf_counter()
     meta = pq.ParquetFile(validated).metadata
     rows_in = meta.num_rows
     blocks, block, first, rows = [], [], 0, 0
@@ -94,6 +97,9 @@ def _filter(validated: Path, params: Params, dropped_path: Path, scratch: Path) 
     split = ray.remote(_split_block)
     stats = ray.get([split.remote(str(validated), groups, offset, parts, str(scratch), k)
                      for k, (groups, offset) in enumerate(blocks)])
+    timings = {"engine": "ray", "partitions": parts, "blocks": len(blocks), "events": rows_in,
+               "split_seconds": round(time.perf_counter() - clock, 3),
+               "split_cpu_seconds": [round(s["cpu_seconds"], 3) for s in stats]}
     domain_stats = pd.concat([s["domains"] for s in stats]).groupby("domain").agg(n=("n", "sum"), first=("first", "min"))
     sizes = domain_stats.sort_values(["n", "first"], ascending=[False, True])["n"].astype(int).to_dict()
     domains = select_domains(sizes, params)
@@ -106,17 +112,20 @@ def _filter(validated: Path, params: Params, dropped_path: Path, scratch: Path) 
                                                                               cfg.kcore_scope)
               for p in range(parts)]
     try:
-        return _run_filters(actors, params, domains, dropped_path, scratch, rows_in)
+        return _run_filters(actors, params, domains, dropped_path, scratch, rows_in, timings)
     finally:
         for a in actors:
             ray.kill(a)
 
 
 def _run_filters(actors: list, params: Params, domains: list[str], dropped_path: Path, scratch: Path,
-                 rows_in: int) -> KeptEvents:
+                 rows_in: int, timings: dict) -> KeptEvents:
+    """The partitions' filters and the driver's merge; `timings` (the split's) gets each phase's and is written
+    beside dropped.parquet as engine.json (what a projection to more workers starts from)."""
     import ray
 
     cfg = params.prepare
+    clock = time.perf_counter()
     ray.get([a.load.remote() for a in actors])
     reasons = ["domain not selected"]
     if cfg.user_sample is not None:
@@ -148,16 +157,23 @@ def _run_filters(actors: list, params: Params, domains: list[str], dropped_path:
             f"user>={cfg.min_user_interactions}, item>={cfg.min_item_interactions}); lower prepare.min_* "
             "or remove the domain(s)")
     ray.get([a.write.remote() for a in actors])
+    timings["filter_seconds"] = round(time.perf_counter() - clock, 3)
+    timings["partition_cpu_seconds"] = [round(t, 3) for t in ray.get([a.cpu_seconds.remote() for a in actors])]
+    timings["partition_events"] = ray.get([a.size.remote() for a in actors])
+    clock = time.perf_counter()
     with engine(scratch / "merge", params.data.memory_limit_mb) as con:
         counts = _write_dropped(con, scratch, dropped_path, reasons)
         kept = _read_kept(con, scratch, domains, rows_in, counts)
     if len(kept.user) + sum(counts.values()) != rows_in:
         raise PreparationError("the partitions lost events: every input event must be either kept or dropped")
+    timings["merge_seconds"] = round(time.perf_counter() - clock, 3)
+    (dropped_path.parent / "engine.json").write_text(json.dumps(timings, indent=2))
     return kept
 
 
 def _split_block(path: str, groups: list[int], offset: int, parts: int, scratch: str, block: int) -> dict:
     """One block of row groups, written as one file per user partition (with input row numbers)."""
+    started = time.process_time()
     table = pq.ParquetFile(path).read_row_groups(groups, columns=COLUMNS)
     table = table.append_column("row", pa.array(np.arange(offset, offset + len(table), dtype=np.int64)))
     part = user_partition(table.column("user_id").to_pandas().to_numpy(dtype=object), parts)
@@ -169,7 +185,20 @@ def _split_block(path: str, groups: list[int], offset: int, parts: int, scratch:
         tmp.rename(tmp.with_suffix(""))
     named = table.select(["domain", "source_file", "row"]).to_pandas().dropna(subset=["domain"])
     return {"domains": named.groupby("domain")["row"].agg(n="size", first="min").reset_index(),
-            "files": named.groupby(["domain", "source_file"])["row"].min().rename("first").reset_index()}
+            "files": named.groupby(["domain", "source_file"])["row"].min().rename("first").reset_index(),
+            "cpu_seconds": time.process_time() - started}
+
+
+def _timed(method):
+    """Count the method's CPU time in the actor's total (a worker's share of the stage, for projections)."""
+    def timed(self, *args):
+        started = time.process_time()
+        try:
+            return method(self, *args)
+        finally:
+            self.cpu = getattr(self, "cpu", 0.0) + time.process_time() - started
+    timed.__name__, timed.__doc__ = method.__name__, method.__doc__
+    return timed
 
 
 class PartitionFilter:
@@ -179,6 +208,7 @@ class PartitionFilter:
         self.folder = Path(scratch) / f"part={part}"
         self.domains, self.file_rank, self.kcore_scope = domains, file_rank, kcore_scope
 
+    @_timed
     def load(self) -> None:
         """Read the partition; order the selected domains' events by user, time, file, line and input row."""
         files = sorted(self.folder.glob("block-*.parquet")) if self.folder.is_dir() else []
@@ -212,6 +242,7 @@ class PartitionFilter:
         self.reason[fresh] = code
         return int(fresh.sum())
 
+    @_timed
     def sample(self, pivot: tuple | None, seed: int, code: int) -> None:
         """Keep the users whose (hash, id) is at most the driver's cut (the sample's last user)."""
         ids = np.asarray(pd.unique(self.user_ids), dtype=object)
@@ -223,20 +254,25 @@ class PartitionFilter:
             keep_ids = (hashed < cut_hash) | ((hashed == cut_hash) & (ids <= cut_id))
         self._drop(~pd.Series(keep_ids, index=ids).reindex(self.user_ids).to_numpy(dtype=bool), code)
 
+    @_timed
     def user_hashes(self, seed: int) -> pd.DataFrame:
         ids = np.asarray(pd.unique(self.user_ids), dtype=object)
         return pd.DataFrame({"hash": _user_hashes(ids, seed), "user_id": ids})
 
+    @_timed
     def drop_duplicates(self, code: int) -> None:
         self._drop(duplicate_mask(self.u, self.i, self.ts), code)
 
+    @_timed
     def drop_repeats(self, code: int) -> None:
         self._drop(repeat_mask(self.u, self.i, self.reason == 0), code)
 
+    @_timed
     def item_counts(self) -> pd.DataFrame:
         alive = self.reason == 0
         return pd.Series(self.items[alive]).value_counts().rename("n").rename_axis("item_id").reset_index()
 
+    @_timed
     def kcore_round(self, dead_items: pa.Array, min_user: int, code: int) -> bool:
         """One round: drop the events of items below the threshold everywhere and of this partition's user groups
         below theirs (both counted on the same live events). Returns whether anything was dropped."""
@@ -246,14 +282,17 @@ class PartitionFilter:
         dead = pd.Series(self.items).isin(pd.Index(dead_items.to_pandas())).to_numpy()
         return self._drop(alive & (dead | (per_user[key] < min_user)), code) > 0
 
+    @_timed
     def drop_short_users(self, code: int) -> None:
         alive = self.reason == 0
         per_user = np.bincount(self.u[alive], minlength=int(self.u.max(initial=-1)) + 1)
         self._drop(per_user[self.u] < 3, code)
 
+    @_timed
     def domain_counts(self, n: int) -> np.ndarray:
         return np.bincount(self.d[self.reason == 0], minlength=n)
 
+    @_timed
     def write(self) -> None:
         """kept.parquet and dropped.parquet of the partition, with the keys the driver merges them by."""
         keys = {"file_rank": pa.array(self.file), "reason_code": pa.array(self.reason)}
@@ -264,6 +303,13 @@ class PartitionFilter:
         pq.write_table(table.filter(pa.array(kept)), self.folder / "kept.parquet")
         pq.write_table(table.filter(pa.array(~kept)), self.folder / "dropped.parquet")
         pq.write_table(self.outside, self.folder / "outside.parquet")
+
+
+    def cpu_seconds(self) -> float:
+        return getattr(self, "cpu", 0.0)
+
+    def size(self) -> int:
+        return len(self.u)
 
 
 def _write_dropped(con, scratch: Path, path: Path, reasons: list[str]) -> dict[str, int]:
