@@ -26,23 +26,13 @@ def analyses(params: Path = ParamsOption,
              no_index: bool = typer.Option(False, "--no-index", help="Skip the serving index (e.g. on a training "
                                                                       "box without faiss; `llmrec index` builds it later)."),
              status: bool = typer.Option(False, "--status", help="Only say which runs are current, made with earlier "
-                                                                  "code, stale or not run (and why); run nothing."),
-             probe: bool = typer.Option(False, "--probe", help="Replay each experiment briefly with this tree's code "
-                                        "and record its digest; a run whose code changed counts as current where "
-                                        "probes of its code and of today's agree.")) -> None:
+                                                                  "code, stale or not run (and why); run nothing.")) -> None:
     """Train, evaluate and index every run of `experiments` that is stale or not run (skipping current ones and,
     unless --rerun-earlier-code, those made with earlier code), for `llmrec-lab report`. A run is stale when its
     params or prepared data changed since it finished."""
-    from .experiments import analyses_status, probe_runs, run_analyses
+    from .experiments import analyses_status, run_analyses
 
     _load(params)
-    if probe:
-        try:
-            rows = probe_runs(params, only or None, log=lambda m: console.print(m, highlight=False))
-        except (FileNotFoundError, ValueError, ConfigError) as e:
-            _fail(str(e))
-        _table("probes", ["experiment", "digest", "valid NDCG@10"], [list(r) for r in rows])
-        return
     if status:  # a table of runs, nothing trained
         try:
             rows = analyses_status(params, only or None)

@@ -5,8 +5,7 @@ reads what these runs wrote. Each finished run leaves an `experiment.json` (its 
 its params, its prepared data and the product code its results depend on (provenance.EXPERIMENT_CODE),
 and the commit that code came from. A run is
 
-- current: params, data and code are those the stamp records (or the code changed and behaviour probes
-  of the recorded and of today's code agree, probe.py);
+- current: params, data and code are those the stamp records;
 - earlier code: params and data are those recorded, the code behind the results changed since the
   commit the stamp names; its results stand for that commit's code, the report says so, and
   `--rerun-earlier-code` reruns it;
@@ -21,16 +20,13 @@ not stages of dvc.yaml, and their records are committed without DVC's cache.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
 from llmrec_core.config import Params, load_params
 from llmrec_core.data.layout import DataLayout
-from llmrec_core.provenance import EXPERIMENT_CODE, code_hash, fingerprint, non_default, provenance
-
-from .probe import probe_digest, probe_params, probes_agree, record_probe
+from llmrec_core.provenance import EXPERIMENT_CODE, fingerprint, non_default, provenance
 
 STAMP = "experiment.json"
 
@@ -86,17 +82,23 @@ def run_status(params: Params) -> tuple[str, str]:
         return "not run", "no experiment.json"
     recorded = stamp.get("provenance") or {}
     commit = (recorded.get("commit") or "?")[:12]
+    if _carried_by_probe(stamp):
+        return "earlier code", (f"its code hash was carried over by a behaviour probe (retired): the code that made it "
+                                f"is older than commit {commit}'s")
     if stamp.get("fingerprint") == experiment_fingerprint(params):
         return "current", f"commit {commit}"
     manifest = DataLayout(params.data_root).prepared / "manifest.json"
     old_code = recorded.get("code_hash")
     if not old_code or stamp.get("fingerprint") != fingerprint(experiment_config(params), manifest, code=old_code):
         return "stale", "params or prepared data changed"
-    agree, why = probes_agree(run_folder(params), old_code, code_hash(EXPERIMENT_CODE))
-    if agree:
-        return "current", f"commit {commit}; {why}"
     return "earlier code", (f"made with the code of commit {commit}; llmrec_core/{{{','.join(EXPERIMENT_CODE)}}} "
                             "changed since")
+
+
+def _carried_by_probe(stamp: dict) -> bool:
+    """Whether a restamp in the run's history moved its code hash forward on a probe's word (not a rerun)."""
+    restamped = stamp.get("restamped") or {}
+    return any(entry.get("by") == "probe" for entry in [restamped, *restamped.get("earlier", [])])
 
 
 def is_current(params: Params) -> bool:
@@ -218,39 +220,3 @@ def run_analyses(path: Path, names: list[str] | None = None, force: bool = False
     `run_experiment`): reads the prepared data, writes each run's folder; returns the stamps."""
     return [run_experiment(path, run, force, log, index, rerun_earlier_code)
             for run in select_runs(load_params(path), names)]
-
-
-def run_probe(params: Params, log: Callable[[str], None] = print) -> tuple[str, dict]:
-    """Train and evaluate (valid split) what probe params name, in their scratch folder; (digest, NDCG@10s)."""
-    from llmrec_core.evaluate.run import evaluate
-
-    scratch = run_folder(params)
-    shutil.rmtree(scratch, ignore_errors=True)
-    if not (DataLayout(params.data_root).prepared / "manifest.json").is_file():
-        ensure_own_data(params, scratch.parent.name, log)
-    try:
-        train_models(params, scratch.parent.name, log, show_progress=False)
-        evaluate(params, tuple(params.eval.models), "valid")
-        return probe_digest(scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def probe_runs(path: Path, names: list[str] | None = None,
-               log: Callable[[str], None] = print) -> list[tuple[str, str, str]]:
-    """Probe each selected experiment (its first run; seeds choose random draws, not code paths) with the code in
-    this tree and record it in every run of the experiment (probe.py). Returns (experiment, digest, NDCG@10s)."""
-    params = load_params(path)
-    selected = set(select_runs(params, names))
-    out = []
-    for experiment in params.experiments:
-        runs = [r for r in experiment.run_names if r in selected]
-        if not runs:
-            continue
-        started = time.perf_counter()
-        digest, readable = run_probe(probe_params(path, runs[0]), log)
-        run_dirs = [run_folder(load_params(path, experiment=r)) for r in runs]
-        record = record_probe(run_dirs, digest, readable, runs[0], time.perf_counter() - started)
-        log(f"{experiment.name}: probe {digest} in {record['seconds']} s")
-        out.append((experiment.name, digest, json.dumps(readable)))
-    return out

@@ -147,8 +147,7 @@ class Report:
             lines.append(f"- **Earlier code**: the runs marked \"earlier code\" below have today's params and data, but "
                          f"the code behind their results (llmrec_core/{{{','.join(EXPERIMENT_CODE)}}}) changed since "
                          f"the commit(s) they were made at ({', '.join(f'`{c}`' for c in earlier)}); their numbers are "
-                         f"those of that code. `llmrec-lab analyses --rerun-earlier-code` reruns them; `--probe` counts "
-                         f"them current where probes of both codes agree.")
+                         f"those of that code. `llmrec-lab analyses --rerun-earlier-code` reruns them.")
         if stale:
             lines.append(f"- **Stale** (params or data changed since they ran; `llmrec-lab analyses` reruns them): "
                          f"{', '.join(stale)}.")

@@ -10,7 +10,7 @@ import each other, directly or through others (function-level imports count: the
        dvc_pipeline                          pipeline of a params file
     5  cli, __main__                         the command line (tasks/ and flows/ sit above, outside)
 
-The lab (lab/: experiments, probes, tuning, the report) stands beside the product: it imports llmrec_core, and
+The lab (lab/: experiments, tuning, the report) stands beside the product: it imports llmrec_core, and
 nothing in llmrec_core/, tasks/ or flows/ imports it.
 """
 import ast

@@ -140,7 +140,7 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
 
     text = build_report(path).read_text()
     headings = re.findall(r"^## (\d+)\. ", text, flags=re.M)
-    assert headings == [str(i) for i in range(1, len(headings) + 1)] and len(headings) == 13
+    assert headings == [str(i) for i in range(1, len(headings) + 1)] and len(headings) == 14
     # the headline: means over the two seeds, and differences with an interval and a computed verdict
     headline = _section(text, "LLM-Rec against the baselines")
     sasrec_row = next(line for line in headline.splitlines() if line.startswith("| SASRec (`mixed`) |"))
@@ -249,36 +249,44 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
         assert f"figures/{name}" in text
 
 
-def test_a_change_to_the_evaluator_or_trainer_code_marks_runs_made_with_earlier_code(analysed, monkeypatch):
-    import lab.experiments as experiments
+def test_an_edit_to_the_evaluator_marks_runs_made_before_it_as_earlier_code(analysed, monkeypatch, tmp_path):
+    """A real edit of a source file, not a patched hash: the code hash is taken over a copy of llmrec_core/ (the
+    runs were made from the package itself), and a file of the copy is edited, then restored."""
+    import shutil
+
+    import llmrec_core.provenance as provenance
 
     path, stamps = analysed
+    copy = tmp_path / "llmrec_core"
+    shutil.copytree(provenance.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    hash_files = provenance.code_hash.__wrapped__  # not the cached one: the copy changes during the test
+    monkeypatch.setattr(provenance, "code_hash", lambda scopes, root=None: hash_files(scopes, copy))
+
+    def status_of_mixed() -> dict[str, str]:
+        return {run: s for run, s, _ in analyses_status(path, ["mixed"])}
+
+    recorded = json.loads((path.parent / "runs" / "mixed.seed0" / "experiment.json").read_text())["provenance"]
+    assert provenance.code_hash(provenance.EXPERIMENT_CODE) == recorded["code_hash"]  # the copy is the code as it is
     assert {status for _, status, _ in analyses_status(path)} == {"current"}
-    real = experiments.code_hash
-    edited_hash = "0" * 16
-
-    def edited(scopes, root=None):  # what code_hash returns once llmrec_core/evaluate or train/ changed
-        return edited_hash if "evaluate" in scopes or "train" in scopes else real(scopes)
-
-    for module in ("lab.experiments", "llmrec_core.provenance"):
-        monkeypatch.setattr(f"{module}.code_hash", edited)
+    # an edit outside the code behind the results (the serving index) leaves the runs current
+    serving = copy / "serve" / "recommend.py"
+    serving.write_text(serving.read_text() + "\nSERVING_EDITED = True\n")
+    assert status_of_mixed() == {"mixed.seed0": "current", "mixed.seed1": "current"}
+    # an edit to the evaluator: the runs were made with earlier code
+    metrics = copy / "evaluate" / "metrics.py"
+    original = metrics.read_bytes()
+    metrics.write_bytes(original + b"\nEVALUATOR_EDITED = True\n")
+    assert provenance.code_hash(provenance.EXPERIMENT_CODE) != recorded["code_hash"]
     status = analyses_status(path, ["mixed"])
     assert [(run, s) for run, s, _ in status] == [("mixed.seed0", "earlier code"), ("mixed.seed1", "earlier code")]
-    assert all("made with the code of commit" in why for *_, why in status)
+    assert all(f"made with the code of commit {(recorded['commit'] or '?')[:12]}" in why for *_, why in status)
     # kept by default (its results stand for the commit it names), so nothing is retrained
     logged = []
     assert run_analyses(path, ["mixed"], log=logged.append) == [s for s in stamps if s["name"].startswith("mixed.")]
-    assert all("kept" in line and "--rerun-earlier-code" in line for line in logged)
-    # probes of the recorded code and of today's that agree make the run current again
-    run_dir = path.parent / "runs" / "mixed.seed0"
-    recorded = json.loads((run_dir / "experiment.json").read_text())["provenance"]["code_hash"]
-    probe = {"digest": "d" * 16, "overrides": ["train.max_steps=2"], "machine": {"cpu": "x", "threads": 2}}
-    (run_dir / "probes.json").write_text(json.dumps({recorded: probe, edited_hash: probe}))
-    status = dict((run, (s, why)) for run, s, why in analyses_status(path, ["mixed"]))
-    assert status["mixed.seed0"][0] == "current" and "agree" in status["mixed.seed0"][1]
-    (run_dir / "probes.json").write_text(json.dumps({recorded: probe, edited_hash: {**probe, "digest": "e" * 16}}))
-    assert analyses_status(path, ["mixed"])[0][1] == "earlier code"
-    (run_dir / "probes.json").unlink()
+    assert logged and all("kept" in line and "--rerun-earlier-code" in line for line in logged)
+    # the edit undone: the code is the runs' again, and so they are current
+    metrics.write_bytes(original)
+    assert status_of_mixed() == {"mixed.seed0": "current", "mixed.seed1": "current"}
 
 
 def test_a_change_to_params_makes_runs_stale(analysed):
