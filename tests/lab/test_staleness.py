@@ -26,3 +26,12 @@ def test_a_runs_fingerprint_takes_only_the_sections_its_models_read(tmp_path):
     assert fingerprint_with("eval.models=[sasrec]", "train.setting=s2piao") != sasrec  # every model reads the setting
     assert fingerprint_with("eval.models=[sasrec]", "sasrec.lr=0.01") != sasrec
 
+
+
+def test_a_code_hash_a_probe_carried_forward_does_not_count_as_current():
+    from lab.experiments import _carried_by_probe
+
+    assert not _carried_by_probe({"provenance": {"code_hash": "a"}})
+    assert _carried_by_probe({"restamped": {"by": "probe"}})
+    assert _carried_by_probe({"restamped": {"by": "fingerprint", "earlier": [{"by": "probe"}]}})  # anywhere in it
+    assert not _carried_by_probe({"restamped": {"by": "fingerprint", "earlier": [{"by": "fingerprint"}]}})
