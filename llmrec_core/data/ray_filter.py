@@ -53,7 +53,10 @@ def _user_hashes(ids: np.ndarray, seed: int) -> np.ndarray:
 def connect(params: Params):
     """Ray, at `data.ray_address` (a running cluster), or a local instance started for this stage. Returns whether
     this call started it (and so should stop it)."""
-    import ray
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise PreparationError("data.engine / index.encode_engine 'ray' needs Ray: pip install -e '.[ray]'") from None
 
     if ray.is_initialized():
         return False
@@ -64,9 +67,9 @@ def connect(params: Params):
 
 def filter_events_ray(validated: Path, params: Params, dropped_path: Path, scratch: Path) -> KeptEvents:
     """event_filter.filter_events on Ray; `scratch` (under data.root) holds the partitions' files, removed after."""
+    started = connect(params)
     import ray
 
-    started = connect(params)
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     try:

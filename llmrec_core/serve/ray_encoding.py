@@ -46,14 +46,13 @@ class ShardEncoder:
 def encode_catalog_ray(params: Params, items_path: Path, tuned: bool, n_items: int, work: Path, key: str,
                        log=print) -> np.ndarray:
     """Vectors of items 0..n_items-1 encoded on Ray actors into `work` (kept when `key` matches: a rerun resumes)."""
-    import ray
-
     from ..data.ray_filter import connect
 
-    cfg = params.index
     started = connect(params)
+    import ray
+
     try:
-        shard_items = cfg.encode_shard_items
+        shard_items = params.index.encode_shard_items
         shards = -(-n_items // shard_items)
         meta = {"key": key, "items": n_items, "shard_items": shard_items}
         stored = json.loads((work / "meta.json").read_text()) if (work / "meta.json").is_file() else None
