@@ -53,6 +53,31 @@ def tiny_bert(tmp_path_factory) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     return out
 
+def sample_params_doc(base: Path) -> dict:
+    """params.yaml (the embedded sample) with absolute source paths, its data and GX folders under `base`."""
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    for src in doc["data"]["sources"]:
+        for key in ("interactions", "items"):
+            src[key] = str(REPO / src[key])
+    doc["data"]["root"] = str(base / "data")
+    doc["validation"]["results_dir"] = str(base / "gx")
+    return doc
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """Ray's own test cluster: a head and a second node, one CPU each (skips where Ray is not installed)."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    c.add_node(num_cpus=1)
+    ray.init(address=c.address, log_to_driver=False, logging_level="WARNING")
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
 @pytest.fixture(scope="session")
 def sample_prepared(tmp_path_factory):
     """The embedded sample, prepared once per session; returns a function making params for a run."""
@@ -64,12 +89,7 @@ def sample_prepared(tmp_path_factory):
     from llmrec_core.data.validate import validate
 
     base = tmp_path_factory.mktemp("sample")
-    doc = yaml.safe_load((REPO / "params.yaml").read_text())
-    for src in doc["data"]["sources"]:
-        for key in ("interactions", "items"):
-            src[key] = str(REPO / src[key])
-    doc["data"]["root"] = str(base / "data")
-    doc["validation"]["results_dir"] = str(base / "gx")
+    doc = sample_params_doc(base)
     (base / "params.yaml").write_text(yaml.safe_dump(doc))
     params = load_params(base / "params.yaml")
     ingest(params)

@@ -28,19 +28,6 @@ PREPARED = ["items", "users", "events", "sequences_mixed", "sequences_in_domain"
             "dropped"]
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """Ray's own test cluster: a head and a second node, one CPU each."""
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    c.add_node(num_cpus=1)
-    ray.init(address=c.address, log_to_driver=False, logging_level="WARNING")
-    yield c
-    ray.shutdown()
-    c.shutdown()
-
-
 def _kept_frame(kept) -> pd.DataFrame:
     return pd.DataFrame({"user_id": np.asarray(kept.user_ids.to_pylist(), dtype=object)[kept.user],
                          "item_id": kept.item_ids[kept.item],
@@ -53,7 +40,7 @@ def _kept_frame(kept) -> pd.DataFrame:
     pytest.param(2, ["data.top_domains=2", "prepare.min_user_interactions=40"], marks=pytest.mark.slow),
     (4, ["prepare.user_sample=5", "prepare.user_sample_seed=7", "prepare.drop_consecutive_repeats=false"]),
 ])
-def test_filters_on_ray_equal_the_local_ones(cluster, tmp_path, seed, overrides):
+def test_filters_on_ray_equal_the_local_ones(ray_cluster, tmp_path, seed, overrides):
     inter = random_events(seed)
     path = tmp_path / "interactions.parquet"
     pq.write_table(pa.Table.from_pandas(inter, schema=INTERACTIONS, preserve_index=False), path, row_group_size=700)
@@ -94,15 +81,11 @@ def sample_validated(tmp_path_factory):
     """The embedded sample (four Amazon-format files), ingested and validated."""
     import yaml
 
-    from tests.conftest import REPO
+    from tests.conftest import sample_params_doc
 
     base = tmp_path_factory.mktemp("sample-ray")
-    doc = yaml.safe_load((REPO / "params.yaml").read_text())
-    for src in doc["data"]["sources"]:
-        for key in ("interactions", "items"):
-            src[key] = str(REPO / src[key])
-    doc["data"].update(root=str(base / "data"), partitions=4)
-    doc["validation"]["results_dir"] = str(base / "gx")
+    doc = sample_params_doc(base)
+    doc["data"]["partitions"] = 4
     (base / "params.yaml").write_text(yaml.safe_dump(doc))
     params = load_params(base / "params.yaml")
     ingest(params)
@@ -110,12 +93,12 @@ def sample_validated(tmp_path_factory):
     return params
 
 
-def test_prepare_on_ray_writes_the_sample_s_files_row_for_row(cluster, sample_validated):
+def test_prepare_on_ray_writes_the_sample_s_files_row_for_row(ray_cluster, sample_validated):
     _prepare_both_ways(sample_validated)
 
 
 @pytest.mark.slow
-def test_prepare_on_ray_writes_ml_100k_s_files_row_for_row(cluster, ml100k_validated):
+def test_prepare_on_ray_writes_ml_100k_s_files_row_for_row(ray_cluster, ml100k_validated):
     _prepare_both_ways(ml100k_validated)
 
 
@@ -128,7 +111,7 @@ def _prepare_both_ways(params) -> None:
 
 
 @pytest.mark.slow
-def test_a_lost_worker_fails_the_stage_and_a_rerun_gives_the_same(cluster, ml100k_validated):
+def test_a_lost_worker_fails_the_stage_and_a_rerun_gives_the_same(ray_cluster, ml100k_validated):
     params = ml100k_validated
     prepare(params)
     local = _prepared(params)

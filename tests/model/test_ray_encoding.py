@@ -15,23 +15,11 @@ from llmrec_core.serve.index import ItemIndex  # noqa: E402
 from llmrec_core.serve.recommend import build_index, index_dir  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    c.add_node(num_cpus=1)
-    ray.init(address=c.address, log_to_driver=False, logging_level="WARNING")
-    yield c
-    ray.shutdown()
-    c.shutdown()
-
-
 def _vectors(index: ItemIndex) -> np.ndarray:
     return faiss.downcast_index(index.index.index).reconstruct_n(0, index.index.ntotal)
 
 
-def test_shards_encoded_on_ray_actors_give_the_single_process_index(cluster, tiny_bert, sample_prepared):
+def test_shards_encoded_on_ray_actors_give_the_single_process_index(ray_cluster, tiny_bert, sample_prepared):
     local = build_index(sample_prepared("encode-local", model={"name_or_path": str(tiny_bert)},
                                         index={"encode_shard_items": 500}), zero_shot=True)
     params = sample_prepared("encode-ray", model={"name_or_path": str(tiny_bert)},
@@ -43,7 +31,7 @@ def test_shards_encoded_on_ray_actors_give_the_single_process_index(cluster, tin
 
 
 @pytest.mark.slow
-def test_a_lost_encoder_actor_costs_only_its_shard(cluster, tiny_bert, sample_prepared):
+def test_a_lost_encoder_actor_costs_only_its_shard(ray_cluster, tiny_bert, sample_prepared):
     local = build_index(sample_prepared("encode-local2", model={"name_or_path": str(tiny_bert)},
                                         index={"encode_shard_items": 200}), zero_shot=True)
     params = sample_prepared("encode-ray-loss", model={"name_or_path": str(tiny_bert)},
