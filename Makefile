@@ -27,7 +27,7 @@ help:
 	@echo "make bench-serve     load test of llmrec serve with a 100k-item index (concurrency 1, 8, 32)"
 	@echo "make bench-soak      minutes of recommend/add/reload on llmrec serve killed at random; no item lost"
 	@echo "make report-ml100k   the analyses on ml-100k and reports/REPORT.md (hours on CPU)"
-	@echo "make confirm      the registered claims' confirmatory runs on ml-100k and ml-1m (DATASETS=..., CONFIRM=...; hours on CPU)"
+	@echo "make confirm         the registered claims' confirmatory runs on ml-100k and ml-1m (DATASETS=..., CONFIRM=...; hours on CPU)"
 	@echo "make report-sample-new-items  the new-item protocol on the embedded sample (~45 CPU minutes)"
 	@echo "make test        run the test suite (creates .venv first)"
 	@echo "make test-slow   run the slow tests too"
