@@ -9,6 +9,8 @@ Outputs under `<data.root>/prepared/`:
 - `eval_mixed.parquet` / `eval_in_domain.parquet`  valid/test targets with the history each setting sees
 - `dropped.parquet`      every event removed here, with the reason (duplicates, k-core, ...)
 - `manifest.json`        counts per domain and per setting (manifest.py)
+- `partitions/<table>/part-<p>.parquet`  with `data.engine: ray`: the rows of events, sequences_* and eval_* of
+  user partition p (users partitioned by a hash of their id); the single files hold the same rows (ray_prepare.py)
 
 Every setting uses the same valid/test targets (leave-one-out on the mixed history), so numbers
 are comparable across settings and models.
@@ -39,6 +41,7 @@ from .time_split import with_time_split
 
 ENGINE_PREFIX = ".prepare-engine-"  # + the pid of the prepare using it
 USER_TABLES = ["events", "sequences_mixed", "sequences_in_domain", "eval_mixed", "eval_in_domain"]  # rows by user
+PARTITIONS = "partitions"  # Ray's user-partitioned datasets of USER_TABLES, under prepared/
 
 
 def remove_dead_engines(root: Path) -> None:
@@ -91,20 +94,22 @@ def prepare(params: Params) -> dict:
     with stage_output(layout.prepared, "llmrec prepare") as out:
         remove_dead_engines(layout.root)
         scratch = layout.root / f"{ENGINE_PREFIX}{os.getpid()}"
-        if params.data.engine == "ray":
-            from .ray_filter import filter_events_ray
+        if params.data.engine == "ray":  # the events never leave the user partitions: ray_prepare.py
+            from .ray_prepare import prepare_on_ray
 
-            kept = filter_events_ray(interactions, params, out / "dropped.parquet", scratch)
+            manifest = prepare_on_ray(interactions, items, params, out, scratch)
         else:
             with engine(scratch, params.data.memory_limit_mb) as con:
                 kept = filter_events(con, interactions, params, out / "dropped.parquet")
-        rows_in, dropped = kept.rows_in, kept.dropped
-        catalog, user_ids, indexed = index_events(items, kept, params.prepare)
-        del kept  # its arrays are copied into `indexed`; at tens of millions of events the copy is large
-        write_catalogue(out, catalog, user_ids)
-        counts = write_settings(setting_files(out), indexed, params.prepare.max_history)
-        manifest = build_manifest(counts, catalog, indexed.domains, rows_in, dropped, params)
+            rows_in, dropped = kept.rows_in, kept.dropped
+            catalog, user_ids, indexed = index_events(items, kept, params.prepare)
+            del kept  # its arrays are copied into `indexed`; at tens of millions of events the copy is large
+            write_catalogue(out, catalog, user_ids)
+            counts = write_settings(setting_files(out), indexed, params.prepare.max_history)
+            manifest = build_manifest(counts, catalog, indexed.domains, rows_in, dropped, params)
         if params.prepare.time_split is not None:  # the new-item setting: a split by time instead of leave-one-out
+            # It rewrites the single files in memory, on Ray too; Ray's partitioned leave-one-out files would disagree.
+            shutil.rmtree(out / PARTITIONS, ignore_errors=True)
             manifest = with_time_split(out, manifest, params.prepare)
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
         return manifest
