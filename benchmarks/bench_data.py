@@ -9,7 +9,7 @@ cap whatever the number of events. Results go to bench/data/<scale>/results.json
 reports/benchmarks/data_<scale>_cpu.json, and are printed as a table.
 Targets on a 2-core machine: 3M in < 90 s and < 3 GB peak RSS; 30M under a 4 GB peak RSS cap.
 
-`--engine ray` runs prepare's filters on Ray (data.engine: ray; a local Ray instance unless `--ray-address`) and
+`--engine ray` runs prepare on Ray (data.engine: ray; a local Ray instance unless `--ray-address`) and
 records every process's peak RSS (the stage, Ray's workers), sampled, and the engine's phase timings
 (prepared/engine.json); results go to reports/benchmarks/data_<scale>_ray_cpu.json.
 """

@@ -8,7 +8,9 @@ Outputs under `<data.root>/prepared/`:
 - `sequences_in_domain.parquet`  per user and domain: in-domain training history (Single Domain, S2PIAO)
 - `eval_mixed.parquet` / `eval_in_domain.parquet`  valid/test targets with the history each setting sees
 - `dropped.parquet`      every event removed here, with the reason (duplicates, k-core, ...)
-- `manifest.json`        counts per domain and per setting
+- `manifest.json`        counts per domain and per setting (manifest.py)
+- `partitions/<table>/part-<p>.parquet`  with `data.engine: ray`: the rows of events, sequences_* and eval_* of
+  user partition p (users partitioned by a hash of their id); the single files hold the same rows (ray_prepare.py)
 
 Every setting uses the same valid/test targets (leave-one-out on the mixed history), so numbers
 are comparable across settings and models.
@@ -24,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..config import Params
 from .event_filter import LSTR, KeptEvents, PreparationError, engine, filter_events
 from .layout import DataLayout
+from .manifest import build_manifest, manifest_counts
 from .parquet_io import read_table
 from .stage import stage_output
 from .sequences import gather_ranges, group_starts
@@ -38,6 +40,8 @@ from .time_split import with_time_split
 
 
 ENGINE_PREFIX = ".prepare-engine-"  # + the pid of the prepare using it
+USER_TABLES = ["events", "sequences_mixed", "sequences_in_domain", "eval_mixed", "eval_in_domain"]  # rows by user
+PARTITIONS = "partitions"  # Ray's user-partitioned datasets of USER_TABLES, under prepared/
 
 
 def remove_dead_engines(root: Path) -> None:
@@ -86,40 +90,36 @@ def prepare(params: Params) -> dict:
     """Read data/validated, write data/prepared (items, users, events, data settings, manifest.json) in one swap."""
     layout = DataLayout(params.data_root)
     items = read_validated(layout)
+    interactions = layout.validated / "interactions.parquet"
     with stage_output(layout.prepared, "llmrec prepare") as out:
         remove_dead_engines(layout.root)
         scratch = layout.root / f"{ENGINE_PREFIX}{os.getpid()}"
-        if params.data.engine == "ray":
-            from .ray_filter import filter_events_ray
+        if params.data.engine == "ray":  # the events never leave the user partitions: ray_prepare.py
+            from .ray_prepare import prepare_on_ray
 
-            kept = filter_events_ray(layout.validated / "interactions.parquet", params, out / "dropped.parquet",
-                                     scratch)
+            manifest = prepare_on_ray(interactions, items, params, out, scratch)
         else:
             with engine(scratch, params.data.memory_limit_mb) as con:
-                kept = filter_events(con, layout.validated / "interactions.parquet", params, out / "dropped.parquet")
-        indexed = index_events(items, kept, params.prepare)
-        del kept  # its arrays are copied into `indexed`; at tens of millions of events the copy is large
-        return _prepare_into(out, indexed, params)
-
-
-def _prepare_into(out: Path, indexed: IndexedEvents, params: Params) -> dict:
-    write_tables(out, indexed)
-    write_mixed(out, indexed, params.prepare.max_history)
-    write_in_domain(out, indexed, params.prepare.max_history)
-    manifest = build_manifest(out, indexed, params)
-    if params.prepare.time_split is not None:  # the new-item setting: a split by time instead of leave-one-out
-        manifest = with_time_split(out, manifest, params.prepare)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return manifest
+                kept = filter_events(con, interactions, params, out / "dropped.parquet")
+            rows_in, dropped = kept.rows_in, kept.dropped
+            catalog, user_ids, indexed = index_events(items, kept, params.prepare)
+            del kept  # its arrays are copied into `indexed`; at tens of millions of events the copy is large
+            write_catalogue(out, catalog, user_ids)
+            counts = write_settings(setting_files(out), indexed, params.prepare.max_history)
+            manifest = build_manifest(counts, catalog, indexed.domains, rows_in, dropped, params)
+        if params.prepare.time_split is not None:  # the new-item setting: a split by time instead of leave-one-out
+            # It rewrites the single files in memory, on Ray too; Ray's partitioned leave-one-out files would disagree.
+            shutil.rmtree(out / PARTITIONS, ignore_errors=True)
+            manifest = with_time_split(out, manifest, params.prepare)
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        return manifest
 
 
 @dataclass
 class IndexedEvents:
-    """The kept events as integer arrays (user-major, time-ordered) and the catalogue they index."""
+    """Kept events as integer arrays, user-major and time-ordered: every user's, or one Ray partition's."""
 
-    catalog: pd.DataFrame  # item_idx, item_id, domain, title, train_count, group; domains are contiguous ranges
     domains: list[str]
-    user_ids: pa.Array  # per user_idx
     user_idx: np.ndarray
     item_idx: np.ndarray
     domain_code: np.ndarray
@@ -127,36 +127,56 @@ class IndexedEvents:
     split_code: np.ndarray  # 0 train, 1 valid, 2 test (leave-one-out on each user's mixed history)
     starts: np.ndarray  # each user's first event
     lengths: np.ndarray  # and number of events
-    rows_in: int
-    dropped: dict[str, int]
+    groups: np.ndarray | None = None  # per item_idx: cold, tail or head (from every user's training counts)
 
 
-def index_events(items: pd.DataFrame, kept: KeptEvents, cfg) -> IndexedEvents:
-    """Items sorted by (domain, item_id), so each domain is a contiguous id range; the leave-one-out split;
-    item groups from the training counts."""
-    present = kept.item_ids[np.bincount(kept.item, minlength=len(kept.item_ids)) > 0]
+def catalogue(items: pd.DataFrame, present: np.ndarray, domains: list[str], title_max_chars: int) -> pd.DataFrame:
+    """The items with kept events (ids `present`), sorted by (domain, item_id) so each domain is a contiguous
+    item_idx range."""
     catalog = items[items["item_id"].isin(present)].copy()
-    catalog["domain"] = pd.Categorical(catalog["domain"], categories=kept.domains)
+    catalog["domain"] = pd.Categorical(catalog["domain"], categories=domains)
     catalog = catalog.sort_values(["domain", "item_id"]).reset_index(drop=True)
     catalog["domain"] = catalog["domain"].astype("string")
     catalog["item_idx"] = np.arange(len(catalog), dtype=np.int32)
-    catalog["title"] = catalog["title"].str.slice(0, cfg.title_max_chars)
-    item_idx = pd.Index(catalog["item_id"]).get_indexer(kept.item_ids).astype(np.int32)[kept.item]
-    if (item_idx < 0).any():
-        raise PreparationError(f"{int((item_idx < 0).sum())} events name an item missing from the validated "
-                               "items; run `llmrec validate` again")
-    new_user = np.concatenate([[len(kept.user) > 0], kept.user[1:] != kept.user[:-1]])
-    user_idx = (np.cumsum(new_user) - 1).astype(np.int32)  # events are user-sorted: ids follow
+    catalog["title"] = catalog["title"].str.slice(0, title_max_chars)
+    return catalog
 
+
+def missing_items(events: int) -> PreparationError:
+    """The error for events whose item is not in the catalogue (item_idx -1)."""
+    return PreparationError(f"{events} events name an item missing from the validated items; run `llmrec validate` "
+                            "again")
+
+
+def leave_one_out(user_idx: np.ndarray, item_idx: np.ndarray, domain_code: np.ndarray, timestamp: np.ndarray,
+                  domains: list[str]) -> IndexedEvents:
+    """The split: each user's last event is its test target, the one before its validation target."""
     starts, lengths = group_starts(user_idx)
     from_end = np.repeat(starts + lengths - 1, lengths) - np.arange(len(user_idx))
     split_code = (2 - np.minimum(from_end, 2)).astype(np.int8)  # 0 train, 1 valid, 2 test
-    train_count = np.bincount(item_idx[split_code == 0], minlength=len(catalog))
+    return IndexedEvents(domains, user_idx, item_idx, domain_code, timestamp, split_code, starts, lengths)
+
+
+def with_groups(catalog: pd.DataFrame, train_count: np.ndarray, tail_fraction: float) -> None:
+    """The catalogue's training counts (over every user) and the item groups they make."""
     catalog["train_count"] = train_count.astype(np.int64)
-    catalog["group"] = item_groups(train_count, cfg.tail_fraction)
-    user_ids = kept.user_ids.take(pa.array(kept.user[starts]))
-    return IndexedEvents(catalog, kept.domains, user_ids, user_idx, item_idx, kept.domain.astype(np.int16),
-                         kept.timestamp, split_code, starts, lengths, kept.rows_in, kept.dropped)
+    catalog["group"] = item_groups(train_count, tail_fraction)
+
+
+def index_events(items: pd.DataFrame, kept: KeptEvents, cfg) -> tuple[pd.DataFrame, pa.Array, IndexedEvents]:
+    """The catalogue (items sorted by (domain, item_id), with their groups), the user ids by user_idx and the
+    events indexed and split."""
+    present = kept.item_ids[np.bincount(kept.item, minlength=len(kept.item_ids)) > 0]
+    catalog = catalogue(items, present, kept.domains, cfg.title_max_chars)
+    item_idx = pd.Index(catalog["item_id"]).get_indexer(kept.item_ids).astype(np.int32)[kept.item]
+    if (item_idx < 0).any():
+        raise missing_items(int((item_idx < 0).sum()))
+    new_user = np.concatenate([[len(kept.user) > 0], kept.user[1:] != kept.user[:-1]])
+    user_idx = (np.cumsum(new_user) - 1).astype(np.int32)  # events are user-sorted: ids follow
+    ev = leave_one_out(user_idx, item_idx, kept.domain.astype(np.int16), kept.timestamp, kept.domains)
+    with_groups(catalog, np.bincount(item_idx[ev.split_code == 0], minlength=len(catalog)), cfg.tail_fraction)
+    ev.groups = catalog["group"].to_numpy()
+    return catalog, kept.user_ids.take(pa.array(kept.user[ev.starts])), ev
 
 
 def _labels(codes: np.ndarray, names) -> pa.Array:
@@ -164,29 +184,42 @@ def _labels(codes: np.ndarray, names) -> pa.Array:
     return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(list(names), LSTR)).cast(LSTR)
 
 
-def write_tables(out: Path, ev: IndexedEvents) -> None:
-    """items, users and events (with their split); dropped.parquet is written while filtering."""
-    pq.write_table(pa.Table.from_pandas(ev.catalog[["item_idx", "item_id", "domain", "title", "train_count", "group"]],
+def write_catalogue(out: Path, catalog: pd.DataFrame, user_ids: pa.Array) -> None:
+    """items.parquet and users.parquet (user ids by user_idx)."""
+    pq.write_table(pa.Table.from_pandas(catalog[["item_idx", "item_id", "domain", "title", "train_count", "group"]],
                                         preserve_index=False), out / "items.parquet", compression="zstd")
-    pq.write_table(pa.table({"user_idx": np.arange(len(ev.starts), dtype=np.int32), "user_id": ev.user_ids.cast(LSTR)}),
+    pq.write_table(pa.table({"user_idx": np.arange(len(user_ids), dtype=np.int32), "user_id": user_ids.cast(LSTR)}),
                    out / "users.parquet", compression="zstd")
+
+
+def setting_files(folder: Path) -> dict[str, Path]:
+    """The user tables' single files in `folder` (the local path's; Ray's once merged)."""
+    return {name: folder / f"{name}.parquet" for name in USER_TABLES}
+
+
+def write_settings(files: dict[str, Path], ev: IndexedEvents, max_history: int) -> dict:
+    """The user tables of these users' events (the events with their split, and the data settings); returns the
+    manifest's counts over them. dropped.parquet is written while filtering."""
     pq.write_table(pa.table({"user_idx": ev.user_idx, "item_idx": ev.item_idx, "domain": _labels(ev.domain_code, ev.domains),
                              "timestamp": ev.timestamp, "split": _labels(ev.split_code, SPLITS)}),
-                   out / "events.parquet", compression="zstd")
+                   files["events"], compression="zstd")
+    write_mixed(files, ev, max_history)
+    write_in_domain(files, ev, max_history)
+    return manifest_counts(ev, files)
 
 
-def write_mixed(out: Path, ev: IndexedEvents, max_history: int) -> None:
+def write_mixed(files: dict[str, Path], ev: IndexedEvents, max_history: int) -> None:
     """Mixed: one time-ordered history across all domains; its training sequences and valid/test rows."""
     train_len = ev.lengths - 2
-    write_sequences(out / "sequences_mixed.parquet", {"user_idx": np.arange(len(ev.starts), dtype=np.int32)},
+    write_sequences(files["sequences_mixed"], {"user_idx": ev.user_idx[ev.starts]},
                     gather_ranges(ev.item_idx, ev.starts, train_len))
     target_pos = np.concatenate([ev.starts + ev.lengths - 2, ev.starts + ev.lengths - 1])
     full_hist = np.concatenate([train_len, train_len + 1])
-    _write_eval(out / "eval_mixed.parquet", ev.item_idx, ev.user_idx, ev.domain_code, ev.domains,
-                ev.catalog["group"].to_numpy(), target_pos, full_hist, max_history, n_users=len(ev.starts))
+    _write_eval(files["eval_mixed"], ev.item_idx, ev.user_idx, ev.domain_code, ev.domains, ev.groups, target_pos,
+                full_hist, max_history, n_users=len(ev.starts))
 
 
-def write_in_domain(out: Path, ev: IndexedEvents, max_history: int) -> None:
+def write_in_domain(files: dict[str, Path], ev: IndexedEvents, max_history: int) -> None:
     """In-domain: each user's sub-sequence per domain (Single Domain and S2PIAO), and the same targets."""
     domains, domain_names = ev.domains, np.asarray(ev.domains, dtype=object)
     by_domain = np.lexsort((ev.domain_code, ev.user_idx))  # stable: time order within (user, domain)
@@ -198,7 +231,7 @@ def write_in_domain(out: Path, ev: IndexedEvents, max_history: int) -> None:
     t_key = key[train_sorted]
     t_starts, t_lengths = group_starts(t_key)
     write_sequences(
-        out / "sequences_in_domain.parquet",
+        files["sequences_in_domain"],
         {"user_idx": (t_key[t_starts] // len(domains)).astype(np.int32),
          "domain": domain_names[(t_key[t_starts] % len(domains)).astype(int)]},
         gather_ranges(d_items[train_sorted], t_starts, t_lengths),
@@ -210,8 +243,8 @@ def write_in_domain(out: Path, ev: IndexedEvents, max_history: int) -> None:
     # a target's in-domain history: the events before it in its (user, domain) group
     group_start = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
     rank = targets_sorted - group_start[np.searchsorted(group_start, targets_sorted, side="right") - 1]
-    _write_eval(out / "eval_in_domain.parquet", d_items, d_users, d_codes, domains, ev.catalog["group"].to_numpy(),
-                targets_sorted, rank, max_history, n_users=None, split=d_split[targets_sorted])
+    _write_eval(files["eval_in_domain"], d_items, d_users, d_codes, domains, ev.groups, targets_sorted, rank,
+                max_history, n_users=None, split=d_split[targets_sorted])
 
 
 def _write_eval(path: Path, items: np.ndarray, users: np.ndarray, domain_codes: np.ndarray, domains: list[str],
@@ -234,75 +267,3 @@ def _write_eval(path: Path, items: np.ndarray, users: np.ndarray, domain_codes: 
     tmp = path.with_suffix(".tmp")
     pq.write_table(table, tmp, compression="zstd")
     tmp.replace(path)
-
-
-def _pairs(lengths: np.ndarray) -> int:
-    """Training examples from sequences: every prefix of length >= 1 predicts the next item."""
-    return int(np.clip(np.asarray(lengths, dtype=np.int64) - 1, 0, None).sum())
-
-
-def _list_lengths(path: Path, columns: list[str]) -> pd.DataFrame:
-    table = pq.read_table(path, columns=[*columns, "items"])
-    return pd.DataFrame({**{c: table.column(c).to_pandas() for c in columns},
-                         "length": pc.list_value_length(table.column("items")).to_numpy()})
-
-
-def build_manifest(out: Path, ev: IndexedEvents, params: Params) -> dict:
-    """Counts of the prepared data (users, items, interactions, drops by reason, per domain and per data setting)
-    and the prepare params."""
-    domains, nd = ev.domains, len(ev.domains)
-    n_users = len(ev.starts)
-    mixed_len = ev.lengths - 2  # write_mixed's training sequences
-    in_domain = _list_lengths(out / "sequences_in_domain.parquet", ["domain"])
-    ev_mixed = pq.read_table(out / "eval_mixed.parquet", columns=["split", "domain", "group", "history_len"]).to_pandas()
-    ev_dom = pq.read_table(out / "eval_in_domain.parquet", columns=["split", "domain", "history_len"]).to_pandas()
-    dom_len = in_domain["length"].to_numpy()
-    test_m, test_d = ev_mixed[ev_mixed["split"] == "test"], ev_dom[ev_dom["split"] == "test"]
-
-    # events per (user, domain): all of them, and the training ones
-    pair = ev.user_idx.astype(np.int64) * nd + ev.domain_code
-    users_per_domain = (np.bincount(pair, minlength=n_users * nd).reshape(n_users, nd) > 0).sum(axis=0)
-    events_per_domain = np.bincount(ev.domain_code, minlength=nd)
-    train_by_user_domain = np.bincount(pair[ev.split_code == 0], minlength=n_users * nd).reshape(n_users, nd)
-    del pair
-    train_by_user = train_by_user_domain.sum(axis=1)
-    items_per_domain = ev.catalog["domain"].value_counts()
-
-    per_domain = {}
-    for k, d in enumerate(domains):
-        per_domain[d] = {
-            "users": int(users_per_domain[k]),
-            "items": int(items_per_domain.get(d, 0)),
-            "interactions": int(events_per_domain[k]),
-            "test_targets": int((test_m["domain"] == d).sum()),
-            "test_groups": {g: int(n) for g, n in test_m[test_m["domain"] == d]["group"].value_counts().items()},
-        }
-
-    # Leave-one-domain-out: train on the other domains' events, test on the held-out domain.
-    lodo = {d: {"train_examples": _pairs(train_by_user - train_by_user_domain[:, k]),
-                "test_targets": int((test_m["domain"] == d).sum())} for k, d in enumerate(domains)}
-
-    settings = {
-        "mixed": {"models": 1, "train_sequences": int((mixed_len >= 2).sum()), "train_examples": _pairs(mixed_len),
-                  "test_targets": len(test_m), "test_without_history": int((test_m["history_len"] == 0).sum())},
-        "s2piao": {"models": 1, "train_sequences": int((dom_len >= 2).sum()), "train_examples": _pairs(dom_len),
-                   "test_targets": len(test_d), "test_without_history": int((test_d["history_len"] == 0).sum())},
-        "single_domain": {
-            d: {"train_sequences": int(((dom_len >= 2) & (in_domain["domain"] == d)).sum()),
-                "train_examples": _pairs(dom_len[(in_domain["domain"] == d).to_numpy()]),
-                "test_targets": int((test_d["domain"] == d).sum()),
-                "test_without_history": int(((test_d["domain"] == d) & (test_d["history_len"] == 0)).sum())}
-            for d in domains
-        },
-        "leave_one_domain_out": lodo,
-    }
-    return {
-        "interactions_in": ev.rows_in,
-        "interactions_kept": int(len(ev.user_idx)),
-        "dropped": ev.dropped,
-        "users": n_users,
-        "items": int(len(ev.catalog)),
-        "domains": per_domain,
-        "settings": settings,
-        "params": json.loads(params.prepare.model_dump_json(exclude_none=True)),  # an option left off is not listed
-    }

@@ -10,9 +10,10 @@ users partitioned by a hash of their id.
    consecutive repeats, then the k-core in rounds: each round the partitions count their items' live events, the
    driver sums them and names the items below the threshold, and each partition drops those items' events and its
    users below theirs, until nothing changes (the k-core is unique, so rounds reach the single-machine result);
-   then users too short to split. Each partition writes its kept and dropped events.
-4. The driver merges the partitions' files with DuckDB (out of core), in the single-machine path's order: the kept
-   events user-major in time order, `dropped.parquet` exactly as event_filter.py writes it.
+   then users too short to split. Each partition writes its dropped events and keeps its kept ones in memory.
+4. The driver merges the partitions' dropped events with DuckDB (out of core) into `dropped.parquet`, exactly as
+   event_filter.py writes it. The kept events never reach the driver: the partitions index, split and write them
+   (ray_prepare.py).
 
 Every partition's files live under `<data.root>`, which every node must see (a shared filesystem). A worker lost
 mid-stage fails the stage with a clear error and leaves no prepared data; rerunning starts from the validated data
@@ -20,11 +21,13 @@ and writes the same outputs.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -32,8 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import Params
-from .event_filter import (LSTR, KeptEvents, PreparationError, _literal, duplicate_mask, engine, repeat_mask,
-                           select_domains)
+from .event_filter import LSTR, PreparationError, _literal, duplicate_mask, engine, repeat_mask, select_domains
 
 COLUMNS = ["user_id", "item_id", "domain", "timestamp", "source_file", "source_line"]
 PARTITION_KEY = "llmrec-partition"  # the hash key of user partitions (16 characters, as pandas wants)
@@ -65,25 +67,44 @@ def connect(params: Params):
     return True
 
 
-def filter_events_ray(validated: Path, params: Params, dropped_path: Path, scratch: Path) -> KeptEvents:
-    """event_filter.filter_events on Ray; `scratch` (under data.root) holds the partitions' files, removed after."""
+@dataclass
+class Filtered:
+    """The filter phase's outcome: the partitions' actors, each holding its kept events, and the driver's totals."""
+
+    actors: list
+    domains: list[str]
+    rows_in: int
+    dropped: dict[str, int]  # events per reason, as event_filter.filter_events counts them
+    timings: dict  # each phase's (engine.json)
+
+
+@contextmanager
+def filtered_partitions(validated: Path, params: Params, dropped_path: Path, scratch: Path,
+                        actor_class: type) -> Iterator[Filtered]:
+    """event_filter.filter_events on Ray, with dropped.parquet written; the block runs the rest of the stage on
+    the partitions' actors (`actor_class`: PartitionFilter or a subclass). `scratch` (under data.root) holds the
+    partitions' files; it and the actors go when the block ends."""
     started = connect(params)
     import ray
 
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
+    actors = []  # filled as they start: each is killed, whatever fails
     try:
-        return _filter(validated, params, dropped_path, scratch)
+        yield _filter(validated, params, dropped_path, scratch, actor_class, actors)
     except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as e:
         raise PreparationError(f"a Ray worker was lost during prepare ({type(e).__name__}); nothing was written: "
                                "run `llmrec prepare` again") from None
     finally:
+        for a in actors:
+            ray.kill(a)
         shutil.rmtree(scratch, ignore_errors=True)
         if started:
             ray.shutdown()
 
 
-def _filter(validated: Path, params: Params, dropped_path: Path, scratch: Path) -> KeptEvents:
+def _filter(validated: Path, params: Params, dropped_path: Path, scratch: Path, actor_class: type,
+            actors: list) -> Filtered:
     import ray
 
     cfg, parts = params.prepare, params.data.partitions
@@ -110,21 +131,17 @@ def _filter(validated: Path, params: Params, dropped_path: Path, scratch: Path) 
     files = files[files["domain"].isin(domains)].groupby("source_file")["first"].min().sort_values()
     file_rank = {name: rank for rank, name in enumerate(files.index)}
 
-    actor = ray.remote(PartitionFilter)
-    actors = [actor.options(name=f"llmrec-prepare-{os.getpid()}-{p}").remote(p, str(scratch), domains, file_rank,
-                                                                              cfg.kcore_scope)
-              for p in range(parts)]
-    try:
-        return _run_filters(actors, params, domains, dropped_path, scratch, rows_in, timings)
-    finally:
-        for a in actors:
-            ray.kill(a)
+    actor = ray.remote(actor_class)
+    actors.extend(actor.options(name=f"llmrec-prepare-{os.getpid()}-{p}").remote(p, str(scratch), domains, file_rank,
+                                                                                 cfg.kcore_scope)
+                  for p in range(parts))
+    return _run_filters(actors, params, domains, dropped_path, scratch, rows_in, timings)
 
 
 def _run_filters(actors: list, params: Params, domains: list[str], dropped_path: Path, scratch: Path,
-                 rows_in: int, timings: dict) -> KeptEvents:
-    """The partitions' filters and the driver's merge; `timings` (the split's) gets each phase's and is written
-    beside dropped.parquet as engine.json (what a projection to more workers starts from)."""
+                 rows_in: int, timings: dict) -> Filtered:
+    """The partitions' filters and the driver's merge of their dropped events; `timings` (the split's) gets each
+    phase's (engine.json: what a projection to more workers starts from)."""
     import ray
 
     cfg = params.prepare
@@ -159,19 +176,17 @@ def _run_filters(actors: list, params: Params, domains: list[str], dropped_path:
             f"domain(s) {empty} have no interactions left after filtering (k-core {cfg.kcore_scope}, "
             f"user>={cfg.min_user_interactions}, item>={cfg.min_item_interactions}); lower prepare.min_* "
             "or remove the domain(s)")
-    ray.get([a.write.remote() for a in actors])
+    kept = sum(ray.get([a.write_dropped.remote() for a in actors]))
     timings["filter_seconds"] = round(time.perf_counter() - clock, 3)
     timings["partition_cpu_seconds"] = [round(t, 3) for t in ray.get([a.cpu_seconds.remote() for a in actors])]
     timings["partition_events"] = ray.get([a.size.remote() for a in actors])
     clock = time.perf_counter()
     with engine(scratch / "merge", params.data.memory_limit_mb) as con:
         counts = _write_dropped(con, scratch, dropped_path, reasons)
-        kept = _read_kept(con, scratch, domains, rows_in, counts)
-    if len(kept.user) + sum(counts.values()) != rows_in:
+    if kept + sum(counts.values()) != rows_in:
         raise PreparationError("the partitions lost events: every input event must be either kept or dropped")
-    timings["merge_seconds"] = round(time.perf_counter() - clock, 3)
-    (dropped_path.parent / "engine.json").write_text(json.dumps(timings, indent=2))
-    return kept
+    timings["dropped_merge_seconds"] = round(time.perf_counter() - clock, 3)
+    return Filtered(actors, domains, rows_in, counts, timings)
 
 
 def _split_block(path: str, groups: list[int], offset: int, parts: int, scratch: str, block: int) -> dict:
@@ -208,7 +223,7 @@ class PartitionFilter:
     """One partition's events and the filters' verdicts on them (0 kept, k: the k-th reason of the driver's list)."""
 
     def __init__(self, part: int, scratch: str, domains: list[str], file_rank: dict[str, int], kcore_scope: str):
-        self.folder = Path(scratch) / f"part={part}"
+        self.part, self.folder = part, Path(scratch) / f"part={part}"
         self.domains, self.file_rank, self.kcore_scope = domains, file_rank, kcore_scope
 
     @_timed
@@ -296,17 +311,16 @@ class PartitionFilter:
         return np.bincount(self.d[self.reason == 0], minlength=n)
 
     @_timed
-    def write(self) -> None:
-        """kept.parquet and dropped.parquet of the partition, with the keys the driver merges them by."""
-        keys = {"file_rank": pa.array(self.file), "reason_code": pa.array(self.reason)}
-        table = self.table
-        for name, values in keys.items():
-            table = table.append_column(name, values)
-        kept = self.reason == 0
-        pq.write_table(table.filter(pa.array(kept)), self.folder / "kept.parquet")
-        pq.write_table(table.filter(pa.array(~kept)), self.folder / "dropped.parquet")
+    def write_dropped(self) -> int:
+        """dropped.parquet and outside.parquet (events of other domains) of the partition, with the keys the driver
+        merges them by; returns how many events it keeps."""
+        dropped = self.reason > 0
+        table = self.table.filter(pa.array(dropped))
+        table = table.append_column("file_rank", pa.array(self.file[dropped]))
+        table = table.append_column("reason_code", pa.array(self.reason[dropped]))
+        pq.write_table(table, self.folder / "dropped.parquet")
         pq.write_table(self.outside, self.folder / "outside.parquet")
-
+        return int((~dropped).sum())
 
     def cpu_seconds(self) -> float:
         return getattr(self, "cpu", 0.0)
@@ -342,24 +356,3 @@ def _write_dropped(con, scratch: Path, path: Path, reasons: list[str]) -> dict[s
     tmp.replace(path)
     ranked = sorted((name for name in counts if counts[name]), key=lambda name: -counts[name])  # as event_filter.py
     return {name: counts[name] for name in ranked}
-
-
-def _read_kept(con, scratch: Path, domains: list[str], rows_in: int, counts: dict[str, int]) -> KeptEvents:
-    """The partitions' kept events, user-major in time order, as event_filter.KeptEvents (users and items coded by
-    sorted id)."""
-    kept = _literal(str(scratch / "part=*" / "kept.parquet"))
-    con.execute(f"CREATE TABLE kept AS SELECT user_id, item_id, domain, timestamp, file_rank, source_line, row "
-                f"FROM read_parquet({kept})")
-    con.execute("CREATE TABLE users AS SELECT user_id, (row_number() OVER (ORDER BY user_id) - 1)::INTEGER AS u "
-                "FROM (SELECT DISTINCT user_id FROM kept)")
-    con.execute("CREATE TABLE items AS SELECT item_id, (row_number() OVER (ORDER BY item_id) - 1)::INTEGER AS i "
-                "FROM (SELECT DISTINCT item_id FROM kept)")
-    con.register("domain_codes", pa.table({"domain": pa.array(domains, LSTR),
-                                           "d": pa.array(np.arange(len(domains), dtype=np.int16))}))
-    events = con.sql("SELECT u, i, d, timestamp FROM kept JOIN users USING (user_id) JOIN items USING (item_id) "
-                     "JOIN domain_codes USING (domain) ORDER BY u, timestamp, file_rank, source_line, row").fetchnumpy()
-    item_ids = con.sql("SELECT item_id FROM items ORDER BY i").fetchnumpy()["item_id"]
-    user_ids = con.sql("SELECT user_id FROM users ORDER BY u").to_arrow_table().column(0).combine_chunks()
-    return KeptEvents(np.asarray(events["u"], dtype=np.int32), user_ids, np.asarray(events["i"], dtype=np.int32),
-                      np.asarray(item_ids, dtype=object), np.asarray(events["d"], dtype=np.int16), domains,
-                      np.asarray(events["timestamp"], dtype=np.int64), rows_in, counts)

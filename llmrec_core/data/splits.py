@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 SPLITS = np.array(["train", "valid", "test"])
+GROUPS = ("cold", "tail", "head")  # item_groups' names
 
 
 def item_groups(train_count: np.ndarray, tail_fraction: float) -> np.ndarray:
