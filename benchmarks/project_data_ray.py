@@ -33,11 +33,16 @@ def phases_of(engine: dict) -> list[dict]:
     task_events (per task, when the tasks are partitions)}."""
     if "phases" in engine:
         return engine["phases"]
-    # the first Ray engine's flat keys
-    return [{"name": "split", "wall_seconds": engine["split_seconds"], "task_cpu_seconds": engine["split_cpu_seconds"]},
-            {"name": "filter", "wall_seconds": engine["filter_seconds"],
-             "task_cpu_seconds": engine["partition_cpu_seconds"], "task_events": engine["partition_events"]},
-            {"name": "merge", "wall_seconds": engine["merge_seconds"]}]
+    phases = [{"name": "split", "wall_seconds": engine["split_seconds"], "task_cpu_seconds": engine["split_cpu_seconds"]},
+              {"name": "filter", "wall_seconds": engine["filter_seconds"],
+               "task_cpu_seconds": engine["partition_cpu_seconds"], "task_events": engine["partition_events"]},
+              {"name": "merge dropped", "wall_seconds": engine.get("dropped_merge_seconds", engine.get("merge_seconds"))}]
+    if "settings_cpu_seconds" in engine:  # the partitions index, split and write their users' rows
+        # the driver's share (ranking user ids, the catalogue) is in the wall time, so it lands in the overhead
+        phases.append({"name": "index and write", "wall_seconds": engine["index_seconds"] + engine["write_seconds"],
+                       "task_cpu_seconds": engine["settings_cpu_seconds"]})
+        phases.append({"name": "merge tables", "wall_seconds": engine["tables_merge_seconds"]})
+    return phases
 
 
 def measure(ray_result: dict) -> dict:
