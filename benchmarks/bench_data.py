@@ -9,9 +9,12 @@ cap whatever the number of events. Results go to bench/data/<scale>/results.json
 reports/benchmarks/data_<scale>_cpu.json, and are printed as a table.
 Targets on a 2-core machine: 3M in < 90 s and < 3 GB peak RSS; 30M under a 4 GB peak RSS cap.
 
-`--engine ray` runs prepare on Ray (data.engine: ray; a local Ray instance unless `--ray-address`) and
-records every process's peak RSS (the stage, Ray's workers), sampled, and the engine's phase timings
-(prepared/engine.json); results go to reports/benchmarks/data_<scale>_ray_cpu.json.
+`--engine ray` runs validate and prepare on Ray (data.engine: ray; a local Ray instance unless `--ray-address`)
+and records every process's peak RSS (the stage, Ray's workers), sampled, and the engines' phase timings
+(validated/engine.json, prepared/engine.json); results go to reports/benchmarks/data_<scale>_ray_cpu.json.
+`--engine local ray` runs both on the same generated input, one after the other (ingest once: it has no engine),
+so the two are measured under the same conditions; `benchmarks/project_data_ray.py` projects the Ray figures to
+the full Amazon 2018 dump.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import yaml
+
+REPO = Path(__file__).resolve().parents[1]
 
 DOMAINS = ["Scientific", "Pantry", "Instruments", "Arts", "Office", "Toys", "Garden", "Sports", "Beauty", "Pets"]
 SCALES = {  # users, items, interactions, domains, target seconds (None: no time target), peak RSS cap in MB
@@ -128,13 +134,62 @@ def run_stage(stage: str, params: Path, every_process: bool = False) -> dict:
     return result
 
 
+def run_engine(out: Path, work: str, domains: list[str], args, engine: str, interim_from: Path | None) -> dict:
+    """ingest (or, with `interim_from`, its output hard-linked from another engine's run: ingest is the same on
+    both), validate and prepare with `engine`; returns the results summary."""
+    params = {
+        "data": {"sources": [{"name": d.lower(), "format": "amazon2018", "domain": d,
+                              "interactions": f"raw/{d}.csv", "items": f"raw/meta_{d}.json"} for d in domains],
+                 "domains": domains, "root": work, "memory_limit_mb": args.memory_limit_mb,
+                 "engine": engine, "partitions": args.partitions, "ray_address": args.ray_address},
+        "validation": {"results_dir": f"{work}/gx"},
+        "prepare": {"min_user_interactions": 5, "min_item_interactions": 5, "max_history": 20},
+    }
+    params_path = out / f"params-{engine}.yaml"
+    params_path.write_text(yaml.safe_dump(params))
+    shutil.rmtree(out / work, ignore_errors=True)
+    load_before = os.getloadavg()[0]
+    results = []
+    if interim_from is None:
+        results.append(run_stage("ingest", params_path))
+    else:
+        shutil.copytree(interim_from, out / work / "interim", copy_function=os.link)
+        results.append({**json.loads((out / "ingest.json").read_text()), "shared": "hard links to the first "
+                        "engine's ingest output (ingest has no engine)"})
+    (out / "ingest.json").write_text(json.dumps(results[0]))
+    results += [run_stage(s, params_path, every_process=engine == "ray") for s in ("validate", "prepare")]
+    root = out / work
+    manifest = json.loads((root / "prepared" / "manifest.json").read_text())
+    phases = {stage: json.loads((root / folder / "engine.json").read_text())
+              for stage, folder in (("validate", "validated"), ("prepare", "prepared"))
+              if (root / folder / "engine.json").is_file()}
+    users, items, interactions, n_domains, target_s, cap_mb = SCALES[args.scale]
+    total = sum(r["seconds"] for r in results)
+    peak = max(r["peak_rss_mb"] for r in results)
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}",
+        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        "scale": args.scale, "data_memory_limit_mb": args.memory_limit_mb, "engine": engine,
+        "partitions": args.partitions if engine == "ray" else None,
+        "engine_phases_by_stage": phases or None,
+        "input": {"interactions": manifest["interactions_in"], "users_kept": manifest["users"],
+                  "items_kept": manifest["items"], "interactions_kept": manifest["interactions_kept"],
+                  "domains": len(manifest["domains"])},
+        "stages": results, "total_seconds": round(total, 1), "peak_rss_mb": peak,
+        "targets": {"total_seconds": target_s, "peak_rss_mb": cap_mb},
+        "met": {"total_seconds": target_s is None or total < target_s, "peak_rss_mb": cap_mb is None or peak < cap_mb},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", choices=sorted(SCALES), default="3m")
     ap.add_argument("--out", type=Path, default=None, help="default: bench/data/<scale>")
     ap.add_argument("--memory-limit-mb", type=int, default=1024, help="data.memory_limit_mb (prepare's DuckDB)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--engine", choices=["local", "ray"], default="local", help="data.engine of prepare")
+    ap.add_argument("--engine", nargs="+", choices=["local", "ray"], default=["local"],
+                    help="data.engine of validate and prepare; several: each in turn on the same input")
     ap.add_argument("--partitions", type=int, default=16, help="data.partitions (Ray)")
     ap.add_argument("--ray-address", default=None, help="data.ray_address (default: a local Ray instance)")
     args = ap.parse_args()
@@ -146,45 +201,21 @@ def main() -> None:
         t0 = time.perf_counter()
         generate(raw, users, items, interactions, domains, args.seed)
         print(f"generated raw files in {time.perf_counter() - t0:.1f} s")
-    params = {
-        "data": {"sources": [{"name": d.lower(), "format": "amazon2018", "domain": d,
-                              "interactions": f"raw/{d}.csv", "items": f"raw/meta_{d}.json"} for d in domains],
-                 "domains": domains, "root": "work", "memory_limit_mb": args.memory_limit_mb,
-                 "engine": args.engine, "partitions": args.partitions, "ray_address": args.ray_address},
-        "validation": {"results_dir": "work/gx"},
-        "prepare": {"min_user_interactions": 5, "min_item_interactions": 5, "max_history": 20},
-    }
-    params_path = out / "params.yaml"
-    params_path.write_text(yaml.safe_dump(params))
-    load_before = os.getloadavg()[0]
-    results = [run_stage(s, params_path, every_process=args.engine == "ray" and s == "prepare")
-               for s in ("ingest", "validate", "prepare")]
-    engine_json = out / "work" / "prepared" / "engine.json"
-    manifest = json.loads((out / "work" / "prepared" / "manifest.json").read_text())
-    total = sum(r["seconds"] for r in results)
-    peak = max(r["peak_rss_mb"] for r in results)
-    summary = {
-        "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"{platform.python_implementation()} {platform.python_version()}",
-        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
-        "scale": args.scale, "data_memory_limit_mb": args.memory_limit_mb, "engine": args.engine,
-        "engine_phases": json.loads(engine_json.read_text()) if args.engine == "ray" else None,
-        "input": {"interactions": manifest["interactions_in"], "users_kept": manifest["users"],
-                  "items_kept": manifest["items"], "interactions_kept": manifest["interactions_kept"],
-                  "domains": len(manifest["domains"])},
-        "stages": results, "total_seconds": round(total, 1), "peak_rss_mb": peak,
-        "targets": {"total_seconds": target_s, "peak_rss_mb": cap_mb},
-        "met": {"total_seconds": target_s is None or total < target_s, "peak_rss_mb": cap_mb is None or peak < cap_mb},
-    }
-    (out / "results.json").write_text(json.dumps(summary, indent=2))
-    suffix = "_ray" if args.engine == "ray" else ""
-    published = Path(__file__).resolve().parents[1] / "reports" / "benchmarks" / f"data_{args.scale}{suffix}_cpu.json"
-    published.write_text(json.dumps(summary, indent=2))
-    print(f"{'stage':<10}{'seconds':>10}{'peak RSS MB':>14}")
-    for r in results:
-        print(f"{r['stage']:<10}{r['seconds']:>10}{r['peak_rss_mb']:>14}")
-    print(f"{'total':<10}{total:>10.1f}{peak:>14}   (targets: {target_s or '-'} s, < {cap_mb} MB)")
-    print(json.dumps(summary["input"]))
+    first = None
+    for engine in args.engine:
+        work = f"work-{engine}"
+        summary = run_engine(out, work, domains, args, engine, first)
+        first = first or out / work / "interim"
+        (out / f"results-{engine}.json").write_text(json.dumps(summary, indent=2))
+        suffix = "_ray" if engine == "ray" else ""
+        published = REPO / "reports" / "benchmarks" / f"data_{args.scale}{suffix}_cpu.json"
+        published.write_text(json.dumps(summary, indent=2))
+        print(f"engine {engine}\n{'stage':<10}{'seconds':>10}{'peak RSS MB':>14}")
+        for r in summary["stages"]:
+            print(f"{r['stage']:<10}{r['seconds']:>10}{r['peak_rss_mb']:>14}")
+        print(f"{'total':<10}{summary['total_seconds']:>10.1f}{summary['peak_rss_mb']:>14}   "
+              f"(targets: {target_s or '-'} s, < {cap_mb} MB)")
+        print(json.dumps(summary["input"]))
 
 
 if __name__ == "__main__":
