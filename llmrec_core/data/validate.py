@@ -4,7 +4,9 @@ Each failing row goes to the quarantine file with every expectation it broke; th
 of the run are kept as JSON and rendered as GX Data Docs (<results_dir>/<run>/data_docs/index.html). The stage
 fails only when the share of bad records (ingest and validation together) passes `validation.max_bad_fraction`.
 Interactions are read and checked `data.chunk_rows` at a time, so memory does not grow with their number; items
-are checked whole (their ids must be unique).
+are checked whole (their ids must be unique). With `data.engine: ray` the interactions' chunks are checked by a pool
+of Ray actors (ray_validate.py): the same files, reports and gate; their GX results are in interactions.json but
+get no Data Docs page (the items' page is rendered as here), and validated/engine.json holds the engine's timings.
 """
 from __future__ import annotations
 
@@ -171,9 +173,13 @@ class Tally:
     gx_success: bool = True
 
     def add(self, rows: int, bad: pd.DataFrame, gx_success: bool = True) -> None:
+        self.count(rows, len(bad), bad["reason"].value_counts().to_dict(), gx_success)
+
+    def count(self, rows: int, quarantined: int, reasons: dict[str, int], gx_success: bool = True) -> None:
+        """`add`, from counts (what a worker of the Ray engine returns for its block)."""
         self.rows_in += rows
-        self.quarantined += len(bad)
-        self.reasons.update(bad["reason"].value_counts().to_dict())
+        self.quarantined += quarantined
+        self.reasons.update(reasons)
         self.gx_success &= bool(gx_success)
 
 
@@ -194,8 +200,15 @@ def _validate_into(out: Path, layout: DataLayout, params: Params, run_id: str | 
             return bad
 
         good_items = _check_items(layout, out, results_dir, suites["items"], ctx, quarantine, tallies["items"])
-        _check_interactions(layout, out, results_dir, suites["interactions"], ctx, pd.Index(good_items["item_id"]),
-                            params.data.chunk_rows, quarantine, tallies["interactions"])
+        if params.data.engine == "ray":  # the same suite and files, the blocks on a Ray cluster's workers
+            from .ray_validate import check_interactions_ray
+
+            check_interactions_ray(layout, out, results_dir, suites["interactions"], pd.Index(good_items["item_id"]),
+                                   params, quarantine, tallies["interactions"])
+        else:
+            _check_interactions(layout, out, results_dir, suites["interactions"], ctx,
+                                pd.Index(good_items["item_id"]), params.data.chunk_rows, quarantine,
+                                tallies["interactions"])
     reports = _reports(tallies, read_table(layout.quarantine("interim")))
     summary = {"run_id": run_id, "input_run_id": input_run_id, "tables": [r.__dict__ for r in reports]}
     (out / "validation_report.json").write_text(json.dumps(summary, indent=2))
@@ -233,6 +246,11 @@ def _check_interactions(layout: DataLayout, out: Path, results_dir: Path, expect
             sink.write(good)
             chunks.append({"first_row": tally.rows_in, "rows": len(chunk), "result": result})
             tally.add(len(chunk), quarantine(bad), result["success"])
+    write_chunk_results(results_dir, tally, chunks)
+
+
+def write_chunk_results(results_dir: Path, tally: Tally, chunks: list[dict]) -> None:
+    """interactions.json: GX's verdict and each chunk's first row, rows and GX result."""
     (results_dir / "interactions.json").write_text(json.dumps(
         {"success": tally.gx_success, "rows": tally.rows_in, "chunks": chunks}, indent=1, default=str))
 
