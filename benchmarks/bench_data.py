@@ -9,9 +9,10 @@ cap whatever the number of events. Results go to bench/data/<scale>/results.json
 reports/benchmarks/data_<scale>_cpu.json, and are printed as a table.
 Targets on a 2-core machine: 3M in < 90 s and < 3 GB peak RSS; 30M under a 4 GB peak RSS cap.
 
-`--engine ray` runs prepare's filters on Ray (data.engine: ray; a local Ray instance unless `--ray-address`) and
-records every process's peak RSS (the stage, Ray's workers), sampled, and the engine's phase timings
-(prepared/engine.json); results go to reports/benchmarks/data_<scale>_ray_cpu.json.
+`--engine ray` runs validate's interactions and prepare's filters on Ray (data.engine: ray; a local Ray instance
+unless `--ray-address`) and records every process's peak RSS (the stage, Ray's workers), sampled, and the engine's
+phase timings (validated/engine.json, prepared/engine.json); results go to
+reports/benchmarks/data_<scale>_ray_cpu.json.
 """
 from __future__ import annotations
 
@@ -134,7 +135,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="default: bench/data/<scale>")
     ap.add_argument("--memory-limit-mb", type=int, default=1024, help="data.memory_limit_mb (prepare's DuckDB)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--engine", choices=["local", "ray"], default="local", help="data.engine of prepare")
+    ap.add_argument("--engine", choices=["local", "ray"], default="local", help="data.engine of validate and prepare")
     ap.add_argument("--partitions", type=int, default=16, help="data.partitions (Ray)")
     ap.add_argument("--ray-address", default=None, help="data.ray_address (default: a local Ray instance)")
     args = ap.parse_args()
@@ -157,7 +158,7 @@ def main() -> None:
     params_path = out / "params.yaml"
     params_path.write_text(yaml.safe_dump(params))
     load_before = os.getloadavg()[0]
-    results = [run_stage(s, params_path, every_process=args.engine == "ray" and s == "prepare")
+    results = [run_stage(s, params_path, every_process=args.engine == "ray" and s != "ingest")
                for s in ("ingest", "validate", "prepare")]
     engine_json = out / "work" / "prepared" / "engine.json"
     manifest = json.loads((out / "work" / "prepared" / "manifest.json").read_text())
@@ -169,6 +170,8 @@ def main() -> None:
         "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "scale": args.scale, "data_memory_limit_mb": args.memory_limit_mb, "engine": args.engine,
         "engine_phases": json.loads(engine_json.read_text()) if args.engine == "ray" else None,
+        "validate_engine_phases": json.loads((out / "work" / "validated" / "engine.json").read_text())
+        if args.engine == "ray" else None,
         "input": {"interactions": manifest["interactions_in"], "users_kept": manifest["users"],
                   "items_kept": manifest["items"], "interactions_kept": manifest["interactions_kept"],
                   "domains": len(manifest["domains"])},
