@@ -3,7 +3,8 @@ loop, the same files.
 
 1. The driver cuts interim/interactions.parquet into blocks of `data.chunk_rows` rows: the local path's chunks, so
    interactions.json lists the same chunks (first row, rows, GX result). Each block names the row groups it spans.
-2. A pool of validator actors (`data.partitions` of them, at most one per block) each set up one GX context and
+2. A pool of validator actors (`data.partitions` of them, at most one per block and one per CPU of the cluster: the
+   checks are CPU-bound, and each actor costs its process, GX's import and memory) each set up one GX context and
    suite, and one index of the validated items' ids (put in the object store once), when they start; then each
    block goes to a free actor, which reads its rows, runs the suite and writes the block's good rows and its
    quarantined rows (file, line, reason, record) as two part files under a scratch folder in the stage's
@@ -15,8 +16,11 @@ loop, the same files.
 
 Data Docs: the items are validated on the driver as on the local path, so their page is rendered; the workers'
 GX contexts are ephemeral and render none, so the interactions have no Data Docs page on Ray: their GX results are
-all in interactions.json (as on the local path). The driver then writes validated/engine.json: the phases' wall
-seconds, each block's and each actor's CPU seconds (what a projection to more workers starts from).
+all in interactions.json (as on the local path). The driver then writes validated/engine.json (what a projection to
+more workers starts from): the wall seconds of the actors' start (`setup_seconds`), of the checks and the appends
+that overlap them (`check_seconds`, of which `merge_seconds` the driver's appends) and in all; each block's CPU
+seconds; each actor's CPU seconds at the end of its setup (its process's start and imports included: GX's import
+alone costs seconds) and in all.
 
 Every node must see `<data.root>` (a shared filesystem). A worker lost mid-stage fails the stage with a one-line
 error and nothing is written (the stage's outputs are swapped in only on success); a rerun writes the same files.
@@ -85,48 +89,56 @@ def check_interactions_ray(layout: DataLayout, out: Path, results_dir: Path, exp
 def _check(path: Path, out: Path, results_dir: Path, expectations, known: pd.Index, params: Params, quarantine,
            tally, scratch: Path) -> None:
     import ray
-    from ray.util import ActorPool
 
     from .validate import write_chunk_results
 
     clock = time.perf_counter()
     todo = blocks(path, params.data.chunk_rows)
     ids = ray.put(pa.array(known.to_numpy(dtype=object), pa.string()))  # once, for every actor
+    size = min(params.data.partitions, len(todo), max(1, int(ray.cluster_resources().get("CPU", 1))))
     actor = ray.remote(BlockValidator)
     actors = [actor.options(name=f"llmrec-validate-{os.getpid()}-{k}").remote(str(path), str(scratch), expectations,
                                                                                ids)
-              for k in range(min(params.data.partitions, len(todo)))]
-    timings = {"engine": "ray", "actors": len(actors), "blocks": len(todo), "rows": sum(b[2] for b in todo),
+              for k in range(size)]
+    timings = {"engine": "ray", "actors": size, "blocks": len(todo), "rows": sum(b[2] for b in todo),
                "chunk_rows": params.data.chunk_rows}
+    chunks, merge, block_cpu = [], 0.0, [0.0] * len(todo)
     try:
         timings["actor_setup_cpu_seconds"] = [round(t, 3) for t in ray.get([a.cpu_seconds.remote() for a in actors])]
         timings["setup_seconds"] = round(time.perf_counter() - clock, 3)
-        chunks, merge = [], 0.0
         with ParquetSink(out / "interactions.parquet", INTERACTIONS) as good:
-            done, block_cpu = {}, [0.0] * len(todo)
-            results = ActorPool(actors).map_unordered(lambda a, k: a.check.remote(k, *todo[k]), range(len(todo))) \
-                if actors else []
-            for r in results:
-                done[r["block"]] = r
-                while len(chunks) in done:  # append the blocks in order as soon as they are all in
-                    r, since = done.pop(len(chunks)), time.perf_counter()
-                    _append(scratch / f"good-{r['block']}.parquet", good.write)
-                    _append(scratch / f"bad-{r['block']}.parquet", quarantine)
-                    merge += time.perf_counter() - since
-                    chunks.append({"first_row": tally.rows_in, "rows": r["rows"], "result": r["result"]})
-                    tally.count(r["rows"], r["quarantined"], r["reasons"], r["result"]["success"])
-                    block_cpu[r["block"]] = round(r["cpu_seconds"], 3)
+            for r in _in_block_order(actors, todo):
+                since = time.perf_counter()
+                _append(scratch / f"good-{r['block']}.parquet", good.write)
+                _append(scratch / f"bad-{r['block']}.parquet", quarantine)
+                merge += time.perf_counter() - since
+                chunks.append({"first_row": tally.rows_in, "rows": r["rows"], "result": r["result"]})
+                tally.count(r["rows"], r["quarantined"], r["reasons"], r["result"]["success"])
+                block_cpu[r["block"]] = round(r["cpu_seconds"], 3)
         write_chunk_results(results_dir, tally, chunks)
         timings["actor_cpu_seconds"] = [round(t, 3) for t in ray.get([a.cpu_seconds.remote() for a in actors])]
     finally:
         for a in actors:
             ray.kill(a)
-    timings |= {"check_seconds": round(time.perf_counter() - clock - timings["setup_seconds"], 3),
-                "merge_seconds": round(merge, 3), "wall_seconds": round(time.perf_counter() - clock, 3),
-                "block_cpu_seconds": block_cpu}
+    wall = time.perf_counter() - clock
+    timings |= {"check_seconds": round(wall - timings["setup_seconds"], 3), "merge_seconds": round(merge, 3),
+                "wall_seconds": round(wall, 3), "block_cpu_seconds": block_cpu}
     (out / "engine.json").write_text(json.dumps(timings, indent=2))
 
 
+def _in_block_order(actors: list, todo: list):
+    """The blocks' results in block order, each as soon as it and every block before it are done (the actors take
+    the next block as soon as they are free)."""
+    from ray.util import ActorPool
+
+    if not todo:
+        return
+    done, following = {}, 0
+    for r in ActorPool(actors).map_unordered(lambda a, k: a.check.remote(k, *todo[k]), range(len(todo))):
+        done[r["block"]] = r
+        while following in done:
+            yield done.pop(following)
+            following += 1
 def _append(part: Path, write) -> None:
     """Hand a part file's rows to `write`, one row group at a time, then remove the part."""
     with pq.ParquetFile(part) as f:
@@ -141,12 +153,11 @@ class BlockValidator:
     def __init__(self, path: str, scratch: str, expectations, known_ids: pa.Array):
         from .validate import Suite
 
-        started = time.process_time()
         self.path, self.scratch = path, Path(scratch)
         self.suite = Suite("interactions", expectations)  # an ephemeral context: no Data Docs
         self.known = pd.Index(known_ids.to_numpy(zero_copy_only=False))
         self.known.get_indexer(self.known[:1])  # build the hash table now, once
-        self.cpu = time.process_time() - started
+        self.cpu = time.process_time()  # the worker's CPU so far: its start, imports (GX's: seconds), this setup
 
     def check(self, block: int, groups: list[int], first: int, rows: int, skip: int) -> dict:
         """Validate rows [first, first + rows): write good-<block> and bad-<block>; return the GX result and counts."""

@@ -51,7 +51,7 @@ def injected(tmp_path_factory):
         f.write(BAD_META)
 
     def make(name: str, validation: dict | None = None, **data):
-        d = {**doc, "data": {**doc["data"], "chunk_rows": 5000, "partitions": 3, **data},
+        d = {**doc, "data": {**doc["data"], "chunk_rows": 5000, "partitions": 2, **data},
              "validation": {**doc["validation"], "max_timestamp": 1_800_000_000, **(validation or {})}}
         path = base / f"params-{name}.yaml"
         path.write_text(yaml.safe_dump(d))
@@ -103,14 +103,14 @@ def test_validate_on_ray_writes_the_local_files_row_for_row(ray_cluster, injecte
     validated = DataLayout(params.data_root).validated
     engine = json.loads((validated / "engine.json").read_text())
     assert engine["blocks"] == len(local["chunks"]) == len(engine["block_cpu_seconds"])
-    assert engine["actors"] == 3 == len(engine["actor_cpu_seconds"])
+    assert engine["actors"] == 2 == len(engine["actor_cpu_seconds"])
     assert not any(validated.glob("engine-blocks*"))
     docs = params.resolve(params.validation.results_dir) / "ray" / "data_docs"
     assert (docs / "index.html").is_file()  # the items' Data Docs, rendered on the driver
 
 
 def test_the_gate_still_blocks_on_ray(ray_cluster, injected, local):
-    params = _on_ray(injected("gate", validation={"max_bad_fraction": 0.0001}))
+    params = _on_ray(injected("gate", partitions=1, validation={"max_bad_fraction": 0.0001}))
     with pytest.raises(ValidationFailed, match=r"records are bad .* no validated data was written"):
         validate(params, run_id="gate")
     assert not DataLayout(params.data_root).validated.exists()
