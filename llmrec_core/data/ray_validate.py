@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 from ..config import Params
 from ..errors import UserError
 from .contract import INTERACTIONS, QUARANTINE, with_known_item
+from .gx_suite import Suite, split_bad, write_chunk_results
 from .layout import DataLayout
 from .parquet_io import ParquetSink
 from .ray_filter import connect
@@ -67,7 +68,7 @@ def blocks(path: Path, rows: int) -> list[tuple[list[int], int, int, int]]:
 def check_interactions_ray(layout: DataLayout, out: Path, results_dir: Path, expectations, known: pd.Index,
                            params: Params, quarantine, tally) -> None:
     """validate._check_interactions on Ray: good rows to out/interactions.parquet, bad ones to `quarantine`, counts
-    to `tally`, the GX results to interactions.json, the engine's timings to out/engine.json."""
+    to `tally` (a validate.Tally), the GX results to interactions.json, the engine's timings to out/engine.json."""
     started = connect(params)
     import ray
 
@@ -89,8 +90,6 @@ def check_interactions_ray(layout: DataLayout, out: Path, results_dir: Path, exp
 def _check(path: Path, out: Path, results_dir: Path, expectations, known: pd.Index, params: Params, quarantine,
            tally, scratch: Path) -> None:
     import ray
-
-    from .validate import write_chunk_results
 
     clock = time.perf_counter()
     todo = blocks(path, params.data.chunk_rows)
@@ -115,7 +114,7 @@ def _check(path: Path, out: Path, results_dir: Path, expectations, known: pd.Ind
                 chunks.append({"first_row": tally.rows_in, "rows": r["rows"], "result": r["result"]})
                 tally.count(r["rows"], r["quarantined"], r["reasons"], r["result"]["success"])
                 block_cpu[r["block"]] = round(r["cpu_seconds"], 3)
-        write_chunk_results(results_dir, tally, chunks)
+        write_chunk_results(results_dir, tally.gx_success, tally.rows_in, chunks)
         timings["actor_cpu_seconds"] = [round(t, 3) for t in ray.get([a.cpu_seconds.remote() for a in actors])]
     finally:
         for a in actors:
@@ -151,8 +150,6 @@ class BlockValidator:
     """One worker's GX context and suite, and the validated items' ids, set up once; validates block after block."""
 
     def __init__(self, path: str, scratch: str, expectations, known_ids: pa.Array):
-        from .validate import Suite
-
         self.path, self.scratch = path, Path(scratch)
         self.suite = Suite("interactions", expectations)  # an ephemeral context: no Data Docs
         self.known = pd.Index(known_ids.to_numpy(zero_copy_only=False))
@@ -161,12 +158,10 @@ class BlockValidator:
 
     def check(self, block: int, groups: list[int], first: int, rows: int, skip: int) -> dict:
         """Validate rows [first, first + rows): write good-<block> and bad-<block>; return the GX result and counts."""
-        from .validate import _split_bad
-
         started = time.process_time()
         chunk = pq.ParquetFile(self.path).read_row_groups(groups).slice(skip, rows).to_pandas()
         result, reasons = self.suite.run(with_known_item(chunk, self.known))
-        good, bad = _split_bad(chunk, reasons, "interactions")
+        good, bad = split_bad(chunk, reasons, "interactions")
         for name, frame, schema in (("good", good, INTERACTIONS), ("bad", bad, QUARANTINE)):
             with ParquetSink(self.scratch / f"{name}-{block}.parquet", schema) as sink:
                 sink.write(frame)
