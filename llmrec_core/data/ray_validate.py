@@ -138,6 +138,8 @@ def _in_block_order(actors: list, todo: list):
         while following in done:
             yield done.pop(following)
             following += 1
+
+
 def _append(part: Path, write) -> None:
     """Hand a part file's rows to `write`, one row group at a time, then remove the part."""
     with pq.ParquetFile(part) as f:
