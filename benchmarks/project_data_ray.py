@@ -33,6 +33,12 @@ def phases_of(engine: dict) -> list[dict]:
     task_events (per task, when the tasks are partitions)}."""
     if "phases" in engine:
         return engine["phases"]
+    if "block_cpu_seconds" in engine:  # validate: actors set up, blocks checked, parts appended by the driver
+        return [{"name": "actor set-up", "wall_seconds": engine["setup_seconds"],
+                 "task_cpu_seconds": engine["actor_setup_cpu_seconds"]},
+                {"name": "check", "wall_seconds": engine["check_seconds"] - engine["merge_seconds"],
+                 "task_cpu_seconds": engine["block_cpu_seconds"]},
+                {"name": "append parts (driver)", "wall_seconds": engine["merge_seconds"]}]
     phases = [{"name": "split", "wall_seconds": engine["split_seconds"], "task_cpu_seconds": engine["split_cpu_seconds"]},
               {"name": "filter", "wall_seconds": engine["filter_seconds"],
                "task_cpu_seconds": engine["partition_cpu_seconds"], "task_events": engine["partition_events"]},

@@ -17,11 +17,15 @@ class ParquetSink:
         self._tmp = path.with_suffix(path.suffix + ".tmp")
         self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
 
-    def write(self, frame: pd.DataFrame) -> None:
-        if len(frame):
-            table = pa.Table.from_pandas(frame[self.schema.names], schema=self.schema, preserve_index=False)
+    def write(self, rows: pd.DataFrame | pa.Table) -> None:
+        """Append rows: a DataFrame, or an Arrow table (e.g. a row group of another file of this schema)."""
+        if len(rows):
+            if isinstance(rows, pa.Table):
+                table = rows.select(self.schema.names).cast(self.schema)
+            else:
+                table = pa.Table.from_pandas(rows[self.schema.names], schema=self.schema, preserve_index=False)
             self._writer.write_table(table)
-            self.rows += len(frame)
+            self.rows += len(rows)
 
     def close(self) -> None:
         self._writer.close()
