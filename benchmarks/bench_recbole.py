@@ -183,7 +183,7 @@ def our_schedule(params) -> dict:
     targets = int(((windows[:, :-1] > 0) & (windows[:, 1:] > 0)).sum())
     s = params.sasrec
     return {"targets_per_epoch": targets, "windows_per_epoch": len(windows), "batch_size": s.batch_size,
-            "updates_per_epoch": updates_per_epoch(len(windows), s.batch_size) * s.members}
+            "updates_per_epoch": updates_per_epoch(len(windows), s.batch_size)}  # one step per batch, any members
 
 
 def run_ours(params) -> dict:
