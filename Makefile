@@ -15,7 +15,8 @@ API    := http://127.0.0.1:4200/api
 WITH_ENV := set -a; [ -n "$$AWS_ACCESS_KEY_ID" ] || [ ! -f .run/storage.env ] || . ./.run/storage.env; set +a;
 
 .PHONY: help venv demo pipeline up down storage storage-stop deployment-run test test-slow bench-data bench-data-30m bench-data-ray bench-model \
-        bench-sizes bench-recbole bench-serve bench-soak report-ml100k confirm report-sample-new-items sample clean
+        bench-sizes bench-recbole bench-recbole-ml1m bench-serve bench-soak report-ml100k confirm report-sample-new-items sample \
+        clean
 
 help:
 	@echo "make demo        local S3 + Prefect server, the train-eval flow on the embedded sample, then llmrec serve"
@@ -23,7 +24,8 @@ help:
 	@echo "make up / down   start / stop local S3 (moto) + Prefect server + deployments (down also stops llmrec serve)"
 	@echo "make deployment-run   prefect deployment run 'train-eval/default' against the local server"
 	@echo "make bench-model ranking, FPFT/LoRA throughput, the cached item tower and model-size cost benchmarks"
-	@echo "make bench-recbole   our SASRec beside RecBole's on ml-100k (RecBole in its own venv)"
+	@echo "make bench-recbole   our SASRec beside RecBole's (its defaults; our updates per epoch) on ml-100k (RecBole in its own venv; DEVICE=cuda on a GPU)"
+	@echo "make bench-recbole-ml1m  our SASRec on ml-1m prepared as RecBole's published benchmark, beside its figure"
 	@echo "make bench-serve     load test of llmrec serve with a 100k-item index (concurrency 1, 8, 32)"
 	@echo "make bench-soak      minutes of recommend/add/reload on llmrec serve killed at random; no item lost"
 	@echo "make report-ml100k   the analyses on ml-100k and reports/REPORT.md (hours on CPU)"
@@ -92,8 +94,12 @@ bench-model: $(STAMP)
 bench-sizes: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py --sections sizes
 
+# Finished arms are cached under bench/recbole: rerunning continues where a killed run stopped.
 bench-recbole: $(STAMP)
-	$(BIN)/python benchmarks/bench_recbole.py
+	$(BIN)/python benchmarks/bench_recbole.py --device $(or $(DEVICE),cpu)
+
+bench-recbole-ml1m: $(STAMP)
+	$(BIN)/python benchmarks/bench_recbole.py --ml1m-sanity --device $(or $(DEVICE),cpu)
 
 bench-serve: $(STAMP)
 	$(BIN)/python benchmarks/bench_serve.py

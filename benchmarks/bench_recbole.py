@@ -1,25 +1,34 @@
-"""Our SASRec beside RecBole's on the same ml-100k data, at equal work and to convergence, in one run
-(make bench-recbole).
+"""Our SASRec beside RecBole's on the same ml-100k data, each arm to convergence, in one run (make bench-recbole);
+and, with --ml1m-sanity, our SASRec on ml-1m prepared as RecBole's published benchmark, beside its figure
+(make bench-recbole-ml1m).
 
-1. Prepare ml-100k (../shared) with our pipeline as ONE domain, so our full ranking is over every
-   item, as RecBole's is.
-2. Train and evaluate our standard SASRec on it to convergence: every training target once per epoch,
-   early stopping on validation NDCG@10 (the params file's `sasrec` section: max_len, hidden, dropout,
-   lr, batch size, eval_every, patience).
-3. Export exactly the prepared events (same users, items, order; timestamps replaced by each
-   user's event rank so ties cannot reorder) as a RecBole atomic .inter file, and train RecBole's
-   SASRec with the same knobs (MAX_ITEM_LIST_LENGTH = max_len, batch size, learning rate, dropout) and
-   the same early-stopping rule, leave-one-out split, full ranking. RecBole also trains each training
-   target once per epoch (each prefix is a sequence), so epochs are equal work; both sides record their
-   training targets per epoch and the report compares time per 1,000 targets.
-RecBole goes into its own virtualenv (.bench-venv/recbole), never into the project's environment.
-Result: reports/benchmarks/recbole_cpu.json (read by `llmrec-lab report`).
+Side by side (three arms on the same prepared events):
+  ours              the params file's frozen `sasrec` section (configs/ml-100k.yaml): batches of 128 windows of
+                    max_len items, so few optimizer updates per epoch.
+  recbole_defaults  RecBole 1.2.1's SASRec at RecBole's own defaults (RECBOLE_DEFAULTS), only the data, the
+                    validation metric (NDCG@10, as ours) and what CE loss requires (no negative sampler) set.
+  recbole_matched   the same with train_batch_size set so that RecBole's optimizer updates per epoch match ours.
+Every arm stops early on validation NDCG@10 (never on test) within its own epoch cap. Test metrics of every arm
+are compared under RecBole's protocol (leave-one-out by time, full ranking, the user's history NOT excluded:
+RecBole's sequential evaluation keeps it); ours is also given under ours (history excluded).
+The events are our pipeline's (ml-100k from ../shared as ONE domain, so both rank every item), exported as a
+RecBole atomic .inter file with timestamps replaced by each user's event rank (ties cannot reorder).
+
+Each finished arm is cached in bench/recbole/<data>/arms/<arm>.json with the key of what it ran, so a killed run
+redoes only the unfinished arms (ours also resumes from its checkpoint); --fresh starts over. RecBole lives in its
+own virtualenv (.bench-venv/recbole), never in the project's environment.
+
+A run with --max-epochs or --user-sample is a smoke test: written to bench/recbole only. Otherwise the result goes
+to reports/benchmarks/recbole_<device>.json (or ml1m_sanity_<device>.json), read by `llmrec-lab report`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -28,9 +37,188 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "bench" / "recbole"
 VENV = REPO / ".bench-venv" / "recbole"
-ML100K = REPO.parent / "shared" / "data" / "ml-100k"
+DATA = REPO.parent / "shared" / "data"
 RECBOLE_PINS = ["torch==2.13.0", "recbole==1.2.1", "numpy<2", "pandas<2.3"]  # RecBole 1.2.1 uses np.float_
 
+# RecBole 1.2.1's defaults for SASRec: recbole/properties/overall.yaml, model/SASRec.yaml and
+# quick_start_config/sequential.yaml (which its Config loads for every sequential model but DIN/DIEN/GRU4RecKG/KSR).
+# The driver records the values RecBole actually ran with, read back from its Config.
+RECBOLE_DEFAULTS = {
+    "train_batch_size": 2048, "learning_rate": 0.001, "learner": "adam", "weight_decay": 0.0, "epochs": 300,
+    "eval_step": 1, "stopping_step": 10, "valid_metric": "MRR@10", "seed": 2020,
+    "hidden_size": 64, "inner_size": 256, "n_layers": 2, "n_heads": 2, "hidden_dropout_prob": 0.5,
+    "attn_dropout_prob": 0.5, "hidden_act": "gelu", "loss_type": "CE", "MAX_ITEM_LIST_LENGTH": 50,
+    "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+}
+# What every RecBole arm sets besides the data: CE loss refuses a negative sampler (Config raises on the default
+# uniform one), and early stopping reads validation NDCG@10 as ours does (RecBole's default is MRR@10).
+RECBOLE_REQUIRED = {"train_neg_sample_args": None, "valid_metric": "NDCG@10", "metrics": ["Recall", "NDCG", "MRR"],
+                    "topk": [10], "show_progress": False}
+
+# RecBole's published SASRec on ml-1m (RUCAIBox/RecBole, benchmark/hyper/sequential/SASRec-ml-1m_seq.md and
+# benchmark/md/ml-1m_seq.md, added in commit 7bb55286 of 2022-08-28, removed from the repository in fbc92422 of
+# 2022-11-04; the same dataset config stands in asset/time_test_result/Sequential_recommendation.md).
+PUBLISHED_ML1M = {
+    "source": "RUCAIBox/RecBole@7bb55286: benchmark/hyper/sequential/SASRec-ml-1m_seq.md (results), "
+              "benchmark/md/ml-1m_seq.md (dataset and protocol)",
+    "protocol": "ml-1m, interactions with rating < 3 removed, then 10-core on users and items (iterative); "
+                "chronological leave-one-out (valid_and_test), full ranking without history exclusion; "
+                "MAX_ITEM_LIST_LENGTH 50, train_batch_size 4096, up to 500 epochs, early stopping on valid NDCG@10; "
+                "other knobs at RecBole's defaults (hidden 64, dropout 0.5); learning_rate chosen on validation "
+                "among 0.0003, 0.0005, 0.001, 0.003, 0.005",
+    # as ml-1m_seq.md prints them; RecBole's user and item counts include its padding id 0, and the time test of
+    # the same config (asset/time_test_result/Sequential_recommendation.md) gives 6,034 users: 6,033 real ones
+    "dataset": {"users": 6040, "items": 3124, "interactions": 834449},
+    "best": {"learning_rate": 0.0005, "ndcg@10": 0.1286, "recall@10": 0.2468, "mrr@10": 0.0929},
+    "at_lr_0.001": {"ndcg@10": 0.125, "recall@10": 0.2385, "mrr@10": 0.0906},  # our frozen lr
+}
+ML1M_MIN_RATING, ML1M_KCORE = 3, 10
+
+
+# ---- pure logic (tests/code/test_bench_recbole.py) ----
+
+def updates_per_epoch(examples: int, batch_size: int) -> int:
+    """Optimizer steps in one pass over `examples` in batches of `batch_size` (the last one may be short)."""
+    return math.ceil(examples / batch_size)
+
+
+def matched_batch_size(targets: int, updates: int) -> int:
+    """The smallest batch of single targets whose epoch takes at most `updates` optimizer steps."""
+    return math.ceil(targets / updates)
+
+
+def recbole_config(dataset: str, folder: Path, device: str, max_epochs: int | None = None,
+                   train_batch_size: int | None = None) -> dict:
+    """A RecBole arm's config: the data and RECBOLE_REQUIRED on top of RecBole's own defaults; `train_batch_size`
+    for the matched arm; `max_epochs` caps RecBole's epochs (smoke tests); `device` cpu or cuda."""
+    config = {
+        "data_path": str(folder), "dataset": dataset, "checkpoint_dir": str(folder / "saved"),
+        "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "user_inter_num_interval": "[0,inf)", "item_inter_num_interval": "[0,inf)",  # already filtered by us
+        "gpu_id": "0" if device == "cuda" else "",  # RecBole runs on the CPU when gpu_id is empty
+        **RECBOLE_REQUIRED,
+    }
+    if train_batch_size is not None:
+        config["train_batch_size"] = train_batch_size
+    if max_epochs is not None:
+        config["epochs"] = max_epochs
+    return config
+
+
+def recbole_protocol_metrics(ranks) -> dict:
+    """NDCG@10, Recall@10 and MRR@10 (RecBole's truncated MRR) of 0-based target ranks, one target per user."""
+    import numpy as np
+
+    ranks = np.asarray(ranks, dtype=np.float64)
+    hit = ranks < 10
+    return {"ndcg@10": float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()),
+            "recall@10": float(hit.mean()), "mrr@10": float(np.where(hit, 1.0 / (ranks + 1.0), 0.0).mean())}
+
+
+def best_epoch(evals: list[dict]) -> int | None:
+    """The epoch of the best validation NDCG@10 in our training's records (the first, as ours keeps strict gains)."""
+    return max(evals, key=lambda e: e["valid_ndcg@10"])["epoch"] if evals else None
+
+
+def arm_key(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_arm(folder: Path, name: str, spec: dict, run) -> dict:
+    """The arm's result from folder/arms/<name>.json when it ran with the same `spec`; else run() and cache it."""
+    path, key = folder / "arms" / f"{name}.json", arm_key(spec)
+    if path.is_file() and json.loads(path.read_text()).get("key") == key:
+        print(f"{name}: cached ({path})", flush=True)
+        return json.loads(path.read_text())["result"]
+    print(f"{name}: running", flush=True)
+    load = round(os.getloadavg()[0], 2)  # other jobs on the cores inflate the arm's seconds
+    result = {**run(), "load_average_1min_before": load}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "spec": spec, "result": result}, indent=2, default=str))
+    return result
+
+
+def keep_ratings(src: Path, dst: Path, min_rating: float) -> int:
+    """Copy a RecBole .inter file keeping the interactions rated `min_rating` or more; returns how many."""
+    import pandas as pd
+
+    frame = pd.read_csv(src, sep="\t", dtype=str, keep_default_na=False)
+    rating = next(c for c in frame.columns if c.split(":")[0] == "rating")
+    kept = frame[pd.to_numeric(frame[rating]) >= min_rating]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    kept.to_csv(dst, sep="\t", index=False)
+    return len(kept)
+
+
+# ---- our side ----
+
+def our_params(folder: Path, inter: Path, items: Path, overrides: list[str]):
+    from llmrec_core.config import load_params
+
+    source = f"data.sources=[{{name: bench, format: recbole, domain: Movies, interactions: {inter}, items: {items}}}]"
+    return load_params(REPO / "configs" / "ml-100k.yaml", [
+        source, "data.top_domains=null", f"data.root={folder / 'data'}", f"validation.results_dir={folder / 'gx'}",
+        f"train.run_dir={folder / 'ours'}", f"sasrec.run_dir={folder / 'ours' / 'sasrec'}", *overrides])
+
+
+def prepared(params) -> Path:
+    """Prepare the params' data once (ingest, validate, prepare); the prepared folder."""
+    from llmrec_core.data.ingest import ingest
+    from llmrec_core.data.prepare import prepare
+    from llmrec_core.data.validate import validate
+
+    if not (params.data_root / "prepared" / "manifest.json").is_file():
+        ingest(params), validate(params), prepare(params)
+    return params.data_root / "prepared"
+
+
+def our_schedule(params) -> dict:
+    """Our SASRec's epoch: training targets, windows, batch size and optimizer updates."""
+    from llmrec_core.data.settings import load_setting
+    from llmrec_core.train.sequence import training_windows
+
+    windows = training_windows(load_setting(prepared(params), params.train.setting, params.train.domain),
+                               params.sasrec.max_len)
+    targets = int(((windows[:, :-1] > 0) & (windows[:, 1:] > 0)).sum())
+    s = params.sasrec
+    return {"targets_per_epoch": targets, "windows_per_epoch": len(windows), "batch_size": s.batch_size,
+            "updates_per_epoch": updates_per_epoch(len(windows), s.batch_size)}  # one step per batch, any members
+
+
+def run_ours(params) -> dict:
+    """Train our SASRec to its early stop (resuming a matching checkpoint) and test it under both protocols."""
+    from llmrec_core.data.settings import load_setting
+    from llmrec_core.evaluate.ranking import select_rows
+    from llmrec_core.evaluate.run import evaluate
+    from llmrec_core.evaluate.sequence import evaluate_sasrec
+    from llmrec_core.evaluate.trained import load_sasrec
+    from llmrec_core.train.sequence import train_sasrec
+
+    started = time.perf_counter()
+    trained = train_sasrec(params, resume="auto", show_progress=True)
+    fit_s = time.perf_counter() - started
+    overall = evaluate(params, ("sasrec",), "test")["models"]["sasrec"]["overall"]
+    # RecBole's protocol: the same test rows, the user's earlier items not excluded from the ranking
+    plain = params.model_copy(update={"eval": params.eval.model_copy(update={"exclude_history": False})})
+    data = load_setting(params.data_root / "prepared", params.train.setting, params.train.domain)
+    _, ranks = evaluate_sasrec(load_sasrec(params, len(data.items), "sasrec"), select_rows(data, "test", None, 0),
+                               data, plain, return_ranks=True)
+    cost, s = trained["cost"], params.sasrec
+    return {"epochs_run": cost["epochs_run"], "best_epoch": best_epoch(trained["evals"]),
+            "seconds_per_epoch": cost["seconds_per_epoch"], "fit_seconds": round(fit_s, 1),
+            "best_valid_ndcg@10": trained["best_valid_ndcg@10"], "device": cost.get("device"),
+            "test": recbole_protocol_metrics(ranks),
+            "test_history_excluded": {k: overall[k] for k in ("ndcg@10", "recall@10", "mrr")},
+            "max_epochs": s.epochs, "parameters": cost["parameters_total"],
+            "valid_users": params.eval.max_valid_users,
+            "config": {"hidden": s.hidden, "layers": s.layers, "heads": s.heads, "dropout": s.dropout, "lr": s.lr,
+                       "max_len": s.max_len, "batch_size": s.batch_size, "max_epochs": s.epochs,
+                       "eval_every": s.eval_every, "patience": s.patience, "logit_adjustment": s.logit_adjustment,
+                       "seed": s.seed}}
+
+
+# ---- RecBole's side ----
 
 def ensure_venv() -> Path:
     python = VENV / "bin" / "python"
@@ -40,44 +228,10 @@ def ensure_venv() -> Path:
     return python
 
 
-def our_side(max_epochs: int) -> tuple[dict, Path, dict]:
-    from llmrec_core.train.sequence import train_sasrec
-    from llmrec_core.config import load_params
-    from llmrec_core.data.ingest import ingest
-    from llmrec_core.data.prepare import prepare
-    from llmrec_core.data.validate import validate
-    from llmrec_core.evaluate.run import evaluate
-
-    source = (f"data.sources=[{{name: ml-100k, format: recbole, domain: Movies, "
-              f"interactions: {ML100K / 'ml-100k.inter'}, items: {ML100K / 'ml-100k.item'}}}]")
-    params = load_params(REPO / "configs" / "ml-100k.yaml", [
-        source, "data.top_domains=null", f"data.root={WORK / 'data'}", f"validation.results_dir={WORK / 'gx'}",
-        f"train.run_dir={WORK / 'ours'}", f"sasrec.run_dir={WORK / 'ours' / 'sasrec'}", f"sasrec.epochs={max_epochs}"])
-    if not (params.data_root / "prepared" / "manifest.json").is_file():
-        ingest(params), validate(params), prepare(params)
-    started = time.perf_counter()
-    trained = train_sasrec(params, resume=False, show_progress=False)
-    fit_s = time.perf_counter() - started
-    out = evaluate(params, ("sasrec",), "test")
-    overall = out["models"]["sasrec"]["overall"]
-    cost = trained["cost"]
-    cost_eval = json.loads((WORK / "ours" / "cost_eval.json").read_text())["sasrec"]
-    s = params.sasrec
-    hyper = {"hidden": s.hidden, "layers": s.layers, "heads": s.heads, "dropout": s.dropout, "lr": s.lr,
-             "max_len": s.max_len, "batch_size": s.batch_size, "max_epochs": s.epochs, "eval_every": s.eval_every,
-             "patience": s.patience}
-    result = {"epochs_run": cost["epochs_run"], "seconds_per_epoch": cost["seconds_per_epoch"],
-              "targets_per_epoch": cost["targets_per_epoch"], "fit_seconds": round(fit_s, 1),
-              "test_eval_seconds": cost_eval["seconds_total"], "best_valid_ndcg@10": trained["best_valid_ndcg@10"],
-              "test": {"ndcg@10": overall["ndcg@10"], "recall@10": overall["recall@10"], "mrr": overall["mrr"]},
-              "parameters": cost["parameters_total"], "hyper": hyper}
-    return result, params.data_root / "prepared", hyper
-
-
-def export_inter(prepared: Path, folder: Path, name: str) -> Path:
+def export_inter(prepared_dir: Path, folder: Path, name: str) -> Path:
     import pandas as pd
 
-    events = pd.read_parquet(prepared / "events.parquet", columns=["user_idx", "item_idx"])
+    events = pd.read_parquet(prepared_dir / "events.parquet", columns=["user_idx", "item_idx"])
     order = events.groupby("user_idx", sort=False).cumcount()  # events are in time order per user
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{name}.inter"
@@ -86,67 +240,115 @@ def export_inter(prepared: Path, folder: Path, name: str) -> Path:
     return out
 
 
-def recbole_side(python: Path, prepared: Path, hyper: dict) -> dict:
+def run_recbole(python: Path, folder: Path, config: dict) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    subprocess.run([str(python), str(REPO / "benchmarks" / "recbole_driver.py"), str(folder / "config.json"),
+                    str(folder / "result.json")], check=True, cwd=folder)
+    return json.loads((folder / "result.json").read_text())
+
+
+def side_by_side(args, device: str) -> tuple[str, dict]:
+    folder = WORK / ("ml-100k" if args.user_sample is None else f"ml-100k-sample{args.user_sample}")
+    overrides = [f"sasrec.epochs={args.max_epochs}"] if args.max_epochs else []
+    if args.user_sample:
+        overrides.append(f"prepare.user_sample={args.user_sample}")
+    params = our_params(folder, DATA / "ml-100k" / "ml-100k.inter", DATA / "ml-100k" / "ml-100k.item", overrides)
+    schedule = our_schedule(params)
+    manifest = json.loads((params.data_root / "prepared" / "manifest.json").read_text())
+    data_key = {"overrides": overrides, "prepared": arm_key(manifest), "device": device}
+    arms = {"ours": cached_arm(folder, "ours", {**data_key, "sasrec": params.sasrec.model_dump(mode="json")},
+                               lambda: {**schedule, **run_ours(params)})}
+
+    python = ensure_venv()
     name = "ml100k-llmrec"
-    export_inter(prepared, WORK / "recbole" / name, name)
-    config = {
-        "data_path": str(WORK / "recbole"), "dataset": name, "checkpoint_dir": str(WORK / "recbole" / "saved"),
-        "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-        "user_inter_num_interval": "[0,inf)", "item_inter_num_interval": "[0,inf)",  # already filtered by us
-        "MAX_ITEM_LIST_LENGTH": hyper["max_len"], "hidden_size": hyper["hidden"], "inner_size": 4 * hyper["hidden"],
-        "n_layers": hyper["layers"], "n_heads": hyper["heads"], "hidden_dropout_prob": hyper["dropout"],
-        "attn_dropout_prob": hyper["dropout"], "hidden_act": "gelu", "loss_type": "CE", "train_neg_sample_args": None,
-        "learning_rate": hyper["lr"], "epochs": hyper["max_epochs"], "eval_step": hyper["eval_every"],
-        "stopping_step": hyper["patience"], "train_batch_size": hyper["batch_size"], "eval_batch_size": 4096,
-        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
-        "metrics": ["Recall", "NDCG", "MRR"], "topk": [10], "valid_metric": "NDCG@10",
-        "device": "cpu", "use_gpu": False, "seed": 0, "reproducibility": True, "show_progress": False,
+    export_inter(params.data_root / "prepared", folder / "recbole" / name, name)
+    batches = {"recbole_defaults": None,
+               "recbole_matched": matched_batch_size(schedule["targets_per_epoch"], schedule["updates_per_epoch"])}
+    for arm, batch in batches.items():
+        config = recbole_config(name, folder / "recbole", device, args.max_epochs, batch)
+        config["checkpoint_dir"] = str(folder / "recbole" / arm / "saved")
+        arms[arm] = cached_arm(folder, arm, {**data_key, "config": config},
+                               lambda: run_recbole(python, folder / "recbole" / arm, config))
+    capped = [arm for arm, r in arms.items() if r["epochs_run"] >= r["max_epochs"]]  # stopped by the cap, not early
+    result = {
+        "schema": 2,
+        "dataset": "ml-100k (../shared), prepared by llmrec as one domain; identical events in every arm"
+                   + (f"; a sample of {args.user_sample} users" if args.user_sample else ""),
+        "protocol": "leave-one-out by time, full ranking over all items; each arm stops early on validation "
+                    "NDCG@10 within its own epoch cap; `test` is RecBole's protocol (the user's earlier items are "
+                    "not excluded) in every arm, ours' `test_history_excluded` is ours",
+        "arms": arms, "capped": capped,
+        "recbole_defaults": RECBOLE_DEFAULTS,
+        "recbole_defaults_source": "recbole 1.2.1: recbole/properties/overall.yaml, model/SASRec.yaml, "
+                                   "quick_start_config/sequential.yaml",
+        "recbole_required": {k: v for k, v in RECBOLE_REQUIRED.items() if k != "show_progress"},
     }
-    config_path = WORK / "recbole" / "config.json"
-    config_path.write_text(json.dumps(config, indent=2))
-    out = WORK / "recbole" / "result.json"
-    subprocess.run([str(python), str(REPO / "benchmarks" / "recbole_driver.py"), str(config_path), str(out)],
-                   check=True, cwd=WORK / "recbole")
-    result = json.loads(out.read_text())
-    version = subprocess.run([str(python), "-c", "import recbole; print(recbole.__version__)"],
-                             capture_output=True, text=True).stdout.strip()
-    return {**result, "recbole_version": version}
+    return "recbole", result
+
+
+def ml1m_sanity(args, device: str) -> tuple[str, dict]:
+    folder = WORK / ("ml-1m" if args.user_sample is None else f"ml-1m-sample{args.user_sample}")
+    inter = folder / "source" / "ml-1m-rating3.inter"
+    if not inter.is_file():
+        keep_ratings(DATA / "ml-1m" / "ml-1m.inter", inter, ML1M_MIN_RATING)
+    overrides = [f"prepare.min_user_interactions={ML1M_KCORE}", f"prepare.min_item_interactions={ML1M_KCORE}"]
+    overrides += [f"sasrec.epochs={args.max_epochs}"] if args.max_epochs else []
+    overrides += [f"prepare.user_sample={args.user_sample}"] if args.user_sample else []
+    params = our_params(folder, inter, DATA / "ml-1m" / "ml-1m.item", overrides)
+    manifest = json.loads((prepared(params) / "manifest.json").read_text())
+    import pandas as pd
+
+    events = pd.read_parquet(params.data_root / "prepared" / "events.parquet", columns=["user_idx", "item_idx"])
+    stats = {"users": int(events["user_idx"].nunique()), "items": int(events["item_idx"].nunique()),
+             "interactions": len(events)}
+    print(f"ml-1m prepared: {stats} (published: {PUBLISHED_ML1M['dataset']})", flush=True)
+    if args.prepare_only:
+        return "", {}
+    ours = cached_arm(folder, "ours", {"overrides": overrides, "prepared": arm_key(manifest), "device": device,
+                                       "sasrec": params.sasrec.model_dump(mode="json")},
+                      lambda: {**our_schedule(params), **run_ours(params)})
+    result = {"schema": 1, "dataset": {"ours": stats, "published": PUBLISHED_ML1M["dataset"]},
+              "filtering": f"rating >= {ML1M_MIN_RATING}, then a {ML1M_KCORE}-core on users and items (our prepare)",
+              "ours": ours, "published": PUBLISHED_ML1M}
+    return "ml1m_sanity", result
 
 
 def main() -> None:
     import argparse
-    import shutil
-
-    import torch
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--max-epochs", type=int, default=200, help="cap for both sides; both stop early on validation")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where every arm trains")
+    ap.add_argument("--ml1m-sanity", action="store_true", help="our SASRec on ml-1m beside RecBole's published figure")
+    ap.add_argument("--prepare-only", action="store_true", help="--ml1m-sanity: prepare the data and print its size")
+    ap.add_argument("--max-epochs", type=int, help="smoke test: cap every arm's epochs")
+    ap.add_argument("--user-sample", type=int, help="smoke test: keep this many users (prepare.user_sample)")
+    ap.add_argument("--fresh", action="store_true", help="forget cached arms, checkpoints and prepared data")
     args = ap.parse_args()
-    shutil.rmtree(WORK, ignore_errors=True)  # a fresh run each time: nothing resumed, nothing cached
-    if not (ML100K / "ml-100k.inter").is_file():
-        sys.exit(f"{ML100K}: ml-100k atomic files not found")
-    python = ensure_venv()
-    load_before = {"ours": round(os.getloadavg()[0], 2)}  # other jobs on the cores inflate both sides' seconds
-    ours, prepared, hyper = our_side(args.max_epochs)
-    load_before["recbole"] = round(os.getloadavg()[0], 2)
-    theirs = recbole_side(python, prepared, hyper)
-    # a side that used every allowed epoch did not converge: the file then reports a fixed epoch budget
-    capped = max(ours["epochs_run"], theirs["epochs_run"]) >= args.max_epochs
-    result = {"dataset": "ml-100k (../shared), prepared by llmrec as one domain; identical events on both sides",
-              "protocol": "leave-one-out by time, full ranking over all items, history excluded; early stopping on "
-                          "validation NDCG@10 with the same knobs on both sides" + (
-                              f", capped at {args.max_epochs} epochs" if capped else ", both to convergence"),
-              "epoch_budget": args.max_epochs if capped else None,
-              "ours": ours, "recbole": theirs,
-              "machine": {"machine": platform.machine(), "cpu_threads": torch.get_num_threads(), "gpu": None,
-                          "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M"),
-                          "load_average_1min_before": load_before}}
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from bench_model import OUT, publish
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # ours picks CUDA whenever it sees a GPU
+    import torch
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    publish("recbole", result)  # both sides run with device "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no GPU visible to torch")
+    if args.fresh:
+        shutil.rmtree(WORK, ignore_errors=True)
+    name, result = (ml1m_sanity if args.ml1m_sanity else side_by_side)(args, args.device)
+    if not name:
+        return
+    smoke = args.max_epochs is not None or args.user_sample is not None
+    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else None
+    result["machine"] = {"machine": platform.machine(), "cpu_threads": torch.get_num_threads(), "gpu": gpu,
+                         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M"),
+                         "cpus": os.cpu_count(), "smoke": smoke}
+    WORK.mkdir(parents=True, exist_ok=True)
+    (WORK / f"{name}.json").write_text(json.dumps(result, indent=2))
+    if not smoke:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from bench_model import OUT, publish
+
+        OUT.mkdir(parents=True, exist_ok=True)
+        print(f"published {publish(name, result)}")
     print(json.dumps(result, indent=2))
 
 

@@ -1,12 +1,30 @@
 """Runs inside RecBole's own virtualenv (bench_recbole.py makes it); never imports llmrec.
 
-Trains RecBole's SASRec on an atomic .inter file with the given config and writes what was measured:
-seconds per training epoch, full-ranking test evaluation seconds and the test metrics.
+Trains RecBole's SASRec on an atomic .inter file with the given config (RecBole's defaults fill in the rest) and
+writes what was measured: the config RecBole actually ran with, optimizer updates and seconds per training epoch,
+every validation, the best epoch, full-ranking test evaluation seconds and the test metrics.
 """
 import json
+import math
 import sys
 import time
 from pathlib import Path
+
+# the knobs to record as RecBole ran them (its defaults and the bench's settings merged)
+RECORDED = ["train_batch_size", "learning_rate", "learner", "weight_decay", "epochs", "eval_step", "stopping_step",
+            "valid_metric", "seed", "hidden_size", "inner_size", "n_layers", "n_heads", "hidden_dropout_prob",
+            "attn_dropout_prob", "hidden_act", "loss_type", "MAX_ITEM_LIST_LENGTH", "eval_args",
+            "train_neg_sample_args", "repeatable", "device"]
+
+
+def best_epoch(valid: list) -> int | None:
+    """RecBole's best epoch (1-based): the last validation at least as good as every earlier one (early_stopping
+    in recbole/utils/utils.py keeps a tie as the new best)."""
+    best, epoch = -math.inf, None
+    for e, score in valid:
+        if score >= best:
+            best, epoch = score, e
+    return epoch
 
 
 def main(config_path: str, out_path: str) -> None:
@@ -35,8 +53,8 @@ def main(config_path: str, out_path: str) -> None:
     model = SASRec(config, train_data._dataset).to(config["device"])
     trainer = Trainer(config, model)
 
-    epoch_seconds = []
-    train_epoch = trainer._train_epoch
+    epoch_seconds, valid = [], []
+    train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
 
     def timed_epoch(*args, **kwargs):
         started = time.perf_counter()
@@ -44,22 +62,32 @@ def main(config_path: str, out_path: str) -> None:
         epoch_seconds.append(time.perf_counter() - started)
         return result
 
-    trainer._train_epoch = timed_epoch
+    def recorded_valid(*args, **kwargs):
+        score, result = valid_epoch(*args, **kwargs)
+        valid.append((len(epoch_seconds), float(score)))
+        return score, result
+
+    trainer._train_epoch, trainer._valid_epoch = timed_epoch, recorded_valid
     started = time.perf_counter()
     best_valid, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     fit_s = time.perf_counter() - started
     started = time.perf_counter()
     test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     eval_s = time.perf_counter() - started
+    targets = len(train_data.dataset)  # each training sequence (a prefix) is one target
     result = {"users": int(dataset.user_num - 1), "items": int(dataset.item_num - 1), "interactions": len(dataset),
-              "targets_per_epoch": len(train_data.dataset),  # each training sequence (a prefix) is one target
-              "epochs_run": len(epoch_seconds), "seconds_per_epoch": round(sum(epoch_seconds) / len(epoch_seconds), 3),
+              "targets_per_epoch": targets, "batch_size": config["train_batch_size"],
+              "updates_per_epoch": math.ceil(targets / config["train_batch_size"]),
+              "epochs_run": len(epoch_seconds), "best_epoch": best_epoch(valid), "max_epochs": config["epochs"],
+              "seconds_per_epoch": round(sum(epoch_seconds) / max(len(epoch_seconds), 1), 3),
               "epoch_seconds": [round(s, 1) for s in epoch_seconds],  # shows epochs slowed by other jobs
               "fit_seconds": round(fit_s, 1), "test_eval_seconds": round(eval_s, 3),
-              "best_valid_ndcg@10": float(best_valid), "test": {k: float(v) for k, v in test.items()},
+              "best_valid_ndcg@10": float(best_valid), "valid_ndcg@10": valid,
+              "test": {k: float(v) for k, v in test.items()},
               "parameters": sum(p.numel() for p in model.parameters()),
-              "anomaly_detection_switched_off": anomaly_was_on}
-    Path(out_path).write_text(json.dumps(result, indent=2))
+              "effective_config": {k: (str(config[k]) if k == "device" else config[k]) for k in RECORDED},
+              "anomaly_detection_switched_off": anomaly_was_on, "recbole_version": __import__("recbole").__version__}
+    Path(out_path).write_text(json.dumps(result, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""The pure logic of benchmarks/bench_recbole.py (RecBole side by side, ml-1m sanity check) and its driver."""
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _module("bench_recbole")
+driver = _module("recbole_driver")
+
+
+def test_the_matched_batch_is_the_smallest_whose_epoch_takes_our_updates():
+    # ml-100k as one domain: 96,458 targets; ours 2,4xx windows of 50 in batches of 128 = 19 updates
+    assert bench.updates_per_epoch(2400, 128) == 19
+    assert bench.matched_batch_size(96458, 19) == 5077
+    for targets in (1, 7, 999, 96458, 834449):
+        for updates in (1, 3, 19, 754):
+            batch = bench.matched_batch_size(targets, updates)
+            assert bench.updates_per_epoch(targets, batch) <= updates
+            assert batch == 1 or bench.updates_per_epoch(targets, batch - 1) > updates
+
+
+def test_recbole_arms_leave_recboles_defaults_alone_but_what_ce_and_our_stopping_rule_need(tmp_path):
+    defaults = bench.recbole_config("d", tmp_path, "cpu")
+    for knob in ("train_batch_size", "learning_rate", "hidden_dropout_prob", "epochs", "stopping_step", "eval_step"):
+        assert knob not in defaults  # RecBole's own value applies
+    assert defaults["train_neg_sample_args"] is None and defaults["valid_metric"] == "NDCG@10"
+    assert defaults["gpu_id"] == ""  # RecBole runs on the CPU
+    matched = bench.recbole_config("d", tmp_path, "cuda", max_epochs=2, train_batch_size=5077)
+    assert matched["train_batch_size"] == 5077 and matched["epochs"] == 2 and matched["gpu_id"] == "0"
+    assert {k: v for k, v in matched.items() if k not in ("train_batch_size", "epochs", "gpu_id")} == \
+        {k: v for k, v in defaults.items() if k != "gpu_id"}
+
+
+def test_stated_defaults_are_recbole_1_2_1s_own_files():
+    props = REPO / ".bench-venv" / "recbole" / "lib"
+    found = sorted(props.glob("python3*/site-packages/recbole/properties")) if props.is_dir() else []
+    if not found:
+        pytest.skip("RecBole's virtualenv (.bench-venv/recbole) is not installed")
+    merged = {}
+    for name in ("overall.yaml", "model/SASRec.yaml", "dataset/sample.yaml", "quick_start_config/sequential.yaml"):
+        merged.update(yaml.safe_load((found[0] / name).read_text()))
+    for knob, value in bench.RECBOLE_DEFAULTS.items():
+        if knob == "eval_args":  # sequential.yaml replaces split, order and mode; group_by stays overall's
+            assert {**merged[knob], "group_by": "user"} == value
+        else:
+            assert merged[knob] == value, knob
+
+
+def test_recbole_protocol_metrics_truncate_at_10():
+    got = bench.recbole_protocol_metrics([0, 1, 9, 10])
+    assert got["recall@10"] == 0.75
+    assert math.isclose(got["ndcg@10"], (1 + 1 / math.log2(3) + 1 / math.log2(11)) / 4)
+    assert math.isclose(got["mrr@10"], (1 + 0.5 + 0.1) / 4)  # rank 10 (the 11th) counts 0, not 1/11
+
+
+def test_best_epochs_follow_each_sides_tie_rule():
+    evals = [{"epoch": 2, "valid_ndcg@10": 0.1}, {"epoch": 4, "valid_ndcg@10": 0.2}, {"epoch": 6, "valid_ndcg@10": 0.2}]
+    assert bench.best_epoch(evals) == 4  # ours keeps a strict gain
+    assert driver.best_epoch([(1, 0.1), (2, 0.2), (3, 0.2), (4, 0.1)]) == 3  # RecBole takes a tie as the new best
+    assert bench.best_epoch([]) is None and driver.best_epoch([]) is None
+
+
+def test_a_finished_arm_is_not_run_again_unless_what_it_ran_changed(tmp_path):
+    calls = []
+
+    def run():
+        calls.append(1)
+        return {"epochs_run": len(calls)}
+
+    assert bench.cached_arm(tmp_path, "a", {"batch": 1}, run)["epochs_run"] == 1
+    assert bench.cached_arm(tmp_path, "a", {"batch": 1}, run)["epochs_run"] == 1
+    assert bench.cached_arm(tmp_path, "a", {"batch": 2}, run)["epochs_run"] == 2
+    assert len(calls) == 2
+
+
+def test_keep_ratings_drops_low_ratings_and_keeps_the_typed_header(tmp_path):
+    src = tmp_path / "x.inter"
+    src.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                   "1\tA (1990)\t2\t10\n1\tB (1991)\t3\t11\n2\tA (1990)\t5\t12\n2\tC\t2.5\t13\n")
+    assert bench.keep_ratings(src, tmp_path / "out" / "y.inter", 3) == 2
+    lines = (tmp_path / "out" / "y.inter").read_text().splitlines()
+    assert lines == ["user_id:token\titem_id:token\trating:float\ttimestamp:float",
+                     "1\tB (1991)\t3\t11", "2\tA (1990)\t5\t12"]

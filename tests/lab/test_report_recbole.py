@@ -1,0 +1,42 @@
+"""The report's RecBole side by side (three arms) and ml-1m sanity check read from their JSON files."""
+from lab.report.sections_runs import ml1m_sanity, recbole_arms
+
+
+def _arm(batch, updates, best, ndcg, **extra):
+    return {"batch_size": batch, "updates_per_epoch": updates, "best_epoch": best, "epochs_run": best + 10,
+            "seconds_per_epoch": 2.5, "fit_seconds": 100.0, "best_valid_ndcg@10": 0.1, "max_epochs": 300,
+            "test": {"ndcg@10": ndcg, "recall@10": 0.2, "mrr@10": 0.07}, "load_average_1min_before": 1.5, **extra}
+
+
+def test_the_three_arms_are_tabled_and_an_absent_one_is_said_not_run():
+    r = {"dataset": "d", "protocol": "p", "capped": [], "machine": {"machine": "x86_64", "cpu_threads": 2, "cpus": 2},
+         "recbole_defaults": {"train_batch_size": 2048, "hidden_dropout_prob": 0.5},
+         "recbole_required": {"train_neg_sample_args": None, "valid_metric": "NDCG@10"},
+         "arms": {"ours": _arm(128, 19, 30, 0.11, config={"dropout": 0.5, "batch_size": 128},
+                               test_history_excluded={"ndcg@10": 0.115}),
+                  "recbole_defaults": _arm(2048, 48, 12, 0.09)}}
+    text = "\n".join(recbole_arms("recbole_cpu", r))
+    assert "| llmrec SASRec (the params file's `sasrec`) | 128 | 19 | 30 | 40 | 2.50 | 100 | 0.1000 | 0.1100 |" in text
+    assert "| RecBole SASRec, its defaults | 2,048 | 48 | 12 | 22 |" in text
+    assert "Not run: RecBole SASRec, batch for our updates per epoch." in text
+    assert "train_batch_size 2048, hidden_dropout_prob 0.5" in text
+    assert "(our protocol): NDCG@10 0.1150" in text
+    assert "Stopped by its epoch cap" not in text
+    r["capped"] = ["recbole_defaults"]
+    assert "Stopped by its epoch cap, not by early stopping: recbole_defaults" in "\n".join(recbole_arms("s", r))
+
+
+def test_the_ml1m_line_is_not_run_without_its_file_and_beside_the_published_figure_with_it():
+    assert "not run (`make bench-recbole-ml1m`)" in "\n".join(ml1m_sanity({"recbole_cpu": {}}))
+    published = {"source": "src", "protocol": "proto", "best": {"learning_rate": 0.0005, "ndcg@10": 0.1286,
+                                                                "recall@10": 0.2468, "mrr@10": 0.0929},
+                 "at_lr_0.001": {"ndcg@10": 0.125, "recall@10": 0.2385}}
+    r = {"dataset": {"ours": {"users": 6033, "items": 3123, "interactions": 834449},
+                     "published": {"users": 6040, "items": 3124, "interactions": 834449}}, "filtering": "rating >= 3",
+         "published": published, "machine": {"date": "2026-12-06"},
+         "ours": _arm(128, 400, 20, 0.131, test_history_excluded={"ndcg@10": 0.14})}
+    text = "\n".join(ml1m_sanity({"ml1m_sanity_cpu": r}))
+    assert "6,033 users, 3,123 items, 834,449 interactions; RecBole's: 834,449 interactions" in text
+    assert "test NDCG@10 0.1310 vs 0.1286 published, Recall@10 0.2000 vs 0.2468" in text
+    assert "at our 0.001 it published 0.1250 / 0.2385" in text
+    assert "not converged" not in text
