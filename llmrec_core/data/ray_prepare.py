@@ -33,8 +33,8 @@ import pyarrow.parquet as pq
 from ..config import Params
 from .event_filter import BATCH_ROWS, LSTR, _literal, engine
 from .manifest import build_manifest, sum_counts
-from .prepare import (PARTITIONS, USER_TABLES, catalogue, leave_one_out, missing_items, setting_files, with_groups,
-                      write_catalogue, write_settings)
+from .prepared_tables import (PARTITIONS, USER_TABLES, catalogue, leave_one_out, missing_items, setting_files,
+                              with_groups, write_catalogue, write_settings)
 from .ray_filter import PartitionFilter, _timed, filtered_partitions
 from .sequences import group_starts
 from .splits import GROUPS
