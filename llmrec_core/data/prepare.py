@@ -13,8 +13,8 @@ Outputs under `<data.root>/prepared/`:
   user partition p (users partitioned by a hash of their id); the single files hold the same rows (ray_prepare.py)
 
 Every setting uses the same valid/test targets (leave-one-out on the mixed history), so numbers
-are comparable across settings and models. This module filters and indexes; prepared_tables.py writes the catalogue,
-the split and the user tables (also for ray_prepare.py, which this module calls: neither imports the other's caller).
+are comparable across settings and models. prepared_tables.py writes the catalogue, the split and the user tables,
+for this module and for ray_prepare.py.
 """
 from __future__ import annotations
 
