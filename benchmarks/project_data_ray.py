@@ -1,6 +1,6 @@
 """A projection of the data stages on the full Amazon Reviews 2018 dump (about 233M ratings, 15M items) over N Ray
-workers, from what `make bench-data-ray` measured (reports/benchmarks/data_<scale>_ray_cpu.json and the local
-engine's data_<scale>_cpu.json).
+workers, from what `make bench-data-ray` measured (reports/benchmarks/data_<scale>_ray_cpu.json; the local
+engine's file is not read).
 
 The model is deliberately plain, and every input is a measured figure:
 - each phase's cost is a line through the measured scales (fixed + per event; with one scale, per event only): CPU
