@@ -59,7 +59,7 @@ def recbole_arms(stem: str, r: dict) -> list[str]:
     out = [f"**RecBole side by side** (`{stem}.json`): {r['dataset']}; {r['protocol']}. Measured in one run on "
            f"{where}, {m.get('date')}.", "",
            table(["arm", "batch", "updates per epoch", "best epoch", "epochs run", "s per epoch", "fit s",
-                  "valid NDCG@10", "NDCG@10", "Recall@10", "MRR@10"], rows), ""]
+                  "valid NDCG@10 (its own protocol)", "NDCG@10", "Recall@10", "MRR@10"], rows), ""]
     missing = [label for arm, label in RECBOLE_ARMS.items() if arm not in arms]
     if missing:
         out.append(f"- Not run: {', '.join(missing)}.")
