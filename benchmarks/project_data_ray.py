@@ -1,6 +1,6 @@
 """A projection of the data stages on the full Amazon Reviews 2018 dump (about 233M ratings, 15M items) over N Ray
-workers, from what `make bench-data-ray` measured (reports/benchmarks/data_<scale>_ray_cpu.json and the local
-engine's data_<scale>_cpu.json).
+workers, from what `make bench-data-ray` measured (reports/benchmarks/data_<scale>_ray_cpu.json; the local
+engine's file is not read).
 
 The model is deliberately plain, and every input is a measured figure:
 - each phase's cost is a line through the measured scales (fixed + per event; with one scale, per event only): CPU
@@ -9,10 +9,14 @@ The model is deliberately plain, and every input is a measured figure:
   Ray);
 - a parallel phase's wall time on W workers of C cores is its CPU at the dump's size over W x C, plus the overhead
   measured at the largest scale (its wall time minus its CPU over the benchmark's cores: start-up, scheduling);
-- a partition actor's memory is its idle RSS plus its measured peak per event held; the partition count is the
+- a partition actor's memory is an idle Ray worker's RSS (measured where one stayed idle, else 0) plus a line
+  through the scales' (most events one actor held, that actors' peak RSS over idle); the partition count is the
   smallest multiple of W x C that keeps every actor under the memory per core.
 What it leaves out: the shared filesystem's bandwidth and the network between nodes (the benchmark ran on one
-machine), stragglers, and Ray's scheduling at thousands of tasks.
+machine), stragglers, and Ray's scheduling at thousands of tasks. Where it errs: validate's appends on the driver
+overlap its checks but are added to them (an upper bound); costs that grow with items or actors rather than events
+(validating the items on the driver, the catalogue, each actor's set-up) scale by events, so only a line through two
+scales separates them, and with one scale they are per event.
 
     python benchmarks/project_data_ray.py --scales 30m 100m --workers 1 4 16 64 --cores-per-worker 16
 Writes reports/benchmarks/data_projection_233m.json and prints a table.
@@ -76,10 +80,13 @@ def measure(ray_result: dict) -> dict:
         phases[(name, "outside the phases (driver)")] = {"parallel": False,
                                                          "seconds": max(0.0, stage["seconds"] - accounted)}
     roles = {role: p["peak_rss_mb_max"] for s in ray_result["stages"]
-             for role, p in (s.get("peak_rss_mb_per_process") or {}).items() if "PartitionFilter" in role}
+             for role, p in (s.get("peak_rss_mb_per_process") or {}).items()}
+    # bench_data names a process by its last Ray title: prepare's actor class (PartitionFilter before the
+    # partitions indexed and wrote), or IDLE for a worker that never ran anything
+    partition = [roles[r] for r in ("ray::Partition", "ray::PartitionFilter") if r in roles]
     held = [max(ph["task_events"]) for e in engines.values() for ph in phases_of(e) if ph.get("task_events")]
-    actors = {"idle_mb": min(roles.values()), "peak_mb": max(roles.values()), "events": max(held)} \
-        if roles and held else None
+    actors = {"idle_mb": roles.get("ray::IDLE", 0), "peak_mb": max(partition), "events": max(held)} \
+        if partition and held else None
     return {"events": events, "cores": cores, "load_average_1min": ray_result["load_average_1min"],
             "phases": phases, "actors": actors}
 

@@ -67,6 +67,15 @@ def connect(params: Params):
     return True
 
 
+def lost_worker_errors() -> tuple[type, ...]:
+    """What Ray raises when a worker or node goes mid-stage, or the memory monitor kills a task: a stage fails with
+    its one-line error on any of them."""
+    import ray
+
+    e = ray.exceptions
+    return (e.RayActorError, e.WorkerCrashedError, e.NodeDiedError, e.ObjectLostError, e.OutOfMemoryError)
+
+
 @dataclass
 class Filtered:
     """The filter phase's outcome: the partitions' actors, each holding its kept events, and the driver's totals."""
@@ -92,7 +101,7 @@ def filtered_partitions(validated: Path, params: Params, dropped_path: Path, scr
     actors = []  # filled as they start: each is killed, whatever fails
     try:
         yield _filter(validated, params, dropped_path, scratch, actor_class, actors)
-    except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as e:
+    except lost_worker_errors() as e:
         raise PreparationError(f"a Ray worker was lost during prepare ({type(e).__name__}); nothing was written: "
                                "run `llmrec prepare` again") from None
     finally:

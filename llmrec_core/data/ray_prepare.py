@@ -33,8 +33,8 @@ import pyarrow.parquet as pq
 from ..config import Params
 from .event_filter import BATCH_ROWS, LSTR, _literal, engine
 from .manifest import build_manifest, sum_counts
-from .prepare import (PARTITIONS, USER_TABLES, catalogue, leave_one_out, missing_items, setting_files, with_groups,
-                      write_catalogue, write_settings)
+from .prepared_tables import (PARTITIONS, USER_TABLES, catalogue, leave_one_out, missing_items, setting_files,
+                              with_groups, write_catalogue, write_settings)
 from .ray_filter import PartitionFilter, _timed, filtered_partitions
 from .sequences import group_starts
 from .splits import GROUPS
@@ -135,7 +135,9 @@ class Partition(PartitionFilter):
         item (item_idx, count)."""
         kept = self.reason == 0
         codes, ids = pd.factorize(self.items[kept])
-        item_idx = pd.Index(catalog_ids.to_pandas()).get_indexer(ids).astype(np.int32)[codes]
+        # Arrow's hash of the catalogue, not a pandas Index of it: no Python string per catalogue item in every actor
+        found = pc.index_in(pa.array(ids, LSTR), value_set=catalog_ids)
+        item_idx = found.fill_null(-1).to_numpy().astype(np.int32)[codes]
         if (item_idx < 0).any():
             return int((item_idx < 0).sum()), np.zeros(0, np.int64), np.zeros(0, np.int64)
         users = np.repeat(np.asarray(user_idx, dtype=np.int32), group_starts(self.u[kept])[1])

@@ -44,7 +44,7 @@ from .contract import INTERACTIONS, QUARANTINE, with_known_item
 from .gx_suite import Suite, split_bad, write_chunk_results
 from .layout import DataLayout
 from .parquet_io import ParquetSink
-from .ray_filter import connect
+from .ray_filter import connect, lost_worker_errors
 
 
 class WorkerLost(UserError, RuntimeError):
@@ -77,8 +77,7 @@ def check_interactions_ray(layout: DataLayout, out: Path, results_dir: Path, exp
     try:
         _check(layout.interim / "interactions.parquet", out, results_dir, expectations, known, params, quarantine,
                tally, scratch)
-    except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-            ray.exceptions.ObjectLostError) as e:
+    except lost_worker_errors() as e:
         raise WorkerLost(f"a Ray worker was lost during validate ({type(e).__name__}); nothing was written: "
                          "run `llmrec validate` again") from None
     finally:

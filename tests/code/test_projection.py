@@ -39,3 +39,40 @@ def test_partitions_keep_each_actor_under_the_memory_per_core():
     assert projected["partitions"] % 32 == 0
     assert projected["partition_actor_peak_mb"] <= 4096
     assert proj.project(scales, 2, 16, 2048, events=233_000_000)["partitions"] > projected["partitions"]
+
+
+# engine.json as ray_validate.py and ray_filter.py / ray_prepare.py write them, inside bench_data's results
+VALIDATE_ENGINE = {"engine": "ray", "actors": 2, "blocks": 4, "rows": 1000, "chunk_rows": 250,
+                   "actor_setup_cpu_seconds": [3.0, 3.0], "setup_seconds": 4.0, "actor_cpu_seconds": [8.0, 8.0],
+                   "check_seconds": 10.0, "merge_seconds": 2.0, "wall_seconds": 14.0,
+                   "block_cpu_seconds": [2.5, 2.5, 2.5, 2.5]}
+PREPARE_ENGINE = {"engine": "ray", "partitions": 2, "blocks": 2, "events": 1000, "split_seconds": 2.0,
+                  "split_cpu_seconds": [1.0, 1.0], "filter_seconds": 6.0, "partition_cpu_seconds": [4.0, 4.0],
+                  "partition_events": [600, 400], "dropped_merge_seconds": 1.0, "index_seconds": 2.0,
+                  "write_seconds": 3.0, "settings_cpu_seconds": [2.0, 2.0], "tables_merge_seconds": 1.5}
+
+
+def _bench_result() -> dict:
+    def roles(**peaks):
+        return {f"ray::{name}": {"processes": 2, "peak_rss_mb_max": mb} for name, mb in peaks.items()}
+    return {"machine": "x86_64, 2 cores, CPython 3.11.7", "load_average_1min": {"before": 1.0, "after": 1.0},
+            "input": {"interactions": 1000},
+            "engine_phases_by_stage": {"validate": VALIDATE_ENGINE, "prepare": PREPARE_ENGINE},
+            "stages": [{"stage": "ingest", "seconds": 5.0, "peak_rss_mb": 100},
+                       {"stage": "validate", "seconds": 20.0, "peak_rss_mb": 300,
+                        "peak_rss_mb_per_process": roles(BlockValidator=400)},
+                       {"stage": "prepare", "seconds": 20.0, "peak_rss_mb": 300,
+                        "peak_rss_mb_per_process": roles(Partition=700, _split_block=200, IDLE=90)}]}
+
+
+def test_measure_reads_both_stages_engine_json_as_bench_data_records_them():
+    measured = proj.measure(_bench_result())
+    phases = measured["phases"]
+    assert phases[("ingest", "whole stage (one process)")] == {"parallel": False, "seconds": 5.0}
+    assert phases[("validate", "check")] == {"parallel": True, "cpu": 10.0, "overhead": 8.0 - 10.0 / 2}
+    assert phases[("validate", "outside the phases (driver)")]["seconds"] == pytest.approx(20.0 - 14.0)
+    assert phases[("prepare", "index and write")] == {"parallel": True, "cpu": 4.0, "overhead": 5.0 - 4.0 / 2}
+    assert phases[("prepare", "merge tables")]["seconds"] == 1.5
+    assert phases[("prepare", "outside the phases (driver)")]["seconds"] == pytest.approx(20.0 - 15.5)
+    # prepare's actors (class Partition), not validate's; idle: a Ray worker that never ran anything
+    assert measured["actors"] == {"idle_mb": 90, "peak_mb": 700, "events": 600}

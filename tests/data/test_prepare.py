@@ -6,7 +6,8 @@ import pytest
 from llmrec_core.data.ingest import ingest
 from llmrec_core.data.layout import DataLayout
 from llmrec_core.data.event_filter import kcore_mask
-from llmrec_core.data.prepare import item_groups, prepare
+from llmrec_core.data.prepare import prepare
+from llmrec_core.data.splits import item_groups
 from llmrec_core.data.settings import load_setting
 from llmrec_core.data.validate import validate
 

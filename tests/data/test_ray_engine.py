@@ -23,7 +23,8 @@ from llmrec_core.data.contract import INTERACTIONS  # noqa: E402
 from llmrec_core.data.event_filter import PreparationError  # noqa: E402
 from llmrec_core.data.ingest import ingest  # noqa: E402
 from llmrec_core.data.layout import DataLayout  # noqa: E402
-from llmrec_core.data.prepare import PARTITIONS, USER_TABLES, prepare  # noqa: E402
+from llmrec_core.data.prepare import prepare  # noqa: E402
+from llmrec_core.data.prepared_tables import PARTITIONS, USER_TABLES  # noqa: E402
 from llmrec_core.data.ray_filter import user_partition  # noqa: E402
 from llmrec_core.data.validate import validate  # noqa: E402
 

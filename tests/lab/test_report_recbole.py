@@ -40,3 +40,15 @@ def test_the_ml1m_line_is_not_run_without_its_file_and_beside_the_published_figu
     assert "test NDCG@10 0.1310 vs 0.1286 published, Recall@10 0.2000 vs 0.2468" in text
     assert "at our 0.001 it published 0.1250 / 0.2385" in text
     assert "not converged" not in text
+
+
+def test_the_first_two_sided_file_states_recboles_updates_from_its_own_counts():
+    from lab.report.sections_runs import recbole_two_sides
+
+    side = {"epochs_run": 20, "targets_per_epoch": 96458, "seconds_per_epoch": 10.0, "fit_seconds": 200.0,
+            "test": {"ndcg@10": 0.1, "recall@10": 0.2}}
+    r = {"dataset": "d", "protocol": "p", "epoch_budget": None, "machine": {},
+         "ours": {**side, "hyper": {"batch_size": 128, "dropout": 0.2}}, "recbole": side}
+    text = "\n".join(recbole_two_sides("recbole_cpu", r))
+    assert "RecBole: 128 single targets per batch, 754 updates per epoch" in text
+    assert "batch 128 single targets against our 128 windows, dropout 0.2" in text
