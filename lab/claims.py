@@ -36,7 +36,7 @@ class Claim:
 @dataclass(frozen=True)
 class Verdict:
     claim: Claim
-    verdict: str  # holds | does not hold | inconclusive | pending
+    verdict: str  # holds | does not hold | inconclusive | pending | not applicable (no such targets)
     why: str
     interval: Interval | None = None
     seeds: tuple[int, int] = (0, 0)
@@ -107,8 +107,9 @@ def judge(claim: Claim, runs: dict[str, list[tuple[pd.DataFrame, datetime]]], mi
     merged = a_side.merge(b_side.drop(columns="group"), on=on)
     if not claim.same_targets_only and not (len(merged) == len(arms[0]) == len(arms[1])):
         return Verdict(claim, "pending", "the arms ranked different targets")
-    if not len(merged):
-        return Verdict(claim, "pending", "no targets of this kind on this dataset")
+    if not len(merged):  # more runs will not change it: the protocol has no such targets
+        seeds = tuple(sum(c.startswith("seed") for c in m.columns) for m in arms)
+        return Verdict(claim, "not applicable", f"this experiment's split has no {claim.targets} targets", seeds=seeds)
     a = np.stack([merged[c] for c in merged if c.startswith("a_seed")])
     b = np.stack([merged[c] for c in merged if c.startswith("b_seed")])
     interval = two_level_interval(a, b)

@@ -10,7 +10,8 @@ from .collect import Arm, Run, per_seed_differences, read_json
 from .markdown import fmt, table
 
 SETTINGS = {"single_domain": "Single Domain", "s2piao": "S2PIAO", "mixed": "Mixed"}
-MODEL_LABELS = {"llmrec": "LLM-Rec", "zero_shot": "untuned LM", "seqhead": "LLM-Rec seq head", "sasrec": "SASRec",
+MODEL_LABELS = {"llmrec": "LLM-Rec", "zero_shot": "untuned LM", "seqhead": "LLM-Rec seq head",
+                "seqhead_served": "LLM-Rec seq head, as served", "sasrec": "SASRec",
                 "popularity": "popularity"}
 TUNINGS = {"fpft": "FPFT", "lora": "LoRA"}
 

@@ -50,7 +50,8 @@ def registered_claims(report) -> str:
     needs = ", ".join(f"{n} on {d}" for d, n in min_seeds.items())
     return ("Claims registered in `lab/claims.yaml` before their confirmatory runs, each decided by its rule: A − B "
             "with a two-level 95% bootstrap interval (each arm's seeds redrawn, then the targets, paired); it holds "
-            "when the interval lies above zero, does not hold when it lies below, else it is inconclusive. Only runs "
+            "when the interval lies above zero, does not hold when it lies below, else it is inconclusive; a claim on "
+            "targets its experiment's split does not have is not applicable there. Only runs "
             f"that finished after a claim's registration count, and it needs that many runs per arm ({needs}). "
             "Configurations are frozen on ml-100k; ml-1m runs them unchanged (its own params file, "
             "`configs/ml-1m.yaml`, on a stated sample of its users). **Every other section of this report is "

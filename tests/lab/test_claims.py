@@ -53,6 +53,15 @@ def test_a_registered_claim_with_its_runs_gets_the_rules_verdict():
         arm_matrix([better["ea"][0][0], better["ea"][1][0].iloc[::-1]], "seqhead", "ndcg@10", "all")
 
 
+def test_a_claim_on_targets_the_split_does_not_have_is_not_applicable_not_pending():
+    rng = np.random.default_rng(2)
+    after = datetime(2026, 12, 2)
+    runs = {"ea": [(_ranks(rng, 90, 5, "seqhead"), after) for _ in range(5)],
+            "eb": [(_ranks(rng, 90, 0, "sasrec"), after) for _ in range(5)]}
+    verdict = judge(_claim("cold"), runs, 5, REGISTERED)  # every target is tail or head
+    assert verdict.verdict == "not applicable" and "no cold targets" in verdict.why and verdict.seeds == (5, 5)
+
+
 def test_the_report_shows_every_claim_on_every_registered_dataset(tmp_path, monkeypatch):
     from types import SimpleNamespace
 

@@ -14,3 +14,12 @@ def test_the_report_says_when_a_models_folder_is_not_on_this_machine(tmp_path):
     assert weights_origin(run("supplied")) == "as supplied (supplied)"
     (tmp_path / "supplied" / "origin.json").write_text(json.dumps({"weights": "pre-trained", "source": "a.gguf"}))
     assert weights_origin(run("supplied")) == "pre-trained (a.gguf)"
+
+
+def test_every_model_a_run_can_evaluate_has_a_label_in_the_report():
+    from typing import get_args
+
+    from lab.report.labels import MODEL_LABELS
+    from llmrec_core.config import Model
+
+    assert set(get_args(Model)) <= set(MODEL_LABELS)
