@@ -12,3 +12,7 @@ class UserError(Exception):
 
 class StageBusy(UserError):
     """Another process is writing the same stage's outputs."""
+
+
+class WorkerLost(UserError, RuntimeError):
+    """A Ray worker died mid-stage; nothing was written, and a rerun starts afresh."""

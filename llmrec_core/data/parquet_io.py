@@ -42,6 +42,15 @@ class ParquetSink:
             self._tmp.unlink(missing_ok=True)
 
 
+def append_file(part: Path, write) -> None:
+    """Hand a Parquet file's rows to `write` (e.g. a ParquetSink's), one row group at a time, then remove the file:
+    how the Ray engines' drivers merge their workers' part files (memory: one row group)."""
+    with pq.ParquetFile(part) as f:
+        for g in range(f.num_row_groups):
+            write(f.read_row_group(g))
+    part.unlink()
+
+
 def write_table(frame: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> None:
     """Write a DataFrame as one zstd Parquet file through a temporary file (a reader never sees half a file)."""
     if schema is None:

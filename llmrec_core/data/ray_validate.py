@@ -39,16 +39,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import Params
-from ..errors import UserError
+from ..errors import WorkerLost
 from .contract import INTERACTIONS, QUARANTINE, with_known_item
 from .gx_suite import Suite, split_bad, write_chunk_results
 from .layout import DataLayout
-from .parquet_io import ParquetSink
+from .parquet_io import ParquetSink, append_file
 from .ray_filter import connect, lost_worker_errors
-
-
-class WorkerLost(UserError, RuntimeError):
-    """A Ray worker died mid-stage; nothing was written, and a rerun starts afresh."""
 
 
 def blocks(path: Path, rows: int) -> list[tuple[list[int], int, int, int]]:
@@ -107,8 +103,8 @@ def _check(path: Path, out: Path, results_dir: Path, expectations, known: pd.Ind
         with ParquetSink(out / "interactions.parquet", INTERACTIONS) as good:
             for r in _in_block_order(actors, todo):
                 since = time.perf_counter()
-                _append(scratch / f"good-{r['block']}.parquet", good.write)
-                _append(scratch / f"bad-{r['block']}.parquet", quarantine)
+                append_file(scratch / f"good-{r['block']}.parquet", good.write)
+                append_file(scratch / f"bad-{r['block']}.parquet", quarantine)
                 merge += time.perf_counter() - since
                 chunks.append({"first_row": tally.rows_in, "rows": r["rows"], "result": r["result"]})
                 tally.count(r["rows"], r["quarantined"], r["reasons"], r["result"]["success"])
@@ -137,14 +133,6 @@ def _in_block_order(actors: list, todo: list):
         while following in done:
             yield done.pop(following)
             following += 1
-
-
-def _append(part: Path, write) -> None:
-    """Hand a part file's rows to `write`, one row group at a time, then remove the part."""
-    with pq.ParquetFile(part) as f:
-        for g in range(f.num_row_groups):
-            write(f.read_row_group(g))
-    part.unlink()
 
 
 class BlockValidator:
