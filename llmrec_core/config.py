@@ -70,11 +70,12 @@ class DataConfig(Section):
     chunk_rows: int = Field(default=500_000, ge=1_000)
     # Memory for the out-of-core engine (DuckDB) of validate and prepare; beyond it, it spills to disk under root.
     memory_limit_mb: int = Field(default=1024, ge=256)
-    # The engine of validate's interactions and prepare: "local" (DuckDB and numpy on this machine) or "ray" (the
-    # same outputs: blocks of chunk_rows validated by up to `partitions` actors, data/ray_validate.py; users
-    # partitioned by a hash of their id into `partitions`, filtered, split and written per partition,
-    # data/ray_filter.py and data/ray_prepare.py, plus prepared/partitions/). ray_address: a running cluster
-    # ("auto", "host:port" or "ray://host:port"); None starts a local Ray instance for the stage.
+    # The engine of ingest, validate's interactions and prepare: "local" (DuckDB and numpy on this machine) or "ray"
+    # (the same outputs: one task per source, data/ray_ingest.py; blocks of chunk_rows validated by up to
+    # `partitions` actors, data/ray_validate.py; users partitioned by a hash of their id into `partitions`, filtered,
+    # split and written per partition, data/ray_filter.py and data/ray_prepare.py, plus prepared/partitions/).
+    # ray_address: a running cluster ("auto", "host:port" or "ray://host:port"); None starts a local Ray instance for
+    # the stage.
     engine: Literal["local", "ray"] = "local"
     ray_address: str | None = Field(default=None, pattern=r"^(auto|(ray://)?[A-Za-z0-9.\-]+:[0-9]{1,5})$")
     partitions: int = Field(default=16, ge=1, le=4096)
