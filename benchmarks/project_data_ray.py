@@ -5,10 +5,11 @@ engine's file is not read).
 The model is deliberately plain, and every input is a measured figure:
 - each phase's cost is a line through the measured scales (fixed + per event; with one scale, per event only): CPU
   seconds for a phase that runs as Ray tasks or actors (a stage's `engine.json` lists each task's CPU seconds),
-  wall seconds for a phase on one process (the driver's merges and indexing, ingest, validate where it is not on
-  Ray);
+  wall seconds for a phase on one process (the driver's merges and indexing, a stage where it is not on Ray);
 - a parallel phase's wall time on W workers of C cores is its CPU at the dump's size over W x C, plus the overhead
   measured at the largest scale (its wall time minus its CPU over the benchmark's cores: start-up, scheduling);
+  ingest's tasks are its sources (one per file), so its reading takes at least the largest source's share of its CPU
+  (by events: Books, ~51M of the dump's ~233M ratings in 29 files), however many cores;
 - a partition actor's memory is an idle Ray worker's RSS (measured where one stayed idle, else 0) plus a line
   through the scales' (most events one actor held, that actors' peak RSS over idle); the partition count is the
   smallest multiple of W x C that keeps every actor under the memory per core.
@@ -30,13 +31,19 @@ from pathlib import Path
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports" / "benchmarks"
 DUMP_EVENTS = 233_000_000
+DUMP_LARGEST_SOURCE = 51_311_621  # Books.csv, the largest of the dump's 29 rating files: one ingest task reads it
 
 
 def phases_of(engine: dict) -> list[dict]:
     """A stage's engine.json as a list of phases: {name, wall_seconds, task_cpu_seconds (absent: on the driver),
-    task_events (per task, when the tasks are partitions)}."""
+    task_events (per task, when the tasks are partitions; ingest's tasks stream their sources and hold one chunk),
+    per_source (when the tasks are the sources)}."""
     if "phases" in engine:
         return engine["phases"]
+    if "source_cpu_seconds" in engine:  # ingest: one task per source, their parts appended by the driver
+        return [{"name": "read sources", "wall_seconds": engine["read_seconds"] - engine["merge_seconds"],
+                 "task_cpu_seconds": engine["source_cpu_seconds"], "per_source": True},
+                {"name": "append parts (driver)", "wall_seconds": engine["merge_seconds"]}]
     if "block_cpu_seconds" in engine:  # validate: actors set up, blocks checked, parts appended by the driver
         return [{"name": "actor set-up", "wall_seconds": engine["setup_seconds"],
                  "task_cpu_seconds": engine["actor_setup_cpu_seconds"]},
@@ -74,6 +81,8 @@ def measure(ray_result: dict) -> dict:
                 cpu = sum(ph["task_cpu_seconds"])
                 phases[(name, ph["name"])] = {"parallel": True, "cpu": cpu,
                                               "overhead": max(0.0, ph["wall_seconds"] - cpu / cores)}
+                if ph.get("per_source"):  # as many tasks as sources: the largest one bounds the wall time
+                    phases[(name, ph["name"])]["per_source"] = True
             else:
                 phases[(name, ph["name"])] = {"parallel": False, "seconds": ph["wall_seconds"]}
         # start-up, reading the validated data's metadata, the manifest: the stage outside its phases, on the driver
@@ -104,8 +113,9 @@ def fit(points: list[tuple[int, float]]) -> tuple[float, float]:
 
 
 def project(scales: list[dict], workers: int, cores_per_worker: int, memory_per_core_mb: int,
-            events: int = DUMP_EVENTS) -> dict:
-    """Wall seconds per phase and in all on `workers` x `cores_per_worker` cores, and the partition count."""
+            events: int = DUMP_EVENTS, largest_source: int = DUMP_LARGEST_SOURCE) -> dict:
+    """Wall seconds per phase and in all on `workers` x `cores_per_worker` cores, and the partition count (a phase
+    with one task per source takes at least the `largest_source`'s share of its CPU)."""
     slots, largest = workers * cores_per_worker, max(scales, key=lambda m: m["events"])
     partitions, peak = slots, None
     actors = [m["actors"] for m in scales if m["actors"]]
@@ -121,7 +131,10 @@ def project(scales: list[dict], workers: int, cores_per_worker: int, memory_per_
                   for m in scales if key in m["phases"]]
         fixed, per_event = fit(points)
         value = fixed + per_event * events
-        seconds = value / slots + ph["overhead"] if ph["parallel"] else value
+        seconds = value
+        if ph["parallel"]:
+            spread = value * largest_source / events if ph.get("per_source") else 0.0
+            seconds = max(value / slots, spread) + ph["overhead"]
         rows.append({"stage": key[0], "phase": key[1], "parallel": ph["parallel"], "seconds": round(seconds, 1),
                      "fit": {"fixed": round(fixed, 3), "per_million_events": round(per_event * 1e6, 3),
                              "of": "cpu seconds" if ph["parallel"] else "wall seconds", "scales": len(points)}})
@@ -138,6 +151,8 @@ def main() -> None:
     ap.add_argument("--cores-per-worker", type=int, default=16)
     ap.add_argument("--memory-per-core-mb", type=int, default=4096)
     ap.add_argument("--events", type=int, default=DUMP_EVENTS)
+    ap.add_argument("--largest-source", type=int, default=DUMP_LARGEST_SOURCE,
+                    help="events of the largest source file (ingest reads each file in one task)")
     args = ap.parse_args()
     measured = {}
     for scale in args.scales:
@@ -145,8 +160,8 @@ def main() -> None:
         if not ray_file.is_file():
             raise SystemExit(f"{ray_file} is missing: run `make bench-data-ray SCALE={scale}` first")
         measured[scale] = measure(json.loads(ray_file.read_text()))
-    projections = [project(list(measured.values()), w, args.cores_per_worker, args.memory_per_core_mb, args.events)
-                   for w in args.workers]
+    projections = [project(list(measured.values()), w, args.cores_per_worker, args.memory_per_core_mb, args.events,
+                           args.largest_source) for w in args.workers]
     basis = max(measured.values(), key=lambda m: m["events"])
     result = {"events": args.events, "scales": args.scales, "cores_per_worker": args.cores_per_worker,
               "memory_per_core_mb": args.memory_per_core_mb,

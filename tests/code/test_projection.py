@@ -41,7 +41,7 @@ def test_partitions_keep_each_actor_under_the_memory_per_core():
     assert proj.project(scales, 2, 16, 2048, events=233_000_000)["partitions"] > projected["partitions"]
 
 
-# engine.json as ray_validate.py and ray_filter.py / ray_prepare.py write them, inside bench_data's results
+# engine.json as ray_ingest.py, ray_validate.py and ray_filter.py / ray_prepare.py write them, in bench_data's results
 VALIDATE_ENGINE = {"engine": "ray", "actors": 2, "blocks": 4, "rows": 1000, "chunk_rows": 250,
                    "actor_setup_cpu_seconds": [3.0, 3.0], "setup_seconds": 4.0, "actor_cpu_seconds": [8.0, 8.0],
                    "check_seconds": 10.0, "merge_seconds": 2.0, "wall_seconds": 14.0,
@@ -50,6 +50,11 @@ PREPARE_ENGINE = {"engine": "ray", "partitions": 2, "blocks": 2, "events": 1000,
                   "split_cpu_seconds": [1.0, 1.0], "filter_seconds": 6.0, "partition_cpu_seconds": [4.0, 4.0],
                   "partition_events": [600, 400], "dropped_merge_seconds": 1.0, "index_seconds": 2.0,
                   "write_seconds": 3.0, "settings_cpu_seconds": [2.0, 2.0], "tables_merge_seconds": 1.5}
+
+
+INGEST_ENGINE = {"engine": "ray", "tasks": 2, "sources": ["a", "b"], "rows": 1000, "chunk_rows": 500,
+                 "read_seconds": 6.0, "merge_seconds": 1.0, "wall_seconds": 6.0, "source_cpu_seconds": [3.0, 5.0],
+                 "source_events": [400, 900], "source_items": [10, 20]}
 
 
 def _bench_result() -> dict:
@@ -76,3 +81,21 @@ def test_measure_reads_both_stages_engine_json_as_bench_data_records_them():
     assert phases[("prepare", "outside the phases (driver)")]["seconds"] == pytest.approx(20.0 - 15.5)
     # prepare's actors (class Partition), not validate's; idle: a Ray worker that never ran anything
     assert measured["actors"] == {"idle_mb": 90, "peak_mb": 700, "events": 600}
+
+
+def test_ingest_on_ray_reads_sources_in_parallel_and_the_largest_bounds_it():
+    result = _bench_result()
+    result["engine_phases_by_stage"]["ingest"] = INGEST_ENGINE
+    result["stages"][0]["seconds"] = 8.0  # Ray's start, the report: 2 s outside the phases
+    measured = proj.measure(result)
+    phases = measured["phases"]
+    assert phases[("ingest", "read sources")] == {"parallel": True, "cpu": 8.0, "overhead": 5.0 - 8.0 / 2,
+                                                  "per_source": True}
+    assert phases[("ingest", "append parts (driver)")] == {"parallel": False, "seconds": 1.0}
+    assert phases[("ingest", "outside the phases (driver)")]["seconds"] == pytest.approx(2.0)
+    assert measured["actors"]["events"] == 600  # ingest's tasks hold a chunk, not their source: prepare's count
+    # 1,000 events cost 8 CPU seconds; at 200,000 events (1,600 s), a source of 5,000 events takes 40 s
+    few, many = (proj.project([measured], w, 16, 8192, events=200_000, largest_source=5_000) for w in (1, 64))
+    read = {p["workers"]: next(r for r in p["phases"] if r["phase"] == "read sources")["seconds"] for p in (few, many)}
+    assert read[1] == pytest.approx(1600.0 / 16 + 1.0, abs=0.1)
+    assert read[64] == pytest.approx(40.0 + 1.0, abs=0.1)  # not 1600 / 1024: one task reads that source
