@@ -143,8 +143,8 @@ def test_a_lost_worker_fails_ingest_and_leaves_no_interim_data(ray_cluster, sour
     import psutil
 
     base, doc = sources
-    params = _write_params(base, {**doc, "data": {**doc["data"], "sources": [_big_source(tmp_path / "big", 1_000_000)]}},
-                           "lost", engine="ray", chunk_rows=20_000)
+    big = {**doc, "data": {**doc["data"], "sources": [_big_source(tmp_path / "big", 1_000_000)]}}
+    params = _write_params(base, big, "lost", engine="ray", chunk_rows=20_000)
     failure = []
 
     def run():
