@@ -11,9 +11,10 @@
    before it are read: the local path's files, row for row. ingest.py then writes ingest_report.json (a fresh
    run_id) as on the local path.
 
-interim/engine.json (what a projection to more workers starts from): the wall seconds of reading the sources with
-the appends that overlap it (`read_seconds`, of which `merge_seconds` the driver's appends) and in all, and each
-source's task CPU seconds, interactions and items (`source_cpu_seconds`, `source_events`, `source_items`).
+interim/engine.json (what a projection to more workers starts from): the wall seconds of connecting to Ray (or
+starting it), of reading the sources with the appends that overlap it (`read_seconds`, of which `merge_seconds` the
+driver's appends) and in all, and each source's task CPU seconds, lines read and item lines read
+(`source_cpu_seconds`, `source_events`, `source_items`).
 
 Every node must see the sources and `<data.root>` (a shared filesystem). A task is not retried: a worker lost
 mid-stage fails the stage with a one-line error, the other sources' tasks are cancelled and nothing is written
@@ -41,6 +42,7 @@ def ingest_ray(out: Path, sources: list[tuple[SourceConfig, Path, Path]], params
                progress=None) -> list[SourceCounts]:
     """ingest._ingest_into on Ray: every source's rows to out/{items,interactions,quarantine}.parquet in source
     order, the engine's timings to out/engine.json; returns each source's counts."""
+    clock = time.perf_counter()
     started = connect(params)
     import ray
 
@@ -48,7 +50,7 @@ def ingest_ray(out: Path, sources: list[tuple[SourceConfig, Path, Path]], params
     scratch.mkdir()
     refs: list = []
     try:
-        return _ingest(out, sources, params.data.chunk_rows, scratch, refs, progress)
+        return _ingest(out, sources, params.data.chunk_rows, scratch, refs, progress, clock)
     except lost_worker_errors() as e:
         raise WorkerLost(f"a Ray worker was lost during ingest ({type(e).__name__}); nothing was written: "
                          "run `llmrec ingest` again") from None
@@ -66,10 +68,10 @@ def ingest_ray(out: Path, sources: list[tuple[SourceConfig, Path, Path]], params
             ray.shutdown()
 
 
-def _ingest(out: Path, sources, chunk: int, scratch: Path, refs: list, progress) -> list[SourceCounts]:
+def _ingest(out: Path, sources, chunk: int, scratch: Path, refs: list, progress, clock: float) -> list[SourceCounts]:
     import ray
 
-    clock = time.perf_counter()
+    since_connect = time.perf_counter()
     read = ray.remote(_read_source).options(max_retries=0)
     refs.extend(read.remote(src, str(items), str(inter), chunk, str(scratch), k)
                 for k, (src, items, inter) in enumerate(sources))
@@ -87,10 +89,10 @@ def _ingest(out: Path, sources, chunk: int, scratch: Path, refs: list, progress)
             if progress:
                 progress(r["counts"].source, r["counts"].interactions)
     refs.clear()  # every task is done: nothing to cancel
-    read_s = time.perf_counter() - clock
     timings = {"engine": "ray", "tasks": len(sources), "sources": [c.source for c in counts],
                "rows": sum(c.interactions for c in counts), "chunk_rows": chunk,
-               "read_seconds": round(read_s, 3), "merge_seconds": round(merge, 3),
+               "connect_seconds": round(since_connect - clock, 3),
+               "read_seconds": round(time.perf_counter() - since_connect, 3), "merge_seconds": round(merge, 3),
                "wall_seconds": round(time.perf_counter() - clock, 3), "source_cpu_seconds": cpu,
                "source_events": [c.interactions + c.interactions_quarantined for c in counts],
                "source_items": [c.items + c.items_quarantined for c in counts]}
