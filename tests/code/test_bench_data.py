@@ -1,8 +1,11 @@
-"""The data-stage benchmark's driver (benchmarks/bench_data.py): both engines on one ingest, what each records."""
+"""The data-stage benchmark's driver (benchmarks/bench_data.py): each engine's ingest (a local one shareable by hard
+links, Ray's always measured), what each records."""
 import argparse
 import importlib.util
 import json
 from pathlib import Path
+
+import yaml
 
 _spec = importlib.util.spec_from_file_location(
     "bench_data", Path(__file__).resolve().parents[2] / "benchmarks" / "bench_data.py")
@@ -13,13 +16,17 @@ MANIFEST = {"interactions_in": 100, "users": 5, "items": 7, "interactions_kept":
 
 
 def _fake_stages(monkeypatch, calls: list) -> None:
-    """run_stage without processes: ingest writes interim/, prepare the manifest; Ray's stages report workers."""
+    """run_stage without processes: ingest writes interim/ (and engine.json on Ray), prepare the manifest; Ray's
+    stages report workers."""
     def run_stage(stage, params, every_process=False):
-        root = params.parent / f"work-{params.stem.removeprefix('params-')}"
-        calls.append((root.name, stage))
+        data = yaml.safe_load(params.read_text())["data"]
+        engine, root = data["engine"], params.parent / data["root"]
+        calls.append((root.name, stage, every_process))
         if stage == "ingest":
             (root / "interim").mkdir(parents=True)
             (root / "interim" / "interactions.parquet").write_text("rows")
+            if engine == "ray":
+                (root / "interim" / "engine.json").write_text(json.dumps({"source_cpu_seconds": [1.0]}))
         if stage == "prepare":
             (root / "prepared").mkdir(parents=True)
             (root / "prepared" / "manifest.json").write_text(json.dumps(MANIFEST))
@@ -30,17 +37,31 @@ def _fake_stages(monkeypatch, calls: list) -> None:
     monkeypatch.setattr(bench, "run_stage", run_stage)
 
 
-def test_second_engine_reuses_the_first_ingest_by_hard_links(tmp_path, monkeypatch):
+ARGS = argparse.Namespace(scale="30m", memory_limit_mb=1024, partitions=4, ray_address=None)
+
+
+def test_a_later_local_engine_reuses_a_local_ingest_by_hard_links(tmp_path, monkeypatch):
     calls = []
     _fake_stages(monkeypatch, calls)
-    args = argparse.Namespace(scale="30m", memory_limit_mb=1024, partitions=4, ray_address=None)
-    local = bench.run_engine(tmp_path, "work-local", ["A"], args, "local", None)
-    ray = bench.run_engine(tmp_path, "work-ray", ["A"], args, "ray", tmp_path / "work-local" / "interim")
-    assert [c for c in calls if c[1] == "ingest"] == [("work-local", "ingest")]
-    first, second = (tmp_path / w / "interim" / "interactions.parquet" for w in ("work-local", "work-ray"))
-    assert first.stat().st_ino == second.stat().st_ino
-    assert ray["stages"][0]["seconds"] == local["stages"][0]["seconds"] and "shared" in ray["stages"][0]
-    assert local["met"]["peak_rss_mb"] and local["peak_rss_mb_all_processes"] == 1000
+    first = bench.run_engine(tmp_path, "work-local", ["A"], ARGS, "local", None)
+    again = bench.run_engine(tmp_path, "work-again", ["A"], ARGS, "local", tmp_path / "work-local" / "interim")
+    assert [c for c in calls if c[1] == "ingest"] == [("work-local", "ingest", False)]
+    one, two = (tmp_path / w / "interim" / "interactions.parquet" for w in ("work-local", "work-again"))
+    assert one.stat().st_ino == two.stat().st_ino
+    assert again["stages"][0]["seconds"] == first["stages"][0]["seconds"] and "shared" in again["stages"][0]
+    assert first["met"]["peak_rss_mb"] and first["peak_rss_mb_all_processes"] == 1000
+    assert first["engine_phases_by_stage"] is None
+
+
+def test_ray_runs_and_measures_its_own_ingest(tmp_path, monkeypatch):
+    calls = []
+    _fake_stages(monkeypatch, calls)
+    bench.run_engine(tmp_path, "work-local", ["A"], ARGS, "local", None)
+    ray = bench.run_engine(tmp_path, "work-ray", ["A"], ARGS, "ray", tmp_path / "work-local" / "interim")
+    # Ray's ingest runs (every process sampled) even with a local ingest to share
+    assert [c for c in calls if c[1] == "ingest"] == [("work-local", "ingest", False), ("work-ray", "ingest", True)]
+    assert "shared" not in ray["stages"][0] and "peak_rss_mb_per_process" in ray["stages"][0]
+    assert ray["engine_phases_by_stage"] == {"ingest": {"source_cpu_seconds": [1.0]}}
     # Ray's driver is under the 4 GB cap, its processes together are not
     assert ray["peak_rss_mb"] == 1000 and ray["peak_rss_mb_all_processes"] == 5000
     assert not ray["met"]["peak_rss_mb"]
