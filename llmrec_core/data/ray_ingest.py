@@ -1,7 +1,7 @@
 """`ingest` on a Ray cluster (`data.engine: ray`): one task per source, the local path's files.
 
 1. Each source (an items file and an interactions file: line numbers are per file, so sources are independent) is
-   read by its own Ray task, exactly as the local path reads it (ingest.ingest_source: the items, then the
+   read by its own Ray task, exactly as the local path reads it (source_reader.read_source: the items, then the
    interactions, so `domain_from: first_genre` finds its items' domains within the task). The task writes the
    source's items, interactions and quarantined rows as three part files under a scratch folder in the stage's
    temporary folder (each under a temporary name, then renamed: whole or absent) and returns its SourceCounts and
@@ -31,9 +31,9 @@ from pathlib import Path
 from ..config import Params, SourceConfig
 from ..errors import UserError, WorkerLost
 from .contract import INTERACTIONS, ITEMS, QUARANTINE
-from .ingest import SourceCounts, ingest_source
 from .parquet_io import ParquetSink, append_file
 from .ray_filter import connect, lost_worker_errors
+from .source_reader import SourceCounts, read_source
 
 TABLES = (("items", ITEMS), ("interactions", INTERACTIONS), ("quarantine", QUARANTINE))
 
@@ -72,7 +72,7 @@ def _ingest(out: Path, sources, chunk: int, scratch: Path, refs: list, progress,
     import ray
 
     since_connect = time.perf_counter()
-    read = ray.remote(_read_source).options(max_retries=0)
+    read = ray.remote(_read_into_parts).options(max_retries=0)
     refs.extend(read.remote(src, str(items), str(inter), chunk, str(scratch), k)
                 for k, (src, items, inter) in enumerate(sources))
     counts, cpu, merge = [], [], 0.0
@@ -115,13 +115,13 @@ def _in_source_order(refs: list):
             following += 1
 
 
-def _read_source(src: SourceConfig, items: str, inter: str, chunk: int, scratch: str, k: int) -> dict:
+def _read_into_parts(src: SourceConfig, items: str, inter: str, chunk: int, scratch: str, k: int) -> dict:
     """One source read into its three part files (<table>-<k>.parquet); its counts and CPU seconds."""
     started = time.process_time()
     parts = Path(scratch)
     with (ParquetSink(parts / f"items-{k}.parquet", ITEMS) as items_out,
           ParquetSink(parts / f"interactions-{k}.parquet", INTERACTIONS) as inter_out,
           ParquetSink(parts / f"quarantine-{k}.parquet", QUARANTINE) as quarantine):
-        counts = ingest_source(src, Path(items), Path(inter), chunk, items_out.write, inter_out.write,
+        counts = read_source(src, Path(items), Path(inter), chunk, items_out.write, inter_out.write,
                                quarantine.write)
     return {"counts": counts, "cpu_seconds": time.process_time() - started}

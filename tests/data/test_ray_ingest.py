@@ -158,7 +158,7 @@ def test_a_lost_worker_fails_ingest_and_leaves_no_interim_data(ray_cluster, sour
     killed, deadline = None, time.time() + 120
     while killed is None and worker.is_alive() and time.time() < deadline:
         readers = [p for p in psutil.process_iter(["pid", "cmdline"])
-                   if (p.info["cmdline"] or [""])[0].startswith("ray::_read_source")]
+                   if (p.info["cmdline"] or [""])[0].startswith("ray::_read_into_parts")]
         if readers:
             time.sleep(0.5)  # let it write a few chunks
             try:
