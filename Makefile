@@ -35,7 +35,7 @@ help:
 	@echo "make test-slow   run the slow tests too"
 	@echo "make bench-data  data-stage benchmark at the paper's scale (~3M interactions)"
 	@echo "make bench-data-30m  the same with 30M interactions, 1M items, 10 domains (out of core, < 4 GB)"
-	@echo "make bench-data-ray  the same with validate and prepare on Ray (SCALE=3m|30m|100m; also bench_data.py --engine local)"
+	@echo "make bench-data-ray  the same with ingest, validate and prepare on Ray (SCALE=3m|30m|100m; also bench_data.py --engine local)"
 	@echo "make sample      regenerate the embedded sample (seeded)"
 
 $(STAMP): pyproject.toml
@@ -85,7 +85,7 @@ bench-data: $(STAMP)
 bench-data-30m: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py --scale 30m
 
-bench-data-ray: $(STAMP)  # SCALE=3m|30m|100m: the same stages with validate and prepare on a local Ray instance
+bench-data-ray: $(STAMP)  # SCALE=3m|30m|100m: the same stages with ingest, validate and prepare on a local Ray instance
 	$(BIN)/python benchmarks/bench_data.py --scale $(or $(SCALE),3m) --engine ray
 
 bench-model: $(STAMP)
