@@ -35,7 +35,7 @@ from .parquet_io import ParquetSink, append_file
 from .ray_filter import connect, lost_worker_errors
 from .source_reader import SourceCounts, read_source
 
-TABLES = (("items", ITEMS), ("interactions", INTERACTIONS), ("quarantine", QUARANTINE))
+TABLES = ("items", "interactions", "quarantine")  # each source's part files, appended in this order
 
 
 def ingest_ray(out: Path, sources: list[tuple[SourceConfig, Path, Path]], params: Params,
@@ -76,12 +76,12 @@ def _ingest(out: Path, sources, chunk: int, scratch: Path, refs: list, progress,
     refs.extend(read.remote(src, str(items), str(inter), chunk, str(scratch), k)
                 for k, (src, items, inter) in enumerate(sources))
     counts, cpu, merge = [], [], 0.0
-    with (ParquetSink(out / "items.parquet", ITEMS) as items, ParquetSink(out / "interactions.parquet",
-                                                                            INTERACTIONS) as inter,
+    with (ParquetSink(out / "items.parquet", ITEMS) as items,
+          ParquetSink(out / "interactions.parquet", INTERACTIONS) as inter,
           ParquetSink(out / "quarantine.parquet", QUARANTINE) as quarantine):
         for k, r in _in_source_order(refs):
             since = time.perf_counter()
-            for (name, _), sink in zip(TABLES, (items, inter, quarantine)):
+            for name, sink in zip(TABLES, (items, inter, quarantine)):
                 append_file(scratch / f"{name}-{k}.parquet", sink.write)
             merge += time.perf_counter() - since
             counts.append(r["counts"])
@@ -123,5 +123,5 @@ def _read_into_parts(src: SourceConfig, items: str, inter: str, chunk: int, scra
           ParquetSink(parts / f"interactions-{k}.parquet", INTERACTIONS) as inter_out,
           ParquetSink(parts / f"quarantine-{k}.parquet", QUARANTINE) as quarantine):
         counts = read_source(src, Path(items), Path(inter), chunk, items_out.write, inter_out.write,
-                               quarantine.write)
+                             quarantine.write)
     return {"counts": counts, "cpu_seconds": time.process_time() - started}
