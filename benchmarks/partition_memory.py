@@ -7,8 +7,8 @@ partition's block files as the stage's split does, then, in a fresh process, ins
 (the undecorated class: no Ray) and runs the stage's phases in their order: load, the user sample (a cut keeping
 every user), duplicates, consecutive repeats, the k-core rounds (this partition's item counts, scaled, standing for
 the driver's sums), short users, write_dropped, then kept users and items, index and write_parts. After each phase
-it prints the process's RSS now and its peak (getrusage's ru_maxrss) above the RSS before load, and that peak per
-event. With two sizes or more it also prints the peak's growth per event between the two largest: the bytes per
+it prints the process's RSS, the phase's peak RSS and the peak so far (VmHWM, reset between phases), all above the
+RSS before load, and the peak so far per event. With two sizes or more it also prints the peak's growth per event between the two largest: the bytes per
 event without the fixed costs (the first Parquet read alone takes some 60 MB: libraries, thread pools).
 
 The default sizes bracket one of the 16 partitions of the 30M benchmark (~1.9M events of ~190k users over a
@@ -85,7 +85,14 @@ def rss_mb() -> float:
 
 
 def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The peak RSS (VmHWM) since the last reset_peak: getrusage's ru_maxrss would count the parent's at the fork."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+
+
+def reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
 
 
 def measure(scratch: Path, setup: dict, min_user: int, min_item: int, count_scale: int) -> dict:
@@ -96,22 +103,25 @@ def measure(scratch: Path, setup: dict, min_user: int, min_item: int, count_scal
 
     base = rss_mb()
     part = Partition(0, str(scratch), setup["domains"], setup["file_rank"], "mixed")
-    phases, events = [], None
+    phases, events, peak = [], None, 0.0
+    reset_peak()
 
     def mark(name: str, started: float) -> None:
+        nonlocal peak
+        phase_peak = peak_mb() - base
+        peak = max(peak, phase_peak)
         phases.append({"phase": name, "seconds": round(time.perf_counter() - started, 2),
-                       "rss_mb": round(rss_mb() - base, 1), "peak_mb": round(peak_mb() - base, 1),
-                       "peak_bytes_per_event": round((peak_mb() - base) * 2**20 / max(events, 1))})
+                       "rss_mb": round(rss_mb() - base, 1), "phase_peak_mb": round(phase_peak, 1),
+                       "peak_mb": round(peak, 1), "peak_bytes_per_event": round(peak * 2**20 / max(events, 1))})
+        reset_peak()
 
     started = time.perf_counter()
     part.load()
     events = part.size()
     mark("load", started)
     started = time.perf_counter()
-    hashes = part.user_hashes(0)
-    last = tuple(hashes.sort_values(["hash", "user_id"]).iloc[-1])  # the cut that keeps every user
-    del hashes
-    part.sample(last, 0, 1)
+    part.user_hashes(0)  # what the driver asks for (and drops here)
+    part.sample((np.iinfo(np.uint64).max, "\U0010ffff"), 0, 1)  # a cut keeping every user
     mark("user_hashes + sample", started)
     for name, run in [("drop_duplicates", lambda: part.drop_duplicates(2)),
                       ("drop_repeats", lambda: part.drop_repeats(3))]:
@@ -122,7 +132,7 @@ def measure(scratch: Path, setup: dict, min_user: int, min_item: int, count_scal
     while True:
         ids, n = _counts(part.item_counts())
         rounds += 1
-        if not part.kcore_round(pa.array(ids, LSTR).filter(pa.array(n * count_scale < min_item)), min_user, 4):
+        if not part.kcore_round(ids.filter(pa.array(n * count_scale < min_item)).cast(LSTR), min_user, 4):
             break
     mark(f"k-core ({rounds} rounds)", started)
     started = time.perf_counter()
@@ -146,12 +156,11 @@ def measure(scratch: Path, setup: dict, min_user: int, min_item: int, count_scal
             "peak_bytes_per_event": max(p["peak_bytes_per_event"] for p in phases)}
 
 
-def _counts(counts) -> tuple[np.ndarray, np.ndarray]:
-    """item_counts' answer as (ids, counts), whichever form it takes."""
+def _counts(counts) -> tuple[pa.Array, np.ndarray]:
+    """item_counts' answer as (ids, counts), whichever form it takes (a DataFrame before the partitions held codes)."""
     if isinstance(counts, tuple):
-        ids, n = counts
-        return np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object), np.asarray(n)
-    return counts["item_id"].to_numpy(dtype=object), counts["n"].to_numpy()
+        return counts
+    return pa.array(counts["item_id"]), counts["n"].to_numpy()
 
 
 def run(events: int, args) -> dict:
@@ -193,8 +202,8 @@ def main() -> None:
     for report in reports:
         print(f"{report['events']:,} events (RSS before load {report['rss_before_load_mb']} MB)")
         for p in report["phases"]:
-            print(f"  {p['phase']:<34} {p['seconds']:>7.2f} s  RSS {p['rss_mb']:>8.1f} MB  peak {p['peak_mb']:>8.1f} MB"
-                  f"  {p['peak_bytes_per_event']:>5} B/event")
+            print(f"  {p['phase']:<34} {p['seconds']:>6.2f} s  RSS {p['rss_mb']:>7.1f} MB  phase's peak"
+                  f" {p['phase_peak_mb']:>7.1f} MB  peak {p['peak_mb']:>7.1f} MB {p['peak_bytes_per_event']:>5} B/event")
         print("  " + json.dumps({k: v for k, v in report.items() if k != "phases"}))
     if len(reports) > 1:
         small, large = reports[-2], reports[-1]

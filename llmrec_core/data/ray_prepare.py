@@ -35,7 +35,7 @@ from .event_filter import BATCH_ROWS, LSTR, _literal, engine
 from .manifest import build_manifest, sum_counts
 from .prepared_tables import (PARTITIONS, USER_TABLES, catalogue, leave_one_out, missing_items, setting_files,
                               with_groups, write_catalogue, write_settings)
-from .ray_filter import PartitionFilter, _timed, filtered_partitions
+from .ray_filter import PartitionFilter, _phase, filtered_partitions
 from .sequences import group_starts
 from .splits import GROUPS
 
@@ -118,35 +118,38 @@ def merge_parts(con, parts: Path, out: Path) -> None:
 class Partition(PartitionFilter):
     """A user partition: its filters (PartitionFilter), then indexing, the split and its rows of the user tables."""
 
-    @_timed
+    @_phase
     def kept_users(self) -> pa.Array:
         """The ids of the users with kept events, sorted (the order of their codes here)."""
-        kept = np.flatnonzero(self.reason == 0)
-        return pa.array(self.user_ids[kept[group_starts(self.u[kept])[0]]], LSTR)
+        return self.user_ids.filter(pa.array(self._has_kept(self.u, len(self.user_ids)))).cast(LSTR)
 
-    @_timed
+    @_phase
     def kept_items(self) -> pa.Array:
-        return pa.array(pd.unique(self.items[self.reason == 0]), LSTR)
+        return self.item_ids.filter(pa.array(self._has_kept(self.i, len(self.item_ids)))).cast(LSTR)
 
-    @_timed
+    def _has_kept(self, codes: np.ndarray, n: int) -> np.ndarray:
+        """Whether each of the `n` codes has a kept event."""
+        return np.bincount(codes[self.reason == 0], minlength=n) > 0
+
+    @_phase
     def index(self, user_idx: np.ndarray, catalog_ids: pa.Array) -> tuple[int, np.ndarray, np.ndarray]:
         """Code the kept events (user_idx: the driver's, for kept_users; item_idx: the id's place in the catalogue)
         and split them. Returns how many events name an item outside the catalogue, and the training events per
         item (item_idx, count)."""
         kept = self.reason == 0
-        codes, ids = pd.factorize(self.items[kept])
         # Arrow's hash of the catalogue, not a pandas Index of it: no Python string per catalogue item in every actor
-        found = pc.index_in(pa.array(ids, LSTR), value_set=catalog_ids)
-        item_idx = found.fill_null(-1).to_numpy().astype(np.int32)[codes]
+        item_idx = pc.index_in(self.item_ids, value_set=catalog_ids).fill_null(-1).to_numpy().astype(np.int32)
+        item_idx = item_idx[self.i[kept]]
         if (item_idx < 0).any():
             return int((item_idx < 0).sum()), np.zeros(0, np.int64), np.zeros(0, np.int64)
         users = np.repeat(np.asarray(user_idx, dtype=np.int32), group_starts(self.u[kept])[1])
-        self.ev = leave_one_out(users, item_idx, self.d[kept], self.ts[kept], self.domains)
-        del self.table, self.outside, self.items, self.user_ids, self.u, self.i, self.file, self.d, self.ts
-        trained, n = np.unique(item_idx[self.ev.split_code == 0], return_counts=True)
-        return 0, trained, n
+        domain, timestamp = self.d[kept], self.ts[kept]
+        del self.user_ids, self.item_ids, self.u, self.i, self.d, self.ts, self.file, self.line, self.row, kept
+        self.ev = leave_one_out(users, item_idx, domain, timestamp, self.domains)
+        trained = np.bincount(item_idx[self.ev.split_code == 0], minlength=len(catalog_ids))
+        return 0, np.flatnonzero(trained), trained[trained > 0]
 
-    @_timed
+    @_phase
     def write_parts(self, group_codes: np.ndarray, folder: str, max_history: int) -> dict | None:
         """This partition's rows of the user tables as `folder`/<table>/part-<p>.parquet (item groups: codes into
         GROUPS); returns its share of the manifest's counts, or None (and no files) without users."""
