@@ -6,10 +6,11 @@ For each size, generates validated interactions like benchmarks/bench_data.py's 
 partition's block files as the stage's split does, then, in a fresh process, instantiates the actor class directly
 (the undecorated class: no Ray) and runs the stage's phases in their order: load, the user sample (a cut keeping
 every user), duplicates, consecutive repeats, the k-core rounds (this partition's item counts, scaled, standing for
-the driver's sums), short users, write_dropped, then kept users and items, index and write_parts. After each phase
-it prints the process's RSS, the phase's peak RSS and the peak so far (VmHWM, reset between phases), all above the
-RSS before load, and the peak so far per event. With two sizes or more it also prints the peak's growth per event between the two largest: the bytes per
-event without the fixed costs (the first Parquet read alone takes some 60 MB: libraries, thread pools).
+the driver's sums), short users, write_dropped, then kept users and items, index (with the whole catalogue as the
+driver sends it) and write_parts. After each phase it prints the process's RSS, the phase's peak RSS and the peak
+so far (VmHWM, reset between phases), all above the RSS before load, and the peak so far per event. With two sizes
+or more it also prints the peak's growth per event between the two largest: the bytes per event without the fixed
+costs (the first Parquet read alone takes some 50 MB: libraries, thread pools).
 
 The default sizes bracket one of the 16 partitions of the 30M benchmark (~1.9M events of ~190k users over a
 catalogue of 1M items in 10 domains).
@@ -60,6 +61,9 @@ def synthetic_validated(path: Path, events: int, users: int, items: int, domains
                                                                                         ".csv")), pa.string()),
                       "source_line": line + 1})
     pq.write_table(table, path, row_group_size=500_000)
+    every_item = np.char.add(np.repeat(names, per_domain), np.char.add(":B", np.char.zfill(
+        np.tile(np.arange(per_domain), domains).astype(str), 9)))
+    pq.write_table(pa.table({"item_id": every_item}), path.with_name("catalogue.parquet"))  # the driver's, at most
 
 
 def split(validated: Path, scratch: Path, partitions: int) -> dict:
@@ -98,6 +102,7 @@ def reset_peak() -> None:
 def measure(scratch: Path, setup: dict, min_user: int, min_item: int, count_scale: int) -> dict:
     """The phases on partition 0, in a fresh process; the memory after each. The k-core takes this partition's
     item counts times `count_scale` for the driver's sums (the other partitions' users see the items as often)."""
+    from llmrec_core.data import ray_prepare
     from llmrec_core.data.event_filter import LSTR
     from llmrec_core.data.ray_prepare import Partition
 
@@ -141,17 +146,22 @@ def measure(scratch: Path, setup: dict, min_user: int, min_item: int, count_scal
     kept = part.write_dropped()
     mark("drop_short_users + write_dropped", started)
     started = time.perf_counter()
-    users = part.kept_users()
-    catalogue = part.kept_items().cast(LSTR)  # the driver's catalogue, in any order
+    users, items = len(part.kept_users()), len(part.kept_items())  # sent to the driver
     mark("kept_users + kept_items", started)
+    # what the driver sends (the catalogue sorted by id; before _by_id, its ids): its making is not counted, it is
+    catalogue = pq.read_table(scratch / "catalogue.parquet").column(0).combine_chunks().cast(LSTR)  # every item
+    by_id = getattr(ray_prepare, "_by_id", None)
+    sent, catalogue_size = (by_id(catalogue) if by_id else catalogue), len(catalogue)
+    reset_peak()
     started = time.perf_counter()
-    missing, _, _ = part.index(np.arange(len(users), dtype=np.int32), catalogue)
+    missing, _, _ = part.index(np.arange(users, dtype=np.int32), sent)
     assert missing == 0
+    del sent, catalogue  # by_id and the catalogue: the driver's
     mark("index", started)
     started = time.perf_counter()
-    part.write_parts(np.zeros(len(catalogue), dtype=np.int8), str(scratch / "prepared"), 20)  # one item group
+    part.write_parts(np.zeros(catalogue_size, dtype=np.int8), str(scratch / "prepared"), 20)  # one item group
     mark("write_parts", started)
-    return {"events": events, "kept": kept, "users_kept": len(users), "items_kept": len(catalogue),
+    return {"events": events, "kept": kept, "users_kept": users, "items_kept": items,
             "rss_before_load_mb": round(base, 1), "phases": phases,
             "peak_bytes_per_event": max(p["peak_bytes_per_event"] for p in phases)}
 
@@ -203,7 +213,8 @@ def main() -> None:
         print(f"{report['events']:,} events (RSS before load {report['rss_before_load_mb']} MB)")
         for p in report["phases"]:
             print(f"  {p['phase']:<34} {p['seconds']:>6.2f} s  RSS {p['rss_mb']:>7.1f} MB  phase's peak"
-                  f" {p['phase_peak_mb']:>7.1f} MB  peak {p['peak_mb']:>7.1f} MB {p['peak_bytes_per_event']:>5} B/event")
+                  f" {p['phase_peak_mb']:>7.1f} MB  peak {p['peak_mb']:>7.1f} MB"
+                  f" {p['peak_bytes_per_event']:>5} B/event")
         print("  " + json.dumps({k: v for k, v in report.items() if k != "phases"}))
     if len(reports) > 1:
         small, large = reports[-2], reports[-1]

@@ -21,6 +21,7 @@ and writes the same outputs.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import time
@@ -40,6 +41,7 @@ from .event_filter import LSTR, PreparationError, _literal, duplicate_mask, engi
 
 COLUMNS = ["user_id", "item_id", "domain", "timestamp", "source_file", "source_line"]
 PARTITION_KEY = "llmrec-partition"  # the hash key of user partitions (16 characters, as pandas wants)
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 
 
 def user_partition(user_ids: np.ndarray, partitions: int) -> np.ndarray:
@@ -206,7 +208,7 @@ def _rare_items(refs: list, min_count: int) -> pa.Array:
     total = pa.table({"item_id": pa.array([], LSTR), "n": pa.array([], pa.int64())})
     for ref in refs:
         ids, n = ray.get(ref)
-        total = pa.concat_tables([total, pa.table({"item_id": ids.cast(LSTR), "n": pa.array(n, pa.int64())})])
+        total = pa.concat_tables([total, pa.table({"item_id": ids, "n": pa.array(n, pa.int64())})])
         summed = total.group_by("item_id").aggregate([("n", "sum")])
         total = pa.table({"item_id": summed.column("item_id"), "n": summed.column("n_sum")})
     return total.filter(pc.less(total.column("n"), min_count)).column("item_id").combine_chunks()
@@ -230,22 +232,30 @@ def _split_block(path: str, groups: list[int], offset: int, parts: int, scratch:
             "cpu_seconds": time.process_time() - started}
 
 
-def _phase(method):
-    """A phase of the partition's work: its CPU time counts in the actor's total (a worker's share of the stage,
-    for projections), and the memory Arrow freed goes back to the system (its allocator would keep it)."""
-    def phase(self, *args):
+def _timed(method):
+    """Count the method's CPU time in the actor's total (a worker's share of the stage, for projections)."""
+    def timed(self, *args):
         started = time.process_time()
         try:
             return method(self, *args)
         finally:
-            _release_arrow_memory()
             self.cpu = getattr(self, "cpu", 0.0) + time.process_time() - started
-    phase.__name__, phase.__doc__ = method.__name__, method.__doc__
-    return phase
+    timed.__name__, timed.__doc__ = method.__name__, method.__doc__
+    return timed
 
 
-def _release_arrow_memory() -> None:
-    pa.default_memory_pool().release_unused()
+def _return_freed_memory_at_once() -> None:
+    """Have this process give what it frees back to the system at once, so that a partition holds its events and
+    not its past phases' temporaries: Arrow allocates with malloc (its default, mimalloc, keeps freed memory), and
+    every allocation over 1 MiB (an array of events) gets its own mapping, unmapped when freed (glibc's malloc
+    would, once such an array is freed, serve the next ones up to 32 MiB from its heap, which keeps what they
+    free)."""
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: its own allocator's ways
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
 
 
 class PartitionFilter:
@@ -257,10 +267,11 @@ class PartitionFilter:
     distinct values; the events' text columns are rebuilt from them (`take`) only for the dropped events written."""
 
     def __init__(self, part: int, scratch: str, domains: list[str], file_rank: dict[str, int], kcore_scope: str):
+        _return_freed_memory_at_once()  # the actor has its process to itself
         self.part, self.folder = part, Path(scratch) / f"part={part}"
         self.domains, self.file_rank, self.kcore_scope = domains, file_rank, kcore_scope
 
-    @_phase
+    @_timed
     def load(self) -> None:
         """Read the partition a column at a time as codes, and order the selected domains' events by user, time,
         file, line and input row; the other domains' events go straight to outside.parquet."""
@@ -304,7 +315,7 @@ class PartitionFilter:
         self.reason[fresh] = code
         return int(fresh.sum())
 
-    @_phase
+    @_timed
     def sample(self, pivot: tuple | None, seed: int, code: int) -> None:
         """Keep the users whose (hash, id) is at most the driver's cut (the sample's last user)."""
         if pivot is None:
@@ -317,27 +328,27 @@ class PartitionFilter:
             keep_user = (hashed < cut_hash) | ((hashed == cut_hash) & at_or_before)
         self._drop(~keep_user[self.u], code)
 
-    @_phase
+    @_timed
     def user_hashes(self, seed: int) -> pd.DataFrame:
         ids = self.user_ids.to_numpy(zero_copy_only=False)
         return pd.DataFrame({"hash": _user_hashes(ids, seed), "user_id": ids})
 
-    @_phase
+    @_timed
     def drop_duplicates(self, code: int) -> None:
         self._drop(duplicate_mask(self.u, self.i, self.ts), code)
 
-    @_phase
+    @_timed
     def drop_repeats(self, code: int) -> None:
         self._drop(repeat_mask(self.u, self.i, self.reason == 0), code)
 
-    @_phase
+    @_timed
     def item_counts(self) -> tuple[pa.Array, np.ndarray]:
         """The live events of each item with any: (item ids, counts)."""
         n = np.bincount(self.i[self.reason == 0], minlength=len(self.item_ids))
         present = n > 0
         return self.item_ids.filter(pa.array(present)), n[present]
 
-    @_phase
+    @_timed
     def kcore_round(self, dead_items: pa.Array, min_user: int, code: int) -> bool:
         """One round: drop the events of items below the threshold everywhere and of this partition's user groups
         below theirs (both counted on the same live events). Returns whether anything was dropped."""
@@ -347,22 +358,23 @@ class PartitionFilter:
         dead = pc.is_in(self.item_ids, value_set=dead_items).to_numpy(zero_copy_only=False)
         return self._drop(alive & (dead[self.i] | short[key]), code) > 0
 
-    @_phase
+    @_timed
     def drop_short_users(self, code: int) -> None:
         alive = self.reason == 0
         short = np.bincount(self.u[alive], minlength=len(self.user_ids)) < 3
         self._drop(short[self.u], code)
 
-    @_phase
+    @_timed
     def domain_counts(self, n: int) -> np.ndarray:
         return np.bincount(self.d[self.reason == 0], minlength=n)
 
-    @_phase
+    @_timed
     def write_dropped(self) -> int:
         """dropped.parquet of the partition (outside.parquet is written at load), with the keys the driver merges
         them by; returns how many events it keeps."""
         dropped = np.flatnonzero(self.reason > 0)
-        table = pa.table({"user_id": self.user_ids.take(self.u[dropped]), "item_id": self.item_ids.take(self.i[dropped]),
+        table = pa.table({"user_id": self.user_ids.take(self.u[dropped]),
+                          "item_id": self.item_ids.take(self.i[dropped]),
                           "domain": self.domain_names.take(self.d[dropped]), "timestamp": self.ts[dropped],
                           "source_file": self.file_names.take(self.file[dropped]),
                           "source_line": self.line[dropped], "row": self.row[dropped],
@@ -381,7 +393,6 @@ def _text_column(files: list[Path], name: str) -> pa.ChunkedArray:
     """A text column of the block files as Parquet stores it: dictionary-encoded (an int32 index per event and
     each file's distinct values), never a string per event."""
     chunks = [pq.read_table(f, columns=[name], read_dictionary=[name]).column(0).combine_chunks() for f in files]
-    _release_arrow_memory()  # the reader's buffers, before the next column
     return pa.chunked_array(chunks, chunks[0].type if chunks else pa.dictionary(pa.int32(), LSTR))
 
 
@@ -391,7 +402,6 @@ def _int_column(files: list[Path], name: str) -> np.ndarray:
     values = np.empty(sum(sizes), dtype=np.int64)
     for f, start, n in zip(files, np.cumsum([0, *sizes]), sizes):
         values[start:start + n] = pq.read_table(f, columns=[name]).column(0)
-    _release_arrow_memory()
     return values
 
 
@@ -408,8 +418,9 @@ def _places(names: pa.Array, values: pa.Array) -> np.ndarray:
 
 
 def _distinct_codes(column: pa.ChunkedArray, selected) -> tuple[pa.Array, np.ndarray]:
-    """The distinct values of the selected events, sorted, and each selected event's code into them. The chunks'
-    dictionaries are sorted together (a hash table of the values would take several times their size)."""
+    """The distinct values of the selected events, sorted (large strings, as the prepared files hold ids), and each
+    selected event's code into them. The chunks' dictionaries are sorted together (a hash table of the values would
+    take several times their size)."""
     dictionaries = pa.chunked_array([c.dictionary for c in column.chunks], column.type.value_type)
     order = pc.sort_indices(dictionaries).to_numpy()
     ordered = dictionaries.take(order).combine_chunks()
@@ -420,7 +431,7 @@ def _distinct_codes(column: pa.ChunkedArray, selected) -> tuple[pa.Array, np.nda
     offsets = np.cumsum([0] + [len(c.dictionary) for c in column.chunks])
     codes = np.concatenate([distinct[start + c.indices.to_numpy()] for start, c in zip(offsets, column.chunks)]
                            or [np.zeros(0, np.int32)])
-    return _used(ordered.filter(pa.array(first)), codes[selected])
+    return _used(ordered.filter(pa.array(first)).cast(LSTR), codes[selected])
 
 
 def _used(values: pa.Array, codes: np.ndarray) -> tuple[pa.Array, np.ndarray]:
