@@ -1,6 +1,6 @@
 """manifest.json of `prepare`: counts per domain and per data setting.
 
-They are counted in two steps: `manifest_counts` over some users' events and the setting files written from them
+They are counted in two steps: `manifest_counts` over some users' events and the evaluation files written from them
 (every user on one machine, or one partition's on Ray), then `build_manifest` from their sums (`sum_counts`).
 Every count is a sum over users, so the partitions' shares add up to the single-machine numbers.
 """
@@ -25,31 +25,23 @@ def _pairs(lengths: np.ndarray) -> int:
     return int(np.clip(np.asarray(lengths, dtype=np.int64) - 1, 0, None).sum())
 
 
-def _per_domain(codes: np.ndarray, values: np.ndarray, nd: int) -> np.ndarray:
-    return np.bincount(codes, weights=values, minlength=nd).round().astype(np.int64)
-
-
 def _codes(column, names) -> np.ndarray:
     return pd.Index(names).get_indexer(column.to_numpy(zero_copy_only=False))
 
 
 def manifest_counts(ev, files: dict[str, Path]) -> dict:
-    """The manifest's counts over the events of `ev` (prepare.IndexedEvents) and the setting files written from
-    them (`files`: their paths by table)."""
+    """The manifest's counts over the events of `ev` (prepare.IndexedEvents) and the evaluation files written from
+    them (`files`: their paths by table); the training sequences' counts come from the events."""
     domains, nd = ev.domains, len(ev.domains)
     n_users = len(ev.starts)
     mixed_len = ev.lengths - 2  # write_mixed's training sequences
     # events per (user, domain): all of them, and the training ones (users ranked here: user_idx may be sparse)
-    pair = np.repeat(np.arange(n_users, dtype=np.int64), ev.lengths) * nd + ev.domain_code
+    pair = np.repeat(np.arange(n_users, dtype=np.int64) * nd, ev.lengths)
+    pair += ev.domain_code
     users_per_domain = (np.bincount(pair, minlength=n_users * nd).reshape(n_users, nd) > 0).sum(axis=0)
     train_by_user_domain = np.bincount(pair[ev.split_code == 0], minlength=n_users * nd).reshape(n_users, nd)
     del pair
     train_by_user = train_by_user_domain.sum(axis=1)
-
-    seqs = pq.read_table(files["sequences_in_domain"], columns=["domain", "items"])
-    seq_domain = _codes(seqs.column("domain"), domains)
-    dom_len = pc.list_value_length(seqs.column("items")).to_numpy()
-    del seqs
     test_m = pq.read_table(files["eval_mixed"], columns=["user_idx", "split", "domain", "group", "history_len"])
     test_m = test_m.filter(pc.equal(test_m.column("split"), "test"))
     test_d = pq.read_table(files["eval_in_domain"], columns=["split", "domain", "history_len"])
@@ -72,8 +64,9 @@ def manifest_counts(ev, files: dict[str, Path]) -> dict:
         "mixed_test_without_history": int((test_m.column("history_len").to_numpy() == 0).sum()),
         "test_groups": np.bincount(cell, minlength=nd * len(GROUPS)),
         FIRST: first,
-        "domain_sequences": np.bincount(seq_domain[dom_len >= 2], minlength=nd),
-        "domain_examples": _per_domain(seq_domain, np.clip(dom_len - 1, 0, None), nd),
+        # write_in_domain's training sequences: one per (user, domain) with training events, of their number
+        "domain_sequences": (train_by_user_domain >= 2).sum(axis=0),
+        "domain_examples": np.clip(train_by_user_domain - 1, 0, None).sum(axis=0),
         "domain_test": np.bincount(d_domain, minlength=nd),
         "domain_test_without_history": np.bincount(d_domain[test_d.column("history_len").to_numpy() == 0],
                                                    minlength=nd),

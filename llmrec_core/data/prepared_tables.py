@@ -58,8 +58,10 @@ def leave_one_out(user_idx: np.ndarray, item_idx: np.ndarray, domain_code: np.nd
                   domains: list[str]) -> IndexedEvents:
     """The split: each user's last event is its test target, the one before its validation target."""
     starts, lengths = group_starts(user_idx)
-    from_end = np.repeat(starts + lengths - 1, lengths) - np.arange(len(user_idx))
-    split_code = (2 - np.minimum(from_end, 2)).astype(np.int8)  # 0 train, 1 valid, 2 test
+    split_code = np.zeros(len(user_idx), dtype=np.int8)  # 0 train, 1 valid, 2 test
+    last = starts + lengths - 1
+    split_code[last[lengths > 1] - 1] = 1
+    split_code[last] = 2
     return IndexedEvents(domains, user_idx, item_idx, domain_code, timestamp, split_code, starts, lengths)
 
 

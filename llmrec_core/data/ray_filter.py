@@ -21,6 +21,7 @@ and writes the same outputs.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import time
@@ -32,6 +33,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..config import Params
@@ -39,6 +41,7 @@ from .event_filter import LSTR, PreparationError, _literal, duplicate_mask, engi
 
 COLUMNS = ["user_id", "item_id", "domain", "timestamp", "source_file", "source_line"]
 PARTITION_KEY = "llmrec-partition"  # the hash key of user partitions (16 characters, as pandas wants)
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 
 
 def user_partition(user_ids: np.ndarray, partitions: int) -> np.ndarray:
@@ -171,8 +174,7 @@ def _run_filters(actors: list, params: Params, domains: list[str], dropped_path:
         ray.get([a.drop_repeats.remote(len(reasons) - 1) for a in actors])
     reasons.append(f"k-core ({cfg.kcore_scope}: user>={cfg.min_user_interactions}, item>={cfg.min_item_interactions})")
     while True:  # the k-core's rounds: item counts are global, user counts per partition
-        counts = pd.concat(ray.get([a.item_counts.remote() for a in actors])).groupby("item_id")["n"].sum()
-        dead = pa.array(counts.index[counts < cfg.min_item_interactions].to_numpy(dtype=object), LSTR)
+        dead = _rare_items([a.item_counts.remote() for a in actors], cfg.min_item_interactions)
         changed = ray.get([a.kcore_round.remote(dead, cfg.min_user_interactions, len(reasons) - 1) for a in actors])
         if not any(changed):
             break
@@ -196,6 +198,20 @@ def _run_filters(actors: list, params: Params, domains: list[str], dropped_path:
         raise PreparationError("the partitions lost events: every input event must be either kept or dropped")
     timings["dropped_merge_seconds"] = round(time.perf_counter() - clock, 3)
     return Filtered(actors, domains, rows_in, counts, timings)
+
+
+def _rare_items(refs: list, min_count: int) -> pa.Array:
+    """The items with fewer than `min_count` live events over every partition, from the partitions' (item ids,
+    counts), summed one partition at a time (an item is in many)."""
+    import ray
+
+    total = pa.table({"item_id": pa.array([], LSTR), "n": pa.array([], pa.int64())})
+    for ref in refs:
+        ids, n = ray.get(ref)
+        total = pa.concat_tables([total, pa.table({"item_id": ids, "n": pa.array(n, pa.int64())})])
+        summed = total.group_by("item_id").aggregate([("n", "sum")])
+        total = pa.table({"item_id": summed.column("item_id"), "n": summed.column("n_sum")})
+    return total.filter(pc.less(total.column("n"), min_count)).column("item_id").combine_chunks()
 
 
 def _split_block(path: str, groups: list[int], offset: int, parts: int, scratch: str, block: int) -> dict:
@@ -228,41 +244,71 @@ def _timed(method):
     return timed
 
 
+def _return_freed_memory_at_once() -> None:
+    """Have this process give what it frees back to the system at once, so that a partition holds its events and
+    not its past phases' temporaries: Arrow allocates with malloc (its default, mimalloc, keeps freed memory), and
+    every allocation over 1 MiB (an array of events) gets its own mapping, unmapped when freed (glibc's malloc
+    would, once such an array is freed, serve the next ones up to 32 MiB from its heap, which keeps what they
+    free)."""
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: its own allocator's ways
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+
+
 class PartitionFilter:
-    """One partition's events and the filters' verdicts on them (0 kept, k: the k-th reason of the driver's list)."""
+    """One partition's events and the filters' verdicts on them (0 kept, k: the k-th reason of the driver's list).
+
+    An event is held as integer codes only (about 39 bytes): its user (int32, into the partition's sorted user ids),
+    item (int32, into its distinct item ids), domain (int16, into the selected domains), time (int64), file (int32:
+    the driver's file rank), line and input row (int64) and verdict (int8). The ids are Arrow arrays of the
+    distinct values; the events' text columns are rebuilt from them (`take`) only for the dropped events written."""
 
     def __init__(self, part: int, scratch: str, domains: list[str], file_rank: dict[str, int], kcore_scope: str):
+        _return_freed_memory_at_once()  # the actor has its process to itself
         self.part, self.folder = part, Path(scratch) / f"part={part}"
         self.domains, self.file_rank, self.kcore_scope = domains, file_rank, kcore_scope
 
     @_timed
     def load(self) -> None:
-        """Read the partition; order the selected domains' events by user, time, file, line and input row."""
+        """Read the partition a column at a time as codes, and order the selected domains' events by user, time,
+        file, line and input row; the other domains' events go straight to outside.parquet."""
         files = sorted(self.folder.glob("block-*.parquet")) if self.folder.is_dir() else []
-        table = pa.concat_tables([pq.read_table(f) for f in files]) if files else None
-        if table is None:
-            table = pa.table({c: pa.array([], LSTR) for c in ["user_id", "item_id", "domain", "source_file"]}
-                             | {"timestamp": pa.array([], pa.int64()), "source_line": pa.array([], pa.int64()),
-                                "row": pa.array([], pa.int64())})
-        domain = table.column("domain").to_pandas()
-        selected = domain.isin(self.domains).to_numpy()
-        self.outside = table.filter(pa.array(~selected))
-        table = table.filter(pa.array(selected))
-        self.user_ids = table.column("user_id").to_pandas().to_numpy(dtype=object)
-        user = pd.factorize(self.user_ids, sort=True)[0]
-        file = pd.Series(table.column("source_file").to_pandas()).map(self.file_rank).to_numpy()
-        order = np.lexsort((table.column("row").to_numpy(), table.column("source_line").to_numpy(), file,
-                            table.column("timestamp").to_numpy(), user))
-        self.table = table.take(pa.array(order))
-        self.file = file[order].astype(np.int64)
-        self.user_ids = self.user_ids[order]
-        self.u = user[order].astype(np.int64)
-        self.items = self.table.column("item_id").to_pandas().to_numpy(dtype=object)
-        self.i = pd.factorize(self.items)[0].astype(np.int64)
-        self.d = pd.Series(self.table.column("domain").to_pandas()).map(
-            {name: k for k, name in enumerate(self.domains)}).to_numpy().astype(np.int16)
-        self.ts = self.table.column("timestamp").to_numpy()
+        self.domain_names = pa.array(self.domains, LSTR)
+        self.file_names = pa.array(sorted(self.file_rank, key=self.file_rank.get), LSTR)
+        d = _codes_in(_text_column(files, "domain"), self.domain_names)
+        selected = d >= 0
+        self._write_outside(files, selected)
+        if selected.all():
+            selected = slice(None)  # every event: a view, not a copy
+        self.d = d[selected].astype(np.int16)
+        del d
+        self.file = _codes_in(_text_column(files, "source_file"), self.file_names)[selected]
+        self.user_ids, self.u = _distinct_codes(_text_column(files, "user_id"), selected)
+        self.item_ids, self.i = _distinct_codes(_text_column(files, "item_id"), selected)
+        self.ts, self.line, self.row = (_int_column(files, name)[selected]
+                                        for name in ("timestamp", "source_line", "row"))
+        order = np.lexsort((self.row, self.line, self.file, self.ts, self.u))
+        for name in ("u", "i", "d", "file", "ts", "line", "row"):
+            setattr(self, name, getattr(self, name)[order])  # one array's copy at a time
         self.reason = np.zeros(len(self.u), dtype=np.int8)
+
+    def _write_outside(self, files: list[Path], selected: np.ndarray) -> None:
+        """outside.parquet: the events of the domains not selected, with every column (read a block at a time)."""
+        schema = pq.read_schema(files[0]) if files else pa.schema(
+            [(c, LSTR) for c in ["user_id", "item_id", "domain"]] + [("timestamp", pa.int64())]
+            + [("source_file", LSTR), ("source_line", pa.int64()), ("row", pa.int64())])
+        self.folder.mkdir(parents=True, exist_ok=True)  # a partition without events has no block files
+        with pq.ParquetWriter(self.folder / "outside.parquet", schema) as writer:
+            start = 0
+            for f in files:
+                n = pq.ParquetFile(f).metadata.num_rows
+                outside = ~selected[start:start + n]
+                if outside.any():
+                    writer.write_table(pq.read_table(f).filter(pa.array(outside)))
+                start += n
 
     def _drop(self, mask: np.ndarray, code: int) -> int:
         fresh = mask & (self.reason == 0)
@@ -272,18 +318,19 @@ class PartitionFilter:
     @_timed
     def sample(self, pivot: tuple | None, seed: int, code: int) -> None:
         """Keep the users whose (hash, id) is at most the driver's cut (the sample's last user)."""
-        ids = np.asarray(pd.unique(self.user_ids), dtype=object)
-        hashed = _user_hashes(ids, seed)
         if pivot is None:
-            keep_ids = np.zeros(len(ids), dtype=bool)
+            keep_user = np.zeros(len(self.user_ids), dtype=bool)
         else:
+            hashed = _user_hashes(self.user_ids.to_numpy(zero_copy_only=False), seed)
             cut_hash, cut_id = np.uint64(pivot[0]), pivot[1]
-            keep_ids = (hashed < cut_hash) | ((hashed == cut_hash) & (ids <= cut_id))
-        self._drop(~pd.Series(keep_ids, index=ids).reindex(self.user_ids).to_numpy(dtype=bool), code)
+            at_or_before = pc.less_equal(self.user_ids, pa.scalar(cut_id, self.user_ids.type)).to_numpy(
+                zero_copy_only=False)
+            keep_user = (hashed < cut_hash) | ((hashed == cut_hash) & at_or_before)
+        self._drop(~keep_user[self.u], code)
 
     @_timed
     def user_hashes(self, seed: int) -> pd.DataFrame:
-        ids = np.asarray(pd.unique(self.user_ids), dtype=object)
+        ids = self.user_ids.to_numpy(zero_copy_only=False)
         return pd.DataFrame({"hash": _user_hashes(ids, seed), "user_id": ids})
 
     @_timed
@@ -295,25 +342,27 @@ class PartitionFilter:
         self._drop(repeat_mask(self.u, self.i, self.reason == 0), code)
 
     @_timed
-    def item_counts(self) -> pd.DataFrame:
-        alive = self.reason == 0
-        return pd.Series(self.items[alive]).value_counts().rename("n").rename_axis("item_id").reset_index()
+    def item_counts(self) -> tuple[pa.Array, np.ndarray]:
+        """The live events of each item with any: (item ids, counts)."""
+        n = np.bincount(self.i[self.reason == 0], minlength=len(self.item_ids))
+        present = n > 0
+        return self.item_ids.filter(pa.array(present)), n[present]
 
     @_timed
     def kcore_round(self, dead_items: pa.Array, min_user: int, code: int) -> bool:
         """One round: drop the events of items below the threshold everywhere and of this partition's user groups
         below theirs (both counted on the same live events). Returns whether anything was dropped."""
         alive = self.reason == 0
-        key = self.u if self.kcore_scope == "mixed" else self.u * len(self.domains) + self.d
-        per_user = np.bincount(key[alive], minlength=int(key.max(initial=-1)) + 1)
-        dead = pd.Series(self.items).isin(pd.Index(dead_items.to_pandas())).to_numpy()
-        return self._drop(alive & (dead | (per_user[key] < min_user)), code) > 0
+        key = self.u if self.kcore_scope == "mixed" else self.u.astype(np.int64) * len(self.domains) + self.d
+        short = np.bincount(key[alive], minlength=int(key.max(initial=-1)) + 1) < min_user
+        dead = pc.is_in(self.item_ids, value_set=dead_items).to_numpy(zero_copy_only=False)
+        return self._drop(alive & (dead[self.i] | short[key]), code) > 0
 
     @_timed
     def drop_short_users(self, code: int) -> None:
         alive = self.reason == 0
-        per_user = np.bincount(self.u[alive], minlength=int(self.u.max(initial=-1)) + 1)
-        self._drop(per_user[self.u] < 3, code)
+        short = np.bincount(self.u[alive], minlength=len(self.user_ids)) < 3
+        self._drop(short[self.u], code)
 
     @_timed
     def domain_counts(self, n: int) -> np.ndarray:
@@ -321,21 +370,76 @@ class PartitionFilter:
 
     @_timed
     def write_dropped(self) -> int:
-        """dropped.parquet and outside.parquet (events of other domains) of the partition, with the keys the driver
-        merges them by; returns how many events it keeps."""
-        dropped = self.reason > 0
-        table = self.table.filter(pa.array(dropped))
-        table = table.append_column("file_rank", pa.array(self.file[dropped]))
-        table = table.append_column("reason_code", pa.array(self.reason[dropped]))
+        """dropped.parquet of the partition (outside.parquet is written at load), with the keys the driver merges
+        them by; returns how many events it keeps."""
+        dropped = np.flatnonzero(self.reason > 0)
+        table = pa.table({"user_id": self.user_ids.take(self.u[dropped]),
+                          "item_id": self.item_ids.take(self.i[dropped]),
+                          "domain": self.domain_names.take(self.d[dropped]), "timestamp": self.ts[dropped],
+                          "source_file": self.file_names.take(self.file[dropped]),
+                          "source_line": self.line[dropped], "row": self.row[dropped],
+                          "file_rank": self.file[dropped], "reason_code": self.reason[dropped]})
         pq.write_table(table, self.folder / "dropped.parquet")
-        pq.write_table(self.outside, self.folder / "outside.parquet")
-        return int((~dropped).sum())
+        return len(self.reason) - len(dropped)
 
     def cpu_seconds(self) -> float:
         return getattr(self, "cpu", 0.0)
 
     def size(self) -> int:
         return len(self.u)
+
+
+def _text_column(files: list[Path], name: str) -> pa.ChunkedArray:
+    """A text column of the block files as Parquet stores it: dictionary-encoded (an int32 index per event and
+    each file's distinct values), never a string per event."""
+    chunks = [pq.read_table(f, columns=[name], read_dictionary=[name]).column(0).combine_chunks() for f in files]
+    return pa.chunked_array(chunks, chunks[0].type if chunks else pa.dictionary(pa.int32(), LSTR))
+
+
+def _int_column(files: list[Path], name: str) -> np.ndarray:
+    """An int64 column of the block files, read a file at a time into one array."""
+    sizes = [pq.ParquetFile(f).metadata.num_rows for f in files]
+    values = np.empty(sum(sizes), dtype=np.int64)
+    for f, start, n in zip(files, np.cumsum([0, *sizes]), sizes):
+        values[start:start + n] = pq.read_table(f, columns=[name]).column(0)
+    return values
+
+
+def _codes_in(column: pa.ChunkedArray, values: pa.Array) -> np.ndarray:
+    """Each event's place in `values` (int32; -1 for a value not there, or none), through its chunk's dictionary."""
+    codes = [_places(chunk.dictionary, values)[chunk.indices.fill_null(len(chunk.dictionary)).to_numpy()]
+             for chunk in column.chunks]
+    return np.concatenate(codes) if codes else np.zeros(0, np.int32)
+
+
+def _places(names: pa.Array, values: pa.Array) -> np.ndarray:
+    """Each name's place in `values` (-1 if not there), then a -1 for a missing name."""
+    return np.append(pc.index_in(names, value_set=values).fill_null(-1).to_numpy(), -1).astype(np.int32)
+
+
+def _distinct_codes(column: pa.ChunkedArray, selected) -> tuple[pa.Array, np.ndarray]:
+    """The distinct values of the selected events, sorted (large strings, as the prepared files hold ids), and each
+    selected event's code into them. The chunks' dictionaries are sorted together (a hash table of the values would
+    take several times their size)."""
+    dictionaries = pa.chunked_array([c.dictionary for c in column.chunks], column.type.value_type)
+    order = pc.sort_indices(dictionaries).to_numpy()
+    ordered = dictionaries.take(order).combine_chunks()
+    first = np.ones(len(order), dtype=bool)  # the first of its value in sorted order
+    first[1:] = pc.not_equal(ordered[1:], ordered[:-1]).to_numpy(zero_copy_only=False)
+    distinct = np.empty(len(order), dtype=np.int32)  # each dictionary entry's place among the distinct values
+    distinct[order] = np.cumsum(first) - 1
+    offsets = np.cumsum([0] + [len(c.dictionary) for c in column.chunks])
+    codes = np.concatenate([distinct[start + c.indices.to_numpy()] for start, c in zip(offsets, column.chunks)]
+                           or [np.zeros(0, np.int32)])
+    return _used(ordered.filter(pa.array(first)).cast(LSTR), codes[selected])
+
+
+def _used(values: pa.Array, codes: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """Only the values some code names (a file's dictionary may also name ids of unselected events), renumbered."""
+    used = np.zeros(len(values), dtype=bool)
+    used[codes] = True
+    renumber = (np.cumsum(used) - 1).astype(np.int32)
+    return values.filter(pa.array(used)), renumber[codes]
 
 
 def _write_dropped(con, scratch: Path, path: Path, reasons: list[str]) -> dict[str, int]:

@@ -50,8 +50,8 @@ def prepare_on_ray(validated: Path, items: pd.DataFrame, params: Params, out: Pa
         clock = time.perf_counter()
         user_ids, user_idx = _rank_users(ray.get([a.kept_users.remote() for a in f.actors]))
         catalog = catalogue(items, _union([a.kept_items.remote() for a in f.actors]), f.domains, cfg.title_max_chars)
-        catalog_ids = ray.put(pa.array(catalog["item_id"], LSTR))
-        refs = [a.index.remote(idx, catalog_ids) for a, idx in zip(f.actors, user_idx)]
+        by_id = ray.put(_by_id(pa.array(catalog["item_id"], LSTR)))
+        refs = [a.index.remote(idx, by_id) for a, idx in zip(f.actors, user_idx)]
         missing, train_count = 0, np.zeros(len(catalog), dtype=np.int64)
         for ref in refs:  # one partition's counts at a time
             lost, trained, n = ray.get(ref)
@@ -90,6 +90,23 @@ def _rank_users(per_partition: list[pa.Array]) -> tuple[pa.Array, list[np.ndarra
     return ids.take(pa.array(order)), np.split(rank, np.cumsum([len(p) for p in per_partition])[:-1])
 
 
+def _by_id(catalog_ids: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """The catalogue's ids sorted, and the item_idx of each."""
+    order = pc.sort_indices(catalog_ids)
+    return catalog_ids.take(order), order.to_numpy().astype(np.int32)
+
+
+def _item_idx(ids: pa.Array, by_id: tuple[pa.Array, np.ndarray]) -> np.ndarray:
+    """Each id's item_idx (-1 outside the catalogue), by binary search in the catalogue sorted by id (_by_id): no
+    hash table of the whole catalogue in every partition."""
+    sorted_ids, sorted_idx = by_id
+    if not len(sorted_ids):
+        return np.full(len(ids), -1, dtype=np.int32)
+    at = np.minimum(pc.search_sorted(sorted_ids, ids).to_numpy().astype(np.int64), len(sorted_ids) - 1)
+    found = pc.equal(sorted_ids.take(at), ids).to_numpy(zero_copy_only=False)
+    return np.where(found, sorted_idx[at], -1).astype(np.int32)
+
+
 def _union(refs: list) -> np.ndarray:
     """The distinct ids of the partitions' arrays, fetched one partition at a time (an item is in many)."""
     import ray
@@ -121,30 +138,31 @@ class Partition(PartitionFilter):
     @_timed
     def kept_users(self) -> pa.Array:
         """The ids of the users with kept events, sorted (the order of their codes here)."""
-        kept = np.flatnonzero(self.reason == 0)
-        return pa.array(self.user_ids[kept[group_starts(self.u[kept])[0]]], LSTR)
+        return self.user_ids.filter(pa.array(self._has_kept(self.u, len(self.user_ids))))
 
     @_timed
     def kept_items(self) -> pa.Array:
-        return pa.array(pd.unique(self.items[self.reason == 0]), LSTR)
+        return self.item_ids.filter(pa.array(self._has_kept(self.i, len(self.item_ids))))
+
+    def _has_kept(self, codes: np.ndarray, n: int) -> np.ndarray:
+        """Whether each of the `n` codes has a kept event."""
+        return np.bincount(codes[self.reason == 0], minlength=n) > 0
 
     @_timed
-    def index(self, user_idx: np.ndarray, catalog_ids: pa.Array) -> tuple[int, np.ndarray, np.ndarray]:
-        """Code the kept events (user_idx: the driver's, for kept_users; item_idx: the id's place in the catalogue)
-        and split them. Returns how many events name an item outside the catalogue, and the training events per
-        item (item_idx, count)."""
+    def index(self, user_idx: np.ndarray, by_id: tuple[pa.Array, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray]:
+        """Code the kept events (user_idx: the driver's, for kept_users; item_idx: the id's place in the catalogue,
+        `by_id`: _by_id's) and split them. Returns how many events name an item outside the catalogue, and the
+        training events per item (item_idx, count)."""
         kept = self.reason == 0
-        codes, ids = pd.factorize(self.items[kept])
-        # Arrow's hash of the catalogue, not a pandas Index of it: no Python string per catalogue item in every actor
-        found = pc.index_in(pa.array(ids, LSTR), value_set=catalog_ids)
-        item_idx = found.fill_null(-1).to_numpy().astype(np.int32)[codes]
+        item_idx = _item_idx(self.item_ids, by_id)[self.i[kept]]
         if (item_idx < 0).any():
             return int((item_idx < 0).sum()), np.zeros(0, np.int64), np.zeros(0, np.int64)
         users = np.repeat(np.asarray(user_idx, dtype=np.int32), group_starts(self.u[kept])[1])
-        self.ev = leave_one_out(users, item_idx, self.d[kept], self.ts[kept], self.domains)
-        del self.table, self.outside, self.items, self.user_ids, self.u, self.i, self.file, self.d, self.ts
-        trained, n = np.unique(item_idx[self.ev.split_code == 0], return_counts=True)
-        return 0, trained, n
+        domain, timestamp = self.d[kept], self.ts[kept]
+        del self.user_ids, self.item_ids, self.u, self.i, self.d, self.ts, self.file, self.line, self.row, kept
+        self.ev = leave_one_out(users, item_idx, domain, timestamp, self.domains)
+        trained = np.bincount(item_idx[self.ev.split_code == 0])
+        return 0, np.flatnonzero(trained), trained[trained > 0]
 
     @_timed
     def write_parts(self, group_codes: np.ndarray, folder: str, max_history: int) -> dict | None:

@@ -27,5 +27,7 @@ def gather_ranges(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -
     lengths = np.asarray(lengths, dtype=np.int64)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    index = np.repeat(np.asarray(starts, dtype=np.int64) - offsets[:-1], lengths) + np.arange(offsets[-1])
+    position = np.int32 if max(len(values), offsets[-1]) < 2**31 else np.int64  # 4 bytes a row when it fits
+    index = np.repeat((np.asarray(starts, dtype=np.int64) - offsets[:-1]).astype(position), lengths)
+    index += np.arange(offsets[-1], dtype=position)
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values[index]))
