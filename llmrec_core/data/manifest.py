@@ -117,5 +117,15 @@ def build_manifest(counts: dict, catalog: pd.DataFrame, domains: list[str], rows
         "items": int(len(catalog)),
         "domains": per_domain,
         "settings": settings,
-        "params": json.loads(params.prepare.model_dump_json(exclude_none=True)),  # an option left off is not listed
+        "params": _prepare_params(params),
     }
+
+
+def _prepare_params(params: Params) -> dict:
+    """The prepare params that made the data: an option left off is not listed, nor the sample's seed without a
+    sample (it changes nothing). The manifest's bytes are in every run's fingerprint, so an option that changes
+    nothing must not change them."""
+    listed = json.loads(params.prepare.model_dump_json(exclude_none=True))
+    if params.prepare.user_sample is None:
+        listed.pop("user_sample_seed", None)
+    return listed

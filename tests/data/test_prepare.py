@@ -1,4 +1,6 @@
 """Splits and data settings on the real MovieLens-100K, checked against straightforward loops."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -104,3 +106,16 @@ def test_the_mixed_setting_counts_every_training_event(ml100k_prepared):
     counts = load_setting(t["prepared"], "mixed").train_counts()
     assert counts.shape == (len(t["items"]),) and counts.sum() > 0
     assert (counts == t["items"]["train_count"].to_numpy()).all()
+
+
+def test_the_manifest_lists_the_sample_seed_only_with_a_sample(ml100k_prepared):
+    """The manifest's bytes are in every run's fingerprint: an option that changes nothing (the seed of a sample
+    not taken) must not be listed, or adding the option would have made every run stale."""
+    from llmrec_core.config import load_params
+    from llmrec_core.data.manifest import _prepare_params
+
+    manifest, _ = ml100k_prepared
+    assert "user_sample_seed" not in manifest["params"] and "user_sample" not in manifest["params"]
+    sampled = load_params(Path(__file__).resolve().parents[2] / "params.yaml",
+                          ["prepare.user_sample=100", "prepare.user_sample_seed=3"])
+    assert _prepare_params(sampled)["user_sample_seed"] == 3
