@@ -18,7 +18,7 @@ after the other, each with its own ingest (an engine whose ingest is not on Ray 
 hard-linked), so the two are measured under the same conditions; `benchmarks/project_data_ray.py` projects the Ray
 figures to the full Amazon 2018 dump. Measure on an idle machine: Ray starts its workers at niceness 15, so beside
 any other work (a training run at niceness 0) they get only what is left, and the engines' times are not comparable
-(a 30M run beside training took 13 minutes for an ingest whose tasks used 2 CPU-minutes).
+(compare a stage's wall time with its tasks' CPU seconds in engine.json).
 """
 from __future__ import annotations
 
