@@ -64,6 +64,55 @@ def sample_params_doc(base: Path) -> dict:
     return doc
 
 
+def kill_a_worker_while(stage, victim, errors=(), timeout: float = 120.0):
+    """Run `stage()` in a thread and kill the first worker `victim()` names (a (name, kill) pair, or None while
+    there is none yet; a kill that finds it gone is tried again). Returns what was killed (None: the stage ended
+    first) and the messages of the `errors` the stage raised."""
+    import threading
+    import time
+
+    failures: list[str] = []
+
+    def run():
+        try:
+            stage()
+        except errors as e:
+            failures.append(str(e))
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    killed, deadline = None, time.time() + timeout
+    while killed is None and worker.is_alive() and time.time() < deadline:
+        found = victim()
+        if found is not None:
+            name, kill = found
+            try:
+                kill()
+                killed = name
+            except (ValueError, ProcessLookupError):  # gone between finding it and the kill
+                pass
+        time.sleep(0.005)
+    worker.join()
+    return killed, failures
+
+
+def named_actor(prefix: str, suffix: str = "", settle: float = 0.0):
+    """A `victim` for kill_a_worker_while: the first live Ray actor named prefix...suffix, killed `settle` seconds
+    after it is first seen (to let it start on its work)."""
+    import time
+
+    import ray
+
+    def victim():
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["name"].startswith(prefix) and a["name"].endswith(suffix)]
+        if not names:
+            return None
+        time.sleep(settle)
+        return names[0], lambda: ray.kill(ray.get_actor(names[0]))
+    return victim
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     """Ray's own test cluster: a head and a second node, one CPU each (skips where Ray is not installed)."""

@@ -4,8 +4,6 @@ files; the driver receives no event arrays; a worker lost mid-stage fails cleanl
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import numpy as np
 import pandas as pd
@@ -16,6 +14,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from tests.conftest import kill_a_worker_while, named_actor  # noqa: E402
 from llmrec_core.config import load_params  # noqa: E402
 from llmrec_core.data import event_filter  # noqa: E402
 from llmrec_core.data import prepare as prepare_module  # noqa: E402
@@ -210,29 +209,8 @@ def test_a_lost_worker_fails_the_stage_and_a_rerun_gives_the_same(ray_cluster, m
     local = _prepared(params)
     ray_params = params.model_copy(update={"data": params.data.model_copy(update={"engine": "ray", "partitions": 16})})
     layout = DataLayout(params.data_root)
-    failure = []
-
-    def run():
-        try:
-            prepare(ray_params)
-        except PreparationError as e:
-            failure.append(str(e))
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    killed = None
-    deadline = time.time() + 120
-    while killed is None and worker.is_alive() and time.time() < deadline:
-        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                 if a["name"].startswith("llmrec-prepare-") and a["name"].endswith("-5")]
-        if names:
-            try:
-                ray.kill(ray.get_actor(names[0]))
-                killed = names[0]
-            except ValueError:  # gone between the listing and the lookup
-                pass
-        time.sleep(0.005)
-    worker.join()
+    killed, failure = kill_a_worker_while(lambda: prepare(ray_params), named_actor("llmrec-prepare-", "-5"),
+                                          PreparationError)
     if killed is None:
         pytest.skip("the stage finished before a worker could be killed")
     assert failure and "a Ray worker was lost during prepare" in failure[0]

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import threading
 import time
 
 import numpy as np
@@ -19,6 +18,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from tests.conftest import kill_a_worker_while  # noqa: E402
 from llmrec_core.config import load_params  # noqa: E402
 from llmrec_core.data.ingest import ingest  # noqa: E402
 from llmrec_core.data.layout import DataLayout  # noqa: E402
@@ -145,29 +145,16 @@ def test_a_lost_worker_fails_ingest_and_leaves_no_interim_data(ray_cluster, sour
     base, doc = sources
     big = {**doc, "data": {**doc["data"], "sources": [_big_source(tmp_path / "big", 1_000_000)]}}
     params = _write_params(base, big, "lost", engine="ray", chunk_rows=20_000)
-    failure = []
 
-    def run():
-        try:
-            ingest(params)
-        except WorkerLost as e:
-            failure.append(str(e))
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    killed, deadline = None, time.time() + 120
-    while killed is None and worker.is_alive() and time.time() < deadline:
-        readers = [p for p in psutil.process_iter(["pid", "cmdline"])
+    def reader():  # a process: Ray names a task's worker after the task
+        readers = [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"])
                    if (p.info["cmdline"] or [""])[0].startswith("ray::_read_into_parts")]
-        if readers:
-            time.sleep(0.5)  # let it write a few chunks
-            try:
-                os.kill(readers[0].info["pid"], signal.SIGKILL)
-                killed = readers[0].info["pid"]
-            except ProcessLookupError:
-                pass
-        time.sleep(0.01)
-    worker.join()
+        if not readers:
+            return None
+        time.sleep(0.5)  # let it write a few chunks
+        return readers[0], lambda: os.kill(readers[0], signal.SIGKILL)
+
+    killed, failure = kill_a_worker_while(lambda: ingest(params), reader, WorkerLost)
     if killed is None:
         pytest.skip("the stage finished before its worker could be killed")
     assert failure and "a Ray worker was lost during ingest" in failure[0] and "\n" not in failure[0]

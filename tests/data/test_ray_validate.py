@@ -6,14 +6,13 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import threading
-import time
 
 import pandas as pd
 import pytest
 
 ray = pytest.importorskip("ray")
 
+from tests.conftest import kill_a_worker_while, named_actor  # noqa: E402
 from llmrec_core.config import load_params  # noqa: E402
 from llmrec_core.data.ingest import ingest  # noqa: E402
 from llmrec_core.data.layout import DataLayout  # noqa: E402
@@ -128,30 +127,8 @@ def test_a_lost_worker_fails_validate_and_a_rerun_gives_the_same(ray_cluster, in
     params = _on_ray(injected("lost", chunk_rows=1000, partitions=2))
     layout = DataLayout(params.data_root)
     shutil.rmtree(layout.validated, ignore_errors=True)
-    failure = []
-
-    def run():
-        try:
-            validate(params, run_id="lost")
-        except WorkerLost as e:
-            failure.append(str(e))
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    killed = None
-    deadline = time.time() + 120
-    while killed is None and worker.is_alive() and time.time() < deadline:
-        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                 if a["name"].startswith("llmrec-validate-") and a["name"].endswith("-1")]
-        if names:
-            time.sleep(0.5)  # let it start on the blocks
-            try:
-                ray.kill(ray.get_actor(names[0]))
-                killed = names[0]
-            except ValueError:  # gone between the listing and the lookup
-                pass
-        time.sleep(0.005)
-    worker.join()
+    killed, failure = kill_a_worker_while(lambda: validate(params, run_id="lost"),
+                                          named_actor("llmrec-validate-", "-1", settle=0.5), WorkerLost)
     if killed is None:
         pytest.skip("the stage finished before a worker could be killed")
     assert failure and "a Ray worker was lost during validate" in failure[0] and "\n" not in failure[0]

@@ -2,8 +2,6 @@
 cluster give the single-process index's vectors; an actor lost mid-encoding costs only its shard."""
 from __future__ import annotations
 
-import threading
-import time
 
 import faiss
 import numpy as np
@@ -11,6 +9,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from tests.conftest import kill_a_worker_while, named_actor  # noqa: E402
 from llmrec_core.serve.index import ItemIndex  # noqa: E402
 from llmrec_core.serve.recommend import build_index, index_dir  # noqa: E402
 
@@ -37,22 +36,13 @@ def test_a_lost_encoder_actor_costs_only_its_shard(ray_cluster, tiny_bert, sampl
     params = sample_prepared("encode-ray-loss", model={"name_or_path": str(tiny_bert)},
                              index={"encode_shard_items": 200, "encode_engine": "ray", "encode_actors": 2})
     logged, result = [], []
-    worker = threading.Thread(target=lambda: result.append(build_index(params, zero_shot=True, log=logged.append)))
-    worker.start()
-    killed = None
-    deadline = time.time() + 180
-    while killed is None and worker.is_alive() and time.time() < deadline:
-        if any(index_dir(params).with_name("index.encoding").glob("shard-*.npy")):  # the actors are at work
-            names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                     if a["name"].startswith("llmrec-encode-")]
-            if names:
-                try:
-                    ray.kill(ray.get_actor(names[0]))
-                    killed = names[0]
-                except ValueError:
-                    pass
-        time.sleep(0.01)
-    worker.join()
+    actor = named_actor("llmrec-encode-")
+
+    def encoder_at_work():  # once the first shard is written
+        return actor() if any(index_dir(params).with_name("index.encoding").glob("shard-*.npy")) else None
+
+    killed, _ = kill_a_worker_while(lambda: result.append(build_index(params, zero_shot=True, log=logged.append)),
+                                    encoder_at_work, timeout=180)
     if killed is None:
         pytest.skip("the encoding finished before an actor could be killed")
     assert any("an encoder actor was lost" in m for m in logged)
