@@ -11,6 +11,8 @@ users partitioned by a hash of their id.
    driver sums them and names the items below the threshold, and each partition drops those items' events and its
    users below theirs, until nothing changes (the k-core is unique, so rounds reach the single-machine result);
    then users too short to split. Each partition writes its dropped events and keeps its kept ones in memory.
+   Its heavy phases (load, the writes) run on at most as many partitions at once as the cluster has CPUs
+   (`bounded`), so the memory peak is that many partitions' temporaries over what the others hold.
 4. The driver merges the partitions' dropped events with DuckDB (out of core) into `dropped.parquet`, exactly as
    event_filter.py writes it. The kept events never reach the driver: the partitions index, split and write them
    (ray_prepare.py).
@@ -28,7 +30,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -115,6 +117,24 @@ def filtered_partitions(validated: Path, params: Params, dropped_path: Path, scr
             ray.shutdown()
 
 
+def bounded(calls: list[Callable], width: int | None = None) -> list:
+    """Start the calls (each starts an actor method and returns its ObjectRef) with at most `width` unfinished at
+    once (default: the cluster's CPUs); returns their refs in order. A partition's heavy phases (load, index, the
+    writes) need a few times the memory it holds between them: started all at once, every partition would peak
+    together (about 127 bytes per event of the whole input on one machine), and it would not be faster, each being
+    one CPU's work."""
+    import ray
+
+    width = width or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    refs, running = [], []
+    for call in calls:
+        if len(running) >= width:
+            _, running = ray.wait(running, num_returns=1)
+        refs.append(call())
+        running.append(refs[-1])
+    return refs
+
+
 def _filter(validated: Path, params: Params, dropped_path: Path, scratch: Path, actor_class: type,
             actors: list) -> Filtered:
     import ray
@@ -158,7 +178,7 @@ def _run_filters(actors: list, params: Params, domains: list[str], dropped_path:
 
     cfg = params.prepare
     clock = time.perf_counter()
-    ray.get([a.load.remote() for a in actors])
+    ray.get(bounded([a.load.remote for a in actors]))
     reasons = ["domain not selected"]
     if cfg.user_sample is not None:
         keys = pd.concat(ray.get([a.user_hashes.remote(cfg.user_sample_seed) for a in actors]), ignore_index=True)
@@ -187,7 +207,7 @@ def _run_filters(actors: list, params: Params, domains: list[str], dropped_path:
             f"domain(s) {empty} have no interactions left after filtering (k-core {cfg.kcore_scope}, "
             f"user>={cfg.min_user_interactions}, item>={cfg.min_item_interactions}); lower prepare.min_* "
             "or remove the domain(s)")
-    kept = sum(ray.get([a.write_dropped.remote() for a in actors]))
+    kept = sum(ray.get(bounded([a.write_dropped.remote for a in actors])))
     timings["filter_seconds"] = round(time.perf_counter() - clock, 3)
     timings["partition_cpu_seconds"] = [round(t, 3) for t in ray.get([a.cpu_seconds.remote() for a in actors])]
     timings["partition_events"] = ray.get([a.size.remote() for a in actors])

@@ -35,7 +35,7 @@ from .event_filter import BATCH_ROWS, LSTR, _literal, engine
 from .manifest import build_manifest, sum_counts
 from .prepared_tables import (PARTITIONS, USER_TABLES, catalogue, leave_one_out, missing_items, setting_files,
                               with_groups, write_catalogue, write_settings)
-from .ray_filter import PartitionFilter, _timed, filtered_partitions
+from .ray_filter import PartitionFilter, _timed, bounded, filtered_partitions
 from .sequences import group_starts
 from .splits import GROUPS
 
@@ -51,7 +51,7 @@ def prepare_on_ray(validated: Path, items: pd.DataFrame, params: Params, out: Pa
         user_ids, user_idx = _rank_users(ray.get([a.kept_users.remote() for a in f.actors]))
         catalog = catalogue(items, _union([a.kept_items.remote() for a in f.actors]), f.domains, cfg.title_max_chars)
         by_id = ray.put(_by_id(pa.array(catalog["item_id"], LSTR)))
-        refs = [a.index.remote(idx, by_id) for a, idx in zip(f.actors, user_idx)]
+        refs = bounded([lambda a=a, idx=idx: a.index.remote(idx, by_id) for a, idx in zip(f.actors, user_idx)])
         missing, train_count = 0, np.zeros(len(catalog), dtype=np.int64)
         for ref in refs:  # one partition's counts at a time
             lost, trained, n = ray.get(ref)
@@ -65,7 +65,8 @@ def prepare_on_ray(validated: Path, items: pd.DataFrame, params: Params, out: Pa
 
         clock = time.perf_counter()
         groups = ray.put(pd.Categorical(catalog["group"], categories=GROUPS).codes)
-        shares = ray.get([a.write_parts.remote(groups, str(out / PARTITIONS), cfg.max_history) for a in f.actors])
+        shares = ray.get(bounded([lambda a=a: a.write_parts.remote(groups, str(out / PARTITIONS), cfg.max_history)
+                                  for a in f.actors]))
         f.timings["write_seconds"] = round(time.perf_counter() - clock, 3)
         cpu = ray.get([a.cpu_seconds.remote() for a in f.actors])
         f.timings["settings_cpu_seconds"] = [round(t - t0, 3) for t, t0 in zip(cpu, f.timings["partition_cpu_seconds"])]

@@ -24,7 +24,7 @@ from llmrec_core.data.ingest import ingest  # noqa: E402
 from llmrec_core.data.layout import DataLayout  # noqa: E402
 from llmrec_core.data.prepare import prepare  # noqa: E402
 from llmrec_core.data.prepared_tables import PARTITIONS, USER_TABLES  # noqa: E402
-from llmrec_core.data.ray_filter import user_partition  # noqa: E402
+from llmrec_core.data.ray_filter import bounded, user_partition  # noqa: E402
 from llmrec_core.data.validate import validate  # noqa: E402
 
 from .test_event_filter import random_events  # noqa: E402
@@ -101,6 +101,28 @@ def test_the_driver_receives_no_event_arrays(ray_cluster, tmp_path, monkeypatch)
     bound = max(inter["item_id"].nunique(), inter["user_id"].nunique())
     assert bound * 5 < manifest["interactions_kept"]
     assert received and max(received) <= bound
+
+
+class _Phase:
+    """An actor whose phase takes a while and says when it ran."""
+
+    def run(self, k: int) -> tuple[int, float, float]:
+        import time
+
+        start = time.monotonic()
+        time.sleep(0.3)
+        return k, start, time.monotonic()
+
+
+def test_heavy_phases_run_on_at_most_as_many_partitions_at_once_as_the_cluster_has_cpus(ray_cluster):
+    actors = [ray.remote(_Phase).remote() for _ in range(5)]
+    ray.get([a.__ray_ready__.remote() for a in actors])  # started: their start-up is not the phase
+    spans = ray.get(bounded([lambda a=a, k=k: a.run.remote(k) for k, a in enumerate(actors)]))
+    assert [k for k, _, _ in spans] == list(range(5))  # each call's result in its place
+    most = max(sum(s <= t < e for _, s, e in spans) for _, t, _ in spans)
+    assert most == 2  # the two-node cluster's CPUs: never more, and not one at a time either
+    spans = ray.get(bounded([lambda a=a, k=k: a.run.remote(k) for k, a in enumerate(actors)], width=1))
+    assert all(e1 <= s2 for (_, _, e1), (_, s2, _) in zip(spans, spans[1:]))
 
 
 def test_an_event_of_an_unknown_item_fails_as_on_one_machine(ray_cluster, tmp_path):
