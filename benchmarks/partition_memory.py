@@ -134,10 +134,17 @@ def measure(scratch: Path, setup: dict, min_user: int, min_item: int, count_scal
         run()
         mark(name, started)
     started, rounds = time.perf_counter(), 0
+    numbered = hasattr(part, "number_items")  # the stage's item numbers (before them, counts by id)
+    if numbered:
+        part.number_items(part.item_ids)  # this partition's items are the driver's
     while True:
-        ids, n = _counts(part.item_counts())
         rounds += 1
-        if not part.kcore_round(ids.filter(pa.array(n * count_scale < min_item)).cast(LSTR), min_user, 4):
+        if numbered:
+            done = not part.kcore_round(part.item_counts() * count_scale < min_item, min_user, 4)
+        else:
+            ids, n = _counts(part.item_counts())
+            done = not part.kcore_round(ids.filter(pa.array(n * count_scale < min_item)).cast(LSTR), min_user, 4)
+        if done:
             break
     mark(f"k-core ({rounds} rounds)", started)
     started = time.perf_counter()
@@ -146,7 +153,8 @@ def measure(scratch: Path, setup: dict, min_user: int, min_item: int, count_scal
     kept = part.write_dropped()
     mark("drop_short_users + write_dropped", started)
     started = time.perf_counter()
-    users, items = len(part.kept_users()), len(part.kept_items())  # sent to the driver
+    users = len(part.kept_users())  # sent to the driver
+    items = int((part.item_counts() > 0).sum()) if numbered else len(part.kept_items())
     mark("kept_users + kept_items", started)
     # what the driver sends (the catalogue sorted by id; before _by_id, its ids): its making is not counted, it is
     catalogue = pq.read_table(scratch / "catalogue.parquet").column(0).combine_chunks().cast(LSTR)  # every item

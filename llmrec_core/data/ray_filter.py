@@ -9,7 +9,9 @@ users partitioned by a hash of their id.
    per-user filters: the user sample (the driver finds the cut over every partition's (hash, id) pairs), duplicates,
    consecutive repeats, then the k-core in rounds: each round the partitions count their items' live events, the
    driver sums them and names the items below the threshold, and each partition drops those items' events and its
-   users below theirs, until nothing changes (the k-core is unique, so rounds reach the single-machine result);
+   users below theirs, until nothing changes (the k-core is unique, so rounds reach the single-machine result).
+   The items are numbered once for the whole stage (the driver merges the partitions' sorted ids; each partition
+   finds its ids' numbers), so a round's counts are arrays the driver adds and its verdict a mask over the numbers;
    then users too short to split. Each partition writes its dropped events and keeps its kept ones in memory.
    Its heavy phases (load, the writes) run on at most as many partitions at once as the cluster has CPUs
    (`bounded`), so the memory peak is that many partitions' temporaries over what the others hold.
@@ -90,6 +92,8 @@ class Filtered:
     rows_in: int
     dropped: dict[str, int]  # events per reason, as event_filter.filter_events counts them
     timings: dict  # each phase's (engine.json)
+    item_ids: pa.Array  # every item of the selected domains' events, sorted: the numbers the partitions count by
+    kept_counts: np.ndarray  # the kept events of each of them
 
 
 @contextmanager
@@ -193,11 +197,20 @@ def _run_filters(actors: list, params: Params, domains: list[str], dropped_path:
         reasons.append("consecutive repeat of the same item")
         ray.get([a.drop_repeats.remote(len(reasons) - 1) for a in actors])
     reasons.append(f"k-core ({cfg.kcore_scope}: user>={cfg.min_user_interactions}, item>={cfg.min_item_interactions})")
+    started = time.perf_counter()
+    item_ids = _union_sorted([a.distinct_items.remote() for a in actors])
+    numbered = ray.put(item_ids)
+    ray.get([a.number_items.remote(numbered) for a in actors])
+    timings["item_numbering_seconds"] = round(time.perf_counter() - started, 3)
+    rounds = []
     while True:  # the k-core's rounds: item counts are global, user counts per partition
-        dead = _rare_items([a.item_counts.remote() for a in actors], cfg.min_item_interactions)
-        changed = ray.get([a.kcore_round.remote(dead, cfg.min_user_interactions, len(reasons) - 1) for a in actors])
+        started = time.perf_counter()
+        rare = ray.put(_summed([a.item_counts.remote() for a in actors], len(item_ids)) < cfg.min_item_interactions)
+        changed = ray.get([a.kcore_round.remote(rare, cfg.min_user_interactions, len(reasons) - 1) for a in actors])
+        rounds.append(round(time.perf_counter() - started, 3))
         if not any(changed):
             break
+    timings["kcore_round_seconds"] = rounds
     reasons.append("user has fewer than 3 events (no train/valid/test split)")
     ray.get([a.drop_short_users.remote(len(reasons) - 1) for a in actors])
     left = np.sum(ray.get([a.domain_counts.remote(len(domains)) for a in actors]), axis=0)
@@ -217,21 +230,28 @@ def _run_filters(actors: list, params: Params, domains: list[str], dropped_path:
     if kept + sum(counts.values()) != rows_in:
         raise PreparationError("the partitions lost events: every input event must be either kept or dropped")
     timings["dropped_merge_seconds"] = round(time.perf_counter() - clock, 3)
-    return Filtered(actors, domains, rows_in, counts, timings)
+    kept_counts = _summed([a.item_counts.remote() for a in actors], len(item_ids))
+    return Filtered(actors, domains, rows_in, counts, timings, item_ids, kept_counts)
 
 
-def _rare_items(refs: list, min_count: int) -> pa.Array:
-    """The items with fewer than `min_count` live events over every partition, from the partitions' (item ids,
-    counts), summed one partition at a time (an item is in many)."""
+def _union_sorted(refs: list) -> pa.Array:
+    """The distinct ids of the partitions' arrays, sorted, fetched one partition at a time (an item is in many)."""
     import ray
 
-    total = pa.table({"item_id": pa.array([], LSTR), "n": pa.array([], pa.int64())})
+    present = pa.array([], LSTR)
     for ref in refs:
-        ids, n = ray.get(ref)
-        total = pa.concat_tables([total, pa.table({"item_id": ids, "n": pa.array(n, pa.int64())})])
-        summed = total.group_by("item_id").aggregate([("n", "sum")])
-        total = pa.table({"item_id": summed.column("item_id"), "n": summed.column("n_sum")})
-    return total.filter(pc.less(total.column("n"), min_count)).column("item_id").combine_chunks()
+        present = pc.unique(pa.concat_arrays([present, ray.get(ref)]))
+    return present.take(pc.sort_indices(present))
+
+
+def _summed(refs: list, n: int) -> np.ndarray:
+    """The partitions' count arrays (each over the stage's item numbers) added, one partition at a time."""
+    import ray
+
+    total = np.zeros(n, dtype=np.int64)
+    for ref in refs:
+        total += ray.get(ref)
+    return total
 
 
 def _split_block(path: str, groups: list[int], offset: int, parts: int, scratch: str, block: int) -> dict:
@@ -361,22 +381,29 @@ class PartitionFilter:
     def drop_repeats(self, code: int) -> None:
         self._drop(repeat_mask(self.u, self.i, self.reason == 0), code)
 
-    @_timed
-    def item_counts(self) -> tuple[pa.Array, np.ndarray]:
-        """The live events of each item with any: (item ids, counts)."""
-        n = np.bincount(self.i[self.reason == 0], minlength=len(self.item_ids))
-        present = n > 0
-        return self.item_ids.filter(pa.array(present)), n[present]
+    def distinct_items(self) -> pa.Array:
+        return self.item_ids
 
     @_timed
-    def kcore_round(self, dead_items: pa.Array, min_user: int, code: int) -> bool:
-        """One round: drop the events of items below the threshold everywhere and of this partition's user groups
-        below theirs (both counted on the same live events). Returns whether anything was dropped."""
+    def number_items(self, item_ids: pa.Array) -> None:
+        """Each of this partition's items' number in the stage's (`item_ids`: every partition's, sorted)."""
+        self.number = pc.search_sorted(item_ids, self.item_ids).to_numpy().astype(np.int32)
+        self.n_numbers = len(item_ids)
+
+    @_timed
+    def item_counts(self) -> np.ndarray:
+        """The live events of each item, by the stage's item numbers (number_items)."""
+        return np.bincount(self.number[self.i[self.reason == 0]], minlength=self.n_numbers).astype(np.int32)
+
+    @_timed
+    def kcore_round(self, rare: np.ndarray, min_user: int, code: int) -> bool:
+        """One round: drop the events of the items below the threshold everywhere (`rare`: by item number) and of
+        this partition's user groups below theirs (both counted on the same live events). Returns whether anything
+        was dropped."""
         alive = self.reason == 0
         key = self.u if self.kcore_scope == "mixed" else self.u.astype(np.int64) * len(self.domains) + self.d
         short = np.bincount(key[alive], minlength=int(key.max(initial=-1)) + 1) < min_user
-        dead = pc.is_in(self.item_ids, value_set=dead_items).to_numpy(zero_copy_only=False)
-        return self._drop(alive & (dead[self.i] | short[key]), code) > 0
+        return self._drop(alive & (rare[self.number][self.i] | short[key]), code) > 0
 
     @_timed
     def drop_short_users(self, code: int) -> None:

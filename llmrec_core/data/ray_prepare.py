@@ -2,10 +2,10 @@
 splits and writes its own users' rows; the driver holds only what is global and small (user ids, the catalogue,
 per-item counts, the manifest's counts), never the events.
 
-1. Each partition names its kept users (sorted) and items. The driver ranks the user ids (user_idx, as the local
-   path numbers them: by id), builds the catalogue from the items present (item_idx: by domain, then id) and
-   writes users.parquet; it hands each partition its users' user_idx, and the catalogue's ids through the object
-   store.
+1. Each partition names its kept users (sorted); the filters' last item counts name the kept items. The driver
+   ranks the user ids (user_idx, as the local path numbers them: by id), builds the catalogue from the items
+   present (item_idx: by domain, then id) and writes users.parquet; it hands each partition its users' user_idx,
+   and the catalogue's ids through the object store.
 2. Each partition codes its events, splits each user's history (leave-one-out) and returns its items' training
    counts; the driver sums them (one partition at a time) into the item groups and writes items.parquet.
 3. Each partition writes its rows of the user tables (events, sequences_mixed, sequences_in_domain, eval_mixed,
@@ -49,7 +49,8 @@ def prepare_on_ray(validated: Path, items: pd.DataFrame, params: Params, out: Pa
     with filtered_partitions(validated, params, out / "dropped.parquet", scratch, Partition) as f:
         clock = time.perf_counter()
         user_ids, user_idx = _rank_users(ray.get([a.kept_users.remote() for a in f.actors]))
-        catalog = catalogue(items, _union([a.kept_items.remote() for a in f.actors]), f.domains, cfg.title_max_chars)
+        kept_items = f.item_ids.filter(pa.array(f.kept_counts > 0)).to_numpy(zero_copy_only=False)
+        catalog = catalogue(items, kept_items, f.domains, cfg.title_max_chars)
         by_id = ray.put(_by_id(pa.array(catalog["item_id"], LSTR)))
         refs = bounded([lambda a=a, idx=idx: a.index.remote(idx, by_id) for a, idx in zip(f.actors, user_idx)])
         missing, train_count = 0, np.zeros(len(catalog), dtype=np.int64)
@@ -108,16 +109,6 @@ def _item_idx(ids: pa.Array, by_id: tuple[pa.Array, np.ndarray]) -> np.ndarray:
     return np.where(found, sorted_idx[at], -1).astype(np.int32)
 
 
-def _union(refs: list) -> np.ndarray:
-    """The distinct ids of the partitions' arrays, fetched one partition at a time (an item is in many)."""
-    import ray
-
-    present = pa.array([], LSTR)
-    for ref in refs:
-        present = pc.unique(pa.concat_arrays([present, ray.get(ref)]))
-    return present.to_numpy(zero_copy_only=False)
-
-
 def merge_parts(con, parts: Path, out: Path) -> None:
     """Each user table's part files as the single file the local path writes: its rows, its order, its schema."""
     for name, path in setting_files(out).items():
@@ -139,15 +130,8 @@ class Partition(PartitionFilter):
     @_timed
     def kept_users(self) -> pa.Array:
         """The ids of the users with kept events, sorted (the order of their codes here)."""
-        return self.user_ids.filter(pa.array(self._has_kept(self.u, len(self.user_ids))))
+        return self.user_ids.filter(pa.array(np.bincount(self.u[self.reason == 0], minlength=len(self.user_ids)) > 0))
 
-    @_timed
-    def kept_items(self) -> pa.Array:
-        return self.item_ids.filter(pa.array(self._has_kept(self.i, len(self.item_ids))))
-
-    def _has_kept(self, codes: np.ndarray, n: int) -> np.ndarray:
-        """Whether each of the `n` codes has a kept event."""
-        return np.bincount(codes[self.reason == 0], minlength=n) > 0
 
     @_timed
     def index(self, user_idx: np.ndarray, by_id: tuple[pa.Array, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray]:
