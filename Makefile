@@ -35,7 +35,7 @@ help:
 	@echo "make test-slow   run the slow tests too"
 	@echo "make bench-data  data-stage benchmark at the paper's scale (~3M interactions)"
 	@echo "make bench-data-30m  the same with 30M interactions, 1M items, 10 domains (out of core, < 4 GB)"
-	@echo "make bench-data-ray  the same with ingest, validate and prepare on Ray (SCALE=3m|30m|100m; also bench_data.py --engine local)"
+	@echo "make bench-data-ray  the local engine, then ingest, validate and prepare on Ray, on one input (SCALE=3m|30m|100m; ENGINES=ray)"
 	@echo "make sample      regenerate the embedded sample (seeded)"
 
 $(STAMP): pyproject.toml
@@ -85,8 +85,8 @@ bench-data: $(STAMP)
 bench-data-30m: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py --scale 30m
 
-bench-data-ray: $(STAMP)  # SCALE=3m|30m|100m: the same stages with ingest, validate and prepare on a local Ray instance
-	$(BIN)/python benchmarks/bench_data.py --scale $(or $(SCALE),3m) --engine ray
+bench-data-ray: $(STAMP)  # SCALE=3m|30m|100m, ENGINES="local ray" (default) or "ray": the same input on each engine
+	$(BIN)/python benchmarks/bench_data.py --scale $(or $(SCALE),3m) --engine $(or $(ENGINES),local ray)
 
 bench-model: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py --sections ranking,ann,throughput,step_cost,sizes
