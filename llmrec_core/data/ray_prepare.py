@@ -132,7 +132,6 @@ class Partition(PartitionFilter):
         """The ids of the users with kept events, sorted (the order of their codes here)."""
         return self.user_ids.filter(pa.array(np.bincount(self.u[self.reason == 0], minlength=len(self.user_ids)) > 0))
 
-
     @_timed
     def index(self, user_idx: np.ndarray, by_id: tuple[pa.Array, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray]:
         """Code the kept events (user_idx: the driver's, for kept_users; item_idx: the id's place in the catalogue,

@@ -123,6 +123,8 @@ def test_heavy_phases_run_on_at_most_as_many_partitions_at_once_as_the_cluster_h
     assert most == 2  # the two-node cluster's CPUs: never more, and not one at a time either
     spans = ray.get(bounded([lambda a=a, k=k: a.run.remote(k) for k, a in enumerate(actors)], width=1))
     assert all(e1 <= s2 for (_, _, e1), (_, s2, _) in zip(spans, spans[1:]))
+    for a in actors:
+        ray.kill(a)
 
 
 def test_an_event_of_an_unknown_item_fails_as_on_one_machine(ray_cluster, tmp_path):
