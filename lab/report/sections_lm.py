@@ -245,12 +245,21 @@ def _named_pairs(report: Report, done: list) -> list:
     return pairs
 
 
+def first_per_domain(singles: list[tuple[list, str]]) -> list[tuple[list, str]]:
+    """One Single Domain experiment per domain, the first in the params file's order: a later one on a domain
+    already covered (a registered claim's confirmatory runs, `confirm-single`) would count that domain twice."""
+    kept: dict[str, tuple[list, str]] = {}
+    for runs, domain in singles:
+        kept.setdefault(domain, (runs, domain))
+    return list(kept.values())
+
+
 def _setting_arms(report: Report, model: str) -> dict[str, Arm]:
     """Mixed, S2PIAO and Single Domain arms of `model` at one budget (the S2PIAO run's, for the LM)."""
     s2piao = next((n for n, runs in report.experiments.items() if runs[0].setting == "s2piao"
                    and runs[0].has(model)), None)
-    singles = [(runs, runs[0].domain) for runs in report.experiments.values()
-               if runs[0].setting == "single_domain" and runs[0].has(model)]
+    singles = first_per_domain([(runs, runs[0].domain) for runs in report.experiments.values()
+                                if runs[0].setting == "single_domain" and runs[0].has(model)])
     if model == "llmrec":
         anchor = report.first(s2piao) if s2piao else (singles[0][0][0] if singles else None)
         mixed = report.same_budget(anchor, "mixed") if anchor else None
