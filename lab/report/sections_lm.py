@@ -258,8 +258,8 @@ def _setting_arms(report: Report, model: str) -> dict[str, Arm]:
     """Mixed, S2PIAO and Single Domain arms of `model` at one budget (the S2PIAO run's, for the LM)."""
     s2piao = next((n for n, runs in report.experiments.items() if runs[0].setting == "s2piao"
                    and runs[0].has(model)), None)
-    singles = first_per_domain([(runs, runs[0].domain) for runs in report.experiments.values()
-                                if runs[0].setting == "single_domain" and runs[0].has(model)])
+    singles = [(runs, runs[0].domain) for runs in report.experiments.values()
+               if runs[0].setting == "single_domain" and runs[0].has(model)]
     if model == "llmrec":
         anchor = report.first(s2piao) if s2piao else (singles[0][0][0] if singles else None)
         mixed = report.same_budget(anchor, "mixed") if anchor else None
@@ -272,6 +272,7 @@ def _setting_arms(report: Report, model: str) -> dict[str, Arm]:
     if s2piao:
         arms["s2piao"] = report.arm(s2piao, model, f"S2PIAO (`{s2piao}`)")
     if singles:
+        singles = first_per_domain(singles)  # after the budget filter: the first of a domain at this budget
         arms["single_domain"] = Arm(f"Single Domain ({len(singles)} models)", model, singles)
     return arms
 
