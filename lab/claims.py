@@ -114,4 +114,7 @@ def judge(claim: Claim, runs: dict[str, list[tuple[pd.DataFrame, datetime]]], mi
     b = np.stack([merged[c] for c in merged if c.startswith("b_seed")])
     interval = two_level_interval(a, b)
     verdict = {"holds": "holds", "does not hold": "does not hold"}.get(interval.verdict, "inconclusive")
-    return Verdict(claim, verdict, interval.brief(), interval, (len(a), len(b)))
+    # the same scoring on both sides (an arm whose setting was frozen to the other's): no run can decide it
+    why = (f"A and B rank every target identically: {interval.brief()}"
+           if a.shape == b.shape and np.array_equal(a, b) else interval.brief())
+    return Verdict(claim, verdict, why, interval, (len(a), len(b)))

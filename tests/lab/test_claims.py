@@ -53,6 +53,17 @@ def test_a_registered_claim_with_its_runs_gets_the_rules_verdict():
         arm_matrix([better["ea"][0][0], better["ea"][1][0].iloc[::-1]], "seqhead", "ndcg@10", "all")
 
 
+def test_arms_that_score_identically_are_inconclusive_and_say_so():
+    rng = np.random.default_rng(3)
+    after = datetime(2026, 12, 2)
+    same = [(_ranks(rng, 300, 4, "seqhead"), after) for _ in range(5)]
+    runs = {"ea": same, "eb": [(r.rename(columns={"rank_seqhead": "rank_sasrec"}), t) for r, t in same]}
+    verdict = judge(_claim(), runs, 5, REGISTERED)
+    assert verdict.verdict == "inconclusive" and verdict.why.startswith("A and B rank every target identically")
+    runs["ea"][0][0].loc[0, "rank_seqhead"], runs["eb"][0][0].loc[0, "rank_sasrec"] = 50, 0  # one target apart
+    assert "identically" not in judge(_claim(), runs, 5, REGISTERED).why
+
+
 def test_a_claim_on_targets_the_split_does_not_have_is_not_applicable_not_pending():
     rng = np.random.default_rng(2)
     after = datetime(2026, 12, 2)
