@@ -116,5 +116,5 @@ def judge(claim: Claim, runs: dict[str, list[tuple[pd.DataFrame, datetime]]], mi
     verdict = {"holds": "holds", "does not hold": "does not hold"}.get(interval.verdict, "inconclusive")
     # the same scoring on both sides (an arm whose setting was frozen to the other's): no run can decide it
     why = (f"A and B rank every target identically: {interval.brief()}"
-           if a.shape == b.shape and np.array_equal(a, b) else interval.brief())
+           if np.array_equal(a, b) else interval.brief())
     return Verdict(claim, verdict, why, interval, (len(a), len(b)))
