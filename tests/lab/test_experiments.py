@@ -2,6 +2,7 @@
 import json
 import re
 
+import numpy as np
 import pytest
 import yaml
 
@@ -236,6 +237,14 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
                          r"targets \| NDCG@10 \|.*\| paired \|", new)
     ranks = __import__("pandas").read_parquet(tmp_path / "runs" / "new-items" / "ranks_test.parquet")
     assert (ranks["group"] == "new").any() and ranks["user_idx"].duplicated().any()
+    # the whole window: every event, each sampled warm target standing for its share of the window's warm events
+    split = json.loads((tmp_path / "data-new-items" / "prepared" / "manifest.json").read_text())["time_split"]
+    weight = split["test_warm_events"] / (split["test_rows"] - split["test_groups"]["new"])
+    counts = np.where(ranks["group"] == "new", 1.0, weight)
+    gain = np.where(ranks["rank_llmrec"] < 10, 1.0 / np.log2(ranks["rank_llmrec"] + 2.0), 0.0)
+    events = split["test_groups"]["new"] + split["test_warm_events"]
+    assert re.search(rf"\| LLM-Rec \(`new-items`\) \| 1 \| [^|]+ \| {fmt(events)} \| "
+                     rf"{np.average(gain, weights=counts):.4f} \| {fmt(split['test_groups']['new'])} \|", new)
     assert "new-items" not in _section(text, "LLM-Rec against the baselines")  # leave-one-out sections only
     negatives = _section(text, "Negatives")
     bank_row = next(line for line in negatives.splitlines() if line.startswith("| mixed-bank |"))
