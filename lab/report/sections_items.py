@@ -91,7 +91,9 @@ def new_items(report: Report) -> str:
         pairs = [pair for a in own for b in ("sasrec", "popularity", "zero_shot") if b in arms
                  for pair in _new_and_warm(arms[a], arms[b])]
         pairs += _against_named(report, name, own, arms)
-        out += [table(report.COMPARISON_COLUMNS, report.comparison_rows(pairs)), ""]
+        compared = report.comparison_rows(pairs)
+        if compared:  # nothing to compare where the experiment ran none of the baselines and no lever names it
+            out += [table(report.COMPARISON_COLUMNS, compared), ""]
         for a in own:
             baselines = [b for b in ("sasrec", "popularity", "zero_shot") if b in arms]
             cis = [c for c in (compare(arms[a], arms[b], "ndcg@10", in_group("new")) for b in baselines)

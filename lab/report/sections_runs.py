@@ -1,6 +1,8 @@
 """Sections on the runs themselves: deployment cost, the SASRec baseline, every run with its commit."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from .collect import Arm
 from .core import Report
 from .labels import MODEL_LABELS, SETTINGS, TUNINGS, budget_text, tuning_table
@@ -219,7 +221,8 @@ def tuning_budgets(report: Report) -> str:
                          for k, vals in grid["grid"].items())
         on = f"run `{grid['experiment']}`" if grid.get("experiment") else "the base config"
         on += "".join(f", `{option}`" for option in grid.get("fixed", []))
-        rows.append([MODEL_LABELS.get(model, model), f"`{stem}.json`", keys, on, f"{len(points)} of "
+        tuned_on = Path(grid["params"]).stem if grid.get("params") else "–"  # a dataset's params file
+        rows.append([MODEL_LABELS.get(model, model), f"`{stem}.json`", tuned_on, keys, on, f"{len(points)} of "
                      f"{grid.get('points_total', len(points))}", ", ".join(devices),
                      ", ".join(f"{k.split('.')[1]} {best[k]:g}" for k in grid["grid"] if k in best),
                      "– (a spread)" if any(k.endswith(".seed") for k in grid["grid"]) else
@@ -229,6 +232,7 @@ def tuning_budgets(report: Report) -> str:
     return ("Every validation grid behind the models the claims compare (`llmrec-lab tune-heads`; `--search` runs a "
             "model's grids in sequence, each on the best point of those before, and picks by validation NDCG@10, "
             "the rule the head's knobs were chosen by). The test split is never read; a model's values in use are "
-            "the params file's.\n\n"
-            + table(["model", "grid file", "knobs and values", "on top of", "points run", "device",
+            f"the params file's (`{Path(report.params_path).name}`); a grid tuned on another dataset's params is the "
+            "configuration frozen there and run here unchanged.\n\n"
+            + table(["model", "grid file", "tuned on", "knobs and values", "on top of", "points run", "device",
                      "best on validation", "best in use"], rows))

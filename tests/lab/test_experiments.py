@@ -136,11 +136,14 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     sasrec_point = {"sasrec.hidden": 16, "epochs_run": 1, "valid_ndcg@10": 0.25, "valid_recall@10": 0.3,
                     "valid_tail_ndcg@10": 0.05}
     (bench / "sasrec_tuning.json").write_text(json.dumps(
-        {"grid": {"sasrec.hidden": [16]}, "points": [sasrec_point], "points_total": 1, "best": sasrec_point,
-         "machine": {"date": "2026-11-27"}}))
+        {"params": "configs/ml-100k.yaml", "grid": {"sasrec.hidden": [16]}, "points": [sasrec_point],
+         "points_total": 1, "best": sasrec_point, "machine": {"date": "2026-11-27"}}))
 
     text = build_report(path).read_text()
     headings = re.findall(r"^## (\d+)\. ", text, flags=re.M)
+    budgets = _section(text, "Tuning budgets")  # each grid names the dataset it was tuned on
+    assert "| SASRec | `sasrec_tuning.json` | ml-100k | hidden {16} | the base config |" in budgets
+    assert "| LLM-Rec seq head | `seqhead_tuning_seed.json` | – | seed {1, 2} |" in budgets
     assert headings == [str(i) for i in range(1, len(headings) + 1)] and len(headings) == 14
     # the headline: means over the two seeds, and differences with an interval and a computed verdict
     headline = _section(text, "LLM-Rec against the baselines")
