@@ -183,14 +183,18 @@ class Arm:
         table = pd.concat(parts, ignore_index=True)
         return table[where(table)].reset_index(drop=True) if where is not None else table
 
-    def summary(self, metric: str, where=None) -> tuple[float | None, float | None, int]:
-        """(mean over seeds, standard deviation across seeds or None with one seed, targets)."""
+    def summary(self, metric: str, where=None,
+                weights: Callable[[pd.DataFrame], np.ndarray] | None = None) -> tuple[float | None, float | None, int]:
+        """(mean over seeds, standard deviation across seeds or None with one seed, targets). `weights`, given the
+        per-target table, says how many events each target stands for (a sampled target counts for those it
+        represents); the mean is then weighted and the count is the events'."""
         table = self.values(metric, where)
         if table is None or not len(table):
             return None, None, 0
-        per_seed = [table[f"seed{i}"].mean() for i in range(self.seeds)]
+        counts = np.ones(len(table)) if weights is None else np.asarray(weights(table), dtype=float)
+        per_seed = [float(np.average(table[f"seed{i}"], weights=counts)) for i in range(self.seeds)]
         spread = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None
-        return float(np.mean(per_seed)), spread, len(table)
+        return float(np.mean(per_seed)), spread, int(round(counts.sum()))
 
 
 def compare(a: Arm, b: Arm, metric: str, where=None, seed: int = 0) -> Interval | None:

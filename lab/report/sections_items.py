@@ -110,15 +110,9 @@ def new_items(report: Report) -> str:
 
 
 def _whole_window(arm: Arm, weight: float) -> tuple[float | None, float | None, int]:
-    """Like Arm.summary for NDCG@10 over every event of the window: each warm target ranked counts `weight` times
-    (the window's warm events it stands for, where they were sampled). (mean over seeds, sd or None, events)."""
-    table = arm.values("ndcg@10")
-    if table is None or not len(table):
-        return None, None, 0
-    counts = np.where(table["group"] == "new", 1.0, weight)
-    per_seed = [float(np.average(table[f"seed{i}"], weights=counts)) for i in range(arm.seeds)]
-    spread = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None
-    return float(np.mean(per_seed)), spread, int(round(counts.sum()))
+    """NDCG@10 over every event of the window: each warm target ranked counts `weight` times (the window's warm
+    events it stands for, where they were sampled). (mean over seeds, sd or None, events)."""
+    return arm.summary("ndcg@10", weights=lambda table: np.where(table["group"] == "new", 1.0, weight))
 
 
 def offset_table(report: Report, name: str, runs: list, arms: dict[str, Arm]) -> list[str]:
