@@ -94,7 +94,7 @@ bench-model: $(STAMP)
 bench-sizes: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py --sections sizes
 
-# Finished arms are cached under bench/recbole: rerunning continues where a killed run stopped.
+# Finished arms are cached under bench/recbole and an unfinished one resumes from its last epoch: rerunning continues where a killed run stopped.
 bench-recbole: $(STAMP)
 	$(BIN)/python benchmarks/bench_recbole.py --device $(or $(DEVICE),cpu)
 

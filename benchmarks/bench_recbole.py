@@ -15,7 +15,8 @@ The events are our pipeline's (ml-100k from ../shared as ONE domain, so both ran
 RecBole atomic .inter file with timestamps replaced by each user's event rank (ties cannot reorder).
 
 Each finished arm is cached in bench/recbole/<data>/arms/<arm>.json with the key of what it ran, so a killed run
-redoes only the unfinished arms (ours also resumes from its checkpoint); --fresh starts over. RecBole lives in its
+redoes only the unfinished arms, and each of those resumes from its last finished epoch (ours from its checkpoint,
+RecBole's from the last.pth its driver writes after every epoch); --fresh starts over. RecBole lives in its
 own virtualenv (.bench-venv/recbole), never in the project's environment.
 
 A run with --max-epochs or --user-sample is a smoke test: written to bench/recbole only. Otherwise the result goes

@@ -3,9 +3,16 @@
 Trains RecBole's SASRec on an atomic .inter file with the given config (RecBole's defaults fill in the rest) and
 writes what was measured: the config RecBole actually ran with, optimizer updates and seconds per training epoch,
 every validation, the best epoch, full-ranking test evaluation seconds and the test metrics.
+
+Resumable: after every epoch's validation it writes <checkpoint_dir>/last.pth (the model, the optimizer, the early
+stopping state, every random generator the training draws from, and what was measured so far), so a killed run goes
+on from its last finished epoch exactly as it would have gone uninterrupted. A last.pth written for another config
+is ignored. The best model sits at a fixed path (<checkpoint_dir>/SASRec-best.pth) so a resumed run tests it.
 """
 import json
 import math
+import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -27,9 +34,12 @@ def best_epoch(valid: list) -> int | None:
     return epoch
 
 
-def main(config_path: str, out_path: str) -> None:
+def main(config_path: str, out_path: str, stop_after: int | None = None) -> None:
+    """stop_after: end this process (exit code 3, as a kill would) after that many epochs of this run; tests use
+    it to interrupt a run and resume it."""
     import functools
 
+    import numpy as np
     import torch
 
     # RecBole 1.2.1 pickles its config into the checkpoints it writes and reads them back with torch.load,
@@ -46,14 +56,35 @@ def main(config_path: str, out_path: str) -> None:
     anomaly_was_on = torch.is_anomaly_enabled()
     torch.autograd.set_detect_anomaly(False)
 
-    config = Config(model="SASRec", config_dict=json.loads(Path(config_path).read_text()))
+    given = json.loads(Path(config_path).read_text())
+    config = Config(model="SASRec", config_dict=given)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     model = SASRec(config, train_data._dataset).to(config["device"])
     trainer = Trainer(config, model)
+    folder = Path(config["checkpoint_dir"])
+    trainer.saved_model_file = str(folder / "SASRec-best.pth")  # RecBole names it by the clock: a resume must find it
+    last = folder / "last.pth"
 
-    epoch_seconds, valid = [], []
+    progress = {"epoch_seconds": [], "valid": [], "fit_seconds": 0.0, "resumed_after_epochs": [], "stopped": False}
+    state = torch.load(last, map_location=config["device"]) if last.is_file() else None
+    if state is not None and state["given_config"] == given:
+        trainer.model.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.start_epoch = state["epoch"] + 1
+        trainer.cur_step, trainer.best_valid_score = state["cur_step"], state["best_valid_score"]
+        trainer.best_valid_result = state["best_valid_result"]
+        train_data.generator.set_state(state["rng"]["loader"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        progress = state["progress"]
+        progress["resumed_after_epochs"].append(trainer.start_epoch)
+        print(f"resuming after epoch {trainer.start_epoch} ({last})", flush=True)
+    elif state is not None:
+        print(f"ignoring {last}: written for another config", flush=True)
+    epoch_seconds, valid = progress["epoch_seconds"], progress["valid"]
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
 
     def timed_epoch(*args, **kwargs):
@@ -67,10 +98,27 @@ def main(config_path: str, out_path: str) -> None:
         valid.append((len(epoch_seconds), float(score)))
         return score, result
 
+    fit_before, started = progress["fit_seconds"], time.perf_counter()
+
+    def save_last(epoch_idx, valid_score):
+        """Called by RecBole's fit after each validation, once its early-stopping state and best model are saved."""
+        progress["fit_seconds"] = fit_before + time.perf_counter() - started
+        progress["stopped"] = trainer.cur_step > trainer.stopping_step  # RecBole's own stop rule (early_stopping)
+        rng = {"loader": train_data.generator.get_state(), "torch": torch.get_rng_state(),
+               "numpy": np.random.get_state(), "python": random.getstate()}
+        snapshot = {"given_config": given, "epoch": epoch_idx, "cur_step": trainer.cur_step,
+                    "best_valid_score": trainer.best_valid_score, "best_valid_result": trainer.best_valid_result,
+                    "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+                    "rng": rng, "progress": progress}
+        torch.save(snapshot, folder / "last.pth.tmp")
+        os.replace(folder / "last.pth.tmp", last)
+        if stop_after is not None and len(epoch_seconds) - (progress["resumed_after_epochs"] or [0])[-1] >= stop_after:
+            sys.exit(3)
+
     trainer._train_epoch, trainer._valid_epoch = timed_epoch, recorded_valid
-    started = time.perf_counter()
-    best_valid, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
-    fit_s = time.perf_counter() - started
+    # a finished fit is not entered again: RecBole's fit would overwrite the best model when no epoch is left
+    if not progress["stopped"] and trainer.start_epoch < trainer.epochs:
+        trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=save_last)
     started = time.perf_counter()
     test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     eval_s = time.perf_counter() - started
@@ -81,8 +129,9 @@ def main(config_path: str, out_path: str) -> None:
               "epochs_run": len(epoch_seconds), "best_epoch": best_epoch(valid), "max_epochs": config["epochs"],
               "seconds_per_epoch": round(sum(epoch_seconds) / max(len(epoch_seconds), 1), 3),
               "epoch_seconds": [round(s, 1) for s in epoch_seconds],  # shows epochs slowed by other jobs
-              "fit_seconds": round(fit_s, 1), "test_eval_seconds": round(eval_s, 3),
-              "best_valid_ndcg@10": float(best_valid), "valid_ndcg@10": valid,
+              "fit_seconds": round(progress["fit_seconds"], 1), "test_eval_seconds": round(eval_s, 3),
+              "resumed_after_epochs": progress["resumed_after_epochs"],
+              "best_valid_ndcg@10": float(trainer.best_valid_score), "valid_ndcg@10": valid,
               "test": {k: float(v) for k, v in test.items()},
               "parameters": sum(p.numel() for p in model.parameters()),
               "effective_config": {k: (str(config[k]) if k == "device" else config[k]) for k in RECORDED},
@@ -91,4 +140,4 @@ def main(config_path: str, out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else None)

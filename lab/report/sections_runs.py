@@ -82,6 +82,12 @@ def recbole_arms(stem: str, r: dict) -> list[str]:
                    f"Recall@10 {fmt(excl.get('recall@10'))}, MRR {fmt(excl.get('mrr'))}.")
     if r.get("capped"):
         out.append(f"- Stopped by its epoch cap, not by early stopping: {', '.join(r['capped'])}; not converged.")
+    resumed = {arm: a["resumed_after_epochs"] for arm, a in arms.items() if a.get("resumed_after_epochs")}
+    if resumed:
+        out.append("- Killed and resumed from the last finished epoch (the same model, optimizer, early-stopping "
+                   "state and random generators, so the same run): "
+                   + "; ".join(f"{arm} after epoch {', '.join(map(str, e))}" for arm, e in resumed.items())
+                   + ". Its fit s adds up the epochs of every process; its load average is the last start's.")
     loads = {arm: a.get("load_average_1min_before") for arm, a in arms.items()}
     out.append(f"- 1-minute load average when each arm started: "
                f"{', '.join(f'{v} ({k})' for k, v in loads.items())}, on {m.get('cpus')} cores; above the core count, "

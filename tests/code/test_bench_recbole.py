@@ -93,3 +93,39 @@ def test_keep_ratings_drops_low_ratings_and_keeps_the_typed_header(tmp_path):
     lines = (tmp_path / "out" / "y.inter").read_text().splitlines()
     assert lines == ["user_id:token\titem_id:token\trating:float\ttimestamp:float",
                      "1\tB (1991)\t3\t11", "2\tA (1990)\t5\t12"]
+
+
+@pytest.mark.slow  # five RecBole processes: minutes on 2 cores
+def test_a_killed_recbole_arm_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(tmp_path):
+    import json
+    import random
+    import subprocess
+
+    python = REPO / ".bench-venv" / "recbole" / "bin" / "python"
+    if not python.is_file():
+        pytest.skip("RecBole's virtualenv (.bench-venv/recbole) is not installed")
+    rng = random.Random(0)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    lines += [f"{u}\t{rng.randrange(40)}\t{t}" for u in range(60) for t in range(15)]
+
+    def run(name: str, *stop_after: int) -> dict:
+        folder = tmp_path / name
+        (folder / "tiny").mkdir(parents=True)
+        (folder / "tiny" / "tiny.inter").write_text("\n".join(lines) + "\n")
+        config = {**bench.recbole_config("tiny", folder, "cpu", max_epochs=5, train_batch_size=128),
+                  "eval_batch_size": 256}
+        (folder / "config.json").write_text(json.dumps(config))
+        argv = [str(python), str(REPO / "benchmarks" / "recbole_driver.py"), "config.json", "result.json"]
+        for n in stop_after:  # each interrupted process ends as a kill would, leaving its last.pth
+            killed = subprocess.run(argv + [str(n)], cwd=folder, capture_output=True, text=True)
+            assert killed.returncode == 3, killed.stderr[-2000:]
+            assert not (folder / "result.json").exists()
+        done = subprocess.run(argv, cwd=folder, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads((folder / "result.json").read_text())
+
+    whole, resumed = run("whole"), run("resumed", 2, 1)
+    assert resumed["resumed_after_epochs"] == [2, 3] and whole["resumed_after_epochs"] == []
+    assert resumed["epochs_run"] == whole["epochs_run"] == 5
+    assert resumed["valid_ndcg@10"] == whole["valid_ndcg@10"]  # the same dropout masks and batch order
+    assert resumed["best_epoch"] == whole["best_epoch"] and resumed["test"] == whole["test"]

@@ -22,6 +22,10 @@ def test_the_three_arms_are_tabled_and_an_absent_one_is_said_not_run():
     assert "train_batch_size 2048, hidden_dropout_prob 0.5" in text
     assert "(our protocol): NDCG@10 0.1150" in text
     assert "Stopped by its epoch cap" not in text
+    assert "Killed and resumed" not in text
+    r["arms"]["recbole_defaults"]["resumed_after_epochs"] = [7, 15]
+    assert "Killed and resumed from the last finished epoch" in "\n".join(recbole_arms("s", r))
+    assert "recbole_defaults after epoch 7, 15." in "\n".join(recbole_arms("s", r))
     r["capped"] = ["recbole_defaults"]
     assert "Stopped by its epoch cap, not by early stopping: recbole_defaults" in "\n".join(recbole_arms("s", r))
 
