@@ -49,13 +49,32 @@ def analyses(params: Path = ParamsOption,
            [[s["name"], ", ".join(s["models"]), s["finished_at"], s["seconds"]] for s in stamps])
 
 
+@app.command("prepare-data")
+def prepare_data(params: Path = ParamsOption) -> None:
+    """Run the data stages (ingest, validate, prepare) for the params file's data and every experiment's own data
+    root that has none prepared: what `analyses` and `report` read, and what a fresh clone lacks."""
+    from .experiments import prepare_data as prepare_all
+
+    _load(params)
+    try:
+        done = prepare_all(params, log=lambda m: console.print(m, highlight=False))
+    except (FileNotFoundError, ValueError, ConfigError) as e:
+        _fail(str(e))
+    console.print(f"prepared {len(done)} data root(s)" + (f": {', '.join(map(str, done))}" if done else
+                                                           " (every one was already prepared)"))
+
+
 @app.command()
 def report(params: Path = ParamsOption,
            out: Path = typer.Option(None, "--out", help="Markdown file to write (default: report.out).")) -> None:
     """Write the analyses report (markdown + PNG plots) from the experiments' metrics and cost files."""
+    from .experiments import unprepared_roots
     from .report.build import build_report
 
     _load(params)
+    if missing := unprepared_roots(params):  # without them the report would misread the runs' splits and staleness
+        _fail(f"no prepared data in {', '.join(map(str, missing))}: run `llmrec-lab prepare-data --params {params}` "
+              "first")
     try:
         path = build_report(params, out)
     except (FileNotFoundError, ValueError) as e:

@@ -128,6 +128,47 @@ def ensure_own_data(params: Params, name: str, log: Callable[[str], None]) -> No
     prepare(params)
 
 
+def data_roots(path: Path) -> dict[Path, str]:
+    """Every data root the params file's runs read (its own and each experiment's), with the first run using it."""
+    roots: dict[Path, str] = {load_params(path).data_root: ""}
+    for run in load_params(path).run_names():
+        roots.setdefault(load_params(path, experiment=run).data_root, run)
+    return roots
+
+
+def unprepared_roots(path: Path) -> list[Path]:
+    """The data roots of `data_roots` with no prepared data here (a fresh clone has none: they are not versioned
+    in git, and the report reads each run's split from them)."""
+    return [root for root in data_roots(path) if not (DataLayout(root).prepared / "manifest.json").is_file()]
+
+
+def prepare_data(path: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Run the data stages for every data root of the params file that has none prepared (or, for an
+    experiment's own root, data prepared with another time split); returns the roots it prepared."""
+    from llmrec_core.data.ingest import ingest
+    from llmrec_core.data.prepare import prepare
+    from llmrec_core.data.validate import validate
+
+    missing = set(unprepared_roots(path))
+    done = []
+    for root, run in data_roots(path).items():
+        if not run:  # the params file's own data
+            if root in missing:
+                log(f"{path}: preparing its data in {root} (ingest, validate, prepare)")
+                params = load_params(path)
+                ingest(params)
+                validate(params)
+                prepare(params)
+                done.append(root)
+            continue
+        manifest = DataLayout(root).prepared / "manifest.json"
+        before = manifest.read_bytes() if manifest.is_file() else None
+        ensure_own_data(load_params(path, experiment=run), run, log)
+        if not manifest.is_file() or manifest.read_bytes() != before:
+            done.append(root)
+    return done
+
+
 def fresh_accelerator_state() -> None:
     """accelerate keeps one process-wide state and refuses a second Accelerator with another mixed precision;
     runs of one sweep may differ in it (e.g. fp32 runs, then a bf16 GPU run). The distributed state is kept."""
@@ -166,8 +207,8 @@ def run_experiment(path: Path, name: str, force: bool = False, log: Callable[[st
     if params.data_root != load_params(path).data_root:
         ensure_own_data(params, name, log)
     elif not (DataLayout(params.data_root).prepared / "manifest.json").is_file():
-        raise FileNotFoundError(f"{params.data_root}: no prepared data; run ingest, validate and prepare "
-                                f"with --params {path} first")
+        raise FileNotFoundError(f"{params.data_root}: no prepared data; run `llmrec-lab prepare-data --params "
+                                f"{path}` (or ingest, validate and prepare with --params {path}) first")
     status, why = run_status(params)
     if not force and status == "current":
         log(f"{name}: up to date in {run_dir}")

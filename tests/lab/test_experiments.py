@@ -416,3 +416,19 @@ def test_the_new_item_offset_reranks_the_head_as_evaluation_does_and_the_report_
                        f"{values[chosen]:.4f}")]  # one row, the rule's, with its whole-window NDCG@10
     assert "the setting with the highest whole-window NDCG@10 (every target of the window, new and warm" in new_items
     assert "warm targets are a sample: each counts as" in new_items
+
+
+def test_prepare_data_restores_a_runs_missing_data_root_as_it_was(analysed):
+    """A fresh clone has no prepared data (not in git): the report refuses until `prepare-data` has made it, and
+    the data made again leaves the runs on it current (the same split, the same fingerprint)."""
+    from lab.experiments import prepare_data, unprepared_roots
+    from llmrec_core.data.layout import DataLayout
+
+    path, _ = analysed
+    assert unprepared_roots(path) == []
+    root = load_params(path, experiment="new-items").data_root
+    (DataLayout(root).prepared / "manifest.json").unlink()
+    assert unprepared_roots(path) == [root]
+    assert prepare_data(path, log=lambda m: None) == [root]
+    assert unprepared_roots(path) == [] and prepare_data(path, log=lambda m: None) == []
+    assert {status for run, status, _ in analyses_status(path, ["new-items", "new-items-head-la"])} == {"current"}
