@@ -112,7 +112,7 @@ def main(config_path: str, out_path: str, stop_after: int | None = None) -> None
                     "rng": rng, "progress": progress}
         torch.save(snapshot, folder / "last.pth.tmp")
         os.replace(folder / "last.pth.tmp", last)
-        if stop_after is not None and len(epoch_seconds) - (progress["resumed_after_epochs"] or [0])[-1] >= stop_after:
+        if stop_after is not None and epoch_idx + 1 - trainer.start_epoch >= stop_after:
             sys.exit(3)
 
     trainer._train_epoch, trainer._valid_epoch = timed_epoch, recorded_valid

@@ -129,9 +129,11 @@ def ensure_own_data(params: Params, name: str, log: Callable[[str], None]) -> No
 
 
 def data_roots(path: Path) -> dict[Path, str]:
-    """Every data root the params file's runs read (its own and each experiment's), with the first run using it."""
-    roots: dict[Path, str] = {load_params(path).data_root: ""}
-    for run in load_params(path).run_names():
+    """Every data root the params file's runs read (its own and each experiment's), with the first run using it
+    ("" for the params file's own)."""
+    base = load_params(path)
+    roots: dict[Path, str] = {base.data_root: ""}
+    for run in base.run_names():
         roots.setdefault(load_params(path, experiment=run).data_root, run)
     return roots
 
@@ -143,27 +145,13 @@ def unprepared_roots(path: Path) -> list[Path]:
 
 
 def prepare_data(path: Path, log: Callable[[str], None] = print) -> list[Path]:
-    """Run the data stages for every data root of the params file that has none prepared (or, for an
-    experiment's own root, data prepared with another time split); returns the roots it prepared."""
-    from llmrec_core.data.ingest import ingest
-    from llmrec_core.data.prepare import prepare
-    from llmrec_core.data.validate import validate
-
-    missing = set(unprepared_roots(path))
+    """`ensure_own_data` for every data root of the params file (its own included): the data stages where none are
+    prepared, or were prepared with another time split; returns the roots it prepared."""
     done = []
     for root, run in data_roots(path).items():
-        if not run:  # the params file's own data
-            if root in missing:
-                log(f"{path}: preparing its data in {root} (ingest, validate, prepare)")
-                params = load_params(path)
-                ingest(params)
-                validate(params)
-                prepare(params)
-                done.append(root)
-            continue
         manifest = DataLayout(root).prepared / "manifest.json"
         before = manifest.read_bytes() if manifest.is_file() else None
-        ensure_own_data(load_params(path, experiment=run), run, log)
+        ensure_own_data(load_params(path, experiment=run or None), run or str(path), log)
         if not manifest.is_file() or manifest.read_bytes() != before:
             done.append(root)
     return done
