@@ -2,7 +2,8 @@
 
 Trains RecBole's SASRec on an atomic .inter file with the given config (RecBole's defaults fill in the rest) and
 writes what was measured: the config RecBole actually ran with, optimizer updates and seconds per training epoch,
-every validation, the best epoch, full-ranking test evaluation seconds and the test metrics.
+every validation, the best epoch, full-ranking test evaluation seconds and the test metrics (RecBole's, and
+recomputed from the same scores with the user's earlier items excluded, as llmrec evaluates).
 
 Resumable: after every epoch's validation it writes <checkpoint_dir>/last.pth (the model, the optimizer, the early
 stopping state, every random generator the training draws from, and what was measured so far), so a killed run goes
@@ -32,6 +33,41 @@ def best_epoch(valid: list) -> int | None:
         if score >= best:
             best, epoch = score, e
     return epoch
+
+
+def test_metrics_both_protocols(model, test_data, dataset, device) -> dict:
+    """The best model's test metrics at 10 recomputed from its full-ranking scores, under RecBole's protocol (the
+    user's earlier items stay candidates: `recomputed`, which must match RecBole's own `test`) and under ours
+    (`history_excluded`: every item of the user other than the target is removed, as llmrec's full_ranks does;
+    leave-one-out by time makes the test target the user's last event). Ties count against the target, as in
+    llmrec."""
+    import torch
+
+    users, items = dataset.inter_feat[dataset.uid_field], dataset.inter_feat[dataset.iid_field]
+    seen = torch.zeros(dataset.user_num, dataset.item_num, dtype=torch.bool)
+    seen[users, items] = True
+    ranks = {"recomputed": [], "history_excluded": []}
+    model.eval()
+    with torch.no_grad():
+        for interaction, _, positive_u, positive_i in test_data:
+            scores = model.full_sort_predict(interaction.to(device)).view(-1, dataset.item_num).cpu()
+            scores[:, 0] = -math.inf  # RecBole's padding id
+            rows = torch.arange(len(scores))
+            assert torch.equal(positive_u.cpu(), rows), "one test target per row (leave-one-out)"
+            target = positive_i.cpu()
+            for protocol in ranks:
+                if protocol == "history_excluded":
+                    earlier = seen[interaction[dataset.uid_field].cpu()]
+                    earlier[rows, target] = False
+                    scores = scores.masked_fill(earlier, -math.inf)
+                ranks[protocol].append((scores >= scores[rows, target][:, None]).sum(1) - 1)
+    out = {}
+    for protocol, parts in ranks.items():
+        r = torch.cat(parts).double()
+        hit = r < 10
+        out[protocol] = {"ndcg@10": float((hit / torch.log2(r + 2)).mean()), "recall@10": float(hit.double().mean()),
+                         "mrr@10": float((hit / (r + 1)).mean()), "targets": len(r)}
+    return out
 
 
 def main(config_path: str, out_path: str, stop_after: int | None = None) -> None:
@@ -122,6 +158,7 @@ def main(config_path: str, out_path: str, stop_after: int | None = None) -> None
     started = time.perf_counter()
     test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     eval_s = time.perf_counter() - started
+    both = test_metrics_both_protocols(trainer.model, test_data, dataset, config["device"])
     targets = len(train_data.dataset)  # each training sequence (a prefix) is one target
     result = {"users": int(dataset.user_num - 1), "items": int(dataset.item_num - 1), "interactions": len(dataset),
               "targets_per_epoch": targets, "batch_size": config["train_batch_size"],
@@ -133,6 +170,7 @@ def main(config_path: str, out_path: str, stop_after: int | None = None) -> None
               "resumed_after_epochs": progress["resumed_after_epochs"],
               "best_valid_ndcg@10": float(trainer.best_valid_score), "valid_ndcg@10": valid,
               "test": {k: float(v) for k, v in test.items()},
+              "test_recomputed": both["recomputed"], "test_history_excluded": both["history_excluded"],
               "parameters": sum(p.numel() for p in model.parameters()),
               "effective_config": {k: (str(config[k]) if k == "device" else config[k]) for k in RECORDED},
               "anomaly_detection_switched_off": anomaly_was_on, "recbole_version": __import__("recbole").__version__}

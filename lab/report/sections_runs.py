@@ -56,12 +56,17 @@ def recbole_arms(stem: str, r: dict) -> list[str]:
     where = f"{m.get('machine')} ({m.get('cpu_threads')} threads" + (f", {m['gpu']}" if m.get("gpu") else "") + ")"
     rows = [[label, a.get("batch_size"), a.get("updates_per_epoch"), a.get("best_epoch"), a.get("epochs_run"),
              a.get("seconds_per_epoch"), a.get("fit_seconds"), a.get("best_valid_ndcg@10"), a["test"].get("ndcg@10"),
-             a["test"].get("recall@10"), a["test"].get("mrr@10")]
+             a["test"].get("recall@10"), a["test"].get("mrr@10"), a.get("test_history_excluded", {}).get("ndcg@10"),
+             a.get("test_history_excluded", {}).get("recall@10")]
             for arm, label in RECBOLE_ARMS.items() if (a := arms.get(arm))]
     out = [f"**RecBole side by side** (`{stem}.json`): {r['dataset']}; {r['protocol']}. Measured in one run on "
            f"{where}, {m.get('date')}.", "",
            table(["arm", "batch", "updates per epoch", "best epoch", "epochs run", "s per epoch", "fit s",
-                  "valid NDCG@10 (its own protocol)", "NDCG@10", "Recall@10", "MRR@10"], rows), ""]
+                  "valid NDCG@10 (its own protocol)", "NDCG@10", "Recall@10", "MRR@10",
+                  "NDCG@10, earlier items excluded", "Recall@10, earlier items excluded"], rows), ""]
+    out.append("- NDCG@10, Recall@10 and MRR@10 under RecBole's protocol (each user's earlier items stay among the "
+               "candidates); the last two columns rank the same scores with them removed, as llmrec evaluates (the "
+               "RecBole driver recomputes both from the best model's scores and reproduces RecBole's own metrics).")
     missing = [label for arm, label in RECBOLE_ARMS.items() if arm not in arms]
     if missing:
         out.append(f"- Not run: {', '.join(missing)}.")

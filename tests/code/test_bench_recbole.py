@@ -129,3 +129,11 @@ def test_a_killed_recbole_arm_resumes_where_it_stopped_and_ends_as_an_uninterrup
     assert resumed["epochs_run"] == whole["epochs_run"] == 5
     assert resumed["valid_ndcg@10"] == whole["valid_ndcg@10"]  # the same dropout masks and batch order
     assert resumed["best_epoch"] == whole["best_epoch"] and resumed["test"] == whole["test"]
+    # the driver's own ranking of the best model's scores reproduces RecBole's test metrics; excluding each user's
+    # earlier items (llmrec's protocol) can only lift a target, and here (users repeat items) it does
+    mine, excluded = whole["test_recomputed"], whole["test_history_excluded"]
+    assert mine["targets"] == excluded["targets"] == 60
+    for k in ("ndcg@10", "recall@10", "mrr@10"):
+        assert mine[k] == pytest.approx(whole["test"][k], abs=1e-4)
+        assert excluded[k] >= mine[k]
+    assert excluded["ndcg@10"] > mine["ndcg@10"]
