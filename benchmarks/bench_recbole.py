@@ -14,8 +14,9 @@ RecBole's sequential evaluation keeps it); ours is also given under ours (histor
 The events are our pipeline's (ml-100k from ../shared as ONE domain, so both rank every item), exported as a
 RecBole atomic .inter file with timestamps replaced by each user's event rank (ties cannot reorder).
 
-Each finished arm is cached in bench/recbole/<data>/arms/<arm>.json with the key of what it ran, so a killed run
-redoes only the unfinished arms, and each of those resumes from its last finished epoch (ours from its checkpoint,
+Each finished arm is cached in bench/recbole/<data>/arms/<arm>.json with the key of what it ran, and the result
+file is written after every finished arm (the others listed as `pending`), so a killed run redoes only the
+unfinished arms, and each of those resumes from its last finished epoch (ours from its checkpoint,
 RecBole's from the last.pth its driver writes after every epoch); --fresh starts over. RecBole lives in its
 own virtualenv (.bench-venv/recbole), never in the project's environment.
 
@@ -74,6 +75,7 @@ PUBLISHED_ML1M = {
     "at_lr_0.001": {"ndcg@10": 0.125, "recall@10": 0.2385, "mrr@10": 0.0906},  # our frozen lr
 }
 ML1M_MIN_RATING, ML1M_KCORE = 3, 10
+ARMS = ("ours", "recbole_defaults", "recbole_matched")  # the side by side's arms, in the order they run
 
 
 # ---- pure logic (tests/code/test_bench_recbole.py) ----
@@ -249,7 +251,9 @@ def run_recbole(python: Path, folder: Path, config: dict) -> dict:
     return json.loads((folder / "result.json").read_text())
 
 
-def side_by_side(args, device: str) -> tuple[str, dict]:
+def side_by_side(args, device: str, publish_partial=None) -> tuple[str, dict]:
+    """The three arms (ARMS) in order; after each finished one, `publish_partial(name, result)` with the arms so
+    far (the rest under `pending`), so a run killed in a later arm, or left for a GPU, still shows what finished."""
     folder = WORK / ("ml-100k" if args.user_sample is None else f"ml-100k-sample{args.user_sample}")
     overrides = [f"sasrec.epochs={args.max_epochs}"] if args.max_epochs else []
     if args.user_sample:
@@ -260,6 +264,8 @@ def side_by_side(args, device: str) -> tuple[str, dict]:
     data_key = {"overrides": overrides, "prepared": arm_key(manifest), "device": device}
     arms = {"ours": cached_arm(folder, "ours", {**data_key, "sasrec": params.sasrec.model_dump(mode="json")},
                                lambda: {**schedule, **run_ours(params)})}
+    if publish_partial:
+        publish_partial("recbole", side_by_side_result(args, arms))
 
     python = ensure_venv()
     name = "ml100k-llmrec"
@@ -271,21 +277,26 @@ def side_by_side(args, device: str) -> tuple[str, dict]:
         config["checkpoint_dir"] = str(folder / "recbole" / arm / "saved")
         arms[arm] = cached_arm(folder, arm, {**data_key, "config": config},
                                lambda: run_recbole(python, folder / "recbole" / arm, config))
+        if publish_partial:
+            publish_partial("recbole", side_by_side_result(args, arms))
+    return "recbole", side_by_side_result(args, arms)
+
+
+def side_by_side_result(args, arms: dict) -> dict:
     capped = [arm for arm, r in arms.items() if r["epochs_run"] >= r["max_epochs"]]  # stopped by the cap, not early
-    result = {
+    return {
         "schema": 2,
         "dataset": "ml-100k (../shared), prepared by llmrec as one domain; identical events in every arm"
                    + (f"; a sample of {args.user_sample} users" if args.user_sample else ""),
         "protocol": "leave-one-out by time, full ranking over all items; each arm stops early on validation "
                     "NDCG@10 within its own epoch cap; `test` is RecBole's protocol (the user's earlier items are "
-                    "not excluded) in every arm, ours' `test_history_excluded` is ours",
-        "arms": arms, "capped": capped,
+                    "not excluded) in every arm, `test_history_excluded` ranks the same scores without them (ours)",
+        "arms": arms, "capped": capped, "pending": [arm for arm in ARMS if arm not in arms],
         "recbole_defaults": RECBOLE_DEFAULTS,
         "recbole_defaults_source": "recbole 1.2.1: recbole/properties/overall.yaml, model/SASRec.yaml, "
                                    "quick_start_config/sequential.yaml",
         "recbole_required": {k: v for k, v in RECBOLE_REQUIRED.items() if k != "show_progress"},
     }
-    return "recbole", result
 
 
 def ml1m_sanity(args, device: str) -> tuple[str, dict]:
@@ -334,22 +345,29 @@ def main() -> None:
         sys.exit("--device cuda: no GPU visible to torch")
     if args.fresh:
         shutil.rmtree(WORK, ignore_errors=True)
-    name, result = (ml1m_sanity if args.ml1m_sanity else side_by_side)(args, args.device)
-    if not name:
-        return
     smoke = args.max_epochs is not None or args.user_sample is not None
-    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else None
-    result["machine"] = {"machine": platform.machine(), "cpu_threads": torch.get_num_threads(), "gpu": gpu,
-                         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M"),
-                         "cpus": os.cpu_count(), "smoke": smoke}
-    WORK.mkdir(parents=True, exist_ok=True)
-    (WORK / f"{name}.json").write_text(json.dumps(result, indent=2))
-    if not smoke:
-        sys.path.insert(0, str(REPO / "benchmarks"))
-        from bench_model import OUT, publish
 
-        OUT.mkdir(parents=True, exist_ok=True)
-        print(f"published {publish(name, result)}")
+    def write(name: str, result: dict) -> None:
+        gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else None
+        result["machine"] = {"machine": platform.machine(), "cpu_threads": torch.get_num_threads(), "gpu": gpu,
+                             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M"),
+                             "cpus": os.cpu_count(), "smoke": smoke}
+        WORK.mkdir(parents=True, exist_ok=True)
+        (WORK / f"{name}.json").write_text(json.dumps(result, indent=2))
+        if not smoke:
+            sys.path.insert(0, str(REPO / "benchmarks"))
+            from bench_model import OUT, publish
+
+            OUT.mkdir(parents=True, exist_ok=True)
+            print(f"published {publish(name, result)}", flush=True)
+
+    if args.ml1m_sanity:
+        name, result = ml1m_sanity(args, args.device)
+        if not name:
+            return
+        write(name, result)
+    else:  # written after every finished arm
+        name, result = side_by_side(args, args.device, publish_partial=write)
     print(json.dumps(result, indent=2))
 
 

@@ -137,3 +137,25 @@ def test_a_killed_recbole_arm_resumes_where_it_stopped_and_ends_as_an_uninterrup
         assert mine[k] == pytest.approx(whole["test"][k], abs=1e-4)
         assert excluded[k] >= mine[k]
     assert excluded["ndcg@10"] > mine["ndcg@10"]
+
+
+def test_the_side_by_side_is_published_after_every_finished_arm(tmp_path, monkeypatch):
+    """A run killed in a later arm (or one left for a GPU) still leaves the finished arms in the report's file."""
+    from types import SimpleNamespace
+
+    (tmp_path / "prepared").mkdir()
+    (tmp_path / "prepared" / "manifest.json").write_text("{}")
+    params = SimpleNamespace(data_root=tmp_path, sasrec=SimpleNamespace(model_dump=lambda mode: {}))
+    monkeypatch.setattr(bench, "WORK", tmp_path)
+    monkeypatch.setattr(bench, "our_params", lambda *a: params)
+    monkeypatch.setattr(bench, "our_schedule", lambda p: {"targets_per_epoch": 1900, "updates_per_epoch": 19})
+    monkeypatch.setattr(bench, "ensure_venv", lambda: tmp_path / "python")
+    monkeypatch.setattr(bench, "export_inter", lambda *a: None)
+    monkeypatch.setattr(bench, "cached_arm", lambda folder, name, spec, run: {"epochs_run": 5, "max_epochs": 300})
+    published = []
+    args = SimpleNamespace(max_epochs=None, user_sample=None)
+    name, final = bench.side_by_side(args, "cpu", lambda n, r: published.append((n, list(r["arms"]), r["pending"])))
+    assert published == [("recbole", ["ours"], ["recbole_defaults", "recbole_matched"]),
+                         ("recbole", ["ours", "recbole_defaults"], ["recbole_matched"]),
+                         ("recbole", list(bench.ARMS), [])]
+    assert name == "recbole" and final["pending"] == [] and final["capped"] == []
