@@ -55,12 +55,11 @@ def test_metrics_both_protocols(model, test_data, dataset, device) -> dict:
             rows = torch.arange(len(scores))
             assert torch.equal(positive_u.cpu(), rows), "one test target per row (leave-one-out)"
             target = positive_i.cpu()
-            for protocol in ranks:
-                if protocol == "history_excluded":
-                    earlier = seen[interaction[dataset.uid_field].cpu()]
-                    earlier[rows, target] = False
-                    scores = scores.masked_fill(earlier, -math.inf)
-                ranks[protocol].append((scores >= scores[rows, target][:, None]).sum(1) - 1)
+            earlier = seen[interaction[dataset.uid_field].cpu()]
+            earlier[rows, target] = False
+            excluded = scores.masked_fill(earlier, -math.inf)
+            for protocol, ranked in (("recomputed", scores), ("history_excluded", excluded)):
+                ranks[protocol].append((ranked >= ranked[rows, target][:, None]).sum(1) - 1)
     out = {}
     for protocol, parts in ranks.items():
         r = torch.cat(parts).double()

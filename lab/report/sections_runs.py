@@ -194,9 +194,10 @@ def ml1m_sanity(bench: dict) -> list[str]:
             verdict = "below" if ratio < 0.95 else "above" if ratio > 1.05 else "level with"
             out.append(f"- Under RecBole's protocol ours is {verdict} the published figure at the same learning "
                        f"rate ({ratio:.0%} of its NDCG@10). Removing the user's earlier items lifts ours "
-                       f"{lift:.2f}x: it often ranks items the user already rated above the target, which RecBole's "
-                       "protocol counts against it and ours never shows. Whether RecBole's SASRec does the same on the same "
-                       "events is what the three-arm run on ml-100k measures (both protocols for every arm).")
+                       f"{lift:.2f}x: it often ranks items the user already rated above the target, which "
+                       "RecBole's protocol counts against it and ours never shows. Whether RecBole's SASRec does the "
+                       "same on the same events is what the three-arm run on ml-100k measures (both protocols for "
+                       "every arm).")
         if ours.get("epochs_run", 0) >= ours.get("max_epochs", float("inf")):
             out.append("- Stopped by its epoch cap, not by early stopping: not converged.")
     return out
