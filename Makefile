@@ -95,8 +95,9 @@ bench-sizes: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py --sections sizes
 
 # Finished arms are cached under bench/recbole and an unfinished one resumes from its last epoch: rerunning continues where a killed run stopped.
+# ARM=recbole_matched runs that arm alone (two at once on a CPU: see benchmarks/bench_recbole.py).
 bench-recbole: $(STAMP)
-	$(BIN)/python benchmarks/bench_recbole.py --device $(or $(DEVICE),cpu)
+	$(BIN)/python benchmarks/bench_recbole.py --device $(or $(DEVICE),cpu) $(foreach arm,$(ARM),--arm $(arm))
 
 bench-recbole-ml1m: $(STAMP)
 	$(BIN)/python benchmarks/bench_recbole.py --ml1m-sanity --device $(or $(DEVICE),cpu)

@@ -51,10 +51,12 @@ def publish(name: str, result: dict) -> Path:
     which `llmrec-lab report` reads (device: cpu, or the GPU's name)."""
     gpu = result.get("machine", {}).get("gpu")
     device = "".join(c if c.isalnum() else "-" for c in gpu.lower()) if gpu else "cpu"
-    (OUT / f"{name}.json").write_text(json.dumps(result, indent=2))
     published = REPO / "reports" / "benchmarks" / f"{name}_{device}.json"
-    published.parent.mkdir(parents=True, exist_ok=True)
-    published.write_text(json.dumps(result, indent=2))
+    for path in (OUT / f"{name}.json", published):  # in one step each: a bench beside this one may publish too
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(result, indent=2))
+        os.replace(partial, path)
     return published
 
 

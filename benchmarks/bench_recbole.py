@@ -20,6 +20,13 @@ unfinished arms, and each of those resumes from its last finished epoch (ours fr
 RecBole's from the last.pth its driver writes after every epoch); --fresh starts over. RecBole lives in its
 own virtualenv (.bench-venv/recbole), never in the project's environment.
 
+--arm NAME runs only the named arms; the others enter the result file from their cache when finished there (it is
+re-read before every write), so on a CPU the two RecBole arms can run at once, one core each:
+  OMP_NUM_THREADS=1 make bench-recbole ARM=recbole_defaults &
+  OMP_NUM_THREADS=1 make bench-recbole ARM=recbole_matched &
+(RecBole's epoch on one thread took about 1.25x its two-thread time on a 2-core machine, so two arms at once finish
+sooner than one after the other.)
+
 A run with --max-epochs or --user-sample is a smoke test: written to bench/recbole only. Otherwise the result goes
 to reports/benchmarks/recbole_<device>.json (or ml1m_sanity_<device>.json), read by `llmrec-lab report`.
 """
@@ -76,6 +83,7 @@ PUBLISHED_ML1M = {
 }
 ML1M_MIN_RATING, ML1M_KCORE = 3, 10
 ARMS = ("ours", "recbole_defaults", "recbole_matched")  # the side by side's arms, in the order they run
+RECBOLE_DATASET = "ml100k-llmrec"  # the side by side's events as RecBole's atomic files
 
 
 # ---- pure logic (tests/code/test_bench_recbole.py) ----
@@ -128,17 +136,35 @@ def arm_key(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` in one step, so a process reading it beside this one never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def finished_arm(folder: Path, name: str, spec: dict) -> dict | None:
+    """The arm's result from folder/arms/<name>.json when it ran with the same `spec`, else None."""
+    path = folder / "arms" / f"{name}.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == arm_key(spec):
+            return cached["result"]
+    return None
+
+
 def cached_arm(folder: Path, name: str, spec: dict, run) -> dict:
     """The arm's result from folder/arms/<name>.json when it ran with the same `spec`; else run() and cache it."""
-    path, key = folder / "arms" / f"{name}.json", arm_key(spec)
-    if path.is_file() and json.loads(path.read_text()).get("key") == key:
-        print(f"{name}: cached ({path})", flush=True)
-        return json.loads(path.read_text())["result"]
+    result = finished_arm(folder, name, spec)
+    if result is not None:
+        print(f"{name}: cached ({folder / 'arms' / f'{name}.json'})", flush=True)
+        return result
     print(f"{name}: running", flush=True)
     load = round(os.getloadavg()[0], 2)  # other jobs on the cores inflate the arm's seconds
     result = {**run(), "load_average_1min_before": load}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"key": key, "spec": spec, "result": result}, indent=2, default=str))
+    write_atomically(folder / "arms" / f"{name}.json",
+                     json.dumps({"key": arm_key(spec), "spec": spec, "result": result}, indent=2, default=str))
     return result
 
 
@@ -236,10 +262,10 @@ def export_inter(prepared_dir: Path, folder: Path, name: str) -> Path:
 
     events = pd.read_parquet(prepared_dir / "events.parquet", columns=["user_idx", "item_idx"])
     order = events.groupby("user_idx", sort=False).cumcount()  # events are in time order per user
-    folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{name}.inter"
-    pd.DataFrame({"user_id:token": events["user_idx"], "item_id:token": events["item_idx"],
-                  "timestamp:float": order}).to_csv(out, sep="\t", index=False)
+    text = pd.DataFrame({"user_id:token": events["user_idx"], "item_id:token": events["item_idx"],
+                         "timestamp:float": order}).to_csv(sep="\t", index=False)
+    write_atomically(out, text)  # an arm running beside this process may be reading it
     return out
 
 
@@ -251,9 +277,8 @@ def run_recbole(python: Path, folder: Path, config: dict) -> dict:
     return json.loads((folder / "result.json").read_text())
 
 
-def side_by_side(args, device: str, publish_partial=None) -> tuple[str, dict]:
-    """The three arms (ARMS) in order; after each finished one, `publish_partial(name, result)` with the arms so
-    far (the rest under `pending`), so a run killed in a later arm, or left for a GPU, still shows what finished."""
+def side_by_side_arms(args, device: str) -> tuple[Path, object, dict, dict]:
+    """The side by side's folder, our params, and per arm of ARMS what it runs (its cache key's spec) and how."""
     folder = WORK / ("ml-100k" if args.user_sample is None else f"ml-100k-sample{args.user_sample}")
     overrides = [f"sasrec.epochs={args.max_epochs}"] if args.max_epochs else []
     if args.user_sample:
@@ -262,24 +287,37 @@ def side_by_side(args, device: str, publish_partial=None) -> tuple[str, dict]:
     schedule = our_schedule(params)
     manifest = json.loads((params.data_root / "prepared" / "manifest.json").read_text())
     data_key = {"overrides": overrides, "prepared": arm_key(manifest), "device": device}
-    arms = {"ours": cached_arm(folder, "ours", {**data_key, "sasrec": params.sasrec.model_dump(mode="json")},
-                               lambda: {**schedule, **run_ours(params)})}
-    if publish_partial:
-        publish_partial("recbole", side_by_side_result(args, arms))
-
-    python = ensure_venv()
-    name = "ml100k-llmrec"
-    export_inter(params.data_root / "prepared", folder / "recbole" / name, name)
+    specs = {"ours": {**data_key, "sasrec": params.sasrec.model_dump(mode="json")}}
+    runs = {"ours": lambda: {**schedule, **run_ours(params)}}
     batches = {"recbole_defaults": None,
                "recbole_matched": matched_batch_size(schedule["targets_per_epoch"], schedule["updates_per_epoch"])}
     for arm, batch in batches.items():
-        config = recbole_config(name, folder / "recbole", device, args.max_epochs, batch)
+        config = recbole_config(RECBOLE_DATASET, folder / "recbole", device, args.max_epochs, batch)
         config["checkpoint_dir"] = str(folder / "recbole" / arm / "saved")
-        arms[arm] = cached_arm(folder, arm, {**data_key, "config": config},
-                               lambda: run_recbole(python, folder / "recbole" / arm, config))
+        specs[arm] = {**data_key, "config": config}
+        runs[arm] = lambda arm=arm, config=config: run_recbole(ensure_venv(), folder / "recbole" / arm, config)
+    return folder, params, specs, runs
+
+
+def side_by_side(args, device: str, publish_partial=None) -> tuple[str, dict]:
+    """The arms of ARMS chosen by args.arms (all when None), in order; the others are taken from their cache when
+    finished there. After each finished arm, `publish_partial(name, result)` with every finished arm (the cache
+    re-read, as another process may be running the rest) and the others under `pending`, so a run killed in a later
+    arm, or left for a GPU, still shows what finished."""
+    folder, params, specs, runs = side_by_side_arms(args, device)
+
+    def finished(ran: dict) -> dict:
+        results = {arm: ran.get(arm) or finished_arm(folder, arm, specs[arm]) for arm in ARMS}
+        return {arm: result for arm, result in results.items() if result is not None}
+
+    ran = {}
+    for arm in [a for a in ARMS if not args.arms or a in args.arms]:
+        if arm != "ours":
+            export_inter(params.data_root / "prepared", folder / "recbole" / RECBOLE_DATASET, RECBOLE_DATASET)
+        ran[arm] = cached_arm(folder, arm, specs[arm], runs[arm])
         if publish_partial:
-            publish_partial("recbole", side_by_side_result(args, arms))
-    return "recbole", side_by_side_result(args, arms)
+            publish_partial("recbole", side_by_side_result(args, finished(ran)))
+    return "recbole", side_by_side_result(args, finished(ran))
 
 
 def side_by_side_result(args, arms: dict) -> dict:
@@ -335,6 +373,8 @@ def main() -> None:
     ap.add_argument("--prepare-only", action="store_true", help="--ml1m-sanity: prepare the data and print its size")
     ap.add_argument("--max-epochs", type=int, help="smoke test: cap every arm's epochs")
     ap.add_argument("--user-sample", type=int, help="smoke test: keep this many users (prepare.user_sample)")
+    ap.add_argument("--arm", dest="arms", action="append", choices=ARMS,
+                    help="run only this arm (repeatable); the others come from their cache when finished there")
     ap.add_argument("--fresh", action="store_true", help="forget cached arms, checkpoints and prepared data")
     args = ap.parse_args()
     if args.device == "cpu":

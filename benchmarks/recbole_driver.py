@@ -119,6 +119,8 @@ def main(config_path: str, out_path: str, stop_after: int | None = None) -> None
         print(f"resuming after epoch {trainer.start_epoch} ({last})", flush=True)
     elif state is not None:
         print(f"ignoring {last}: written for another config", flush=True)
+    # each start of the process: (epochs done before it, torch threads), as epoch seconds depend on both
+    progress.setdefault("threads_from_epoch", []).append((trainer.start_epoch, torch.get_num_threads()))
     epoch_seconds, valid = progress["epoch_seconds"], progress["valid"]
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
 
@@ -167,6 +169,7 @@ def main(config_path: str, out_path: str, stop_after: int | None = None) -> None
               "epoch_seconds": [round(s, 1) for s in epoch_seconds],  # shows epochs slowed by other jobs
               "fit_seconds": round(progress["fit_seconds"], 1), "test_eval_seconds": round(eval_s, 3),
               "resumed_after_epochs": progress["resumed_after_epochs"],
+              "threads_from_epoch": progress["threads_from_epoch"],
               "best_valid_ndcg@10": float(trainer.best_valid_score), "valid_ndcg@10": valid,
               "test": {k: float(v) for k, v in test.items()},
               "test_recomputed": both["recomputed"], "test_history_excluded": both["history_excluded"],

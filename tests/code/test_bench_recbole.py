@@ -152,10 +152,44 @@ def test_the_side_by_side_is_published_after_every_finished_arm(tmp_path, monkey
     monkeypatch.setattr(bench, "ensure_venv", lambda: tmp_path / "python")
     monkeypatch.setattr(bench, "export_inter", lambda *a: None)
     monkeypatch.setattr(bench, "cached_arm", lambda folder, name, spec, run: {"epochs_run": 5, "max_epochs": 300})
+    monkeypatch.setattr(bench, "finished_arm", lambda folder, name, spec: None)
     published = []
-    args = SimpleNamespace(max_epochs=None, user_sample=None)
+    args = SimpleNamespace(max_epochs=None, user_sample=None, arms=None)
     name, final = bench.side_by_side(args, "cpu", lambda n, r: published.append((n, list(r["arms"]), r["pending"])))
     assert published == [("recbole", ["ours"], ["recbole_defaults", "recbole_matched"]),
                          ("recbole", ["ours", "recbole_defaults"], ["recbole_matched"]),
                          ("recbole", list(bench.ARMS), [])]
     assert name == "recbole" and final["pending"] == [] and final["capped"] == []
+
+
+def test_an_arm_run_alone_publishes_the_arms_another_process_finished_meanwhile(tmp_path, monkeypatch):
+    """`--arm recbole_matched` beside `--arm recbole_defaults`: the matched process runs only its arm, and its
+    result file holds the defaults arm that the other process cached while it ran, not a stale view of it."""
+    from types import SimpleNamespace
+
+    (tmp_path / "prepared").mkdir()
+    (tmp_path / "prepared" / "manifest.json").write_text("{}")
+    params = SimpleNamespace(data_root=tmp_path, sasrec=SimpleNamespace(model_dump=lambda mode: {}))
+    monkeypatch.setattr(bench, "WORK", tmp_path)
+    monkeypatch.setattr(bench, "our_params", lambda *a: params)
+    monkeypatch.setattr(bench, "our_schedule", lambda p: {"targets_per_epoch": 1900, "updates_per_epoch": 19})
+    monkeypatch.setattr(bench, "export_inter", lambda *a: None)
+    monkeypatch.setattr(bench, "ensure_venv", lambda: tmp_path / "python")
+    args = SimpleNamespace(max_epochs=None, user_sample=None, arms=["recbole_matched"])
+    folder, _, specs, _ = bench.side_by_side_arms(args, "cpu")
+    ran = []
+
+    def run_recbole(python, arm_folder, config):
+        ran.append(arm_folder.name)  # meanwhile the other process finishes and caches the defaults arm
+        bench.cached_arm(folder, "recbole_defaults", specs["recbole_defaults"], lambda: {"epochs_run": 30})
+        return {"epochs_run": 80}
+
+    monkeypatch.setattr(bench, "run_recbole", run_recbole)
+    monkeypatch.setattr(bench, "side_by_side_result", lambda args, arms: {"arms": arms})
+    published = []
+    name, final = bench.side_by_side(args, "cpu", lambda n, r: published.append(r["arms"]))
+    assert ran == ["recbole_matched"]  # neither ours nor the defaults arm ran here
+    epochs = [{arm: result["epochs_run"] for arm, result in arms.items()} for arms in published]
+    assert epochs == [{"recbole_defaults": 30, "recbole_matched": 80}]  # ours not finished: pending
+    assert final["arms"] == published[-1]
+    assert not list(folder.rglob(".*.partial"))  # every cache write replaced its file in one step
