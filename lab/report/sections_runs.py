@@ -53,14 +53,14 @@ RECBOLE_ARMS = {"ours": "llmrec SASRec (the params file's `sasrec`)",
 def recbole_arms(stem: str, r: dict) -> list[str]:
     """`make bench-recbole` (schema 2): our SASRec and RecBole's at its defaults and at our updates per epoch."""
     m, arms = r.get("machine", {}), r["arms"]
-    where = f"{m.get('machine')} ({m.get('cpu_threads')} threads" + (f", {m['gpu']}" if m.get("gpu") else "") + ")"
+    where = f"{m.get('machine')}, {m.get('cpus')} cores" + (f", {m['gpu']}" if m.get("gpu") else "")
     rows = [[label, a.get("batch_size"), a.get("updates_per_epoch"), a.get("best_epoch"), a.get("epochs_run"),
              a.get("seconds_per_epoch"), a.get("fit_seconds"), a.get("best_valid_ndcg@10"), a["test"].get("ndcg@10"),
              a["test"].get("recall@10"), a["test"].get("mrr@10"), a.get("test_history_excluded", {}).get("ndcg@10"),
              a.get("test_history_excluded", {}).get("recall@10")]
             for arm, label in RECBOLE_ARMS.items() if (a := arms.get(arm))]
-    out = [f"**RecBole side by side** (`{stem}.json`): {r['dataset']}; {r['protocol']}. Measured in one run on "
-           f"{where}, {m.get('date')}.", "",
+    out = [f"**RecBole side by side** (`{stem}.json`): {r['dataset']}; {r['protocol']}. Measured on {where} "
+           f"(last written {m.get('date')}).", "",
            table(["arm", "batch", "updates per epoch", "best epoch", "epochs run", "s per epoch", "fit s",
                   "valid NDCG@10 (its own protocol)", "NDCG@10", "Recall@10", "MRR@10",
                   "NDCG@10, earlier items excluded", "Recall@10, earlier items excluded"], rows), ""]
@@ -93,6 +93,11 @@ def recbole_arms(stem: str, r: dict) -> list[str]:
                    "state and random generators, so the same run): "
                    + "; ".join(f"{arm} after epoch {', '.join(map(str, e))}" for arm, e in resumed.items())
                    + ". Its fit s adds up the epochs of every process; its load average is the last start's.")
+    threads = {arm: a["threads_from_epoch"] for arm, a in arms.items() if a.get("threads_from_epoch")}
+    if threads:
+        out.append("- torch threads of each process that trained a RecBole arm (after epoch: threads): "
+                   + "; ".join(f"{arm} " + ", ".join(f"{e}: {t}" for e, t in starts) for arm, starts in threads.items())
+                   + ". Arms run at once each take a core (`make bench-recbole ARM=...`).")
     loads = {arm: a.get("load_average_1min_before") for arm, a in arms.items()}
     out.append(f"- 1-minute load average when each arm started: "
                f"{', '.join(f'{v} ({k})' for k, v in loads.items())}, on {m.get('cpus')} cores; above the core count, "

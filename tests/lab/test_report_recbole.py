@@ -30,6 +30,9 @@ def test_the_three_arms_are_tabled_and_an_absent_one_is_said_not_run():
     r["arms"]["recbole_defaults"]["resumed_after_epochs"] = [7, 15]
     assert "Killed and resumed from the last finished epoch" in "\n".join(recbole_arms("s", r))
     assert "recbole_defaults after epoch 7, 15." in "\n".join(recbole_arms("s", r))
+    assert "torch threads" not in text
+    r["arms"]["recbole_defaults"]["threads_from_epoch"] = [[0, 2], [7, 1]]
+    assert "(after epoch: threads): recbole_defaults 0: 2, 7: 1." in "\n".join(recbole_arms("s", r))
     r["capped"] = ["recbole_defaults"]
     assert "Stopped by its epoch cap, not by early stopping: recbole_defaults" in "\n".join(recbole_arms("s", r))
 
