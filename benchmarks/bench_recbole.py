@@ -24,8 +24,9 @@ own virtualenv (.bench-venv/recbole), never in the project's environment.
 re-read before every write), so on a CPU the two RecBole arms can run at once, one core each:
   OMP_NUM_THREADS=1 make bench-recbole ARM=recbole_defaults &
   OMP_NUM_THREADS=1 make bench-recbole ARM=recbole_matched &
-(RecBole's epoch on one thread took about 1.25x its two-thread time on a 2-core machine, so two arms at once finish
-sooner than one after the other.)
+(RecBole's steps scale poorly with threads: on the 2-core dev machine its first ml-100k epoch took 239 s on two
+threads with the machine idle, and 296 s on one thread with a two-thread training job beside it, so two arms at
+once, one core each, finish well before one after the other.)
 
 A run with --max-epochs or --user-sample is a smoke test: written to bench/recbole only. Otherwise the result goes
 to reports/benchmarks/recbole_<device>.json (or ml1m_sanity_<device>.json), read by `llmrec-lab report`.
