@@ -25,7 +25,7 @@ re-read before every write), so on a CPU the two RecBole arms can run at once, o
   OMP_NUM_THREADS=1 make bench-recbole ARM=recbole_defaults &
   OMP_NUM_THREADS=1 make bench-recbole ARM=recbole_matched &
 (RecBole's steps scale poorly with threads: on the 2-core dev machine its first ml-100k epoch took 239 s on two
-threads with the machine idle, and 296 s on one thread with a two-thread training job beside it, so two arms at
+threads with the machine idle, and 292 s on one thread with a two-thread training job beside it, so two arms at
 once, one core each, finish well before one after the other.)
 
 A run with --max-epochs or --user-sample is a smoke test: written to bench/recbole only. Otherwise the result goes
