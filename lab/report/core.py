@@ -12,6 +12,7 @@ from llmrec_core.provenance import EXPERIMENT_CODE
 from .collect import Arm, Run, compare, load_benchmarks, load_runs, missing_runs, read_json
 from .labels import MODEL_LABELS, lm_budget, weights_origin
 from .markdown import fmt
+from .sections_claims import withheld_experiments
 from .stats import LEVEL, RESAMPLES
 
 
@@ -21,7 +22,11 @@ class Report:
     def __init__(self, params_path: Path, out: Path):
         self.params_path, self.out = params_path, out
         self.base = load_params(params_path)
-        self.runs = load_runs(params_path)
+        runs = load_runs(params_path)
+        # the runs of a registered claim still short of runs: only the claims section sees them (sections_claims)
+        self.withheld_why = withheld_experiments(Path(params_path).stem, runs)
+        self.withheld = [r for r in runs if r.experiment in self.withheld_why]
+        self.runs = [r for r in runs if r.experiment not in self.withheld_why]
         self.missing = missing_runs(params_path)
         # leave-one-out experiments feed every section but "New items", which reads the time-split ones
         self.experiments: dict[str, list[Run]] = {}
@@ -151,6 +156,11 @@ class Report:
         if stale:
             lines.append(f"- **Stale** (params or data changed since they ran; `llmrec-lab analyses` reruns them): "
                          f"{', '.join(stale)}.")
+        if self.withheld:
+            lines.append(f"- **Withheld until their registered claims are decided**: "
+                         + "; ".join(f"`{e}` ({why})" for e, why in self.withheld_why.items())
+                         + f". Their {len(self.withheld)} finished run(s) appear in no section but the claims' until "
+                         "then, so that no confirmatory test number is read before its last registered seed.")
         if self.missing:
             lines.append(f"- **Not run yet**: {', '.join(self.missing)} (`llmrec-lab analyses --params {self.params_path}`).")
         return "\n".join(lines)

@@ -28,13 +28,31 @@ def claim_runs(runs: list) -> dict[str, list]:
     return found
 
 
+def withheld_experiments(dataset: str, runs: list) -> dict[str, str]:
+    """Experiments that an arm of a registered claim still short of runs on `dataset` needs, with what it waits for:
+    the report keeps their runs out of every section but this one until the claim is decided, so that nobody reads a
+    confirmatory test result before its last registered seed (and is tempted to change course on it)."""
+    claims, min_seeds = load_claims()
+    if dataset not in min_seeds:
+        return {}
+    made, need, withheld = claim_runs(runs), min_seeds[dataset], {}
+    for claim in claims:
+        since = registered_at(claim)
+        for arm in (claim.a, claim.b):
+            runs_of_arm = made.get(arm["experiment"], [])
+            counted = sum(finished > since for _, finished in runs_of_arm) if since else 0
+            if runs_of_arm and counted < need:
+                withheld[arm["experiment"]] = f"{counted} of the {need} runs `{claim.id}` needs"
+    return withheld
+
+
 def registered_claims(report) -> str:
     claims, min_seeds = load_claims()
     own = Path(report.params_path).stem
     if own not in min_seeds:
         return (f"No claim is registered for `{own}` (lab/claims.yaml registers claims for "
                 f"{', '.join(min_seeds)}): every section of this report is exploratory.")
-    by_dataset = {dataset: claim_runs(report.runs if dataset == own else
+    by_dataset = {dataset: claim_runs([*report.runs, *getattr(report, "withheld", [])] if dataset == own else
                                       load_runs(CONFIGS / f"{dataset}.yaml") if (CONFIGS / f"{dataset}.yaml").is_file()
                                       else [])
                   for dataset in min_seeds}

@@ -87,3 +87,21 @@ def test_the_report_shows_every_claim_on_every_registered_dataset(tmp_path, monk
         assert sum(f"| {dataset} |" in row for row in rows) == len(claims)
     other = sections_claims.registered_claims(SimpleNamespace(params_path="configs/sample.yaml", runs=[]))
     assert "every section of this report is exploratory" in other
+
+
+def test_a_pending_claims_runs_are_withheld_from_the_exploratory_sections_until_it_is_decided(monkeypatch):
+    """One of three ml-1m seeds of `confirm-ens4` finished: its test numbers must not show anywhere but the claims'
+    section; with all three (or on a dataset no claim is registered for) nothing is withheld."""
+    from lab.report import sections_claims
+
+    after = datetime(2027, 1, 1)  # later than every registration
+    made = {"confirm-ens4": [(None, after)], "confirm": [(None, after)] * 3}
+    monkeypatch.setattr(sections_claims, "claim_runs", lambda runs: made)
+    assert sections_claims.withheld_experiments("ml-1m", []) == {
+        "confirm-ens4": "1 of the 3 runs `head-vs-sasrec-ens4` needs"}
+    made["confirm-ens4"] = [(None, after)] * 3
+    assert sections_claims.withheld_experiments("ml-1m", []) == {}
+    made["confirm-ens4"] = [(None, datetime(2026, 1, 1))] * 3  # before registration: they do not count
+    assert "0 of the 3 runs" in sections_claims.withheld_experiments("ml-1m", [])["confirm-ens4"]
+    made["confirm-ens4"] = [(None, after)]
+    assert sections_claims.withheld_experiments("sample", []) == {}
