@@ -24,9 +24,9 @@ own virtualenv (.bench-venv/recbole), never in the project's environment.
 re-read before every write), so on a CPU the two RecBole arms can run at once, one core each:
   OMP_NUM_THREADS=1 make bench-recbole ARM=recbole_defaults &
   OMP_NUM_THREADS=1 make bench-recbole ARM=recbole_matched &
-(RecBole's steps scale poorly with threads: on the 2-core dev machine its first ml-100k epoch took 239 s on two
-threads with the machine idle, and 292 s on one thread with a two-thread training job beside it, so two arms at
-once, one core each, finish well before one after the other.)
+(RecBole's steps gain nothing from a second thread: on the 2-core dev machine an ml-100k epoch of the defaults arm
+took 239 s on two threads with the machine otherwise idle, and 217 s on one thread with the matched arm training on
+the other core, so two arms at once, one core each, finish in about half the time of one after the other.)
 
 A run with --max-epochs or --user-sample is a smoke test: written to bench/recbole only. Otherwise the result goes
 to reports/benchmarks/recbole_<device>.json (or ml1m_sanity_<device>.json), read by `llmrec-lab report`.
