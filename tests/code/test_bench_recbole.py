@@ -139,8 +139,8 @@ def test_a_killed_recbole_arm_resumes_where_it_stopped_and_ends_as_an_uninterrup
     assert excluded["ndcg@10"] > mine["ndcg@10"]
 
 
-def test_the_side_by_side_is_published_after_every_finished_arm(tmp_path, monkeypatch):
-    """A run killed in a later arm (or one left for a GPU) still leaves the finished arms in the report's file."""
+def _side_by_side_without_data(tmp_path, monkeypatch):
+    """The side by side over an empty prepared folder: our params, schedule, venv and export stubbed."""
     from types import SimpleNamespace
 
     (tmp_path / "prepared").mkdir()
@@ -151,6 +151,13 @@ def test_the_side_by_side_is_published_after_every_finished_arm(tmp_path, monkey
     monkeypatch.setattr(bench, "our_schedule", lambda p: {"targets_per_epoch": 1900, "updates_per_epoch": 19})
     monkeypatch.setattr(bench, "ensure_venv", lambda: tmp_path / "python")
     monkeypatch.setattr(bench, "export_inter", lambda *a: None)
+
+
+def test_the_side_by_side_is_published_after_every_finished_arm(tmp_path, monkeypatch):
+    """A run killed in a later arm (or one left for a GPU) still leaves the finished arms in the report's file."""
+    from types import SimpleNamespace
+
+    _side_by_side_without_data(tmp_path, monkeypatch)
     monkeypatch.setattr(bench, "cached_arm", lambda folder, name, spec, run: {"epochs_run": 5, "max_epochs": 300})
     monkeypatch.setattr(bench, "finished_arm", lambda folder, name, spec: None)
     published = []
@@ -167,14 +174,7 @@ def test_an_arm_run_alone_publishes_the_arms_another_process_finished_meanwhile(
     result file holds the defaults arm that the other process cached while it ran, not a stale view of it."""
     from types import SimpleNamespace
 
-    (tmp_path / "prepared").mkdir()
-    (tmp_path / "prepared" / "manifest.json").write_text("{}")
-    params = SimpleNamespace(data_root=tmp_path, sasrec=SimpleNamespace(model_dump=lambda mode: {}))
-    monkeypatch.setattr(bench, "WORK", tmp_path)
-    monkeypatch.setattr(bench, "our_params", lambda *a: params)
-    monkeypatch.setattr(bench, "our_schedule", lambda p: {"targets_per_epoch": 1900, "updates_per_epoch": 19})
-    monkeypatch.setattr(bench, "export_inter", lambda *a: None)
-    monkeypatch.setattr(bench, "ensure_venv", lambda: tmp_path / "python")
+    _side_by_side_without_data(tmp_path, monkeypatch)
     args = SimpleNamespace(max_epochs=None, user_sample=None, arms=["recbole_matched"])
     folder, _, specs, _ = bench.side_by_side_arms(args, "cpu")
     ran = []
