@@ -17,8 +17,9 @@ def test_the_three_arms_are_tabled_and_an_absent_one_is_said_not_run():
                   "recbole_defaults": _arm(2048, 48, 12, 0.09, test_history_excluded={"ndcg@10": 0.125,
                                                                                       "recall@10": 0.25})}}
     text = "\n".join(recbole_arms("recbole_cpu", r))
-    assert "| llmrec SASRec (the params file's `sasrec`) | 128 | 19 | 30 | 40 | 2.50 | 100 | 0.1000 | 0.1100 |" in text
-    assert "| RecBole SASRec, its defaults | 2,048 | 48 | 12 | 22 |" in text
+    assert "| llmrec SASRec (the params file's `sasrec`) | 128 | 19 | 30 | 40 | 2.50 | – | 100 | 0.1000 | 0.1100 |" in text
+    assert "| RecBole SASRec, its defaults | 2,048 | 48 | 12 | 22 | 2.50 | – |" in text
+    assert "the median, from each epoch's recorded seconds" not in text
     assert "| 0.0900 | 0.2000 | 0.0700 | 0.1250 | 0.2500 |" in text  # its protocol, then earlier items excluded
     assert "Not run: RecBole SASRec, batch for our updates per epoch." in text
     assert "Not finished yet: RecBole SASRec, batch for our updates per epoch (`make bench-recbole` goes on" in \
@@ -33,6 +34,10 @@ def test_the_three_arms_are_tabled_and_an_absent_one_is_said_not_run():
     assert "torch threads" not in text
     r["arms"]["recbole_defaults"]["threads_from_epoch"] = [[0, 2], [7, 1]]
     assert "(after epoch: threads): recbole_defaults 0: 2, 7: 1." in "\n".join(recbole_arms("s", r))
+    r["arms"]["recbole_defaults"]["epoch_seconds"] = [160.0, 170.0, 1200.0, 165.0]  # one epoch under load
+    text = "\n".join(recbole_arms("s", r))
+    assert "| RecBole SASRec, its defaults | 2,048 | 48 | 12 | 22 | 2.50 | 168 |" in text
+    assert "the median, from each epoch's recorded seconds, reads through them" in text
     r["capped"] = ["recbole_defaults"]
     assert "Stopped by its epoch cap, not by early stopping: recbole_defaults" in "\n".join(recbole_arms("s", r))
 
