@@ -33,6 +33,7 @@ to reports/benchmarks/recbole_<device>.json (or ml1m_sanity_<device>.json), read
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -250,11 +251,19 @@ def run_ours(params) -> dict:
 
 # ---- RecBole's side ----
 
-def ensure_venv() -> Path:
-    python = VENV / "bin" / "python"
-    if not python.is_file():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *RECBOLE_PINS], check=True)
+def ensure_venv(venv: Path = VENV, pins: tuple[str, ...] = tuple(RECBOLE_PINS)) -> Path:
+    """RecBole's virtualenv, made once. Arms started together wait on one lock, and the stamp is written only after
+    pip succeeded, so a half-made venv (killed install) is finished by the next run instead of trusted."""
+    python, stamp = venv / "bin" / "python", venv / ".installed"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        installed = stamp.is_file() and stamp.read_text() == "\n".join(pins)
+        if not installed:
+            if not python.is_file():
+                subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *pins], check=True)
+            stamp.write_text("\n".join(pins))
     return python
 
 

@@ -193,3 +193,29 @@ def test_an_arm_run_alone_publishes_the_arms_another_process_finished_meanwhile(
     assert epochs == [{"recbole_defaults": 30, "recbole_matched": 80}]  # ours not finished: pending
     assert final["arms"] == published[-1]
     assert not list(folder.rglob(".*.partial"))  # every cache write replaced its file in one step
+
+
+def test_recboles_venv_is_trusted_only_once_pip_finished_and_made_once(tmp_path, monkeypatch):
+    calls = []
+
+    def run(cmd, check):
+        calls.append(cmd[1:3] if cmd[2] == "venv" else cmd[1:4])
+        if cmd[2] == "venv":
+            (tmp_path / "recbole" / "bin").mkdir(parents=True)
+            (tmp_path / "recbole" / "bin" / "python").write_text("")
+        elif fail_pip:
+            raise bench.subprocess.CalledProcessError(1, cmd)
+
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    fail_pip = True  # the first install is killed half way
+    with pytest.raises(bench.subprocess.CalledProcessError):
+        bench.ensure_venv(tmp_path / "recbole", ("recbole==1.2.1",))
+    assert calls == [["-m", "venv"], ["-m", "pip", "install"]]
+    fail_pip, calls[:] = False, []
+    bench.ensure_venv(tmp_path / "recbole", ("recbole==1.2.1",))
+    assert calls == [["-m", "pip", "install"]]  # the venv is kept, the install redone
+    calls.clear()
+    assert bench.ensure_venv(tmp_path / "recbole", ("recbole==1.2.1",)) == tmp_path / "recbole" / "bin" / "python"
+    assert calls == []
+    bench.ensure_venv(tmp_path / "recbole", ("recbole==1.2.2",))
+    assert calls == [["-m", "pip", "install"]]  # other pins: installed again
