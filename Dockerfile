@@ -10,9 +10,8 @@ COPY . .
 RUN git init -q
 # The same install as the README (make venv), so the image runs exactly what was tested.
 RUN make venv
-# `make demo` trains on the sample. To serve on the published port, give the API token that POST /items and
-# POST /reload require (serve refuses --host 0.0.0.0 without one; never bake a token into the image):
-#   docker run -p 8000:8000 -e LLMREC_API_TOKEN="$(python3 -c 'import secrets; print(secrets.token_urlsafe())')" \
-#       <image> .venv/bin/llmrec serve --host 0.0.0.0
+# The default command trains on the sample, then serves it on the published port; it needs the API token that
+# POST /items and POST /reload require (serve refuses --host 0.0.0.0 without one; never bake a token into the image):
+#   docker run -p 8000:8000 -e LLMREC_API_TOKEN="$(python3 -c 'import secrets; print(secrets.token_urlsafe())')" <image>
 EXPOSE 8000
-CMD ["make", "demo"]
+CMD ["scripts/docker_serve.sh"]
