@@ -40,6 +40,7 @@ class Verdict:
     why: str
     interval: Interval | None = None
     seeds: tuple[int, int] = (0, 0)
+    by_user: Interval | None = None  # users drawn instead of targets, where a user has several targets
 
 
 def load_claims(path: Path = CLAIMS) -> tuple[list[Claim], dict[str, int]]:
@@ -117,4 +118,13 @@ def judge(claim: Claim, runs: dict[str, list[tuple[pd.DataFrame, datetime]]], mi
     # the same scoring on both sides (an arm whose setting was frozen to the other's): no run can decide it
     why = (f"A and B rank every target identically: {interval.brief()}"
            if np.array_equal(a, b) else interval.brief())
-    return Verdict(claim, verdict, why, interval, (len(a), len(b)))
+    by_user = None
+    users = merged["user_idx"].to_numpy()
+    if len(np.unique(users)) < len(users):
+        # A time split asks a user several targets, which move together; the registered rule draws targets, so this
+        # check (added after registration) is shown beside the verdict and never changes it.
+        by_user = two_level_interval(a, b, clusters=users)
+        other = {"holds": "holds", "does not hold": "does not hold"}.get(by_user.verdict, "inconclusive")
+        why += (f"; drawing users instead ({len(np.unique(users)):,} users): {by_user.brief()}, "
+                + ("the same verdict" if other == verdict else f"which would make it {other}"))
+    return Verdict(claim, verdict, why, interval, (len(a), len(b)), by_user)

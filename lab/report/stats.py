@@ -111,26 +111,34 @@ def unpaired_interval(a: np.ndarray, b: np.ndarray, seed: int = 0, resamples: in
     return Interval(float(a.mean() - b.mean()), low, high, len(a), False)
 
 
-def two_level_interval(a: np.ndarray, b: np.ndarray, seed: int = 0, resamples: int = RESAMPLES) -> Interval:
+def two_level_interval(a: np.ndarray, b: np.ndarray, seed: int = 0, resamples: int = RESAMPLES,
+                       clusters: np.ndarray | None = None) -> Interval:
     """A and B as [seeds, targets] matrices over the same targets in the same order (each row one training run).
     Each resample draws each arm's seeds with replacement, then the targets (shared by both arms, so the
     comparison stays paired); an arm's mean is its drawn runs' mean over the drawn targets. The interval so holds
     training noise (which seeds ran) as well as sampling noise (which targets were asked); with one seed per arm
-    it is the paired interval over targets."""
+    it is the paired interval over targets. `clusters` (one label per target, e.g. its user) draws whole clusters
+    instead of targets, for splits where one user has several targets that are not independent of each other."""
     a, b = np.atleast_2d(np.asarray(a, dtype=np.float64)), np.atleast_2d(np.asarray(b, dtype=np.float64))
     if a.shape[1] != b.shape[1] or not a.shape[1]:
         raise ValueError("both arms need the same, non-empty targets")
     (ka, n), kb = a.shape, b.shape[0]
+    cluster_of = (np.arange(n) if clusters is None else np.unique(np.asarray(clusters), return_inverse=True)[1])
+    if len(cluster_of) != n:
+        raise ValueError("one cluster label per target")
+    units = int(cluster_of.max()) + 1
     rng = np.random.default_rng(seed)
     block = max(1, min(_BLOCK, 5_000_000 // n))  # counts of drawn targets: block x n numbers at a time
     out = []
     for start in range(0, resamples, block):
         m = min(block, resamples - start)
-        targets = rng.multinomial(n, np.full(n, 1.0 / n), size=m)  # how often each target is drawn
+        drawn = rng.multinomial(units, np.full(units, 1.0 / units), size=m)  # how often each target (cluster) is drawn
+        targets = drawn if clusters is None else drawn[:, cluster_of]
         runs_a = rng.multinomial(ka, np.full(ka, 1.0 / ka), size=m)  # how often each of A's seeds is drawn
         runs_b = rng.multinomial(kb, np.full(kb, 1.0 / kb), size=m)
-        mean_a = ((runs_a @ a) * targets).sum(axis=1) / (ka * n)
-        mean_b = ((runs_b @ b) * targets).sum(axis=1) / (kb * n)
+        weight = targets.sum(axis=1)  # n when targets are drawn; varies with the drawn clusters' sizes
+        mean_a = ((runs_a @ a) * targets).sum(axis=1) / (ka * weight)
+        mean_b = ((runs_b @ b) * targets).sum(axis=1) / (kb * weight)
         out.append(mean_a - mean_b)
     low, high = _quantiles(np.concatenate(out))
     return Interval(float(a.mean() - b.mean()), low, high, n, True)

@@ -105,3 +105,19 @@ def test_a_pending_claims_runs_are_withheld_from_the_exploratory_sections_until_
     assert "0 of the 3 runs" in sections_claims.withheld_experiments("ml-1m", [])["confirm-ens4"]
     made["confirm-ens4"] = [(None, after)]
     assert sections_claims.withheld_experiments("sample", []) == {}
+
+
+def test_where_users_have_several_targets_the_interval_drawing_users_is_shown_beside_the_verdict():
+    rng = np.random.default_rng(4)
+    after = datetime(2026, 12, 2)
+    runs = {"ea": [(_ranks(rng, 600, 10, "seqhead"), after) for _ in range(5)],
+            "eb": [(_ranks(rng, 600, 0, "sasrec"), after) for _ in range(5)]}
+    one_each = judge(_claim(), runs, 5, REGISTERED)
+    assert one_each.by_user is None and "drawing users" not in one_each.why  # leave-one-out: one target per user
+    for arm in runs.values():
+        for ranks, _ in arm:
+            ranks["user_idx"] = np.arange(600) // 20  # a time split: 30 users, 20 targets each
+    several = judge(_claim(), runs, 5, REGISTERED)
+    assert several.interval == one_each.interval and several.verdict == one_each.verdict  # the registered rule
+    assert "drawing users instead (30 users)" in several.why
+    assert several.by_user.high - several.by_user.low != several.interval.high - several.interval.low

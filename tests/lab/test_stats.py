@@ -95,3 +95,20 @@ def test_the_two_level_interval_of_one_seed_per_arm_is_the_paired_interval():
     assert one.low == pytest.approx(paired.low, abs=0.01) and one.high == pytest.approx(paired.high, abs=0.01)
     with pytest.raises(ValueError, match="same, non-empty targets"):
         two_level_interval(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+def test_drawing_users_instead_of_targets_widens_the_interval_when_a_users_targets_move_together():
+    rng = np.random.default_rng(3)
+    per_user = rng.normal(0.01, 0.1, size=(2, 200))  # two seeds of A's gain over B, one value per user
+    a, b = np.repeat(per_user, 10, axis=1), np.zeros((2, 2000))  # each user's 10 targets: the same value
+    users = np.repeat(np.arange(200), 10)
+    by_target, by_user = two_level_interval(a, b), two_level_interval(a, b, clusters=users)
+    one_per_user = two_level_interval(per_user, np.zeros((2, 200)))
+    assert by_user.diff == by_target.diff == pytest.approx(per_user.mean())
+    assert by_user.high - by_user.low > 2 * (by_target.high - by_target.low)  # 10 copies are not 10 users
+    assert by_user.low == pytest.approx(one_per_user.low, abs=0.004)
+    assert by_user.high == pytest.approx(one_per_user.high, abs=0.004)
+    # one target per user: the very same draws as without clusters
+    assert two_level_interval(per_user, np.zeros((2, 200)), clusters=np.arange(200)) == one_per_user
+    with pytest.raises(ValueError, match="one cluster label per target"):
+        two_level_interval(a, b, clusters=users[:-1])
