@@ -38,6 +38,12 @@ def test_the_three_arms_are_tabled_and_an_absent_one_is_said_not_run():
     text = "\n".join(recbole_arms("s", r))
     assert "| RecBole SASRec, its defaults | 2,048 | 48 | 12 | 22 | 2.50 | 168 |" in text
     assert "the median, from each epoch's recorded seconds, reads through them" in text
+    assert "- Read (one run per arm" not in text  # two arms of three: nothing to read yet
+    r["arms"]["recbole_matched"] = _arm(5077, 19, 11, 0.12, test_history_excluded={"ndcg@10": 0.18})
+    text = "\n".join(recbole_arms("s", r))
+    assert "at our updates per epoch +0.0100 / +0.0650; at its defaults (48 updates per epoch, best epoch 12) " \
+           "-0.0200 / +0.0100" in text
+    assert "lifts every arm: ours 1.05x, RecBole at its defaults 1.39x, RecBole matched 1.50x" in text
     r["capped"] = ["recbole_defaults"]
     assert "Stopped by its epoch cap, not by early stopping: recbole_defaults" in "\n".join(recbole_arms("s", r))
 
@@ -61,6 +67,10 @@ def test_the_ml1m_line_is_not_run_without_its_file_and_beside_the_published_figu
     assert "ours is below the published figure at the same learning rate (69% of its NDCG@10)" in text
     assert "lifts ours 1.61x" in text
     assert "not converged" not in text
+    assert "is what the three-arm run on ml-100k measures" in text
+    arms = {"recbole_defaults": _arm(2048, 48, 41, 0.0636, test_history_excluded={"ndcg@10": 0.1131})}
+    text = "\n".join(ml1m_sanity({"ml1m_sanity_cpu": r, "recbole_cpu": {"arms": arms}}))
+    assert "the same exclusion lifts RecBole's own SASRec 1.78x (recbole_defaults) (the three-arm run)" in text
 
 
 def test_the_first_two_sided_file_states_recboles_updates_from_its_own_counts():
@@ -73,3 +83,5 @@ def test_the_first_two_sided_file_states_recboles_updates_from_its_own_counts():
     text = "\n".join(recbole_two_sides("recbole_cpu", r))
     assert "RecBole: 128 single targets per batch, 754 updates per epoch" in text
     assert "batch 128 single targets against our 128 windows, dropout 0.2" in text
+    assert "the three-arm run above, once made, replaces this" in text
+    assert "the three-arm run above replaces this" in "\n".join(recbole_two_sides("s", r, superseded=True))
