@@ -165,8 +165,9 @@ def tuning_table(tuning: dict | None, in_use, where: str, reference: dict | None
     base += "".join(f", `--set {option}`" for option in tuning.get("fixed", []))
     machine = tuning.get("machine", {})
     load = f", 1-minute load {machine['load_1min']} at the end" if "load_1min" in machine else ""
-    out = [f"**Tuning** on the whole validation split (`llmrec-lab tune-heads --model {tuning.get('model', 'sasrec')}`"
-           f"{base}, {machine.get('date')}{load}{done}); {where} are the `in use` row:", "",
+    of = f" of `{tuning['params']}`" if tuning.get("params") else ""  # a grid run on another dataset says so
+    out = [f"**Tuning** on the whole validation split{of} "
+           f"(`llmrec-lab tune-heads --model {tuning.get('model', 'sasrec')}`{base}, {machine.get('date')}{load}{done}); {where} are the `in use` row:", "",
            table([*(k.split(".")[1] for k in tuning["grid"]), "epochs", "valid NDCG@10", "valid Recall@10",
                   *(["valid tail NDCG@10"] if tail else []), *(["worse margin to SASRec"] if goal else []), "in use"],
                  rows), ""]
@@ -180,7 +181,8 @@ def tuning_table(tuning: dict | None, in_use, where: str, reference: dict | None
         pick = max(points, key=margin)
         out.append(f"- Goal 1's rule (the worse of the overall and tail margins to SASRec's validation NDCG@10, "
                    f"{reference['valid_ndcg@10']:.4f} and {reference['valid_tail_ndcg@10']:.4f}) picks "
-                   f"{named(pick)}: {margin(pick):+.4f}.")
+                   f"{named(pick)}: {margin(pick):+.4f}. A reading only: the values in use follow validation "
+                   "NDCG@10, the rule every model's knobs are chosen by.")
     return out + ([""] if out[-1] else [])
 
 

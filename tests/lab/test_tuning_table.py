@@ -23,6 +23,9 @@ def test_the_row_in_use_is_marked_and_a_better_point_is_named():
     rows = [line for line in text.splitlines() if line.startswith(("| 64", "| 128"))]
     assert rows[0].endswith("| yes |") and rows[1].endswith("| no |")
     assert "on top of run `seqhead-tuned-lm.seed0`" in text and "2 of 3 grid points run" in text
+    assert "validation split (`llmrec-lab" in text  # a grid that does not record its params file names none
+    tuning = {**_tuning(best_hidden=128), "params": "configs/ml-100k.yaml"}
+    assert "validation split of `configs/ml-100k.yaml` (" in "\n".join(tuning_table(tuning, _params(), "x"))
     assert "(hidden 128, dropout 0.2) is not the one in use" in text
 
 
