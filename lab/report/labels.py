@@ -167,7 +167,8 @@ def tuning_table(tuning: dict | None, in_use, where: str, reference: dict | None
     load = f", 1-minute load {machine['load_1min']} at the end" if "load_1min" in machine else ""
     of = f" of `{tuning['params']}`" if tuning.get("params") else ""  # a grid run on another dataset says so
     out = [f"**Tuning** on the whole validation split{of} "
-           f"(`llmrec-lab tune-heads --model {tuning.get('model', 'sasrec')}`{base}, {machine.get('date')}{load}{done}); {where} are the `in use` row:", "",
+           f"(`llmrec-lab tune-heads --model {tuning.get('model', 'sasrec')}`{base}, {machine.get('date')}{load}{done}); "
+           f"{where} are the `in use` row:", "",
            table([*(k.split(".")[1] for k in tuning["grid"]), "epochs", "valid NDCG@10", "valid Recall@10",
                   *(["valid tail NDCG@10"] if tail else []), *(["worse margin to SASRec"] if goal else []), "in use"],
                  rows), ""]
