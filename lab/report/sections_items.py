@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from ..claims import load_claims
 from ..new_item_offset import (choose_setting, own_knobs, parse_knobs, part_ndcg, read_offsets, setting_label,
                                settings_in_order, warm_weight)
 from . import figures
@@ -45,7 +46,53 @@ def item_groups(report: Report) -> str:
         out.append(f"- No test target is cold in this data (every test item occurs in training after the k-core "
                    f"filter), so cold-start is shown by new items in {report.ref('new_items')} and by zero-shot and "
                    f"leave-one-domain-out in {report.ref('zero_shot')}.")
-    return "\n".join(out)
+    return "\n".join(out + claims_runs_by_group(report))
+
+
+GROUPS = ("cold", "new", "tail", "head")
+
+
+def claims_runs_by_group(report: Report) -> list[str]:
+    """Every model of each registered claim's experiment that ranks several, NDCG@10 per item group present there:
+    the cold and new targets beside the tail and head ones, with the head scored as it serves."""
+    claims, _ = load_claims()
+    names = dict.fromkeys(arm["experiment"] for c in claims for arm in (c.a, c.b))
+    experiments = {**report.experiments, **report.time_experiments}
+    out = []
+    for name in (n for n in names if n in experiments):
+        runs = experiments[name]
+        models = [m for m in MODEL_LABELS if runs[0].has(m)]
+        if len(models) < 2:
+            continue
+        arms = [Arm.of(MODEL_LABELS[m], m, runs) for m in models]
+        groups = [g for g in GROUPS if arms[0].summary("ndcg@10", in_group(g))[2]]
+        rows = [[g, arms[0].summary("ndcg@10", in_group(g))[2],
+                 *(mean_sd(*a.summary("ndcg@10", in_group(g))[:2]) for a in arms)] for g in groups]
+        out += ["", f"`{name}` ({len(runs)} seeds; a registered claim's runs), NDCG@10 by item "
+                    "group, mean ± sd over seeds; groups without targets in its split are left out:", "",
+                table(["group", "targets", *(MODEL_LABELS[m] for m in models)], rows)]
+        if "new" in groups and {"llmrec", "seqhead_served"} <= set(models):
+            out += ["", _what_serving_costs(report, name, dict(zip(models, arms)), warm_weight(runs[0].time_split))]
+    return out
+
+
+def _what_serving_costs(report: Report, name: str, arms: dict[str, Arm], weight: float) -> str:
+    """The LM alone against the head as it serves, on new targets, warm ones and the whole window: whether one
+    scoring keeps both leads, and what the service (`index.model`) gives up."""
+    lm, head = arms["llmrec"], arms["seqhead_served"]
+    new = [a.summary("ndcg@10", in_group("new"))[0] for a in (lm, head)]
+    warm = [a.summary("ndcg@10", not_in_group("new"))[0] for a in (lm, head)]
+    whole = [_whole_window(a, weight)[0] for a in (lm, head)]
+    text = (f"- `{name}`: on new targets the LM alone scores {new[0]:.4f} and the head as it serves {new[1]:.4f}; on "
+            f"warm targets {warm[0]:.4f} and {warm[1]:.4f}; over the whole window {whole[0]:.4f} and {whole[1]:.4f}. ")
+    if new[1] >= new[0] and warm[1] >= warm[0]:
+        return text + "The served head keeps both leads."
+    served = report.base.index.model
+    if served == "seqhead":
+        cost = f"gives up {new[0] - new[1]:.4f} NDCG@10 on new targets for {whole[1] - whole[0]:+.4f} over the window"
+    else:
+        cost = f"gives up {warm[1] - warm[0]:.4f} on warm targets for {whole[0] - whole[1]:+.4f} over the window"
+    return text + f"No single scoring here keeps both leads; `index.model: {served}` serves, and {cost}."
 
 
 def new_items(report: Report) -> str:
