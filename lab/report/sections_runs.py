@@ -259,18 +259,18 @@ def all_runs(report: Report) -> str:
     for run in report.runs:
         for model, result in run.metrics["models"].items():
             o = result["overall"]
-            tuned = model == "seqhead" or (model == "llmrec" and run.train_metrics)
             arm = Arm.of("", model, [run])
             setting = SETTINGS.get(run.setting, run.setting.replace("_", "-")) + (" (time split)" if run.time_split else "")
             rows.append([run.name, setting, run.domain or "all",
                          MODEL_LABELS[model], run.model_name if model in ("llmrec", "zero_shot") else "–",
                          TUNINGS[run.tuning] if model == "llmrec" else "–",
                          budget_text(arm) if model in ("llmrec", "seqhead", "sasrec") else "–", o["count"],
-                         run.valid_ndcg(model) if tuned else None, o.get("recall@10"), o.get("ndcg@10"), o.get("mrr"),
+                         run.valid_ndcg(model), o.get("recall@10"), o.get("ndcg@10"), o.get("mrr"),
                          f"`{run.commit}`", run.status[0]])
     return "\n".join(["Overall test metrics of every model each run evaluated (its experiment's `set` in the params "
-                      "file says what differs from the base config), the tuned LM's NDCG@10 on the whole "
-                      "validation split (on which the headline is chosen), the commit of the code behind the run "
+                      "file says what differs from the base config), each model's NDCG@10 on the whole validation "
+                      "split where the run scored it (the headline is chosen on it; every model of the claims' runs "
+                      "has one), the commit of the code behind the run "
                       "and whether it is still current.", "",
                       table(["run", "setting", "domain", "model", "LM", "tuning", "budget", "targets",
                              "valid NDCG@10", "Recall@10", "NDCG@10", "MRR", "commit", "status"], rows)])

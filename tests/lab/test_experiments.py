@@ -145,6 +145,11 @@ def test_analyses_run_once_and_the_report_reads_their_numbers(analysed):
     assert "| SASRec | `sasrec_tuning.json` | ml-100k | hidden {16} | the base config |" in budgets
     assert "| LLM-Rec seq head | `seqhead_tuning_seed.json` | – | seed {1, 2} |" in budgets
     assert headings == [str(i) for i in range(1, len(headings) + 1)] and len(headings) == 14
+    # every model's validation score where the run scored it, SASRec's included (it was once left out)
+    valid0 = json.loads((tmp_path / "runs" / "mixed.seed0" / "metrics_valid.json").read_text())["models"]
+    sasrec_run = next(line for line in _section(text, "Every run").splitlines()
+                      if line.startswith("| mixed.seed0 |") and "| SASRec |" in line)
+    assert sasrec_run.split(" | ")[8] == f"{valid0['sasrec']['overall']['ndcg@10']:.4f}"
     # the headline: means over the two seeds, and differences with an interval and a computed verdict
     headline = _section(text, "LLM-Rec against the baselines")
     sasrec_row = next(line for line in headline.splitlines() if line.startswith("| SASRec (`mixed`) |"))
