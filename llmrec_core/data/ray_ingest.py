@@ -36,6 +36,7 @@ from .ray_filter import connect, lost_worker_errors
 from .source_reader import SourceCounts, read_source
 
 TABLES = ("items", "interactions", "quarantine")  # each source's part files, appended in this order
+READERS_FINISH_S = 600  # how long a failed ingest waits for its other sources' readers before removing their parts
 
 
 def ingest_ray(out: Path, sources: list[tuple[SourceConfig, Path, Path]], params: Params,
@@ -59,10 +60,11 @@ def ingest_ray(out: Path, sources: list[tuple[SourceConfig, Path, Path]], params
             raise e.cause from None
         raise
     finally:
-        for ref in refs:  # tasks still reading (after a failure) must not write into a folder being removed
-            ray.cancel(ref, force=True)
+        # After a failure the other readers finish before their folder is removed, rather than being cancelled:
+        # force-cancelling a task just as it completes aborts the driver in Ray 2.60 ("Tried to complete task
+        # that was not pending"), which took the whole process down with no error of ours.
         if refs:
-            ray.wait(refs, num_returns=len(refs), timeout=30)
+            ray.wait(refs, num_returns=len(refs), timeout=READERS_FINISH_S)
         shutil.rmtree(scratch, ignore_errors=True)
         if started:
             ray.shutdown()
