@@ -78,21 +78,21 @@ def claims_runs_by_group(report: Report) -> list[str]:
 
 def _what_serving_costs(report: Report, name: str, arms: dict[str, Arm], weight: float) -> str:
     """The LM alone against the head as it serves, on new targets, warm ones and the whole window: whether one
-    scoring keeps both leads, and what the service (`index.model`) gives up."""
-    lm, head = arms["llmrec"], arms["seqhead_served"]
-    new = [a.summary("ndcg@10", in_group("new"))[0] for a in (lm, head)]
-    warm = [a.summary("ndcg@10", not_in_group("new"))[0] for a in (lm, head)]
-    whole = [_whole_window(a, weight)[0] for a in (lm, head)]
-    text = (f"- `{name}`: on new targets the LM alone scores {new[0]:.4f} and the head as it serves {new[1]:.4f}; on "
-            f"warm targets {warm[0]:.4f} and {warm[1]:.4f}; over the whole window {whole[0]:.4f} and {whole[1]:.4f}. ")
-    if new[1] >= new[0] and warm[1] >= warm[0]:
+    scoring keeps both leads, and what the one that serves (`index.model`) gives up where it trails."""
+    scores = {m: {"new": arms[m].summary("ndcg@10", in_group("new"))[0],
+                  "warm": arms[m].summary("ndcg@10", not_in_group("new"))[0],
+                  "whole window": _whole_window(arms[m], weight)[0]} for m in ("llmrec", "seqhead_served")}
+    lm, head = scores["llmrec"], scores["seqhead_served"]
+    text = (f"- `{name}`: on new targets the LM alone scores {lm['new']:.4f} and the head as it serves "
+            f"{head['new']:.4f}; on warm targets {lm['warm']:.4f} and {head['warm']:.4f}; over the whole window "
+            f"{lm['whole window']:.4f} and {head['whole window']:.4f}. ")
+    if head["new"] >= lm["new"] and head["warm"] >= lm["warm"]:
         return text + "The served head keeps both leads."
     served = report.base.index.model
-    if served == "seqhead":
-        cost = f"gives up {new[0] - new[1]:.4f} NDCG@10 on new targets for {whole[1] - whole[0]:+.4f} over the window"
-    else:
-        cost = f"gives up {warm[1] - warm[0]:.4f} on warm targets for {whole[0] - whole[1]:+.4f} over the window"
-    return text + f"No single scoring here keeps both leads; `index.model: {served}` serves, and {cost}."
+    mine, other = (head, lm) if served == "seqhead" else (lm, head)
+    lost = [f"{other[g] - mine[g]:.4f} NDCG@10 on {g} targets" for g in ("new", "warm") if mine[g] < other[g]]
+    return (text + f"No single scoring here keeps both leads; `index.model: {served}` serves, giving up "
+            f"{' and '.join(lost)} for {mine['whole window'] - other['whole window']:+.4f} over the whole window.")
 
 
 def new_items(report: Report) -> str:

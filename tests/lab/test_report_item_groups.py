@@ -36,8 +36,10 @@ def test_each_claim_experiment_with_several_models_gets_its_groups_and_the_time_
     assert "| new | 2 | 1.0000 | 0.0000 | 0.0000 |" in text
     assert ("on new targets the LM alone scores 1.0000 and the head as it serves 0.0000; on warm targets 0.0000 "
             "and 1.0000; over the whole window 0.5000 and 0.5000") in text
-    assert "No single scoring here keeps both leads; `index.model: seqhead` serves, and gives up 1.0000 NDCG@10 " \
-           "on new targets for +0.0000 over the window." in text
+    assert "No single scoring here keeps both leads; `index.model: seqhead` serves, giving up 1.0000 NDCG@10 " \
+           "on new targets for +0.0000 over the whole window." in text
+    lm_serves = "\n".join(claims_runs_by_group(_report({}, {"confirm-new-items": window}, served="llmrec")))
+    assert "`index.model: llmrec` serves, giving up 1.0000 NDCG@10 on warm targets for +0.0000" in lm_serves
     window[0].ranks["rank_seqhead_served"] = 0  # a head that leads everywhere
     text = "\n".join(claims_runs_by_group(_report({}, {"confirm-new-items": window})))
     assert "The served head keeps both leads." in text
