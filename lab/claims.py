@@ -85,6 +85,11 @@ def arm_matrix(runs: list[pd.DataFrame], model: str, metric: str, targets: str) 
     return base[_subset(base, targets).to_numpy()].reset_index(drop=True)
 
 
+def _verdict(interval: Interval) -> str:
+    """A claim's word for an interval: holds, does not hold, or inconclusive."""
+    return interval.verdict if interval.verdict in ("holds", "does not hold") else "inconclusive"
+
+
 def judge(claim: Claim, runs: dict[str, list[tuple[pd.DataFrame, datetime]]], min_seeds: int,
           since: datetime | None) -> Verdict:
     """The claim's verdict from `runs` (experiment -> [(ranks table, finished at)]) of one dataset."""
@@ -114,7 +119,7 @@ def judge(claim: Claim, runs: dict[str, list[tuple[pd.DataFrame, datetime]]], mi
     a = np.stack([merged[c] for c in merged if c.startswith("a_seed")])
     b = np.stack([merged[c] for c in merged if c.startswith("b_seed")])
     interval = two_level_interval(a, b)
-    verdict = {"holds": "holds", "does not hold": "does not hold"}.get(interval.verdict, "inconclusive")
+    verdict = _verdict(interval)
     # the same scoring on both sides (an arm whose setting was frozen to the other's): no run can decide it
     why = (f"A and B rank every target identically: {interval.brief()}"
            if np.array_equal(a, b) else interval.brief())
@@ -124,7 +129,7 @@ def judge(claim: Claim, runs: dict[str, list[tuple[pd.DataFrame, datetime]]], mi
         # A time split asks a user several targets, which move together; the registered rule draws targets, so this
         # check (added after registration) is shown beside the verdict and never changes it.
         by_user = two_level_interval(a, b, clusters=users)
-        other = {"holds": "holds", "does not hold": "does not hold"}.get(by_user.verdict, "inconclusive")
+        other = _verdict(by_user)
         why += (f"; drawing users instead ({len(np.unique(users)):,} users): {by_user.brief()}, "
                 + ("the same verdict" if other == verdict else f"which would make it {other}"))
     return Verdict(claim, verdict, why, interval, (len(a), len(b)), by_user)

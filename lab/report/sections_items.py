@@ -15,6 +15,18 @@ from .labels import MODEL_LABELS, budget_text, in_domain, in_group, not_in_group
 from .markdown import fmt, mean_sd, table
 
 
+GROUPS = ("cold", "new", "tail", "head")
+
+
+def group_rows(arms: list[Arm], groups: tuple[str, ...], metrics: tuple[str, ...]) -> tuple[list[str], list[list]]:
+    """The groups among `groups` that the first arm has targets in, and a row per group: the group, its targets,
+    then each arm's mean ± sd of each metric."""
+    counts = {g: arms[0].summary(metrics[0], in_group(g))[2] for g in groups}
+    present = [g for g in groups if counts[g]]
+    return present, [[g, counts[g], *(mean_sd(*a.summary(m, in_group(g))[:2]) for a in arms for m in metrics)]
+                     for g in present]
+
+
 def item_groups(report: Report) -> str:
     """Section: NDCG@10 by item popularity group (head, tail, new) for LLM-Rec and the baselines."""
     best, base = report.headline_experiment(), report.baseline
@@ -22,10 +34,7 @@ def item_groups(report: Report) -> str:
         return "Not run: needs a Mixed-setting LLM-Rec experiment and one with the baselines."
     arms = [report.arm(best, "llmrec")] + [report.arm(base, m) for m in ("sasrec", "popularity", "zero_shot")
                                          if report.first(base).has(m)]
-    groups = [g for g in ("cold", "tail", "head") if arms[0].summary("ndcg@10", in_group(g))[2]]
-    rows = [[g, arms[0].summary("ndcg@10", in_group(g))[2],
-             *(mean_sd(*a.summary(m, in_group(g))[:2]) for a in arms for m in ("ndcg@10", "recall@10"))]
-            for g in groups]
+    groups, rows = group_rows(arms, ("cold", "tail", "head"), ("ndcg@10", "recall@10"))
     out = [f"LLM-Rec: `{best}` (the headline run); the other models: `{base}`. Cold = target never in training, "
            f"tail = least popular {report.base.prepare.tail_fraction:.0%} of items by training count, head = the rest.",
            "", table(["group", "targets", *(f"{a.label.split(' (')[0]} {m}" for a in arms
@@ -49,9 +58,6 @@ def item_groups(report: Report) -> str:
     return "\n".join(out + claims_runs_by_group(report))
 
 
-GROUPS = ("cold", "new", "tail", "head")
-
-
 def claims_runs_by_group(report: Report) -> list[str]:
     """Every model of each registered claim's experiment that ranks several, NDCG@10 per item group present there:
     the cold and new targets beside the tail and head ones, with the head scored as it serves."""
@@ -65,9 +71,7 @@ def claims_runs_by_group(report: Report) -> list[str]:
         if len(models) < 2:
             continue
         arms = [Arm.of(MODEL_LABELS[m], m, runs) for m in models]
-        groups = [g for g in GROUPS if arms[0].summary("ndcg@10", in_group(g))[2]]
-        rows = [[g, arms[0].summary("ndcg@10", in_group(g))[2],
-                 *(mean_sd(*a.summary("ndcg@10", in_group(g))[:2]) for a in arms)] for g in groups]
+        groups, rows = group_rows(arms, GROUPS, ("ndcg@10",))
         out += ["", f"`{name}` ({len(runs)} seeds; a registered claim's runs), NDCG@10 by item "
                     "group, mean ± sd over seeds; groups without targets in its split are left out:", "",
                 table(["group", "targets", *(MODEL_LABELS[m] for m in models)], rows)]

@@ -16,6 +16,12 @@ def _ranks(rng, n: int, shift: int, model: str) -> pd.DataFrame:
                          "group": np.where(np.arange(n) % 3 == 0, "tail", "head"), f"rank_{model}": ranks})
 
 
+def _two_arms(rng, n: int, shift: int, finished: datetime = datetime(2026, 12, 2)) -> dict:
+    """Five runs a side, finished after registration: ea's seqhead ranks `shift` places better than eb's sasrec."""
+    return {"ea": [(_ranks(rng, n, shift, "seqhead"), finished) for _ in range(5)],
+            "eb": [(_ranks(rng, n, 0, "sasrec"), finished) for _ in range(5)]}
+
+
 def _claim(targets: str = "all") -> Claim:
     return Claim("x", "A beats B", {"experiment": "ea", "model": "seqhead"}, {"experiment": "eb", "model": "sasrec"},
                  "ndcg@10", targets)
@@ -38,10 +44,7 @@ def test_a_claim_is_pending_until_it_has_enough_runs_made_after_registration():
 
 
 def test_a_registered_claim_with_its_runs_gets_the_rules_verdict():
-    rng = np.random.default_rng(1)
-    after = datetime(2026, 12, 2)
-    better = {"ea": [(_ranks(rng, 600, 10, "seqhead"), after) for _ in range(5)],
-              "eb": [(_ranks(rng, 600, 0, "sasrec"), after) for _ in range(5)]}
+    better = _two_arms(np.random.default_rng(1), 600, 10)
     verdict = judge(_claim(), better, 5, REGISTERED)
     assert verdict.verdict == "holds" and verdict.interval.low > 0 and verdict.seeds == (5, 5)
     worse = {"ea": [(r.rename(columns={"rank_sasrec": "rank_seqhead"}), t) for r, t in better["eb"]],
@@ -65,10 +68,7 @@ def test_arms_that_score_identically_are_inconclusive_and_say_so():
 
 
 def test_a_claim_on_targets_the_split_does_not_have_is_not_applicable_not_pending():
-    rng = np.random.default_rng(2)
-    after = datetime(2026, 12, 2)
-    runs = {"ea": [(_ranks(rng, 90, 5, "seqhead"), after) for _ in range(5)],
-            "eb": [(_ranks(rng, 90, 0, "sasrec"), after) for _ in range(5)]}
+    runs = _two_arms(np.random.default_rng(2), 90, 5)
     verdict = judge(_claim("cold"), runs, 5, REGISTERED)  # every target is tail or head
     assert verdict.verdict == "not applicable" and "no cold targets" in verdict.why and verdict.seeds == (5, 5)
 
@@ -108,10 +108,7 @@ def test_a_pending_claims_runs_are_withheld_from_the_exploratory_sections_until_
 
 
 def test_where_users_have_several_targets_the_interval_drawing_users_is_shown_beside_the_verdict():
-    rng = np.random.default_rng(4)
-    after = datetime(2026, 12, 2)
-    runs = {"ea": [(_ranks(rng, 600, 10, "seqhead"), after) for _ in range(5)],
-            "eb": [(_ranks(rng, 600, 0, "sasrec"), after) for _ in range(5)]}
+    runs = _two_arms(np.random.default_rng(4), 600, 10)
     one_each = judge(_claim(), runs, 5, REGISTERED)
     assert one_each.by_user is None and "drawing users" not in one_each.why  # leave-one-out: one target per user
     for arm in runs.values():
